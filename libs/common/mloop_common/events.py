@@ -1,0 +1,329 @@
+"""The event contract: topics, payload models and the CloudEvents 1.0 envelope.
+
+Events travel in CloudEvents binary content mode over Kafka: the payload JSON is the
+record value and every context attribute is a ``ce_`` header, so plain Kafka tools
+and the official CloudEvents SDKs can read every message.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from mloop_common.errors import PermanentError
+
+
+class Topic(StrEnum):
+    DATA_PUBLISHED = "data.published"
+    MODEL_TRAINED = "model.trained"
+    MODEL_REJECTED = "model.rejected"
+    MODEL_REGISTERED = "model.registered"
+    MODEL_PROMOTED = "model.promoted"
+    PREDICTIONS_LOGGED = "predictions.logged"
+    FEEDBACK_RECEIVED = "feedback.received"
+    DRIFT_DETECTED = "drift.detected"
+
+
+ALL_TOPICS: tuple[str, ...] = tuple(t.value for t in Topic)
+SPEC_VERSION = "1.0"
+CONTENT_TYPE = "application/json"
+
+
+def dlq_topic(topic: str) -> str:
+    """Name of the dead-letter topic for ``topic``."""
+    return f"{topic}.dlq"
+
+
+class InvalidEvent(PermanentError):
+    """A Kafka record that is not a valid mloop CloudEvent."""
+
+    code = "invalid_event"
+
+
+# --- payloads ---------------------------------------------------------------------
+
+
+class Payload(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    schema_version: int = 1
+
+
+class ArtifactPointer(BaseModel):
+    """An artifact URI plus the digest a reader must verify."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    uri: str
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+
+
+class DataPublished(Payload):
+    dataset: str
+    version: int
+    snapshot: ArtifactPointer
+    rows: int
+    columns: list[str]
+    target: str
+    time_column: str | None = None
+    description: str | None = None
+
+
+class ModelTrained(Payload):
+    model: str
+    run_id: str
+    task: Literal["classification", "regression"]
+    spec_version: int
+    spec_digest: str
+    dataset: str
+    dataset_version: int
+    dataset_sha256: str
+    trigger: Literal["data.published", "drift.detected"]
+    artifact: ArtifactPointer
+    profile: ArtifactPointer
+    holdout: ArtifactPointer
+    features: list[str]
+    target: str
+    estimator_class: str
+    params: dict[str, Any]
+    metric: str
+    cv_score: float
+    holdout_metrics: dict[str, float]
+    training_seconds: float
+    code_version: str
+    seed: int
+
+
+class ModelRejected(Payload):
+    model: str
+    run_id: str
+    evaluation_id: str
+    reasons: list[str]
+    candidate_metrics: dict[str, float]
+    champion_version: int | None = None
+    champion_metrics: dict[str, float] | None = None
+
+
+class ModelRegistered(Payload):
+    model: str
+    version: int
+    run_id: str
+    evaluation_id: str
+    task: Literal["classification", "regression"]
+    artifact: ArtifactPointer
+    profile: ArtifactPointer
+    features: list[str]
+    metrics: dict[str, float]
+    requires_approval: bool
+
+
+class ModelPromoted(Payload):
+    model: str
+    version: int
+    alias: str = "production"
+    previous_version: int | None = None
+    reason: str
+    task: Literal["classification", "regression"]
+    target: str
+    artifact: ArtifactPointer
+    profile: ArtifactPointer
+    features: list[str]
+    metrics: dict[str, float]
+    drift_window: int = 1000
+    cooldown_windows: int = 3
+
+
+class PredictionRecord(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    request_id: str
+    timestamp: datetime
+    inputs: dict[str, Any]
+    prediction: Any
+    probabilities: list[float] | None = None
+    route: Literal["champion", "canary", "shadow"] = "champion"
+
+
+class PredictionsLogged(Payload):
+    model: str
+    version: int
+    records: list[PredictionRecord]
+
+
+class FeedbackRecord(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    request_id: str
+    label: Any
+    timestamp: datetime
+
+
+class FeedbackReceived(Payload):
+    model: str
+    records: list[FeedbackRecord]
+
+
+class DriftDetected(Payload):
+    model: str
+    version: int
+    report_id: str
+    cause: str | None
+    action: Literal["retrain", "investigate"]
+    summary: str
+    drifted_features: list[str]
+    evidence: dict[str, Any]
+    window_size: int
+    recent_data: ArtifactPointer | None = None
+    recent_rows: int = 0
+
+
+PAYLOADS: dict[str, type[Payload]] = {
+    Topic.DATA_PUBLISHED: DataPublished,
+    Topic.MODEL_TRAINED: ModelTrained,
+    Topic.MODEL_REJECTED: ModelRejected,
+    Topic.MODEL_REGISTERED: ModelRegistered,
+    Topic.MODEL_PROMOTED: ModelPromoted,
+    Topic.PREDICTIONS_LOGGED: PredictionsLogged,
+    Topic.FEEDBACK_RECEIVED: FeedbackReceived,
+    Topic.DRIFT_DETECTED: DriftDetected,
+}
+TOPIC_OF: dict[type[Payload], str] = {model: topic for topic, model in PAYLOADS.items()}
+
+
+def dataschema(topic: str) -> str:
+    """The versioned schema URI of ``topic``'s payload."""
+    version = PAYLOADS[topic].model_fields["schema_version"].default
+    return f"urn:mloop:schema:{topic}:v{version}"
+
+
+# --- envelope -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """A CloudEvent as mloop carries it: context attributes plus a JSON payload."""
+
+    type: str
+    source: str
+    subject: str
+    data: dict[str, Any]
+    id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    time: datetime = field(default_factory=lambda: datetime.now(UTC))
+    correlationid: str = ""
+    causationid: str | None = None
+    dataschema: str = ""
+    traceparent: str | None = None
+    tracestate: str | None = None
+
+    @property
+    def topic(self) -> str:
+        return self.type
+
+    @property
+    def key(self) -> str:
+        """Partition key: the model or dataset name keeps one model's events ordered."""
+        return self.subject
+
+    def payload(self) -> Payload:
+        """The validated payload model; a bad payload is a permanent failure."""
+        model = PAYLOADS.get(self.type)
+        if model is None:
+            raise InvalidEvent(f"unknown event type {self.type!r}")
+        try:
+            return model.model_validate(self.data)
+        except ValidationError as exc:
+            raise InvalidEvent(f"invalid {self.type} payload: {exc}") from exc
+
+    def with_trace(self, traceparent: str | None, tracestate: str | None = None) -> Envelope:
+        return replace(self, traceparent=traceparent, tracestate=tracestate)
+
+
+def new_event(
+    payload: Payload,
+    *,
+    source: str,
+    subject: str,
+    cause: Envelope | None = None,
+    correlation_id: str | None = None,
+    causation_id: str | None = None,
+) -> Envelope:
+    """Wrap ``payload`` in an envelope; ``cause`` (or the explicit ids) links it into its chain."""
+    topic = TOPIC_OF[type(payload)]
+    event_id = str(uuid.uuid4())
+    if cause is not None:
+        correlation_id, causation_id = cause.correlationid, cause.id
+    return Envelope(
+        id=event_id,
+        type=topic,
+        source=source,
+        subject=subject,
+        data=payload.model_dump(mode="json"),
+        correlationid=correlation_id or event_id,
+        causationid=causation_id,
+        dataschema=dataschema(topic),
+    )
+
+
+_REQUIRED = ("specversion", "id", "type", "source", "time")
+Header = tuple[str, bytes]
+
+
+def to_record(event: Envelope) -> tuple[bytes, bytes, list[Header]]:
+    """Kafka key, value and headers of ``event`` (CloudEvents Kafka binding, binary mode)."""
+    attrs: dict[str, str | None] = {
+        "ce_specversion": SPEC_VERSION,
+        "ce_id": event.id,
+        "ce_type": event.type,
+        "ce_source": event.source,
+        "ce_subject": event.subject,
+        "ce_time": event.time.isoformat().replace("+00:00", "Z"),
+        "ce_dataschema": event.dataschema or None,
+        "ce_correlationid": event.correlationid,
+        "ce_causationid": event.causationid,
+        "content-type": CONTENT_TYPE,
+        "traceparent": event.traceparent,
+        "tracestate": event.tracestate,
+    }
+    headers = [(k, v.encode()) for k, v in attrs.items() if v]
+    value = json.dumps(event.data, separators=(",", ":"), default=str).encode()
+    return event.key.encode(), value, headers
+
+
+def from_record(value: bytes | None, headers: list[Header] | tuple[Header, ...]) -> Envelope:
+    """Decode a Kafka record into an envelope, or raise ``InvalidEvent`` saying why."""
+    attrs = {}
+    for name, raw in headers or ():
+        try:
+            attrs[name] = raw.decode() if raw is not None else ""
+        except UnicodeDecodeError as exc:
+            raise InvalidEvent(f"header {name!r} is not UTF-8") from exc
+    missing = [a for a in _REQUIRED if f"ce_{a}" not in attrs]
+    if missing:
+        raise InvalidEvent(f"not a CloudEvent: missing header(s) {', '.join('ce_' + m for m in missing)}")
+    if attrs["ce_specversion"] != SPEC_VERSION:
+        raise InvalidEvent(f"unsupported ce_specversion {attrs['ce_specversion']!r}")
+    try:
+        data = json.loads(value or b"")
+    except ValueError as exc:
+        raise InvalidEvent(f"record value is not JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise InvalidEvent("record value must be a JSON object")
+    try:
+        time = datetime.fromisoformat(attrs["ce_time"].replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise InvalidEvent(f"ce_time {attrs['ce_time']!r} is not RFC 3339") from exc
+    return Envelope(
+        id=attrs["ce_id"],
+        type=attrs["ce_type"],
+        source=attrs["ce_source"],
+        subject=attrs.get("ce_subject", ""),
+        time=time,
+        data=data,
+        correlationid=attrs.get("ce_correlationid", attrs["ce_id"]),
+        causationid=attrs.get("ce_causationid"),
+        dataschema=attrs.get("ce_dataschema", ""),
+        traceparent=attrs.get("traceparent"),
+        tracestate=attrs.get("tracestate"),
+    )

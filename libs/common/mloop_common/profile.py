@@ -1,0 +1,150 @@
+"""The reference profile: a compact, JSON-ready summary of training data that drift is measured against.
+
+The trainer writes one per model version; the drift service reads it. Shape (schema_version 1):
+
+    {"schema_version": 1, "rows": N,
+     "features": {name: entry, ...},
+     "prediction": entry or None}
+
+    numeric entry:     {"kind": "numeric", "missing_rate", "min", "max", "mean", "std",
+                        "bin_edges", "bin_fractions", "sample"}
+    categorical entry: {"kind": "categorical", "missing_rate", "frequencies": {category: fraction}}
+
+Missing means NaN/None (and, for numbers, +-inf). Fractions in bin_fractions and
+frequencies are over non-missing values; missing_rate is over all rows. Categories are
+keyed by str(value); categories beyond the 50 most frequent are merged into "__other__".
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+
+SCHEMA_VERSION = 1
+OTHER_CATEGORY = "__other__"
+MAX_CATEGORIES = 50
+N_BINS = 10
+
+FeatureKind = Literal["numeric", "categorical"]
+
+
+def feature_kind(series: pd.Series) -> FeatureKind:
+    """ "numeric" for int/float columns, "categorical" for text, category, bool and anything else."""
+    if pd.api.types.is_bool_dtype(series) or not pd.api.types.is_numeric_dtype(series):
+        return "categorical"
+    return "numeric"
+
+
+def histogram_fractions(values: Any, bin_edges: list[float]) -> list[float]:
+    """Fraction of values per bin; values outside the edges count in the end bins, NaN/inf are ignored."""
+    array = np.asarray(values, dtype=float)
+    array = array[np.isfinite(array)]
+    edges = np.asarray(bin_edges, dtype=float)
+    if array.size == 0:
+        return [0.0] * (len(edges) - 1)
+    counts, _ = np.histogram(np.clip(array, edges[0], edges[-1]), bins=edges)
+    return [float(c) / array.size for c in counts]
+
+
+def category_frequencies(series: pd.Series, max_categories: int = MAX_CATEGORIES) -> dict[str, float]:
+    """Fraction of non-missing values per str(category); the tail beyond max_categories is "__other__"."""
+    present = series[series.notna()]
+    if present.empty:
+        return {}
+    counts = present.astype(object).map(str).value_counts()
+    # value_counts ties come out in arbitrary order; sort so the profile is reproducible.
+    ordered = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+    top = ordered[:max_categories]
+    frequencies = {str(name): int(count) / len(present) for name, count in top}
+    rest = sum(int(count) for _, count in ordered[max_categories:])
+    if rest:
+        frequencies[OTHER_CATEGORY] = frequencies.get(OTHER_CATEGORY, 0.0) + rest / len(present)
+    return frequencies
+
+
+def profile_entry(
+    series: pd.Series,
+    kind: FeatureKind | None = None,
+    sample_size: int = 1000,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Profile one column as a numeric or categorical entry (kind inferred unless given)."""
+    kind = kind or feature_kind(series)
+    rows = len(series)
+    if kind == "categorical":
+        missing = int(series.isna().sum())
+        return {
+            "kind": "categorical",
+            "missing_rate": missing / rows if rows else 0.0,
+            "frequencies": category_frequencies(series),
+        }
+    values = pd.to_numeric(series, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+    finite = values[np.isfinite(values)]
+    entry: dict[str, Any] = {
+        "kind": "numeric",
+        "missing_rate": (rows - finite.size) / rows if rows else 0.0,
+    }
+    if finite.size == 0:
+        # Nothing to describe; edges still form one bin so readers need no special case.
+        edges = [0.0, 1.0]
+        entry.update(min=None, max=None, mean=None, std=None)
+    else:
+        edges = _decile_edges(finite)
+        entry.update(
+            min=float(finite.min()),
+            max=float(finite.max()),
+            mean=float(finite.mean()),
+            std=float(finite.std()),
+        )
+    entry["bin_edges"] = edges
+    entry["bin_fractions"] = histogram_fractions(finite, edges)
+    entry["sample"] = _sample(finite, sample_size, seed)
+    return entry
+
+
+def _decile_edges(finite: np.ndarray) -> list[float]:
+    edges = np.unique(np.quantile(finite, np.linspace(0.0, 1.0, N_BINS + 1)))
+    if edges.size < 2:
+        # A constant column: one bin around the value, so later values can fall outside it.
+        value = float(edges[0])
+        half_width = max(abs(value) * 1e-6, 0.5)
+        return [value - half_width, value + half_width]
+    return [float(e) for e in edges]
+
+
+def _sample(finite: np.ndarray, sample_size: int, seed: int) -> list[float]:
+    if finite.size <= sample_size:
+        chosen = finite
+    else:
+        chosen = np.random.default_rng(seed).choice(finite, size=sample_size, replace=False)
+    return [float(v) for v in chosen]
+
+
+def build_reference_profile(
+    frame: pd.DataFrame,
+    features: list[str],
+    predictions: Any = None,
+    sample_size: int = 1000,
+    seed: int = 0,
+    task: str | None = None,
+) -> dict[str, Any]:
+    """The reference profile of the training features (and predictions) in the schema_version 1 shape."""
+    missing = [f for f in features if f not in frame.columns]
+    if missing:
+        raise ValueError(f"columns not in the data: {', '.join(missing)}")
+    prediction = None
+    if predictions is not None:
+        prediction_series = pd.Series(np.asarray(predictions), name="prediction")
+        if len(prediction_series) != len(frame):
+            raise ValueError(f"{len(prediction_series)} predictions for {len(frame)} rows")
+        # A classifier's outputs are labels even when they look like numbers (0/1).
+        kind: FeatureKind | None = "categorical" if task == "classification" else None
+        prediction = profile_entry(prediction_series, kind=kind, sample_size=sample_size, seed=seed)
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "rows": len(frame),
+        "features": {name: profile_entry(frame[name], sample_size=sample_size, seed=seed) for name in features},
+        "prediction": prediction,
+    }

@@ -1,0 +1,237 @@
+import json
+
+import pytest
+import yaml
+from pydantic import ValidationError
+
+from mloop_common.spec import (
+    ESTIMATOR_ALLOWLIST,
+    ModelSpec,
+    SpecError,
+    estimator_class,
+    metric_higher_is_better,
+    parse_spec,
+    spec_digest,
+)
+
+DESIGN_EXAMPLE = """\
+name: churn                  # model name, unique
+dataset: churn               # a new version of this dataset trains this model
+task: classification         # or regression
+target: churned
+features: [age, plan, usage] # optional: default all columns but target and time column
+time_column: signup_ts       # optional: time-ordered split and drift windows by event time
+estimators:                  # candidates, scikit-learn class names from an allowlist
+  - class: HistGradientBoostingClassifier
+    params: {learning_rate: [0.05, 0.1], max_leaf_nodes: [15, 31]}
+  - class: LogisticRegression
+    params: {C: [0.1, 1.0, 10.0]}
+search: {strategy: grid, cv: 3}        # grid | random (n_iter) | halving
+metric: roc_auc                        # primary metric; others are reported too
+holdout: 0.2                           # evaluation share, never used for fitting
+promotion:
+  min_improvement: 0.0                 # over the champion on the primary metric
+  slices: [plan]                       # per-slice checks
+  max_slice_regression: 0.02
+  require_approval: false              # true: a human approves before production
+  canary_percent: 0                    # >0: serve as canary before full promotion
+drift:
+  window: 1000                         # predictions per window
+  cooldown_windows: 3
+seed: 42
+"""
+
+
+def example() -> dict:
+    return yaml.safe_load(DESIGN_EXAMPLE)
+
+
+def error_locations(exc: ValidationError) -> list[str]:
+    return [".".join(str(part) for part in error["loc"]) for error in exc.errors()]
+
+
+def test_design_example_yaml_parses():
+    spec = parse_spec(DESIGN_EXAMPLE.encode(), "application/yaml")
+
+    assert spec.name == "churn"
+    assert spec.time_column == "signup_ts"
+    assert [e.class_ for e in spec.estimators] == ["HistGradientBoostingClassifier", "LogisticRegression"]
+    assert spec.estimators[0].params == {"learning_rate": [0.05, 0.1], "max_leaf_nodes": [15, 31]}
+    assert spec.promotion.slices == ["plan"]
+    assert spec.drift.window == 1000
+
+
+@pytest.mark.parametrize("content_type", ["application/x-yaml", "text/yaml", "application/yaml; charset=utf-8"])
+def test_every_yaml_content_type_is_accepted(content_type):
+    assert parse_spec(DESIGN_EXAMPLE, content_type).name == "churn"
+
+
+def test_json_spec_parses_to_the_same_spec_as_yaml():
+    from_json = parse_spec(json.dumps(example()), "application/json")
+
+    assert from_json == parse_spec(DESIGN_EXAMPLE, "application/yaml")
+
+
+def test_minimal_spec_gets_documented_defaults():
+    spec = ModelSpec.model_validate(
+        {
+            "name": "m",
+            "dataset": "d",
+            "task": "regression",
+            "target": "y",
+            "metric": "rmse",
+            "estimators": [{"class": "Ridge"}],
+        }
+    )
+
+    assert spec.search.strategy == "grid" and spec.search.cv == 3
+    assert spec.holdout == 0.2
+    assert spec.seed == 42
+    assert spec.features is None
+    assert spec.promotion.max_slice_regression == 0.02
+
+
+def test_unknown_estimator_is_rejected_naming_the_field():
+    data = example()
+    data["estimators"][1]["class"] = "SVC"
+
+    with pytest.raises(ValidationError) as caught:
+        ModelSpec.model_validate(data)
+
+    assert "estimators.1.class" in error_locations(caught.value)
+    assert "'SVC' is not in the allowlist" in str(caught.value)
+
+
+def test_regression_estimator_on_classification_task_is_rejected():
+    data = example()
+    data["estimators"][1] = {"class": "RandomForestRegressor", "params": {"n_estimators": [10]}}
+
+    with pytest.raises(ValidationError) as caught:
+        ModelSpec.model_validate(data)
+
+    assert "estimators" in error_locations(caught.value)
+    assert "RandomForestRegressor is a regression estimator but the task is classification" in str(caught.value)
+
+
+def test_unknown_param_is_rejected_naming_estimator_and_param():
+    data = example()
+    data["estimators"][0]["params"]["max_leaves"] = [15]
+
+    with pytest.raises(ValidationError) as caught:
+        ModelSpec.model_validate(data)
+
+    assert "estimators.0.params" in error_locations(caught.value)
+    assert "HistGradientBoostingClassifier has no parameter(s) max_leaves" in str(caught.value)
+
+
+def test_metric_of_the_other_task_is_rejected():
+    data = example()
+    data["metric"] = "rmse"
+
+    with pytest.raises(ValidationError) as caught:
+        ModelSpec.model_validate(data)
+
+    assert error_locations(caught.value) == ["metric"]
+    assert "'rmse' is not valid for classification" in str(caught.value)
+
+
+def test_unknown_metric_is_rejected():
+    data = example()
+    data["metric"] = "precision_at_k"
+
+    with pytest.raises(ValidationError) as caught:
+        ModelSpec.model_validate(data)
+
+    assert error_locations(caught.value) == ["metric"]
+
+
+@pytest.mark.parametrize(
+    ("change", "location", "message"),
+    [
+        ({"features": ["age", "churned"]}, "features", "must not include the target"),
+        ({"features": ["age", "signup_ts"]}, "time_column", "must not also be listed in features"),
+        ({"promotion": {"slices": ["region"]}}, "promotion", "slices region must be among the features"),
+        ({"name": "Churn Model"}, "name", "should match pattern"),
+        ({"holdout": 0.95}, "holdout", "less than 0.9"),
+        ({"search": {"cv": 1}}, "search.cv", "greater than or equal to 2"),
+        ({"drift": {"window": 10}}, "drift.window", "greater than or equal to 50"),
+        ({"promotion": {"canary_percent": 150}}, "promotion.canary_percent", "less than or equal to 100"),
+        ({"estimators": []}, "estimators", "at least 1 item"),
+        ({"colour": "blue"}, "colour", "Extra inputs are not permitted"),
+    ],
+)
+def test_inconsistent_spec_is_rejected_naming_the_field(change, location, message):
+    data = example() | change
+
+    with pytest.raises(ValidationError) as caught:
+        ModelSpec.model_validate(data)
+
+    assert location in error_locations(caught.value)
+    assert message in str(caught.value)
+
+
+def test_a_single_param_value_is_a_one_point_search_space():
+    data = example()
+    data["estimators"][1]["params"] = {"C": 1.0}
+
+    assert ModelSpec.model_validate(data).estimators[1].params == {"C": [1.0]}
+
+
+def test_unparsable_yaml_raises_spec_error():
+    with pytest.raises(SpecError, match="not valid YAML"):
+        parse_spec("name: [unclosed", "application/yaml")
+
+
+def test_unparsable_json_raises_spec_error():
+    with pytest.raises(SpecError, match="not valid JSON"):
+        parse_spec(b"{name: churn", "application/json")
+
+
+def test_a_non_mapping_document_raises_spec_error():
+    with pytest.raises(SpecError, match="mapping"):
+        parse_spec("- just\n- a list\n", "text/yaml")
+
+
+def test_unsupported_content_type_raises_spec_error():
+    with pytest.raises(SpecError, match="unsupported content type"):
+        parse_spec(DESIGN_EXAMPLE, "text/plain")
+
+
+def test_digest_ignores_formatting_and_explicit_defaults():
+    explicit = parse_spec(DESIGN_EXAMPLE, "application/yaml")
+    data = example()
+    del data["seed"], data["drift"]
+    implicit = parse_spec(json.dumps(data, indent=4), "application/json")
+
+    assert spec_digest(explicit) == spec_digest(implicit)
+
+
+def test_digest_changes_when_the_spec_changes():
+    data = example()
+    data["promotion"]["min_improvement"] = 0.01
+
+    changed = ModelSpec.model_validate(data)
+
+    assert spec_digest(changed) != spec_digest(ModelSpec.model_validate(example()))
+
+
+def test_spec_dumps_with_class_alias_and_round_trips():
+    spec = ModelSpec.model_validate(example())
+
+    dumped = spec.model_dump(mode="json", by_alias=True)
+
+    assert dumped["estimators"][0]["class"] == "HistGradientBoostingClassifier"
+    assert ModelSpec.model_validate(dumped) == spec
+
+
+@pytest.mark.parametrize(
+    ("metric", "higher"),
+    [("accuracy", True), ("roc_auc", True), ("r2", True), ("rmse", False), ("mae", False), ("log_loss", False)],
+)
+def test_metric_direction(metric, higher):
+    assert metric_higher_is_better(metric) is higher
+
+
+def test_every_allowlisted_estimator_can_be_imported():
+    for name in ESTIMATOR_ALLOWLIST:
+        assert estimator_class(name).__name__ == name

@@ -1,0 +1,62 @@
+"""Cooldown after a drift event, so a flapping signal cannot start a retraining storm.
+
+After a window emits a drift event, the next `cooldown_windows` windows cannot emit
+another one; their drift is still reported, just not acted upon. Window indexes are
+per model version and increase; a window at or before the last emitting one (a
+replay) never emits again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any
+
+
+@dataclass(frozen=True)
+class CooldownState:
+    """What the policy remembers between windows of one model version."""
+
+    last_emitted_window: int | None = None
+    suppressed: int = 0  # drifted windows held back since the last emission
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON types, for the service's database."""
+        return {"last_emitted_window": self.last_emitted_window, "suppressed": self.suppressed}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> CooldownState:
+        """Rebuild a state from `to_dict` output; None or {} is the initial state."""
+        data = data or {}
+        last = data.get("last_emitted_window")
+        suppressed = data.get("suppressed", 0)
+        if last is not None and (isinstance(last, bool) or not isinstance(last, int)):
+            raise ValueError(f"last_emitted_window must be an integer or null, got {last!r}")
+        if isinstance(suppressed, bool) or not isinstance(suppressed, int) or suppressed < 0:
+            raise ValueError(f"suppressed must be a non-negative integer, got {suppressed!r}")
+        return cls(last, suppressed)
+
+
+@dataclass(frozen=True)
+class CooldownPolicy:
+    """Emit at most one drift event per `cooldown_windows + 1` consecutive windows."""
+
+    cooldown_windows: int
+
+    def __post_init__(self) -> None:
+        if isinstance(self.cooldown_windows, bool) or not isinstance(self.cooldown_windows, int):
+            raise ValueError("cooldown_windows must be an integer")
+        if self.cooldown_windows < 0:
+            raise ValueError("cooldown_windows must not be negative")
+
+    def in_cooldown(self, state: CooldownState, window_index: int) -> bool:
+        """Whether a window falls inside the cooldown of the last emitted event (replays included)."""
+        last = state.last_emitted_window
+        return last is not None and window_index <= last + self.cooldown_windows
+
+    def should_emit(self, state: CooldownState, drift_detected: bool, window_index: int) -> tuple[bool, CooldownState]:
+        """Decide whether this window emits a drift event, and the state after it."""
+        if not drift_detected:
+            return False, state
+        if self.in_cooldown(state, window_index):
+            return False, replace(state, suppressed=state.suppressed + 1)
+        return True, CooldownState(last_emitted_window=window_index, suppressed=0)

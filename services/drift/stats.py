@@ -1,0 +1,509 @@
+"""Univariate drift tests.
+
+Each method is fitted once from one entry of a reference profile (the trainer's
+summary of a training column) and then scores any number of windows, returning a
+`TestResult`. Methods hold no state that changes between calls. Missing values
+(None, NaN, empty string) and, for numeric columns, values that are not finite
+numbers are excluded from the distributions: the detector reports them as data
+quality signals instead. A window left empty by that exclusion scores as "not
+drifted" with no statistic.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from numbers import Integral, Real
+from types import MappingProxyType
+from typing import Any, ClassVar, Literal, Protocol
+
+import numpy as np
+from numpy.typing import NDArray
+from scipy import stats as sps
+from scipy.spatial.distance import jensenshannon
+
+Kind = Literal["numeric", "categorical"]
+
+OTHER_CATEGORY = "__other__"
+
+# Below these window sizes a test's null distribution sits too close to its threshold
+# (PSI on ~10 bins, Jensen-Shannon on many categories are biased upwards on small samples).
+PSI_MIN_WINDOW = 200
+JENSEN_SHANNON_MIN_WINDOW = 1000
+JENSEN_SHANNON_MIN_PER_CATEGORY = 50
+
+
+@dataclass(frozen=True)
+class UpperBound:
+    """Drifted when the statistic reaches `value`."""
+
+    value: float
+
+    def is_drifted(self, statistic: float, p_value: float | None) -> bool:
+        """Whether a statistic (and its p-value, unused here) crosses the bound."""
+        return statistic >= self.value
+
+    @property
+    def statistic_bound(self) -> float:
+        """The value the statistic is compared with."""
+        return self.value
+
+    @property
+    def alpha(self) -> float | None:
+        """No significance level: the bound is on the statistic alone."""
+        return None
+
+
+@dataclass(frozen=True)
+class Significance:
+    """Drifted when p < alpha and the effect size reaches `min_effect`.
+
+    The effect floor matters because on large windows a test finds any difference,
+    however small, significant.
+    """
+
+    alpha: float = 0.05
+    min_effect: float = 0.1
+
+    def is_drifted(self, statistic: float, p_value: float | None) -> bool:
+        """Whether the result is both significant and large enough to matter."""
+        return p_value is not None and p_value < self.alpha and statistic >= self.min_effect
+
+    @property
+    def statistic_bound(self) -> float:
+        """The value the effect size is compared with."""
+        return self.min_effect
+
+
+Threshold = UpperBound | Significance
+
+
+@dataclass(frozen=True)
+class TestResult:
+    """One test on one column of one window.
+
+    `statistic` is the value compared with `threshold`: the KS distance, the PSI, the
+    normalised Wasserstein distance, the chi-square effect size w = sqrt(chi2 / n), or
+    the Jensen-Shannon distance. `alpha` is set for significance tests.
+    """
+
+    __test__ = False  # not a pytest test class despite the name
+
+    method: str
+    statistic: float | None
+    threshold: float
+    drifted: bool
+    p_value: float | None = None
+    alpha: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON types."""
+        return {
+            "method": self.method,
+            "statistic": self.statistic,
+            "threshold": self.threshold,
+            "drifted": self.drifted,
+            "p_value": self.p_value,
+            "alpha": self.alpha,
+        }
+
+
+@dataclass(frozen=True)
+class NumericValues:
+    """A column split into usable values and the counts of what was left out."""
+
+    values: NDArray[np.float64]
+    missing: int
+    invalid: int
+
+    @property
+    def total(self) -> int:
+        """All entries, usable or not."""
+        return int(self.values.size) + self.missing + self.invalid
+
+
+def is_missing(value: Any) -> bool:
+    """None, NaN and the empty string count as missing."""
+    if value is None:
+        return True
+    if isinstance(value, float | np.floating):
+        return math.isnan(value)
+    return isinstance(value, str) and value.strip() == ""
+
+
+def parse_numeric(values: Iterable[Any]) -> NumericValues:
+    """Split raw values into finite floats, missing entries and invalid (non-numeric or infinite) entries."""
+    if isinstance(values, np.ndarray) and values.dtype.kind in "fiub":
+        arr = values.astype(np.float64, copy=False).ravel()
+        nan = np.isnan(arr)
+        finite = np.isfinite(arr)
+        return NumericValues(arr[finite], int(nan.sum()), int((~finite & ~nan).sum()))
+    out: list[float] = []
+    missing = invalid = 0
+    for value in values:
+        if is_missing(value):
+            missing += 1
+            continue
+        number = _to_float(value)
+        if number is None or not math.isfinite(number):
+            invalid += 1
+        else:
+            out.append(number)
+    return NumericValues(np.asarray(out, dtype=np.float64), missing, invalid)
+
+
+def _to_float(value: Any) -> float | None:
+    if isinstance(value, bool | np.bool_):
+        return float(value)
+    if isinstance(value, Real):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value.strip())
+        except ValueError:
+            return None
+    return None
+
+
+def category_key(value: Any) -> str | None:
+    """The string a value is compared under with profile categories; None when missing."""
+    if is_missing(value):
+        return None
+    if isinstance(value, bool | np.bool_):
+        return str(bool(value))
+    if isinstance(value, Integral):
+        return str(int(value))
+    if isinstance(value, Real) and float(value).is_integer():
+        return str(int(value))
+    if isinstance(value, np.generic):
+        return str(value.item())
+    return str(value)
+
+
+@dataclass(frozen=True, eq=False)
+class CategoryCounts:
+    """A window's categorical values counted against a reference table."""
+
+    per_category: NDArray[np.int64]
+    unseen: int
+    missing: int
+    unlisted: int  # present values not naming a listed category, whether folded into "__other__" or not
+
+    @property
+    def present(self) -> int:
+        """Values that are not missing."""
+        return int(self.per_category.sum()) + self.unseen
+
+
+class CategoryIndex:
+    """Maps window values onto the cells of a reference frequency table."""
+
+    def __init__(self, frequencies: Mapping[str, float]) -> None:
+        cleaned = {str(k): float(v) for k, v in frequencies.items() if float(v) > 0}
+        total = sum(cleaned.values())
+        self.categories: tuple[str, ...] = tuple(cleaned)
+        shares = np.array([cleaned[c] / total for c in self.categories]) if total > 0 else np.zeros(0)
+        shares.setflags(write=False)
+        self.shares: NDArray[np.float64] = shares
+        self.other: int | None = self.categories.index(OTHER_CATEGORY) if OTHER_CATEGORY in cleaned else None
+        lookup: dict[str, int] = {}
+        for i, category in enumerate(self.categories):
+            lookup[category] = i
+            # Profiles built from a float column with NaNs name categories "1.0" for integer 1.
+            if category.endswith(".0") and _is_int_literal(category[:-2]):
+                lookup.setdefault(category[:-2], i)
+        self._lookup = MappingProxyType(lookup)
+
+    @property
+    def other_share(self) -> float:
+        """Reference share of categories the profile folded into "__other__"."""
+        return float(self.shares[self.other]) if self.other is not None else 0.0
+
+    def count(self, values: Iterable[Any]) -> CategoryCounts:
+        """Count a window's values per reference cell.
+
+        Values the profile does not list go to "__other__" when it exists (they may be
+        rare training categories) and are counted as unseen otherwise.
+        """
+        counts = np.zeros(len(self.categories), dtype=np.int64)
+        unseen = missing = unlisted = 0
+        for value in values:
+            key = category_key(value)
+            if key is None:
+                missing += 1
+                continue
+            index = self._lookup.get(key)
+            if index is None or index == self.other:
+                unlisted += 1
+            if index is None and key != OTHER_CATEGORY:
+                index = self.other
+            if index is None:
+                unseen += 1
+            else:
+                counts[index] += 1
+        return CategoryCounts(counts, unseen, missing, unlisted)
+
+
+def _is_int_literal(text: str) -> bool:
+    digits = text[1:] if text.startswith("-") else text
+    return digits.isdigit()
+
+
+class DriftMethod(Protocol):
+    """A drift test fitted on one reference profile entry."""
+
+    name: ClassVar[str]
+    kind: ClassVar[Kind]
+    default_threshold: ClassVar[Threshold]
+    threshold: Threshold
+
+    @classmethod
+    def fit(cls, entry: Mapping[str, Any], threshold: Threshold | None = None) -> DriftMethod:
+        """Build the method from a profile entry."""
+        ...
+
+    def score(self, values: Iterable[Any]) -> TestResult:
+        """Test one window of raw column values against the reference."""
+        ...
+
+
+def _no_result(name: str, threshold: Threshold) -> TestResult:
+    return TestResult(name, None, threshold.statistic_bound, False, None, threshold.alpha)
+
+
+def _result(name: str, threshold: Threshold, statistic: float, p_value: float | None = None) -> TestResult:
+    return TestResult(
+        method=name,
+        statistic=float(statistic),
+        threshold=threshold.statistic_bound,
+        drifted=bool(threshold.is_drifted(statistic, p_value)),
+        p_value=None if p_value is None else float(p_value),
+        alpha=threshold.alpha,
+    )
+
+
+def _reference_sample(entry: Mapping[str, Any]) -> NDArray[np.float64]:
+    sample = parse_numeric(entry.get("sample") or []).values
+    sample.setflags(write=False)
+    return sample
+
+
+def _expect_kind(entry: Mapping[str, Any], kind: Kind, method: str) -> None:
+    if entry.get("kind") != kind:
+        raise ValueError(f"{method} needs a {kind} profile entry, got kind={entry.get('kind')!r}")
+
+
+@dataclass(frozen=True, eq=False)
+class KolmogorovSmirnov:
+    """Two-sample Kolmogorov-Smirnov test of the window against the reference sample."""
+
+    name: ClassVar[str] = "ks"
+    kind: ClassVar[Kind] = "numeric"
+    default_threshold: ClassVar[Threshold] = Significance(alpha=0.05, min_effect=0.1)
+
+    sample: NDArray[np.float64]
+    threshold: Threshold = default_threshold
+
+    @classmethod
+    def fit(cls, entry: Mapping[str, Any], threshold: Threshold | None = None) -> KolmogorovSmirnov:
+        """Keep the reference sample."""
+        _expect_kind(entry, cls.kind, cls.name)
+        return cls(_reference_sample(entry), threshold or cls.default_threshold)
+
+    def score(self, values: Iterable[Any]) -> TestResult:
+        """KS distance and p-value."""
+        window = parse_numeric(values).values
+        if window.size == 0 or self.sample.size == 0:
+            return _no_result(self.name, self.threshold)
+        outcome = sps.ks_2samp(self.sample, window)
+        return _result(self.name, self.threshold, outcome.statistic, outcome.pvalue)
+
+
+@dataclass(frozen=True, eq=False)
+class PopulationStabilityIndex:
+    """PSI over the reference decile bins; values beyond the outer edges fall in the end bins."""
+
+    name: ClassVar[str] = "psi"
+    kind: ClassVar[Kind] = "numeric"
+    default_threshold: ClassVar[Threshold] = UpperBound(0.2)
+    epsilon: ClassVar[float] = 1e-4
+
+    inner_edges: NDArray[np.float64]
+    expected: NDArray[np.float64]
+    threshold: Threshold = default_threshold
+
+    @classmethod
+    def fit(cls, entry: Mapping[str, Any], threshold: Threshold | None = None) -> PopulationStabilityIndex:
+        """Keep the inner bin edges and the smoothed reference bin shares."""
+        _expect_kind(entry, cls.kind, cls.name)
+        edges = np.asarray(entry.get("bin_edges") or [], dtype=np.float64)
+        fractions = np.asarray(entry.get("bin_fractions") or [], dtype=np.float64)
+        if edges.size < 2:
+            # A constant training column has a single bin: every window value lands in it.
+            edges, fractions = np.zeros(2), np.ones(1)
+        if fractions.size != edges.size - 1:
+            raise ValueError(f"psi: bin_fractions has {fractions.size} values for {edges.size - 1} bins")
+        inner = edges[1:-1].copy()
+        inner.setflags(write=False)
+        expected = cls._smooth(fractions)
+        expected.setflags(write=False)
+        return cls(inner, expected, threshold or cls.default_threshold)
+
+    @classmethod
+    def _smooth(cls, shares: NDArray[np.float64]) -> NDArray[np.float64]:
+        # Empty bins would make the log ratio infinite.
+        smoothed = np.clip(shares, 0.0, None) + cls.epsilon
+        return smoothed / smoothed.sum()
+
+    def score(self, values: Iterable[Any]) -> TestResult:
+        """Population stability index of the window's bin shares against the reference's."""
+        window = parse_numeric(values).values
+        if window.size == 0:
+            return _no_result(self.name, self.threshold)
+        bins = np.searchsorted(self.inner_edges, window, side="right")
+        actual = self._smooth(np.bincount(bins, minlength=self.expected.size) / window.size)
+        psi = float(np.sum((actual - self.expected) * np.log(actual / self.expected)))
+        return _result(self.name, self.threshold, psi)
+
+
+@dataclass(frozen=True, eq=False)
+class Wasserstein:
+    """Earth mover's distance between the reference sample and the window, in reference standard deviations."""
+
+    name: ClassVar[str] = "wasserstein"
+    kind: ClassVar[Kind] = "numeric"
+    default_threshold: ClassVar[Threshold] = UpperBound(0.1)
+
+    sample: NDArray[np.float64]
+    scale: float
+    threshold: Threshold = default_threshold
+
+    @classmethod
+    def fit(cls, entry: Mapping[str, Any], threshold: Threshold | None = None) -> Wasserstein:
+        """Keep the reference sample and the scale that normalises distances."""
+        _expect_kind(entry, cls.kind, cls.name)
+        sample = _reference_sample(entry)
+        std = _finite_or_none(entry.get("std"))
+        if std is None or std <= 0:
+            std = float(np.std(sample)) if sample.size else 0.0
+        if std <= 0:
+            # A constant training column has no spread: measure in units of its magnitude.
+            mean = _finite_or_none(entry.get("mean")) or 0.0
+            std = abs(mean) if mean != 0 else 1.0
+        return cls(sample, std, threshold or cls.default_threshold)
+
+    def score(self, values: Iterable[Any]) -> TestResult:
+        """Normalised Wasserstein-1 distance."""
+        window = parse_numeric(values).values
+        if window.size == 0 or self.sample.size == 0:
+            return _no_result(self.name, self.threshold)
+        distance = sps.wasserstein_distance(self.sample, window) / self.scale
+        return _result(self.name, self.threshold, distance)
+
+
+def _finite_or_none(value: Any) -> float | None:
+    number = _to_float(value) if value is not None else None
+    return number if number is not None and math.isfinite(number) else None
+
+
+@dataclass(frozen=True, eq=False)
+class ChiSquare:
+    """Chi-square goodness of fit of window counts against the reference frequencies.
+
+    Values the reference never saw go to one extra cell whose expected share is
+    `unseen_share`; the cell exists only when the window has such values, so a window
+    drawn from the reference is tested on exactly the reference categories.
+    """
+
+    name: ClassVar[str] = "chi2"
+    kind: ClassVar[Kind] = "categorical"
+    default_threshold: ClassVar[Threshold] = Significance(alpha=0.05, min_effect=0.1)
+    unseen_share: ClassVar[float] = 0.005
+
+    index: CategoryIndex
+    threshold: Threshold = default_threshold
+
+    @classmethod
+    def fit(cls, entry: Mapping[str, Any], threshold: Threshold | None = None) -> ChiSquare:
+        """Index the reference categories."""
+        _expect_kind(entry, cls.kind, cls.name)
+        return cls(CategoryIndex(entry.get("frequencies") or {}), threshold or cls.default_threshold)
+
+    def score(self, values: Iterable[Any]) -> TestResult:
+        """Effect size w = sqrt(chi2 / n) (Cramér's V for two categories) and the chi-square p-value."""
+        tally = self.index.count(values)
+        n = tally.present
+        if n == 0 or self.index.shares.size == 0:
+            return _no_result(self.name, self.threshold)
+        observed = tally.per_category.astype(np.float64)
+        shares = self.index.shares
+        if tally.unseen:
+            observed = np.append(observed, tally.unseen)
+            shares = np.append(shares * (1 - self.unseen_share), self.unseen_share)
+        expected = shares * n
+        chi2 = float(np.sum((observed - expected) ** 2 / expected))
+        dof = observed.size - 1
+        p_value = float(sps.chi2.sf(chi2, dof)) if dof > 0 else 1.0
+        return _result(self.name, self.threshold, math.sqrt(chi2 / n), p_value)
+
+
+@dataclass(frozen=True, eq=False)
+class JensenShannon:
+    """Jensen-Shannon distance (base 2, in [0, 1]) between reference and window category shares."""
+
+    name: ClassVar[str] = "jensen_shannon"
+    kind: ClassVar[Kind] = "categorical"
+    default_threshold: ClassVar[Threshold] = UpperBound(0.1)
+
+    index: CategoryIndex
+    threshold: Threshold = default_threshold
+
+    @classmethod
+    def fit(cls, entry: Mapping[str, Any], threshold: Threshold | None = None) -> JensenShannon:
+        """Index the reference categories."""
+        _expect_kind(entry, cls.kind, cls.name)
+        return cls(CategoryIndex(entry.get("frequencies") or {}), threshold or cls.default_threshold)
+
+    def score(self, values: Iterable[Any]) -> TestResult:
+        """Jensen-Shannon distance; unseen values form a cell the reference gives no mass."""
+        tally = self.index.count(values)
+        n = tally.present
+        if n == 0 or self.index.shares.size == 0:
+            return _no_result(self.name, self.threshold)
+        reference = np.append(self.index.shares, 0.0)
+        window = np.append(tally.per_category, tally.unseen) / n
+        distance = float(jensenshannon(reference, window, base=2))
+        return _result(self.name, self.threshold, distance)
+
+
+METHODS: Mapping[str, type[DriftMethod]] = MappingProxyType(
+    {
+        KolmogorovSmirnov.name: KolmogorovSmirnov,
+        PopulationStabilityIndex.name: PopulationStabilityIndex,
+        Wasserstein.name: Wasserstein,
+        ChiSquare.name: ChiSquare,
+        JensenShannon.name: JensenShannon,
+    }
+)
+
+
+def fit_method(name: str, entry: Mapping[str, Any], threshold: Threshold | None = None) -> DriftMethod:
+    """Fit a registered method by name on a profile entry."""
+    try:
+        method = METHODS[name]
+    except KeyError:
+        raise ValueError(f"unknown drift method {name!r}; known: {sorted(METHODS)}") from None
+    return method.fit(entry, threshold)
+
+
+def default_methods(kind: Kind, n: int, *, categories: int = 0) -> tuple[str, ...]:
+    """Default tests for a column type, window size n and (categorical) number of reference categories."""
+    if kind == "numeric":
+        return ("ks", "psi") if n >= PSI_MIN_WINDOW else ("ks",)
+    if kind == "categorical":
+        # Jensen-Shannon is a second opinion for large windows; on small ones its upward bias
+        # would flag noise, and chi-square alone is the better test there.
+        large = n >= max(JENSEN_SHANNON_MIN_WINDOW, JENSEN_SHANNON_MIN_PER_CATEGORY * categories)
+        return ("chi2", "jensen_shannon") if large else ("chi2",)
+    raise ValueError(f"unknown column kind {kind!r}")

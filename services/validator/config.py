@@ -1,0 +1,5 @@
+from mloop_common.settings import ServiceSettings
+
+
+class ValidatorSettings(ServiceSettings):
+    """Validator settings (env prefix MLOOP_VALIDATOR_)."""
