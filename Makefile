@@ -36,8 +36,10 @@ status: setup
 demo: up
 	$(VENV)/bin/mloop demo
 
-test: infra
-	$(PY) -m pytest -q -W error::RuntimeWarning
+# Integration and e2e tests start their own Kafka broker (ports 19092/19093) and use their own schemas.
+test: setup
+	$(LOCAL)/postgres.sh start
+	$(PY) -m pytest -q
 
 test-unit: setup
 	$(PY) -m pytest -q -m "not integration and not e2e"

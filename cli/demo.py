@@ -70,6 +70,7 @@ class DemoResult:
     completed: bool = False
     failure: str | None = None
     timeline: list[TimelineEntry] = field(default_factory=list)
+    invalid_records: list[str] = field(default_factory=list)
     v1_served_after: float | None = None
     v2_served_after: float | None = None
     traffic_sent: int = 0
@@ -94,6 +95,7 @@ class Collector:
         self.bootstrap = bootstrap_servers
         self.started = started
         self.entries: list[TimelineEntry] = []
+        self.invalid: list[str] = []  # records on mloop topics that are not valid CloudEvents
         self.ready = asyncio.Event()
         self.changed = asyncio.Event()
 
@@ -103,6 +105,7 @@ class Collector:
             self.ready.set()
             async for record, event in records:
                 if event is None:
+                    self.invalid.append(f"{record.topic}@{record.partition}:{record.offset}")
                     continue
                 headers = {k: v.decode(errors="replace") for k, v in record.headers or ()}
                 self.entries.append(TimelineEntry(time.monotonic() - self.started, record.topic, event.source,
@@ -183,6 +186,7 @@ async def run_demo(config: DemoConfig, console: Console) -> DemoResult:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await collecting
     result.timeline = collector.entries
+    result.invalid_records = collector.invalid
     return result
 
 

@@ -1,0 +1,88 @@
+"""Fixtures for tests on real infrastructure.
+
+Integration and end-to-end tests get their own Kafka broker (started from the same Maven
+jars, on other ports, with fresh storage each session), so they never see the events of a
+running `make up` stack, and their own PostgreSQL schemas, dropped afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+LOCAL = REPO / "deploy" / "local"
+TEST_RUN = REPO / ".run" / "test"
+KAFKA_PORT = int(os.environ.get("MLOOP_TEST_KAFKA_PORT", "19092"))
+PG_PORT = int(os.environ.get("MLOOP_DATABASE_PORT", "55432"))
+ADMIN_DSN = f"postgresql://mloop:mloop@127.0.0.1:{PG_PORT}/mloop"
+ADMIN_URL = f"postgresql+asyncpg://mloop:mloop@127.0.0.1:{PG_PORT}/mloop"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        path = str(item.path)
+        if "/tests/integration/" in path:
+            item.add_marker(pytest.mark.integration)
+        elif "/tests/e2e/" in path:
+            item.add_marker(pytest.mark.e2e)
+
+
+def _kafka_env() -> dict[str, str]:
+    return {**os.environ, "MLOOP_RUN": str(TEST_RUN), "KAFKA_PORT": str(KAFKA_PORT),
+            "KAFKA_CONTROLLER_PORT": str(KAFKA_PORT + 1)}
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap() -> Iterator[str]:
+    """A fresh single-node KRaft broker for this test session."""
+    env = _kafka_env()
+    subprocess.run([str(LOCAL / "kafka.sh"), "reset"], env=env, check=True, stdout=subprocess.DEVNULL)
+    subprocess.run([str(LOCAL / "kafka.sh"), "start"], env=env, check=True)
+    yield f"127.0.0.1:{KAFKA_PORT}"
+    subprocess.run([str(LOCAL / "kafka.sh"), "stop"], env=env, check=False)
+
+
+@pytest.fixture(scope="session")
+def postgres() -> str:
+    """The local PostgreSQL (started if needed); tests use the `mloop` role and their own schemas."""
+    subprocess.run([str(LOCAL / "postgres.sh"), "start"], check=True, stdout=subprocess.DEVNULL)
+    return ADMIN_URL
+
+
+async def drop_schemas(names: list[str]) -> None:
+    connection = await asyncpg.connect(ADMIN_DSN)
+    try:
+        for name in names:
+            await connection.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
+    finally:
+        await connection.close()
+
+
+@pytest.fixture
+async def schema(postgres: str) -> AsyncIterator[str]:
+    """A random schema name, dropped after the test."""
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    yield name
+    await drop_schemas([name])
+
+
+async def eventually(predicate, timeout: float = 20.0, interval: float = 0.1):  # type: ignore[no-untyped-def]
+    """Await ``predicate()`` (sync or async) until it is truthy; fail with its last value."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    value = None
+    while asyncio.get_running_loop().time() < deadline:
+        value = predicate()
+        if asyncio.iscoroutine(value):
+            value = await value
+        if value:
+            return value
+        await asyncio.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout}s (last value: {value!r})")

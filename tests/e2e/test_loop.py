@@ -1,0 +1,203 @@
+"""The whole loop with the six services as separate processes on the real broker and database."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+import pytest_asyncio
+from aiokafka import AIOKafkaProducer
+from rich.console import Console
+
+from mloop_cli.demo import DemoConfig, DemoResult, load_rainfall, run_demo
+from mloop_common.settings import SERVICE_PORTS
+from tests.conftest import ADMIN_URL, REPO, drop_schemas, eventually
+
+REQUIRED_HEADERS = {"ce_specversion", "ce_id", "ce_type", "ce_source", "ce_time", "ce_subject", "ce_dataschema",
+                    "ce_correlationid", "content-type"}
+
+
+@dataclass
+class Stack:
+    urls: dict[str, str]
+    bootstrap: str
+    artifacts: Path
+    logs: Path
+
+
+@pytest.fixture(scope="module")
+def stack(kafka_bootstrap: str, postgres: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """Six service processes with their own ports, schemas and artifact folder."""
+    run_id = uuid.uuid4().hex[:8]
+    root = tmp_path_factory.mktemp("e2e")
+    artifacts, logs = root / "artifacts", root / "logs"
+    logs.mkdir()
+    ports = {name: port + 10_000 for name, port in SERVICE_PORTS.items()}
+    env = {**os.environ, "MLOOP_KAFKA__BOOTSTRAP_SERVERS": kafka_bootstrap, "MLOOP_ARTIFACTS_ROOT": str(artifacts),
+           "MLOOP_REGISTRY_URL": f"http://127.0.0.1:{ports['registry']}", "MLOOP_ENVIRONMENT": "test",
+           "MLOOP_SERVING_INSTANCE_ID": f"e2e-{run_id}"}
+    schemas = []
+    for name, port in ports.items():
+        prefix = f"MLOOP_{name.upper()}_"
+        schema = f"e2e_{run_id}_{name}"
+        schemas.append(schema)
+        env.update({prefix + "PORT": str(port), prefix + "DATABASE_URL": ADMIN_URL, prefix + "DATABASE_SCHEMA": schema})
+    processes = {}
+    for name in ports:
+        log = (logs / f"{name}.log").open("wb")
+        processes[name] = subprocess.Popen([sys.executable, "-m", f"mloop_{name}"], cwd=REPO, env=env,
+                                           stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    urls = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
+    try:
+        _wait_ready(urls, processes, logs)
+        yield Stack(urls, kafka_bootstrap, artifacts, logs)
+    finally:
+        for process in processes.values():
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+        for name, process in processes.items():
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+            assert process.returncode in (0, -signal.SIGTERM), f"{name} exited with {process.returncode}"
+        asyncio.run(drop_schemas(schemas))
+
+
+def _wait_ready(urls: dict[str, str], processes: dict[str, subprocess.Popen], logs: Path) -> None:  # type: ignore[type-arg]
+    deadline = time.monotonic() + 120
+    pending = set(urls)
+    while pending and time.monotonic() < deadline:
+        for name in list(pending):
+            if processes[name].poll() is not None:
+                raise RuntimeError(f"{name} exited during start:\n{(logs / f'{name}.log').read_text()[-3000:]}")
+            try:
+                if httpx.get(urls[name] + "/readyz", timeout=2).status_code == 200:
+                    pending.discard(name)
+            except httpx.TransportError:
+                pass
+        time.sleep(0.3)
+    if pending:
+        tails = "\n".join(f"--- {n}\n{(logs / f'{n}.log').read_text()[-2000:]}" for n in pending)
+        raise RuntimeError(f"services not ready after 120s: {sorted(pending)}\n{tails}")
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def loop_result(stack: Stack) -> DemoResult:
+    config = DemoConfig(ingest_url=stack.urls["ingest"], registry_url=stack.urls["registry"],
+                        serving_url=stack.urls["serving"], trainer_url=stack.urls["trainer"],
+                        bootstrap_servers=stack.bootstrap, artifacts_root=stack.artifacts, stage_timeout=180)
+    result = await run_demo(config, Console(quiet=True))
+    assert result.completed, f"loop failed: {result.failure}\nlogs in {stack.logs}"
+    return result
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def client(stack: Stack) -> AsyncIterator[dict[str, httpx.AsyncClient]]:
+    clients = {name: httpx.AsyncClient(base_url=url, timeout=30) for name, url in stack.urls.items()}
+    yield clients
+    for c in clients.values():
+        await c.aclose()
+
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+
+async def test_drifted_traffic_brings_a_better_model_into_serving(loop_result: DemoResult) -> None:
+    types = [e.type for e in loop_result.timeline if e.subject == loop_result.model]
+    for expected in ("data.published", "model.trained", "model.registered", "model.promoted", "predictions.logged",
+                     "feedback.received", "drift.detected"):
+        assert expected in types, f"no {expected} event in the loop"
+    assert types.count("model.promoted") >= 2
+    assert loop_result.accuracy["v2"] > loop_result.accuracy["v1"]
+    assert loop_result.accuracy["served"] == pytest.approx(loop_result.accuracy["v2"])
+
+
+async def test_lineage_of_v2_reaches_the_dataset_snapshot(loop_result: DemoResult, stack: Stack,
+                                                          client: dict[str, httpx.AsyncClient]) -> None:
+    lineage = (await client["registry"].get(f"/v1/lineage/{loop_result.model}/2")).json()
+    dataset = (await client["ingest"].get(f"/v1/datasets/{loop_result.model}/versions/1")).json()
+    assert lineage["trigger"] == "drift.detected"
+    assert lineage["dataset_sha256"] == dataset["sha256"]
+    snapshot = stack.artifacts / dataset["snapshot_uri"].removeprefix("artifact:")
+    assert hashlib.sha256(snapshot.read_bytes()).hexdigest() == dataset["sha256"]
+    run = (await client["trainer"].get(f"/v1/runs/{lineage['run_id']}")).json()
+    assert run["dataset_sha256"] == dataset["sha256"] and run["recent_data_sha256"]
+
+
+async def test_every_message_is_a_complete_cloudevent(loop_result: DemoResult) -> None:
+    assert loop_result.invalid_records == []
+    assert loop_result.timeline
+    for entry in loop_result.timeline:
+        missing = REQUIRED_HEADERS - set(entry.headers)
+        assert not missing, f"{entry.type} from {entry.source} lacks {missing}"
+        assert entry.headers["ce_type"] == entry.type and not entry.type.endswith(".dlq")
+
+
+async def test_same_bytes_again_return_the_existing_version_without_an_event(
+        loop_result: DemoResult, client: dict[str, httpx.AsyncClient]) -> None:
+    csv = load_rainfall().iloc[:7300].to_csv(index=False).encode()
+    response = await client["ingest"].post(f"/v1/datasets/{loop_result.model}/versions",
+                                           data={"target": "rain", "time_column": "day"},
+                                           files={"file": ("again.csv", csv, "text/csv")})
+    assert response.status_code == 200
+    assert response.json()["version"] == 1
+    versions = (await client["ingest"].get(f"/v1/datasets/{loop_result.model}/versions")).json()["versions"]
+    assert len(versions) == 1
+
+
+async def test_redelivered_trigger_does_not_train_twice(loop_result: DemoResult, stack: Stack,
+                                                        client: dict[str, httpx.AsyncClient]) -> None:
+    published = next(e for e in loop_result.timeline if e.type == "data.published"
+                     and e.subject == loop_result.model)
+    runs_before = (await client["trainer"].get("/v1/runs", params={"model": loop_result.model})).json()["runs"]
+    producer = AIOKafkaProducer(bootstrap_servers=stack.bootstrap)
+    await producer.start()
+    try:
+        from mloop_common.events import to_record
+
+        key, value, headers = to_record(published.event)
+        await producer.send_and_wait("data.published", value=value, key=key, headers=headers)
+    finally:
+        await producer.stop()
+    await eventually(lambda: _consumed_everything(client["trainer"]), timeout=30)
+    runs_after = (await client["trainer"].get("/v1/runs", params={"model": loop_result.model})).json()["runs"]
+    assert len(runs_after) == len(runs_before)
+
+
+async def _consumed_everything(trainer: httpx.AsyncClient) -> bool:
+    metrics = (await trainer.get("/metrics")).text
+    handled = [line for line in metrics.splitlines()
+               if line.startswith('mloop_events_consumed_total{') and 'topic="data.published"' in line]
+    return any(float(line.rsplit(" ", 1)[1]) >= 2 for line in handled)
+
+
+async def test_bad_requests_get_clear_errors_and_change_nothing(loop_result: DemoResult,
+                                                               client: dict[str, httpx.AsyncClient]) -> None:
+    serving, ingest, registry = client["serving"], client["ingest"], client["registry"]
+    response = await serving.post(f"/v1/models/{loop_result.model}:predict", json={"instances": [{"day": 1}]})
+    assert response.status_code == 422 and response.json()["error"]["field"].startswith("instances[0].")
+    response = await serving.post("/v1/models/no-such-model:predict", json={"instances": [{"a": 1}]})
+    assert response.status_code == 404
+    response = await serving.post("/v1/feedback", json={"request_id": "never-issued", "label": 1})
+    assert response.status_code == 404 and response.json()["error"]["field"] == "request_id"
+    response = await ingest.post(f"/v1/datasets/{loop_result.model}/versions", data={"target": "nope"},
+                                 files={"file": ("bad.csv", b"a,b\n1,2\n", "text/csv")})
+    assert response.status_code == 422 and "nope" in response.json()["error"]["message"]
+    response = await registry.post("/v1/models", content=b"name: x\ntask: clustering\n",
+                                   headers={"content-type": "application/yaml"})
+    assert response.status_code == 422 and response.json()["error"]["field"]
+    versions = (await registry.get(f"/v1/models/{loop_result.model}/versions")).json()["versions"]
+    assert [v["version"] for v in versions] == [1, 2]

@@ -1,0 +1,242 @@
+"""The bus on the real broker and database: idempotency, DLQ, outbox, trace propagation."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import pytest
+import sqlalchemy as sa
+from aiokafka import AIOKafkaConsumer
+from opentelemetry import trace
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from mloop_common.bus import BusConfig, OutboxRelay, Producer, Subscriber, ensure_topics
+from mloop_common.db import Database, claim_event, enqueue, messaging_metadata, outbox_table
+from mloop_common.events import Envelope, dlq_topic
+from mloop_common.telemetry import setup_tracing, tracer
+from tests.conftest import eventually
+
+effects = sa.Table("effects", sa.MetaData(), sa.Column("id", sa.Integer, sa.Identity(), primary_key=True),
+                   sa.Column("event_id", sa.String(100)), sa.Column("value", sa.Integer))
+
+
+@pytest.fixture
+async def db(postgres: str, schema: str) -> AsyncIterator[Database]:
+    database = Database(postgres, schema=schema)
+    async with database.engine.begin() as conn:
+        await conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+        await conn.run_sync(messaging_metadata.create_all)
+        await conn.run_sync(effects.metadata.create_all)
+    yield database
+    await database.dispose()
+
+
+@pytest.fixture
+async def bus(kafka_bootstrap: str) -> AsyncIterator[tuple[BusConfig, str, Producer]]:
+    """A config, a fresh topic (with its DLQ) and a started producer."""
+    config = BusConfig(kafka_bootstrap, 3, "it")
+    topic = f"it.{uuid.uuid4().hex[:10]}"
+    await ensure_topics(config, [topic])
+    producer = Producer(config)
+    await producer.start()
+    yield config, topic, producer
+    await producer.stop()
+
+
+def event(topic: str, value: int, subject: str = "model-a") -> Envelope:
+    return Envelope(type=topic, source="tests", subject=subject, data={"value": value},
+                    correlationid=str(uuid.uuid4()))
+
+
+def recording_handler(db: Database, consumer: str) -> Callable[[Envelope], Awaitable[None]]:
+    async def handle(envelope: Envelope) -> None:
+        async with db.transaction() as session:
+            if await claim_event(session, consumer, envelope):
+                await session.execute(sa.insert(effects).values(event_id=envelope.id, value=envelope.data["value"]))
+    return handle
+
+
+async def effect_count(db: Database) -> int:
+    async with db.transaction() as session:
+        return int((await session.execute(sa.select(sa.func.count()).select_from(effects))).scalar_one())
+
+
+async def start_subscriber(config: BusConfig, topic: str, handler, producer: Producer, **options) -> Subscriber:  # type: ignore[no-untyped-def]
+    subscriber = Subscriber(config, group_id=f"g-{uuid.uuid4().hex[:8]}", topics=[topic], handler=handler,
+                            dlq_producer=producer, **options)
+    await subscriber.start()
+    return subscriber
+
+
+async def read_all(config: BusConfig, topic: str, expected: int, timeout: float = 20.0) -> list:  # type: ignore[type-arg]
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=config.bootstrap_servers, group_id=None,
+                                auto_offset_reset="earliest", enable_auto_commit=False)
+    await consumer.start()
+    records: list = []  # type: ignore[type-arg]
+    try:
+        deadline = asyncio.get_running_loop().time() + timeout
+        while len(records) < expected and asyncio.get_running_loop().time() < deadline:
+            batch = await consumer.getmany(timeout_ms=500)
+            for partition_records in batch.values():
+                records.extend(partition_records)
+        await asyncio.sleep(0.5)  # anything beyond the expected count would show up now
+        for partition_records in (await consumer.getmany(timeout_ms=500)).values():
+            records.extend(partition_records)
+    finally:
+        await consumer.stop()
+    return records
+
+
+async def test_redelivered_event_changes_state_once(db: Database, bus) -> None:  # type: ignore[no-untyped-def]
+    config, topic, producer = bus
+    first = event(topic, 7)
+    await producer.publish(first)
+    await producer.publish(first)  # a duplicate delivery of the same event id
+    await producer.publish(event(topic, 8))
+    subscriber = await start_subscriber(config, topic, recording_handler(db, "svc"), producer)
+    try:
+        await eventually(lambda: effect_count(db), timeout=30)
+        await eventually(lambda: _count_is(db, 2), timeout=30)
+    finally:
+        await subscriber.stop()
+    # A replay of the whole topic by a fresh consumer group (same service inbox) changes nothing.
+    replay = await start_subscriber(config, topic, recording_handler(db, "svc"), producer)
+    try:
+        await eventually(lambda: _committed_all(replay), timeout=30)
+    finally:
+        await replay.stop()
+    assert await effect_count(db) == 2
+
+
+async def _count_is(db: Database, n: int) -> bool:
+    return await effect_count(db) == n
+
+
+async def _committed_all(subscriber: Subscriber) -> bool:
+    consumer = subscriber._consumer
+    assignment = consumer.assignment()
+    if not assignment:
+        return False
+    ends = await consumer.end_offsets(list(assignment))
+    for tp in assignment:
+        if (await consumer.committed(tp) or 0) < ends[tp]:
+            return False
+    return True
+
+
+async def test_poison_message_goes_to_dlq_and_consumer_moves_on(db: Database, bus) -> None:  # type: ignore[no-untyped-def]
+    config, topic, producer = bus
+    await producer.send_raw(topic, b"model-a", b"not json at all", [("ce_specversion", b"1.0")])
+    good = event(topic, 1)
+    await producer.publish(good)
+    subscriber = await start_subscriber(config, topic, recording_handler(db, "svc"), producer)
+    try:
+        await eventually(lambda: _count_is(db, 1), timeout=30)
+    finally:
+        await subscriber.stop()
+    dead = await read_all(config, dlq_topic(topic), expected=1)
+    assert len(dead) == 1
+    headers = dict(dead[0].headers)
+    assert dead[0].value == b"not json at all"
+    assert headers["x-mloop-original-topic"].decode() == topic
+    assert headers["x-mloop-original-offset"] == b"0"
+    assert b"missing header" in headers["x-mloop-error"]
+
+
+async def test_handler_that_keeps_failing_is_retried_then_dead_lettered(db: Database, bus) -> None:  # type: ignore[no-untyped-def]
+    config, topic, producer = bus
+    attempts: list[str] = []
+
+    async def flaky(envelope: Envelope) -> None:
+        if envelope.data["value"] == 13:
+            attempts.append(envelope.id)
+            raise RuntimeError("the downstream API is down")
+        await recording_handler(db, "svc")(envelope)
+
+    await producer.publish(event(topic, 13))
+    await producer.publish(event(topic, 14))
+    subscriber = await start_subscriber(config, topic, flaky, producer, max_attempts=3, backoff_seconds=0.05)
+    try:
+        await eventually(lambda: _count_is(db, 1), timeout=30)
+    finally:
+        await subscriber.stop()
+    assert len(attempts) == 3
+    dead = await read_all(config, dlq_topic(topic), expected=1)
+    assert len(dead) == 1
+    headers = dict(dead[0].headers)
+    assert headers["x-mloop-attempts"] == b"3"
+    assert b"the downstream API is down" in headers["x-mloop-error"]
+    assert headers["ce_id"].decode() == attempts[0]  # the original CloudEvent headers travel along
+
+
+async def test_outbox_publishes_committed_events_after_a_crash(db: Database, bus) -> None:  # type: ignore[no-untyped-def]
+    config, topic, producer = bus
+    committed = event(topic, 1)
+    async with db.transaction() as session:
+        await enqueue(session, committed)
+    # The process "crashes" here: committed, never published. A rolled-back event must never leave.
+    with pytest.raises(RuntimeError):
+        async with db.transaction() as session:
+            await enqueue(session, event(topic, 2))
+            raise RuntimeError("crash before commit")
+    relay = OutboxRelay(db, producer)  # a new process's relay
+    assert await relay.publish_pending() == 1
+    assert await relay.publish_pending() == 0
+    records = await read_all(config, topic, expected=1)
+    assert [dict(r.headers)["ce_id"].decode() for r in records] == [committed.id]
+    async with db.transaction() as session:
+        pending = (await session.execute(sa.select(sa.func.count()).select_from(outbox_table)
+                                         .where(outbox_table.c.sent_at.is_(None)))).scalar_one()
+    assert pending == 0
+
+
+async def test_concurrent_relays_publish_each_event_once(db: Database, bus) -> None:  # type: ignore[no-untyped-def]
+    config, topic, producer = bus
+    events = [event(topic, i, subject=f"m{i % 5}") for i in range(60)]
+    async with db.transaction() as session:
+        for e in events:
+            await enqueue(session, e)
+    relays = [OutboxRelay(db, producer, batch_size=7) for _ in range(3)]
+
+    async def drain(relay: OutboxRelay) -> None:
+        while await relay.publish_pending():
+            pass
+
+    await asyncio.gather(*(drain(r) for r in relays))
+    records = await read_all(config, topic, expected=60)
+    ids = [dict(r.headers)["ce_id"].decode() for r in records]
+    assert sorted(ids) == sorted(e.id for e in events)
+    # Per key, events keep the order they were committed in.
+    for subject in {e.subject for e in events}:
+        sent = [e.id for e in events if e.subject == subject]
+        received = [dict(r.headers)["ce_id"].decode() for r in records if r.key == subject.encode()]
+        assert received == sent
+
+
+async def test_trace_context_survives_a_hop(db: Database, bus) -> None:  # type: ignore[no-untyped-def]
+    config, topic, producer = bus
+    provider = setup_tracing("tests")
+    exporter = InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    seen: list[trace.SpanContext] = []
+
+    async def handler(envelope: Envelope) -> None:
+        seen.append(trace.get_current_span().get_span_context())
+
+    with tracer().start_as_current_span("publish side") as parent:
+        async with db.transaction() as session:
+            await enqueue(session, event(topic, 1))
+    await OutboxRelay(db, producer).publish_pending()
+    subscriber = await start_subscriber(config, topic, handler, producer)
+    try:
+        await eventually(lambda: seen, timeout=30)
+    finally:
+        await subscriber.stop()
+    assert seen[0].trace_id == parent.get_span_context().trace_id
+    process_span = next(s for s in exporter.get_finished_spans() if s.name == f"{topic} process")
+    assert process_span.parent is not None and process_span.parent.span_id == parent.get_span_context().span_id
+    assert process_span.attributes["messaging.destination.name"] == topic
+
