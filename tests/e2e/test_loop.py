@@ -55,9 +55,9 @@ def stack(kafka_bootstrap: str, postgres: str, tmp_path_factory: pytest.TempPath
         env.update({prefix + "PORT": str(port), prefix + "DATABASE_URL": ADMIN_URL, prefix + "DATABASE_SCHEMA": schema})
     processes = {}
     for name in ports:
-        log = (logs / f"{name}.log").open("wb")
-        processes[name] = subprocess.Popen([sys.executable, "-m", f"mloop_{name}"], cwd=REPO, env=env,
-                                           stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        with (logs / f"{name}.log").open("wb") as log:  # the child keeps its own copy of the descriptor
+            processes[name] = subprocess.Popen([sys.executable, "-m", f"mloop_{name}"], cwd=REPO, env=env,
+                                               stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     urls = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
     try:
         _wait_ready(urls, processes, logs)

@@ -1,0 +1,165 @@
+import os
+import uuid
+
+import pytest
+
+from mloop_common.artifacts import ArtifactStore, sha256_hex
+from mloop_common.errors import IntegrityError, InvalidInput, NotFound
+
+
+def some_bytes():
+    return f"model bytes {uuid.uuid4()}".encode()
+
+
+def leftovers(root):
+    return [p for p in root.rglob("*") if p.name.startswith(".tmp-")]
+
+
+def test_put_names_the_file_by_its_digest(tmp_path):
+    store = ArtifactStore(tmp_path)
+    data = some_bytes()
+    digest = sha256_hex(data)
+
+    ref = store.put(data, kind="models", suffix=".skops")
+
+    assert ref.uri == f"artifact:models/{digest[:2]}/{digest}.skops"
+    assert (ref.sha256, ref.size) == (digest, len(data))
+    assert store.get(ref.uri, ref.sha256) == data
+
+
+def test_putting_the_same_bytes_twice_gives_the_same_uri_and_writes_once(tmp_path):
+    store = ArtifactStore(tmp_path)
+    data = some_bytes()
+    first = store.put(data, kind="models")
+    before = os.stat(store.path_of(first.uri))
+
+    second = store.put(data, kind="models")
+    after = os.stat(store.path_of(second.uri))
+
+    assert second == first
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+    assert len([p for p in tmp_path.rglob("*") if p.is_file()]) == 1
+
+
+def test_different_bytes_get_different_uris(tmp_path):
+    store = ArtifactStore(tmp_path)
+
+    assert store.put(some_bytes(), kind="models").uri != store.put(some_bytes(), kind="models").uri
+
+
+def test_put_leaves_no_temporary_files(tmp_path):
+    store = ArtifactStore(tmp_path)
+
+    for _ in range(3):
+        store.put(some_bytes(), kind="datasets", suffix=".parquet")
+
+    assert leftovers(tmp_path) == []
+
+
+def test_failed_write_leaves_no_temporary_file_and_no_artifact(tmp_path, monkeypatch):
+    store = ArtifactStore(tmp_path)
+    data = some_bytes()
+
+    def broken_replace(src, dst):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", broken_replace)
+    with pytest.raises(OSError, match="disk full"):
+        store.put(data, kind="models")
+    monkeypatch.undo()
+
+    assert leftovers(tmp_path) == []
+    assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
+
+
+@pytest.mark.parametrize("kind, suffix", [("Models", ""), ("../models", ""), ("", ""), ("models", "skops"),
+                                          ("models", "/../x"), ("models", ".a.b.c")])
+def test_put_refuses_unsafe_kind_or_suffix(tmp_path, kind, suffix):
+    store = ArtifactStore(tmp_path)
+
+    with pytest.raises(InvalidInput):
+        store.put(some_bytes(), kind=kind, suffix=suffix)
+
+
+def test_get_refuses_a_tampered_file(tmp_path):
+    store = ArtifactStore(tmp_path)
+    ref = store.put(some_bytes(), kind="models")
+    store.path_of(ref.uri).write_bytes(b"something else entirely")
+
+    with pytest.raises(IntegrityError, match=ref.sha256):
+        store.get(ref.uri, ref.sha256)
+
+
+def test_get_refuses_a_digest_the_bytes_do_not_have(tmp_path):
+    store = ArtifactStore(tmp_path)
+    ref = store.put(some_bytes(), kind="models")
+
+    with pytest.raises(IntegrityError):
+        store.get(ref.uri, sha256_hex(some_bytes()))
+
+
+def test_get_of_a_missing_artifact_is_not_found(tmp_path):
+    store = ArtifactStore(tmp_path)
+    digest = sha256_hex(some_bytes())
+
+    with pytest.raises(NotFound):
+        store.get(f"artifact:models/{digest[:2]}/{digest}", digest)
+
+
+@pytest.mark.parametrize("uri", [
+    "artifact:../../etc/passwd",
+    "artifact:models/ab/../../x",
+    "artifact:models/ab/../../../etc/passwd",
+    "artifact:/etc/passwd",
+    "/etc/passwd",
+    "file:///etc/passwd",
+    "artifact:models/ab/" + "a" * 64 + "/../../../../etc/passwd",
+    "artifact:models\\ab\\" + "a" * 64,
+    "artifact:models/ab/" + "a" * 64 + "\x00.skops",
+    "",
+])
+def test_uris_that_could_escape_the_store_are_refused(tmp_path, uri):
+    store = ArtifactStore(tmp_path / "store")
+
+    with pytest.raises(InvalidInput) as caught:
+        store.get(uri, "a" * 64)
+    assert caught.value.field == "uri"
+
+
+def test_symlinked_file_pointing_outside_the_store_is_refused(tmp_path):
+    secret = b"outside the store"
+    digest = sha256_hex(secret)
+    (tmp_path / "secret").write_bytes(secret)
+    store = ArtifactStore(tmp_path / "store")
+    planted = store.root / "models" / digest[:2] / digest
+    planted.parent.mkdir(parents=True)
+    planted.symlink_to(tmp_path / "secret")
+
+    with pytest.raises(InvalidInput, match="escapes the store"):
+        store.get(f"artifact:models/{digest[:2]}/{digest}", digest)
+
+
+def test_symlinked_folder_pointing_outside_the_store_is_refused(tmp_path):
+    secret = b"outside the store"
+    digest = sha256_hex(secret)
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    (outside / digest).write_bytes(secret)
+    store = ArtifactStore(tmp_path / "store")
+    (store.root / "models").mkdir()
+    (store.root / "models" / digest[:2]).symlink_to(outside, target_is_directory=True)
+
+    with pytest.raises(InvalidInput, match="escapes the store"):
+        store.get(f"artifact:models/{digest[:2]}/{digest}", digest)
+
+
+def test_store_reached_through_a_symlinked_root_still_reads(tmp_path):
+    real = tmp_path / "real"
+    real.mkdir()
+    (tmp_path / "link").symlink_to(real, target_is_directory=True)
+    store = ArtifactStore(tmp_path / "link")
+    data = some_bytes()
+
+    ref = store.put(data, kind="models")
+
+    assert store.get(ref.uri, ref.sha256) == data
