@@ -17,6 +17,7 @@ import importlib.resources
 import time
 import uuid
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -93,7 +94,8 @@ class Collector:
 
     def __init__(self, bootstrap_servers: str, started: float) -> None:
         self.bootstrap = bootstrap_servers
-        self.started = started
+        # Entries are placed by their CloudEvent time (when the producing service created them).
+        self.started_at = datetime.now(UTC) - timedelta(seconds=time.monotonic() - started)
         self.entries: list[TimelineEntry] = []
         self.invalid: list[str] = []  # records on mloop topics that are not valid CloudEvents
         self.ready = asyncio.Event()
@@ -108,7 +110,8 @@ class Collector:
                     self.invalid.append(f"{record.topic}@{record.partition}:{record.offset}")
                     continue
                 headers = {k: v.decode(errors="replace") for k, v in record.headers or ()}
-                self.entries.append(TimelineEntry(time.monotonic() - self.started, record.topic, event.source,
+                elapsed = (event.time - self.started_at).total_seconds()
+                self.entries.append(TimelineEntry(elapsed, record.topic, event.source,
                                                   event.subject, event.correlationid, _summary(event), headers,
                                                   event))
                 self.changed.set()
@@ -276,7 +279,7 @@ def print_result(result: DemoResult, console: Console) -> None:
     console.rule("event timeline (seconds since the demo started)")
     shown: set[tuple[str, int | None]] = set()
     counts: dict[str, int] = {}
-    for entry in result.timeline:
+    for entry in sorted(result.timeline, key=lambda e: e.elapsed):
         if entry.subject != result.model:
             continue
         if entry.type in ("predictions.logged", "feedback.received"):

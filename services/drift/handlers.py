@@ -117,7 +117,8 @@ class DriftMonitor:
         action = report.recommended_action
         summary = report.summary
         state = CooldownState.from_dict(monitor["cooldown"])
-        labelled = await store.count_labelled(session, model) if action == "retrain" else 0
+        # Retraining is only worth it with labels this version has not seen: its own predictions' labels.
+        labelled = await store.count_labelled(session, model, version) if action == "retrain" else 0
         if action == "retrain" and labelled < self.settings.min_labelled_rows:
             # Keep watching without spending the cooldown: retraining needs labelled recent data.
             emit = False

@@ -138,8 +138,9 @@ async def take_window(session: AsyncSession, model: str, version: int, size: int
     return [dict(r._mapping) for r in await session.execute(query)]
 
 
-async def count_labelled(session: AsyncSession, model: str) -> int:
-    query = sa.select(sa.func.count()).where(observations.c.model == model,
+async def count_labelled(session: AsyncSession, model: str, version: int) -> int:
+    """Labelled predictions made by this version: new evidence since it went live."""
+    query = sa.select(sa.func.count()).where(observations.c.model == model, observations.c.version == version,
                                              observations.c.labelled_at.is_not(None),
                                              observations.c.logged_at.is_not(None))
     return int((await session.execute(query)).scalar_one())

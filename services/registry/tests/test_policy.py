@@ -1,0 +1,47 @@
+import pytest
+
+from mloop_common.spec import PromotionPolicy
+from mloop_registry.policy import initial_status, may_promote
+
+
+def policy(require_approval=False, canary_percent=0):
+    return PromotionPolicy(require_approval=require_approval, canary_percent=canary_percent)
+
+
+def test_version_needing_approval_starts_pending():
+    assert initial_status(policy(require_approval=True)) == "pending_approval"
+    assert initial_status(policy(require_approval=True, canary_percent=10)) == "pending_approval"
+
+
+def test_version_without_approval_starts_registered():
+    assert initial_status(policy()) == "registered"
+    assert initial_status(policy(canary_percent=25)) == "registered"
+
+
+def test_default_policy_promotes_a_registered_version_straight_away():
+    default = PromotionPolicy()
+
+    assert may_promote(initial_status(default), default)
+
+
+@pytest.mark.parametrize("require_approval, canary_percent, promoted", [
+    (False, 0, True),
+    (False, 0.5, False),
+    (False, 10, False),
+    (False, 100, False),
+    (True, 0, False),
+    (True, 10, False),
+])
+def test_new_version_is_auto_promoted_only_without_approval_or_canary(require_approval, canary_percent, promoted):
+    rules = policy(require_approval, canary_percent)
+
+    assert may_promote(initial_status(rules), rules) is promoted
+
+
+@pytest.mark.parametrize("status", ["pending_approval", "approved", "rejected"])
+def test_version_that_is_not_registered_is_never_auto_promoted(status):
+    assert may_promote(status, policy()) is False
+
+
+def test_approval_requirement_blocks_promotion_even_of_a_registered_version():
+    assert may_promote("registered", policy(require_approval=True)) is False

@@ -1,0 +1,236 @@
+import asyncio
+import uuid
+from datetime import UTC, datetime
+
+import pytest
+from prometheus_client import REGISTRY
+
+from mloop_common.events import FeedbackReceived, FeedbackRecord, PredictionRecord, PredictionsLogged
+from mloop_serving.logbook import Logbook, RequestIndex
+
+
+class FakePublisher:
+    """Records what would go to Kafka; the publish calls numbered in ``failing`` (from 1) raise instead."""
+
+    def __init__(self, failing=()):
+        self.sent = []
+        self.failing = set(failing)
+        self.calls = 0
+
+    async def __call__(self, payload, subject):
+        self.calls += 1
+        if self.calls in self.failing:
+            raise ConnectionError("broker unreachable")
+        self.sent.append((payload, subject))
+
+    def request_ids(self):
+        return [record.request_id for payload, _ in self.sent for record in payload.records]
+
+
+def predictions(count):
+    now = datetime.now(UTC)
+    return [PredictionRecord(request_id=uuid.uuid4().hex, timestamp=now, inputs={"usage": float(i)}, prediction="no")
+            for i in range(count)]
+
+
+def feedback(count):
+    now = datetime.now(UTC)
+    return [FeedbackRecord(request_id=uuid.uuid4().hex, label="yes", timestamp=now) for _ in range(count)]
+
+
+def ids(records):
+    return [record.request_id for record in records]
+
+
+def dropped_so_far():
+    return REGISTRY.get_sample_value("mloop_serving_log_dropped_records_total") or 0.0
+
+
+async def until(condition, timeout=2.0):
+    async def poll():
+        while not condition():
+            await asyncio.sleep(0.005)
+
+    await asyncio.wait_for(poll(), timeout)
+
+
+async def test_predictions_are_published_per_model_and_version():
+    publish = FakePublisher()
+    logbook = Logbook(publish)
+    v1, v2, fraud = predictions(3), predictions(2), predictions(1)
+    logbook.log_predictions("churn", 1, v1[:2])
+    logbook.log_predictions("churn", 2, v2)
+    logbook.log_predictions("fraud", 7, fraud)
+    logbook.log_predictions("churn", 1, v1[2:])
+
+    await logbook.flush()
+
+    published = {(p.model, p.version): (ids(p.records), subject) for p, subject in publish.sent}
+    assert all(isinstance(p, PredictionsLogged) for p, _ in publish.sent)
+    assert published == {("churn", 1): (ids(v1), "churn"), ("churn", 2): (ids(v2), "churn"),
+                         ("fraud", 7): (ids(fraud), "fraud")}
+
+
+async def test_feedback_is_published_per_model():
+    publish = FakePublisher()
+    logbook = Logbook(publish)
+    churn, fraud = feedback(2), feedback(1)
+    logbook.log_feedback("churn", churn)
+    logbook.log_feedback("fraud", fraud)
+
+    await logbook.flush()
+
+    assert all(isinstance(p, FeedbackReceived) for p, _ in publish.sent)
+    assert {p.model: (ids(p.records), subject) for p, subject in publish.sent} == {
+        "churn": (ids(churn), "churn"), "fraud": (ids(fraud), "fraud")}
+
+
+async def test_large_buffer_is_published_in_batches():
+    publish = FakePublisher()
+    logbook = Logbook(publish, batch_size=2)
+    records = predictions(5)
+    logbook.log_predictions("churn", 1, records)
+
+    await logbook.flush()
+
+    assert [len(p.records) for p, _ in publish.sent] == [2, 2, 1]
+    assert publish.request_ids() == ids(records)
+
+
+async def test_flush_of_an_empty_logbook_publishes_nothing():
+    publish = FakePublisher()
+
+    await Logbook(publish).flush()
+
+    assert publish.sent == []
+
+
+async def test_stop_publishes_everything_buffered():
+    publish = FakePublisher()
+    logbook = Logbook(publish, interval=60)
+    await logbook.start()
+    records, labels = predictions(3), feedback(2)
+    logbook.log_predictions("churn", 1, records)
+    logbook.log_feedback("churn", labels)
+
+    await logbook.stop()
+
+    assert sorted(publish.request_ids()) == sorted(ids(records) + ids(labels))
+
+
+async def test_full_batch_is_published_without_waiting_for_the_interval():
+    publish = FakePublisher()
+    logbook = Logbook(publish, batch_size=3, interval=60)
+    await logbook.start()
+    records = predictions(3)
+    try:
+        logbook.log_predictions("churn", 1, records)
+
+        await until(lambda: len(publish.request_ids()) == 3)
+    finally:
+        await logbook.stop()
+
+    assert publish.request_ids() == ids(records)
+
+
+async def test_background_loop_publishes_after_the_interval():
+    publish = FakePublisher()
+    logbook = Logbook(publish, batch_size=100, interval=0.01)
+    await logbook.start()
+    records = predictions(2)
+    try:
+        logbook.log_predictions("churn", 1, records)
+
+        await until(lambda: len(publish.request_ids()) == 2)
+    finally:
+        await logbook.stop()
+
+    assert publish.request_ids() == ids(records)
+
+
+async def test_failed_publish_keeps_records_for_the_next_flush():
+    publish = FakePublisher(failing={1})
+    logbook = Logbook(publish)
+    records, labels = predictions(3), feedback(2)
+    logbook.log_predictions("churn", 1, records)
+    logbook.log_feedback("churn", labels)
+
+    with pytest.raises(ConnectionError):
+        await logbook.flush()
+    assert publish.sent == []
+    await logbook.flush()
+
+    assert sorted(publish.request_ids()) == sorted(ids(records) + ids(labels))
+
+
+async def test_publish_failing_midway_loses_nothing():
+    publish = FakePublisher(failing={3})
+    logbook = Logbook(publish, batch_size=2)
+    records, labels = predictions(4), feedback(3)
+    logbook.log_predictions("churn", 1, records)
+    logbook.log_feedback("churn", labels)
+
+    with pytest.raises(ConnectionError):
+        await logbook.flush()
+    await logbook.flush()
+
+    assert set(publish.request_ids()) == set(ids(records) + ids(labels))
+
+
+async def test_records_logged_while_publishing_is_failing_are_kept_too():
+    publish = FakePublisher(failing={1, 2})
+    logbook = Logbook(publish)
+    first, second = predictions(2), predictions(2)
+    logbook.log_predictions("churn", 1, first)
+    with pytest.raises(ConnectionError):
+        await logbook.flush()
+    logbook.log_predictions("churn", 1, second)
+    with pytest.raises(ConnectionError):
+        await logbook.flush()
+
+    await logbook.flush()
+
+    assert sorted(publish.request_ids()) == sorted(ids(first) + ids(second))
+
+
+async def test_buffer_over_capacity_drops_the_excess_and_counts_it():
+    publish = FakePublisher()
+    logbook = Logbook(publish, capacity=3)
+    kept, excess = predictions(2), feedback(3)
+    dropped_before = dropped_so_far()
+    logbook.log_predictions("churn", 1, kept)
+    logbook.log_feedback("churn", excess)
+
+    await logbook.flush()
+
+    assert publish.request_ids() == ids(kept) + ids(excess[:1])
+    assert dropped_so_far() - dropped_before == 2
+
+
+async def test_buffer_has_room_again_after_a_flush():
+    publish = FakePublisher()
+    logbook = Logbook(publish, capacity=2)
+    first, second = predictions(2), predictions(2)
+    logbook.log_predictions("churn", 1, first)
+    await logbook.flush()
+    logbook.log_predictions("churn", 1, second)
+
+    await logbook.flush()
+
+    assert publish.request_ids() == ids(first) + ids(second)
+
+
+def test_request_index_remembers_who_answered():
+    index = RequestIndex()
+    index.add("r1", "churn", 3)
+
+    assert index.get("r1") == ("churn", 3)
+    assert index.get("r2") is None
+
+
+def test_request_index_forgets_the_oldest_past_capacity():
+    index = RequestIndex(capacity=2)
+    for request_id in ("r1", "r2", "r3"):
+        index.add(request_id, "churn", 1)
+
+    assert [index.get(r) for r in ("r1", "r2", "r3")] == [None, ("churn", 1), ("churn", 1)]
