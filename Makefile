@@ -44,7 +44,7 @@ test: setup
 test-unit: setup
 	$(PY) -m pytest -q -m "not integration and not e2e"
 
-bench: infra
+bench: up
 	$(PY) -m tests.perf.run
 
 lint: setup

@@ -43,10 +43,29 @@ def parse_table(data: bytes, filename: str = "") -> pd.DataFrame:
     try:
         if data[:4] == PARQUET_MAGIC or filename.lower().endswith(".parquet"):
             return pd.read_parquet(io.BytesIO(data))
-        return pd.read_csv(io.BytesIO(data), low_memory=False)
+        return _with_datetimes(pd.read_csv(io.BytesIO(data), low_memory=False))
     except Exception as exc:  # pandas raises many types for malformed input
         kind = "Parquet" if data[:4] == PARQUET_MAGIC else "CSV"
         raise InvalidInput(f"file is not readable as {kind}: {exc}", field="file") from exc
+
+
+_ISO_DATE = r"^\d{4}-\d{2}-\d{2}([ T]\d{2}:\d{2}(:\d{2}(\.\d+)?)?)?(Z|[+-]\d{2}:?\d{2})?$"
+
+
+def _with_datetimes(frame: pd.DataFrame) -> pd.DataFrame:
+    """CSV has no date type: text columns holding only ISO-8601 timestamps become datetimes, as in Parquet."""
+    for name in frame.columns:
+        series = frame[name]
+        if not (pd.api.types.is_object_dtype(series) or pd.api.types.is_string_dtype(series)):
+            continue
+        present = series.dropna().astype(str)
+        if present.empty or not present.str.match(_ISO_DATE).all():
+            continue
+        try:
+            frame[name] = pd.to_datetime(series, format="ISO8601")
+        except (ValueError, TypeError):
+            continue
+    return frame
 
 
 def schema_of(frame: pd.DataFrame) -> dict[str, str]:

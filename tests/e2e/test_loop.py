@@ -201,3 +201,22 @@ async def test_bad_requests_get_clear_errors_and_change_nothing(loop_result: Dem
     assert response.status_code == 422 and response.json()["error"]["field"]
     versions = (await registry.get(f"/v1/models/{loop_result.model}/versions")).json()["versions"]
     assert [v["version"] for v in versions] == [1, 2]
+
+
+async def test_open_inference_protocol_clients_get_the_production_model(
+        loop_result: DemoResult, client: dict[str, httpx.AsyncClient]) -> None:
+    serving, model = client["serving"], loop_result.model
+    metadata = (await serving.get(f"/v2/models/{model}")).json()
+    assert metadata["versions"] == ["2"]
+    features = [i["name"] for i in metadata["inputs"]]
+    rows = load_rainfall().iloc[-3:]
+    request = {"id": "req-1", "inputs": [{"name": f, "shape": [3], "datatype": "FP64", "data": rows[f].tolist()}
+                                         for f in features]}
+    body = (await serving.post(f"/v2/models/{model}/infer", json=request)).json()
+    assert body["model_name"] == model and body["model_version"] == "2" and body["id"] == "req-1"
+    outputs = {o["name"]: o for o in body["outputs"]}
+    assert outputs["predict"]["shape"] == [3] and len(outputs["predict"]["data"]) == 3
+    assert outputs["predict_proba"]["shape"] == [3, 2]
+    assert len(body["parameters"]["request_ids"]) == 3
+    assert (await serving.post(f"/v2/models/{model}/versions/1/infer", json=request)).status_code == 404
+    assert (await serving.get("/v2/health/ready")).json() == {"ready": True}

@@ -186,9 +186,6 @@ def test_schema_is_the_same_for_csv_and_parquet_of_the_same_frame():
     assert schema_of(from_csv) == schema_of(from_parquet) == schema_of(frame)
 
 
-@pytest.mark.xfail(strict=True, reason="bug: CSV timestamps parse as text, so schema_of says 'string' for a CSV "
-                                       "upload and 'datetime' for the Parquet of the same frame; switching format "
-                                       "between versions then fails schema_matches_previous")
 def test_schema_of_a_time_column_is_the_same_for_csv_and_parquet():
     frame = churn().assign(seen=pd.date_range("2024-01-01", periods=20, freq="D"))
 

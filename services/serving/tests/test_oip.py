@@ -3,8 +3,8 @@
 import pytest
 
 from mloop_common.errors import InvalidInput
-from mloop_serving.app import InferInput, InferRequest, oip_instances
 from mloop_serving.host import LoadedModel
+from mloop_serving.oip import InferInput, InferRequest, oip_instances
 
 
 def model(features=("usage", "calls", "plan")):
@@ -92,8 +92,6 @@ def test_feature_tensors_with_different_row_counts_are_invalid():
     assert caught.value.field == "inputs"
 
 
-@pytest.mark.xfail(strict=True, reason="bug: oip_instances checks only shape[0] of a per-feature tensor, so "
-                                       "shape [2, 2] with 2 values is accepted although it declares 4")
 def test_feature_tensor_wider_than_one_column_is_invalid():
     with pytest.raises(InvalidInput) as caught:
         oip_instances(request(tensor("usage", [2, 2], [1.5, 2.5]), tensor("calls", [2, 2], [3, 4])),
