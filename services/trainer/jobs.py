@@ -41,7 +41,10 @@ def combine_with_recent(frame: pd.DataFrame, recent: pd.DataFrame, spec: ModelSp
         column = spec.time_column
         if column not in recent.columns or recent[column].isna().any():
             last = frame[column].max()
-            if pd.api.types.is_numeric_dtype(frame[column]):
+            numeric = pd.api.types.is_numeric_dtype(frame[column])
+            if pd.isna(last):  # no history kept: the recent rows are the whole timeline
+                last = 0 if numeric else pd.Timestamp(0, tz=getattr(frame[column].dtype, "tz", None))
+            if numeric:
                 recent[column] = last + np.arange(1, len(recent) + 1)
             else:
                 recent[column] = pd.Timestamp(last) + pd.to_timedelta(np.arange(1, len(recent) + 1), unit="s")

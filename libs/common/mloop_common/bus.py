@@ -199,7 +199,8 @@ class Subscriber:
                 for record in records:
                     if self._stopping.is_set() or tp not in self._consumer.assignment():
                         break  # uncommitted records are redelivered to whoever owns the partition
-                    await self._handle(record)
+                    if not await self._handle(record):
+                        break  # shutting down mid-retry: leave it uncommitted for the next owner
                     if not await self._commit(tp, record.offset + 1):
                         break
 
@@ -214,13 +215,14 @@ class Subscriber:
                 self._consumer.seek(tp, offset - 1)
             return False
 
-    async def _handle(self, record: ConsumerRecord) -> None:
+    async def _handle(self, record: ConsumerRecord) -> bool:
+        """Handle one record; True when it is done with (handled or dead-lettered) and may be committed."""
         topic = record.topic
         try:
             event = from_record(record.value, record.headers)
         except InvalidEvent as exc:
             await self._dead_letter(record, exc, attempts=1)
-            return
+            return True
         attempt = 0
         while True:
             attempt += 1
@@ -230,11 +232,13 @@ class Subscriber:
                     await self._handler(event)
             except PermanentError as exc:
                 await self._dead_letter(record, exc, attempts=attempt)
-                return
+                return True
             except Exception as exc:
-                if attempt >= self._max_attempts or self._stopping.is_set() and attempt > 1:
+                if attempt >= self._max_attempts:
                     await self._dead_letter(record, exc, attempts=attempt)
-                    return
+                    return True
+                if self._stopping.is_set():
+                    return False
                 delay = min(self._backoff * 2 ** (attempt - 1), self._max_backoff)
                 log.warning("%s: %s %s failed (attempt %d/%d): %r; retrying in %.1fs", self.group_id,
                             topic, event.id, attempt, self._max_attempts, exc, delay)
@@ -243,7 +247,7 @@ class Subscriber:
             finally:
                 HANDLER_SECONDS.labels(topic, self.group_id).observe(time.perf_counter() - started)
             CONSUMED.labels(topic, self.group_id, "ok").inc()
-            return
+            return True
 
     async def _dead_letter(self, record: ConsumerRecord, exc: BaseException, *, attempts: int) -> None:
         log.error("%s: %s@%d offset %d goes to the DLQ after %d attempt(s): %r", self.group_id, record.topic,

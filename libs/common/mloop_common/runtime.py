@@ -17,6 +17,7 @@ from pathlib import Path
 
 import uvicorn
 from fastapi import FastAPI
+from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mloop_common.artifacts import ArtifactStore
@@ -74,6 +75,8 @@ class Runtime:
 
     async def start(self, app: FastAPI | None = None) -> None:
         setup_tracing(self.service)
+        if self.db:
+            SQLAlchemyInstrumentor().instrument(engine=self.db.engine.sync_engine)
         if self.db and self._migrations:
             await _retry("database", lambda: self.db.migrate(self._migrations))
         await _retry("kafka topics", lambda: ensure_topics(self.bus_config))
