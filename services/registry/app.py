@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
+import sqlalchemy.exc
 from fastapi import Body, FastAPI, Header, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, ValidationError
@@ -110,9 +111,17 @@ def create_registry_app() -> tuple[FastAPI, RegistrySettings]:
     @app.post("/v1/models/{name}/versions", status_code=201, tags=["versions"])
     async def register(name: str, request: handlers.RegisterVersion, actor: Actor = "validator") -> JSONResponse:
         """Register a validated candidate (called by the validator); idempotent per run id."""
-        async with runtime.transaction() as session:
-            row, created = await handlers.register_version(session, name, request, actor)
-            aliases = await store.aliases_of(session, name)
+        try:
+            async with runtime.transaction() as session:
+                row, created = await handlers.register_version(session, name, request, actor)
+                aliases = await store.aliases_of(session, name)
+        except sqlalchemy.exc.IntegrityError:
+            # The same run was registered concurrently and the other request won: answer with its version.
+            async with runtime.transaction() as session:
+                row = await store.version_by_run(session, name, request.run_id)
+                if row is None:
+                    raise
+                created, aliases = False, await store.aliases_of(session, name)
         return JSONResponse(_json(version_view(row, aliases)), status_code=201 if created else 200)
 
     @app.get("/v1/models/{name}/versions/{version}", tags=["versions"])

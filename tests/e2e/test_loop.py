@@ -220,3 +220,22 @@ async def test_open_inference_protocol_clients_get_the_production_model(
     assert len(body["parameters"]["request_ids"]) == 3
     assert (await serving.post(f"/v2/models/{model}/versions/1/infer", json=request)).status_code == 404
     assert (await serving.get("/v2/health/ready")).json() == {"ready": True}
+
+
+async def test_cli_shows_models_and_explains_refusals(loop_result: DemoResult, stack: Stack,
+                                                      monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from mloop_cli.main import app
+
+    for name, url in stack.urls.items():
+        monkeypatch.setenv(f"MLOOP_{name.upper()}_URL", url)
+    runner = CliRunner()
+    listed = runner.invoke(app, ["models", "versions", loop_result.model])
+    assert listed.exit_code == 0 and "production" in listed.output
+    bad = tmp_path / "bad.csv"
+    bad.write_text("a,b\n1,2\n")
+    refused = runner.invoke(app, ["publish", loop_result.model, str(bad), "--target", "rain"])
+    assert refused.exit_code == 1 and "rain" in refused.output
+    predicted = runner.invoke(app, ["predict", loop_result.model, "--json", "{not json"])
+    assert predicted.exit_code == 2 and "not valid JSON" in predicted.output
