@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import getpass
 import json
 import os
 import subprocess
@@ -40,10 +41,17 @@ def bootstrap() -> str:
     return os.environ.get("MLOOP_KAFKA__BOOTSTRAP_SERVERS", "127.0.0.1:9092")
 
 
+def actor() -> str:
+    """Who the audit log records for this command."""
+    return os.environ.get("MLOOP_ACTOR") or getpass.getuser()
+
+
 def call(method: str, service: str, path: str, **kwargs: Any) -> Any:
     """One HTTP call; errors become a one-line message and exit code 1."""
+    headers = {"X-Mloop-Actor": actor(), **kwargs.pop("headers", {})}
     try:
-        response = httpx.request(method, url(service) + path, timeout=kwargs.pop("timeout", 30), **kwargs)
+        response = httpx.request(method, url(service) + path, timeout=kwargs.pop("timeout", 30), headers=headers,
+                                 **kwargs)
     except httpx.TransportError as exc:
         err.print(f"[red]error:[/] {service} is not reachable at {url(service)} ({exc}). Is the stack up "
                   "(`mloop up`)?")

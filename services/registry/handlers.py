@@ -36,12 +36,12 @@ class RegisterVersion(BaseModel):
 
 
 async def create_spec(session: AsyncSession, spec: ModelSpec, actor: str) -> tuple[dict[str, Any], bool]:
-    """Store a spec; an unchanged spec returns the existing version and False."""
+    """Store a spec; one identical to the latest returns it and False (an older one comes back as new)."""
     body = spec.model_dump(mode="json", by_alias=True)
     digest = spec_digest(spec)
-    existing = await store.spec_by_digest(session, spec.name, digest)
-    if existing is not None:
-        return existing, False
+    latest = await store.latest_spec(session, spec.name)
+    if latest is not None and latest["digest"] == digest:
+        return latest, False
     spec_version = await store.add_spec(session, spec.name, spec.dataset, digest, body)
     await store.audit(session, actor=actor, action="spec.created", model=spec.name, version=None,
                       detail={"spec_version": spec_version, "digest": digest})

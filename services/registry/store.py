@@ -78,8 +78,8 @@ async def get_model(session: AsyncSession, name: str, *, for_update: bool = Fals
     return _row((await session.execute(query)).first())
 
 
-async def spec_by_digest(session: AsyncSession, name: str, digest: str) -> dict[str, Any] | None:
-    query = sa.select(specs).where(specs.c.name == name, specs.c.digest == digest)
+async def latest_spec(session: AsyncSession, name: str) -> dict[str, Any] | None:
+    query = sa.select(specs).where(specs.c.name == name).order_by(specs.c.spec_version.desc()).limit(1)
     return _row((await session.execute(query)).first())
 
 

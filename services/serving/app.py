@@ -41,11 +41,11 @@ class Feedback(BaseModel):
 
 
 def create_serving_app() -> tuple[FastAPI, ServingSettings]:
-    common, settings = build_settings("serving", ServingSettings)
+    common, settings = build_settings("serving", ServingSettings, uses_database=False)
     runtime = Runtime("serving", common, settings, migrations=None, uses_database=False)
     host = ModelHost()
     requests = RequestIndex()
-    registry = RegistryClient(common.registry_url)
+    registry = RegistryClient(common.registry_url, actor="serving")
     loader = Loader(host, registry, runtime.artifacts)
 
     async def publish(payload: Payload, subject: str) -> None:
@@ -152,7 +152,7 @@ def create_serving_app() -> tuple[FastAPI, ServingSettings]:
         return {"name": "mloop-serving", "version": "0.1.0", "extensions": [], "models": host.names()}
 
     def metadata(model: LoadedModel) -> dict[str, Any]:
-        outputs = [{"name": "predict", "datatype": "BYTES" if model.task == "classification" else "FP64",
+        outputs = [{"name": "predict", "datatype": datatype_of(model.classes) if model.classes else "FP64",
                     "shape": [-1]}]
         if model.task == "classification":
             outputs.append({"name": "predict_proba", "datatype": "FP64", "shape": [-1, len(model.classes)]})

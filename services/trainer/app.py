@@ -31,7 +31,7 @@ def create_trainer_app() -> tuple[FastAPI, TrainerSettings]:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # spawn, not fork: forking a process that runs an event loop and Kafka threads is unsafe.
         pool = ProcessPoolExecutor(max_workers=settings.workers, mp_context=multiprocessing.get_context("spawn"))
-        registry = RegistryClient(common.registry_url)
+        registry = RegistryClient(common.registry_url, actor="trainer")
         trainer = Trainer(runtime, registry, pool)
         runtime.consume([Topic.DATA_PUBLISHED], trainer.on_data_published, group_suffix="-data",
                         max_poll_interval_ms=settings.max_poll_interval_ms)

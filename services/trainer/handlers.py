@@ -60,6 +60,14 @@ class Trainer:
         async with self.runtime.transaction() as session:
             if await already_handled(session, self.consumer, event.id):
                 return
+        production = await self.registry.alias(payload.model, "production")
+        if production is None or production["version"] != payload.version:
+            # The model moved on since this drift was seen (a retrain already landed): nothing to do.
+            log.info("ignoring drift on %s v%s: production is now v%s", payload.model, payload.version,
+                     production["version"] if production else None)
+            async with self.runtime.transaction() as session:
+                await claim_event(session, self.consumer, event)
+            return
         model = await self.registry.model(payload.model)
         spec = ModelSpec.model_validate(model["spec"])
         async with self.runtime.transaction() as session:
@@ -119,7 +127,7 @@ class Trainer:
         await enqueue(session, new_event(ModelTrained(
             model=spec.name, run_id=run["run_id"], task=spec.task, spec_version=run["spec_version"],
             spec_digest=run["spec_digest"], dataset=run["dataset"], dataset_version=run["dataset_version"],
-            dataset_sha256=run["dataset_sha256"], trigger=run["trigger"],
+            dataset_sha256=run["dataset_sha256"], recent_data_sha256=run["recent_data_sha256"], trigger=run["trigger"],
             artifact=ArtifactPointer(**details["artifact"]), profile=ArtifactPointer(**details["profile"]),
             holdout=ArtifactPointer(**details["holdout"]), features=result["features"], target=spec.target,
             estimator_class=result["estimator_class"], params=result["params"], metric=spec.metric,

@@ -25,7 +25,7 @@ def create_validator_app() -> tuple[FastAPI, ValidatorSettings]:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        registry = RegistryClient(common.registry_url)
+        registry = RegistryClient(common.registry_url, actor="validator")
         runtime.consume([Topic.MODEL_TRAINED], Validator(runtime, registry).on_model_trained)
         await runtime.start(app)
         yield

@@ -65,7 +65,8 @@ class Validator:
                 "metrics": candidate_metrics,
                 "lineage": {
                     "dataset": trained.dataset, "dataset_version": trained.dataset_version,
-                    "dataset_sha256": trained.dataset_sha256, "trigger": trained.trigger,
+                    "dataset_sha256": trained.dataset_sha256, "recent_data_sha256": trained.recent_data_sha256,
+                    "trigger": trained.trigger,
                     "code_version": trained.code_version, "estimator_class": trained.estimator_class,
                     "params": trained.params, "seed": trained.seed, "training_seconds": trained.training_seconds,
                     "trained_event_id": event.id, "correlation_id": event.correlationid,

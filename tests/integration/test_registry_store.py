@@ -74,3 +74,15 @@ async def test_audit_log_refuses_edits(db: Database) -> None:
     with pytest.raises(sqlalchemy.exc.DBAPIError, match="append-only"):
         async with db.transaction() as session:
             await session.execute(sa.delete(store.audit_log))
+
+
+async def test_resubmitting_an_older_spec_makes_it_the_latest_again(db: Database) -> None:
+    first = parse_spec(SPEC, "application/yaml")
+    changed = parse_spec(SPEC.replace("C: [1.0]", "C: [0.5]"), "application/yaml")
+    async with db.transaction() as session:
+        same, created_again = await handlers.create_spec(session, first, "tests")
+        second, _ = await handlers.create_spec(session, changed, "tests")
+        reverted, reverted_created = await handlers.create_spec(session, first, "tests")
+    assert (same["spec_version"], created_again) == (1, False)
+    assert second["spec_version"] == 2
+    assert (reverted["spec_version"], reverted_created) == (3, True)

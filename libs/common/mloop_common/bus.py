@@ -20,7 +20,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import CommitFailedError, KafkaError, TopicAlreadyExistsError
 from prometheus_client import Counter, Histogram
 
-from mloop_common.db import Database, lock_pending, mark_sent
+from mloop_common.db import Database, lock_pending, mark_sent, purge_sent
 from mloop_common.errors import PermanentError
 from mloop_common.events import ALL_TOPICS, Envelope, InvalidEvent, dlq_topic, from_record, to_record
 from mloop_common.telemetry import consumer_span, current_trace_headers
@@ -268,7 +268,10 @@ class Subscriber:
 class OutboxRelay:
     """Publishes committed outbox rows in order and marks them sent; safe to run in several processes."""
 
-    def __init__(self, db: Database, producer: Producer, *, batch_size: int = 200, idle_seconds: float = 0.1):
+    def __init__(self, db: Database, producer: Producer, *, batch_size: int = 200, idle_seconds: float = 0.1,
+                 retention_seconds: float = 86_400):
+        self._retention = retention_seconds
+        self._next_purge = 0.0
         self._db = db
         self._producer = producer
         self._batch_size = batch_size
@@ -319,6 +322,11 @@ class OutboxRelay:
                 await asyncio.sleep(1)
             if sent:
                 continue
+            if time.monotonic() >= self._next_purge:
+                self._next_purge = time.monotonic() + 600
+                with contextlib.suppress(Exception):
+                    async with self._db.transaction() as session:
+                        await purge_sent(session, self._retention)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self._idle)
             self._wake.clear()

@@ -6,6 +6,7 @@ import asyncio
 from typing import Any
 
 import httpx
+from opentelemetry.propagate import inject
 
 from mloop_common.errors import MloopError, NotFound
 
@@ -20,17 +21,20 @@ class ServiceUnavailable(MloopError):
 class RegistryClient:
     """The registry API as trainer, validator and serving use it."""
 
-    def __init__(self, base_url: str, *, timeout: float = 10.0, transport: httpx.AsyncBaseTransport | None = None):
+    def __init__(self, base_url: str, *, actor: str, timeout: float = 10.0,
+                 transport: httpx.AsyncBaseTransport | None = None):
         self._client = httpx.AsyncClient(base_url=base_url, timeout=timeout, transport=transport,
-                                         headers={"X-Mloop-Actor": "service"})
+                                         headers={"X-Mloop-Actor": actor})
 
     async def aclose(self) -> None:
         await self._client.aclose()
 
     async def _request(self, method: str, path: str, **kwargs: Any) -> Any:
+        headers: dict[str, str] = {}
+        inject(headers)  # the registry's spans (and the events it emits) join the caller's trace
         for attempt in range(3):
             try:
-                response = await self._client.request(method, path, **kwargs)
+                response = await self._client.request(method, path, headers=headers, **kwargs)
             except httpx.TransportError as exc:
                 if attempt == 2:
                     raise ServiceUnavailable(f"registry unreachable: {exc!r}") from exc

@@ -190,6 +190,13 @@ async def lock_pending(session: AsyncSession, limit: int) -> list[OutboxRow]:
     ]
 
 
+async def purge_sent(session: AsyncSession, older_than_seconds: float) -> int:
+    """Delete rows published long ago; the outbox is a queue, not an archive."""
+    result = await session.execute(sa.delete(outbox_table).where(
+        outbox_table.c.sent_at < sa.func.now() - sa.text(f"interval '{int(older_than_seconds)} seconds'")))
+    return result.rowcount or 0
+
+
 async def mark_sent(session: AsyncSession, seqs: list[int]) -> None:
     await session.execute(
         sa.update(outbox_table).where(outbox_table.c.seq.in_(seqs)).values(sent_at=sa.func.now())

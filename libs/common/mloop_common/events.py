@@ -82,6 +82,7 @@ class ModelTrained(Payload):
     dataset: str
     dataset_version: int
     dataset_sha256: str
+    recent_data_sha256: str | None = None
     trigger: Literal["data.published", "drift.detected"]
     artifact: ArtifactPointer
     profile: ArtifactPointer

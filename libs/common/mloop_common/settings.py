@@ -32,9 +32,6 @@ class CommonSettings(BaseSettings):
     database_port: int = 55432
     database_name: str = "mloop"
     registry_url: str = "http://127.0.0.1:8004"
-    ingest_url: str = "http://127.0.0.1:8001"
-    serving_url: str = "http://127.0.0.1:8005"
-    max_upload_bytes: int = Field(200 * 1024 * 1024, ge=1)
     code_version: str | None = None
 
     def database_url(self, service: str) -> str:
@@ -54,7 +51,8 @@ class ServiceSettings(BaseSettings):
     database_schema: str | None = None
 
 
-def build_settings(service: str, settings_class: type[ServiceSettings]) -> tuple[CommonSettings, ServiceSettings]:
+def build_settings(service: str, settings_class: type[ServiceSettings], *, uses_database: bool = True
+                   ) -> tuple[CommonSettings, ServiceSettings]:
     """Read the shared and the service's settings once, refusing unsafe defaults in production."""
     common = CommonSettings()
     own = settings_class(_env_prefix=f"MLOOP_{service.upper()}_")  # type: ignore[call-arg]
@@ -64,7 +62,7 @@ def build_settings(service: str, settings_class: type[ServiceSettings]) -> tuple
         own.database_schema = service
     if own.database_url is None:
         own.database_url = common.database_url(service)
-    if common.environment == "production" and f"{service}:{service}@" in own.database_url:
+    if uses_database and common.environment == "production" and f"{service}:{service}@" in own.database_url:
         raise ValueError(f"MLOOP_{service.upper()}_DATABASE_URL must be set in production "
                          "(the local default uses well-known passwords)")
     return common, own

@@ -29,7 +29,6 @@ def upgrade() -> None:
         sa.Column("digest", sa.String(64), nullable=False),
         sa.Column("body", sa.JSON, nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.func.now(), nullable=False),
-        sa.UniqueConstraint("name", "digest"),
     )
     op.create_table(
         "model_versions",
