@@ -175,7 +175,14 @@ class OutboxRow:
 
 
 async def lock_pending(session: AsyncSession, limit: int) -> list[OutboxRow]:
-    """Lock up to ``limit`` unsent rows, oldest first; rows another relay holds are skipped."""
+    """Lock up to ``limit`` unsent rows, oldest first, or none while another relay is publishing.
+
+    One relay per schema publishes at a time (a transaction-scoped advisory lock), so events
+    for one key leave in commit order even when several replicas of a service run relays.
+    """
+    leader = await session.execute(sa.text("SELECT pg_try_advisory_xact_lock(hashtext(current_schema() || '.outbox'))"))
+    if not leader.scalar_one():
+        return []
     result = await session.execute(
         sa.select(outbox_table.c.seq, outbox_table.c.topic, outbox_table.c.key, outbox_table.c.value,
                   outbox_table.c.headers)
