@@ -72,8 +72,13 @@ def create_registry_app() -> tuple[FastAPI, RegistrySettings]:
             first = exc.errors()[0]
             field = ".".join(str(p) for p in first["loc"]) or None
             raise InvalidInput(f"{field}: {first['msg']}" if field else first["msg"], field=field) from exc
-        async with runtime.transaction() as session:
-            row, created = await handlers.create_spec(session, spec, actor)
+        try:
+            async with runtime.transaction() as session:
+                row, created = await handlers.create_spec(session, spec, actor)
+        except sqlalchemy.exc.IntegrityError:
+            # A concurrent request created the model first; now its row exists and can be locked.
+            async with runtime.transaction() as session:
+                row, created = await handlers.create_spec(session, spec, actor)
         return JSONResponse(_json(spec_view(row)), status_code=201 if created else 200)
 
     @app.get("/v1/models", tags=["models"])

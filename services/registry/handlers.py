@@ -39,6 +39,7 @@ async def create_spec(session: AsyncSession, spec: ModelSpec, actor: str) -> tup
     """Store a spec; one identical to the latest returns it and False (an older one comes back as new)."""
     body = spec.model_dump(mode="json", by_alias=True)
     digest = spec_digest(spec)
+    await store.get_model(session, spec.name, for_update=True)  # serialise concurrent submissions of one model
     latest = await store.latest_spec(session, spec.name)
     if latest is not None and latest["digest"] == digest:
         return latest, False

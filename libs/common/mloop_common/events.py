@@ -50,7 +50,8 @@ class InvalidEvent(PermanentError):
 
 
 class Payload(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Tolerant reader: a field added by a newer producer must not dead-letter on an older consumer.
+    model_config = ConfigDict(extra="ignore", frozen=True)
     schema_version: int = 1
 
 
