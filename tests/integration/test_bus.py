@@ -15,6 +15,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from mloop_common.bus import BusConfig, OutboxRelay, Producer, Subscriber, ensure_topics
 from mloop_common.db import Database, claim_event, enqueue, messaging_metadata, outbox_table
+from mloop_common.errors import TransientError
 from mloop_common.events import Envelope, dlq_topic
 from mloop_common.telemetry import setup_tracing, tracer
 from tests.conftest import eventually
@@ -240,3 +241,24 @@ async def test_trace_context_survives_a_hop(db: Database, bus) -> None:  # type:
     assert process_span.parent is not None and process_span.parent.span_id == parent.get_span_context().span_id
     assert process_span.attributes["messaging.destination.name"] == topic
 
+
+
+async def test_outage_of_a_dependency_is_waited_out_not_dead_lettered(db: Database, bus) -> None:  # type: ignore[no-untyped-def]
+    config, topic, producer = bus
+    failures: list[int] = []
+
+    async def registry_down_for_a_while(envelope: Envelope) -> None:
+        if len(failures) < 6:  # more than max_attempts
+            failures.append(1)
+            raise TransientError("registry unreachable")
+        await recording_handler(db, "svc")(envelope)
+
+    await producer.publish(event(topic, 5))
+    subscriber = await start_subscriber(config, topic, registry_down_for_a_while, producer, max_attempts=2,
+                                        backoff_seconds=0.01, max_backoff_seconds=0.05)
+    try:
+        await eventually(lambda: _count_is(db, 1), timeout=30)
+    finally:
+        await subscriber.stop()
+    assert len(failures) == 6
+    assert await read_all(config, dlq_topic(topic), expected=0, timeout=2) == []

@@ -14,6 +14,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
+import sqlalchemy.exc
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -21,7 +22,7 @@ from aiokafka.errors import CommitFailedError, KafkaError, TopicAlreadyExistsErr
 from prometheus_client import Counter, Histogram
 
 from mloop_common.db import Database, lock_pending, mark_sent, purge_sent
-from mloop_common.errors import PermanentError
+from mloop_common.errors import PermanentError, TransientError
 from mloop_common.events import ALL_TOPICS, Envelope, InvalidEvent, dlq_topic, from_record, to_record
 from mloop_common.telemetry import consumer_span, current_trace_headers
 
@@ -234,7 +235,7 @@ class Subscriber:
                 await self._dead_letter(record, exc, attempts=attempt)
                 return True
             except Exception as exc:
-                if attempt >= self._max_attempts:
+                if attempt >= self._max_attempts and not _is_transient(exc):
                     await self._dead_letter(record, exc, attempts=attempt)
                     return True
                 if self._stopping.is_set():
@@ -263,6 +264,12 @@ class Subscriber:
         await self._dlq.send_raw(dlq_topic(record.topic), record.key or b"", record.value or b"", headers)
         DEAD_LETTERED.labels(record.topic, self.group_id).inc()
         CONSUMED.labels(record.topic, self.group_id, "dead_lettered").inc()
+
+
+def _is_transient(exc: BaseException) -> bool:
+    """An outage of a dependency, not a fault of the message: wait for it rather than dead-letter."""
+    return isinstance(exc, TransientError | ConnectionError | TimeoutError | sqlalchemy.exc.OperationalError
+                      | sqlalchemy.exc.InterfaceError)
 
 
 class OutboxRelay:

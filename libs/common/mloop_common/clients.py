@@ -8,14 +8,11 @@ from typing import Any
 import httpx
 from opentelemetry.propagate import inject
 
-from mloop_common.errors import MloopError, NotFound
+from mloop_common.errors import MloopError, NotFound, TransientError
 
 
-class ServiceUnavailable(MloopError):
+class ServiceUnavailable(TransientError):
     """Another service did not answer; the caller's message is retried later."""
-
-    status_code = 503
-    code = "unavailable"
 
 
 class RegistryClient:

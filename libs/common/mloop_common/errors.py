@@ -8,9 +8,10 @@
     ├── Unauthorized      401
     ├── Forbidden         403
     ├── IntegrityError    artifact bytes do not match the digest the caller vouched for
-    └── PermanentError    a message that can never succeed: straight to the DLQ, no retries
+    ├── PermanentError    a message that can never succeed: straight to the DLQ, no retries
+    └── TransientError    a dependency is unavailable: retried until it is back, never dead-lettered
 
-Anything else raised inside a consumer handler is treated as retryable.
+Anything else raised inside a consumer handler is retried a few times, then dead-lettered.
 """
 
 from __future__ import annotations
@@ -67,3 +68,10 @@ class PermanentError(MloopError):
     """A message that will fail the same way however often it is retried."""
 
     code = "permanent"
+
+
+class TransientError(MloopError):
+    """Another service or the database is unreachable; the work is fine and will succeed later."""
+
+    status_code = 503
+    code = "unavailable"
