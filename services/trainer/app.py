@@ -9,7 +9,7 @@ from concurrent.futures import ProcessPoolExecutor
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
-from fastapi import FastAPI, Query
+from fastapi import FastAPI, Query, Request
 from fastapi.encoders import jsonable_encoder
 
 from mloop_common.clients import RegistryClient
@@ -33,6 +33,7 @@ def create_trainer_app() -> tuple[FastAPI, TrainerSettings]:
         pool = ProcessPoolExecutor(max_workers=settings.workers, mp_context=multiprocessing.get_context("spawn"))
         registry = RegistryClient(common.registry_url, actor="trainer")
         trainer = Trainer(runtime, registry, pool)
+        app.state.trainer = trainer
         runtime.consume([Topic.DATA_PUBLISHED], trainer.on_data_published, group_suffix="-data",
                         max_poll_interval_ms=settings.max_poll_interval_ms)
         runtime.consume([Topic.DRIFT_DETECTED], trainer.on_drift_detected, group_suffix="-drift",
@@ -50,17 +51,18 @@ def create_trainer_app() -> tuple[FastAPI, TrainerSettings]:
                      description="Trains every model spec on new dataset versions and on drift; lists runs.")
 
     @app.get("/v1/runs", tags=["runs"])
-    async def list_runs(model: Annotated[str | None, Query(max_length=63)] = None,
+    async def list_runs(request: Request, model: Annotated[str | None, Query(max_length=63)] = None,
                         limit: Annotated[int, Query(ge=1, le=500)] = 50) -> dict[str, Any]:
-        """Training runs, newest first (summary: no candidate list)."""
+        """Finished training runs, newest first (no candidate list), and the runs training right now."""
         async with runtime.transaction() as session:
             rows = await store.list_runs(session, model, limit)
+        training = [run for run in request.app.state.trainer.active.values() if model in (None, run["model"])]
         for row in rows:
             details = row.pop("details")
             row["estimator_class"] = details.get("estimator_class")
             row["cv_score"] = details.get("cv_score")
             row["holdout_metrics"] = details.get("holdout_metrics")
-        return jsonable_encoder({"runs": rows})
+        return jsonable_encoder({"runs": rows, "training": training})
 
     @app.get("/v1/runs/{run_id}", tags=["runs"])
     async def get_run(run_id: str) -> dict[str, Any]:

@@ -31,6 +31,7 @@ class Trainer:
         self.registry = registry
         self.pool = pool
         self.consumer = runtime.group_id
+        self.active: dict[str, dict[str, Any]] = {}  # runs being trained right now, for GET /v1/runs
 
     async def on_data_published(self, event: Envelope) -> None:
         payload = event.payload()
@@ -90,12 +91,16 @@ class Trainer:
         }
         log.info("training %s on %s v%s (%s)", spec.name, dataset["name"], dataset["version"], trigger)
         loop = asyncio.get_running_loop()
+        self.active[run["run_id"]] = {key: run[key] for key in ("run_id", "model", "trigger", "dataset",
+                                                                "dataset_version", "started_at")}
         try:
             result = await loop.run_in_executor(self.pool, run_training_job, spec.model_dump(by_alias=True),
                                                  data, recent)
         except TrainingError as exc:
             log.warning("run %s for %s failed: %s", run["run_id"], spec.name, exc)
             return {**run, "status": "failed", "error": str(exc)}
+        finally:
+            self.active.pop(run["run_id"], None)
         artifacts = self.runtime.artifacts
         run["model_ref"] = artifacts.put(result.pop("model"), kind="models", suffix=".skops")
         profile = json.dumps(result.pop("profile"), sort_keys=True).encode()
