@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import subprocess
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -16,6 +17,8 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+
+from tests.stack import ServiceStack
 
 REPO = Path(__file__).resolve().parents[1]
 LOCAL = REPO / "deploy" / "local"
@@ -31,7 +34,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         path = str(item.path)
         if "/tests/integration/" in path:
             item.add_marker(pytest.mark.integration)
-        elif "/tests/e2e/" in path:
+        elif "/tests/e2e/" in path or "/tests/faults/" in path:
             item.add_marker(pytest.mark.e2e)
 
 
@@ -55,6 +58,21 @@ def postgres() -> str:
     """The local PostgreSQL (started if needed); tests use the `mloop` role and their own schemas."""
     subprocess.run([str(LOCAL / "postgres.sh"), "start"], check=True, stdout=subprocess.DEVNULL)
     return ADMIN_URL
+
+
+@pytest.fixture(scope="module")
+def stack(kafka_bootstrap: str, postgres: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceStack]:
+    """All six services as processes with their own ports (18001..18006), schemas and artifact folder."""
+    services = ServiceStack(bootstrap=kafka_bootstrap, database_url=postgres, root=tmp_path_factory.mktemp("stack"),
+                            repo=REPO)
+    try:
+        services.start()
+        yield services
+    finally:
+        codes = services.stop()
+        asyncio.run(drop_schemas(services.schemas))
+    unclean = {name: code for name, code in codes.items() if code not in (0, -signal.SIGTERM, -signal.SIGKILL)}
+    assert not unclean, f"services exited uncleanly: {unclean} (logs in {services.logs})"
 
 
 async def drop_schemas(names: list[str]) -> None:

@@ -2,16 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
-import os
-import signal
-import subprocess
-import sys
-import time
-import uuid
-from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -21,81 +13,15 @@ from aiokafka import AIOKafkaProducer
 from rich.console import Console
 
 from mloop_cli.demo import DemoConfig, DemoResult, load_rainfall, run_demo
-from mloop_common.settings import SERVICE_PORTS
-from tests.conftest import ADMIN_URL, REPO, drop_schemas, eventually
+from tests.conftest import eventually
+from tests.stack import ServiceStack
 
 REQUIRED_HEADERS = {"ce_specversion", "ce_id", "ce_type", "ce_source", "ce_time", "ce_subject", "ce_dataschema",
                     "ce_correlationid", "content-type"}
 
 
-@dataclass
-class Stack:
-    urls: dict[str, str]
-    bootstrap: str
-    artifacts: Path
-    logs: Path
-
-
-@pytest.fixture(scope="module")
-def stack(kafka_bootstrap: str, postgres: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    """Six service processes with their own ports, schemas and artifact folder."""
-    run_id = uuid.uuid4().hex[:8]
-    root = tmp_path_factory.mktemp("e2e")
-    artifacts, logs = root / "artifacts", root / "logs"
-    logs.mkdir()
-    ports = {name: port + 10_000 for name, port in SERVICE_PORTS.items()}
-    env = {**os.environ, "MLOOP_KAFKA__BOOTSTRAP_SERVERS": kafka_bootstrap, "MLOOP_ARTIFACTS_ROOT": str(artifacts),
-           "MLOOP_REGISTRY_URL": f"http://127.0.0.1:{ports['registry']}", "MLOOP_ENVIRONMENT": "test",
-           "MLOOP_SERVING_INSTANCE_ID": f"e2e-{run_id}"}
-    schemas = []
-    for name, port in ports.items():
-        prefix = f"MLOOP_{name.upper()}_"
-        schema = f"e2e_{run_id}_{name}"
-        schemas.append(schema)
-        env.update({prefix + "PORT": str(port), prefix + "DATABASE_URL": ADMIN_URL, prefix + "DATABASE_SCHEMA": schema})
-    processes = {}
-    for name in ports:
-        with (logs / f"{name}.log").open("wb") as log:  # the child keeps its own copy of the descriptor
-            processes[name] = subprocess.Popen([sys.executable, "-m", f"mloop_{name}"], cwd=REPO, env=env,
-                                               stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    urls = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
-    try:
-        _wait_ready(urls, processes, logs)
-        yield Stack(urls, kafka_bootstrap, artifacts, logs)
-    finally:
-        for process in processes.values():
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGTERM)
-        for name, process in processes.items():
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
-            assert process.returncode in (0, -signal.SIGTERM), f"{name} exited with {process.returncode}"
-        asyncio.run(drop_schemas(schemas))
-
-
-def _wait_ready(urls: dict[str, str], processes: dict[str, subprocess.Popen], logs: Path) -> None:  # type: ignore[type-arg]
-    deadline = time.monotonic() + 120
-    pending = set(urls)
-    while pending and time.monotonic() < deadline:
-        for name in list(pending):
-            if processes[name].poll() is not None:
-                raise RuntimeError(f"{name} exited during start:\n{(logs / f'{name}.log').read_text()[-3000:]}")
-            try:
-                if httpx.get(urls[name] + "/readyz", timeout=2).status_code == 200:
-                    pending.discard(name)
-            except httpx.TransportError:
-                pass
-        time.sleep(0.3)
-    if pending:
-        tails = "\n".join(f"--- {n}\n{(logs / f'{n}.log').read_text()[-2000:]}" for n in pending)
-        raise RuntimeError(f"services not ready after 120s: {sorted(pending)}\n{tails}")
-
-
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def loop_result(stack: Stack) -> DemoResult:
+async def loop_result(stack: ServiceStack) -> DemoResult:
     config = DemoConfig(ingest_url=stack.urls["ingest"], registry_url=stack.urls["registry"],
                         serving_url=stack.urls["serving"], trainer_url=stack.urls["trainer"],
                         bootstrap_servers=stack.bootstrap, artifacts_root=stack.artifacts, stage_timeout=180)
@@ -105,7 +31,7 @@ async def loop_result(stack: Stack) -> DemoResult:
 
 
 @pytest_asyncio.fixture(loop_scope="module")
-async def client(stack: Stack) -> AsyncIterator[dict[str, httpx.AsyncClient]]:
+async def client(stack: ServiceStack) -> AsyncIterator[dict[str, httpx.AsyncClient]]:
     clients = {name: httpx.AsyncClient(base_url=url, timeout=30) for name, url in stack.urls.items()}
     yield clients
     for c in clients.values():
@@ -125,7 +51,7 @@ async def test_drifted_traffic_brings_a_better_model_into_serving(loop_result: D
     assert loop_result.accuracy["served"] == pytest.approx(loop_result.accuracy["v2"])
 
 
-async def test_lineage_of_v2_reaches_the_dataset_snapshot(loop_result: DemoResult, stack: Stack,
+async def test_lineage_of_v2_reaches_the_dataset_snapshot(loop_result: DemoResult, stack: ServiceStack,
                                                           client: dict[str, httpx.AsyncClient]) -> None:
     lineage = (await client["registry"].get(f"/v1/lineage/{loop_result.model}/2")).json()
     dataset = (await client["ingest"].get(f"/v1/datasets/{loop_result.model}/versions/1")).json()
@@ -158,7 +84,7 @@ async def test_same_bytes_again_return_the_existing_version_without_an_event(
     assert len(versions) == 1
 
 
-async def test_redelivered_trigger_does_not_train_twice(loop_result: DemoResult, stack: Stack,
+async def test_redelivered_trigger_does_not_train_twice(loop_result: DemoResult, stack: ServiceStack,
                                                         client: dict[str, httpx.AsyncClient]) -> None:
     published = next(e for e in loop_result.timeline if e.type == "data.published"
                      and e.subject == loop_result.model)
@@ -222,7 +148,7 @@ async def test_open_inference_protocol_clients_get_the_production_model(
     assert (await serving.get("/v2/health/ready")).json() == {"ready": True}
 
 
-async def test_cli_shows_models_and_explains_refusals(loop_result: DemoResult, stack: Stack,
+async def test_cli_shows_models_and_explains_refusals(loop_result: DemoResult, stack: ServiceStack,
                                                       monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
