@@ -34,10 +34,8 @@ def create_trainer_app() -> tuple[FastAPI, TrainerSettings]:
         registry = RegistryClient(common.registry_url, actor="trainer")
         trainer = Trainer(runtime, registry, pool)
         app.state.trainer = trainer
-        runtime.consume([Topic.DATA_PUBLISHED], trainer.on_data_published, group_suffix="-data",
-                        max_poll_interval_ms=settings.max_poll_interval_ms)
-        runtime.consume([Topic.DRIFT_DETECTED], trainer.on_drift_detected, group_suffix="-drift",
-                        max_poll_interval_ms=settings.max_poll_interval_ms)
+        runtime.consume([Topic.DATA_PUBLISHED], trainer.on_data_published, group_suffix="-data")
+        runtime.consume([Topic.DRIFT_DETECTED], trainer.on_drift_detected, group_suffix="-drift")
         # Pay the worker start-up (imports of scikit-learn and friends) now, not on the first dataset.
         warming = asyncio.get_running_loop().run_in_executor(pool, warm_up)
         await runtime.start(app)

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import pytest
 import sqlalchemy as sa
 from aiokafka import AIOKafkaConsumer
+from aiokafka.admin import AIOKafkaAdminClient
 from opentelemetry import trace
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -262,3 +263,37 @@ async def test_outage_of_a_dependency_is_waited_out_not_dead_lettered(db: Databa
         await subscriber.stop()
     assert len(failures) == 6
     assert await read_all(config, dlq_topic(topic), expected=0, timeout=2) == []
+
+
+async def test_handler_longer_than_the_poll_interval_keeps_its_group_membership(db: Database, bus) -> None:  # type: ignore[no-untyped-def]
+    config, topic, producer = bus
+    calls: list[str] = []
+    members_while_busy: list[int] = []
+    subscriber: Subscriber | None = None
+
+    async def slow(envelope: Envelope) -> None:
+        calls.append(envelope.id)
+        await asyncio.sleep(8)  # past max_poll_interval_ms below, like a long training fit
+        assert subscriber is not None
+        members_while_busy.append(await _group_members(config, subscriber.group_id))
+        await recording_handler(db, "svc")(envelope)
+
+    await producer.publish(event(topic, 1))
+    subscriber = await start_subscriber(config, topic, slow, producer, max_poll_interval_ms=4000,
+                                        poll_while_busy_seconds=0.5)
+    try:
+        await eventually(lambda: _count_is(db, 1), timeout=60)
+    finally:
+        await subscriber.stop()
+    assert members_while_busy == [1]  # an idle consumer would have left the group after 4 s
+    assert len(calls) == 1
+
+
+async def _group_members(config: BusConfig, group: str) -> int:
+    admin = AIOKafkaAdminClient(bootstrap_servers=config.bootstrap_servers)
+    await admin.start()
+    try:
+        description = (await admin.describe_consumer_groups([group]))[0]
+        return len(description.groups[0][5])  # (error, group, state, protocol type, protocol, members, ...)
+    finally:
+        await admin.close()

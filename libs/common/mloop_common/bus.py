@@ -139,8 +139,10 @@ class Subscriber:
         backoff_seconds: float = 0.5,
         max_backoff_seconds: float = 10.0,
         max_poll_interval_ms: int = 300_000,
+        poll_while_busy_seconds: float = 5.0,
     ) -> None:
         self.group_id = group_id
+        self._poll_while_busy = poll_while_busy_seconds
         self.topics = list(topics)
         self._handler = handler
         self._dlq = dlq_producer
@@ -205,6 +207,34 @@ class Subscriber:
                     if not await self._commit(tp, record.offset + 1):
                         break
 
+    async def _run_while_polling(self, work: Awaitable[None]) -> None:
+        """Await a handler; if it runs long, keep polling with every partition paused.
+
+        Polling is what tells the group coordinator this consumer is alive (max_poll_interval_ms),
+        so a fit that takes an hour neither gets the consumer evicted nor needs a huge interval.
+        """
+        task = asyncio.ensure_future(work)
+        paused: set[TopicPartition] = set()
+        try:
+            while True:
+                done, _ = await asyncio.wait({task}, timeout=self._poll_while_busy)
+                if done:
+                    break
+                paused = self._consumer.assignment()
+                self._consumer.pause(*paused)
+                # Paused partitions return nothing; one assigned by a rebalance since the pause might,
+                # so its position is put back to be handled after this record.
+                stray = await self._consumer.getmany(timeout_ms=0)
+                for tp, records in stray.items():
+                    if records:
+                        self._consumer.seek(tp, records[0].offset)
+        finally:
+            if not task.done():
+                task.cancel()
+            if paused:
+                self._consumer.resume(*(paused & self._consumer.assignment()))
+        task.result()
+
     async def _commit(self, tp: TopicPartition, offset: int) -> bool:
         try:
             await self._consumer.commit({tp: offset})
@@ -230,7 +260,7 @@ class Subscriber:
             started = time.perf_counter()
             try:
                 with consumer_span(event, self.group_id):
-                    await self._handler(event)
+                    await self._run_while_polling(self._handler(event))
             except PermanentError as exc:
                 await self._dead_letter(record, exc, attempts=attempt)
                 return True

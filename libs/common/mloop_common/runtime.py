@@ -34,7 +34,6 @@ class ConsumerSpec:
     topics: list[str]
     handler: Handler
     group_suffix: str = ""
-    max_poll_interval_ms: int = 300_000
 
 
 class Runtime:
@@ -60,10 +59,9 @@ class Runtime:
     def group_id(self) -> str:
         return f"mloop-{self.service}"
 
-    def consume(self, topics: list[str], handler: Handler, *, group_suffix: str = "",
-                max_poll_interval_ms: int = 300_000) -> None:
+    def consume(self, topics: list[str], handler: Handler, *, group_suffix: str = "") -> None:
         """Register a consumer; it starts with the runtime."""
-        self._consumers.append(ConsumerSpec(topics, handler, group_suffix, max_poll_interval_ms))
+        self._consumers.append(ConsumerSpec(topics, handler, group_suffix))
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:
@@ -90,7 +88,6 @@ class Runtime:
                 topics=spec.topics,
                 handler=spec.handler,
                 dlq_producer=self.producer,
-                max_poll_interval_ms=spec.max_poll_interval_ms,
             )
             await subscriber.start()
             self.subscribers.append(subscriber)
