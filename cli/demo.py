@@ -41,7 +41,6 @@ class DemoConfig:
     ingest_url: str
     registry_url: str
     serving_url: str
-    trainer_url: str
     bootstrap_servers: str
     artifacts_root: Path = Path(".run/artifacts")
     model: str | None = None  # default: a fresh name per run, so every run starts from v1

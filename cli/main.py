@@ -256,7 +256,7 @@ def demo(
     from mloop_cli.demo import DemoConfig, print_result, run_demo
 
     config = DemoConfig(ingest_url=url("ingest"), registry_url=url("registry"), serving_url=url("serving"),
-                        trainer_url=url("trainer"), bootstrap_servers=bootstrap(), traffic_rows=traffic_rows,
+                        bootstrap_servers=bootstrap(), traffic_rows=traffic_rows,
                         stage_timeout=timeout)
     result = asyncio.run(run_demo(config, console))
     print_result(result, console)

@@ -16,7 +16,9 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import asyncpg
+import httpx
 import pytest
+import pytest_asyncio
 
 from tests.stack import ServiceStack
 
@@ -73,6 +75,15 @@ def stack(kafka_bootstrap: str, postgres: str, tmp_path_factory: pytest.TempPath
         asyncio.run(drop_schemas(services.schemas))
     unclean = {name: code for name, code in codes.items() if code not in (0, -signal.SIGTERM, -signal.SIGKILL)}
     assert not unclean, f"services exited uncleanly: {unclean} (logs in {services.logs})"
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def clients(stack: ServiceStack) -> AsyncIterator[dict[str, httpx.AsyncClient]]:
+    """One HTTP client per service of the stack."""
+    by_service = {name: httpx.AsyncClient(base_url=url, timeout=30) for name, url in stack.urls.items()}
+    yield by_service
+    for client in by_service.values():
+        await client.aclose()
 
 
 async def drop_schemas(names: list[str]) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -23,19 +22,11 @@ REQUIRED_HEADERS = {"ce_specversion", "ce_id", "ce_type", "ce_source", "ce_time"
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def loop_result(stack: ServiceStack) -> DemoResult:
     config = DemoConfig(ingest_url=stack.urls["ingest"], registry_url=stack.urls["registry"],
-                        serving_url=stack.urls["serving"], trainer_url=stack.urls["trainer"],
+                        serving_url=stack.urls["serving"],
                         bootstrap_servers=stack.bootstrap, artifacts_root=stack.artifacts, stage_timeout=180)
     result = await run_demo(config, Console(quiet=True))
     assert result.completed, f"loop failed: {result.failure}\nlogs in {stack.logs}"
     return result
-
-
-@pytest_asyncio.fixture(loop_scope="module")
-async def client(stack: ServiceStack) -> AsyncIterator[dict[str, httpx.AsyncClient]]:
-    clients = {name: httpx.AsyncClient(base_url=url, timeout=30) for name, url in stack.urls.items()}
-    yield clients
-    for c in clients.values():
-        await c.aclose()
 
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -52,14 +43,14 @@ async def test_drifted_traffic_brings_a_better_model_into_serving(loop_result: D
 
 
 async def test_lineage_of_v2_reaches_the_dataset_snapshot(loop_result: DemoResult, stack: ServiceStack,
-                                                          client: dict[str, httpx.AsyncClient]) -> None:
-    lineage = (await client["registry"].get(f"/v1/lineage/{loop_result.model}/2")).json()
-    dataset = (await client["ingest"].get(f"/v1/datasets/{loop_result.model}/versions/1")).json()
+                                                          clients: dict[str, httpx.AsyncClient]) -> None:
+    lineage = (await clients["registry"].get(f"/v1/lineage/{loop_result.model}/2")).json()
+    dataset = (await clients["ingest"].get(f"/v1/datasets/{loop_result.model}/versions/1")).json()
     assert lineage["trigger"] == "drift.detected"
     assert lineage["dataset_sha256"] == dataset["sha256"]
     snapshot = stack.artifacts / dataset["snapshot_uri"].removeprefix("artifact:")
     assert hashlib.sha256(snapshot.read_bytes()).hexdigest() == dataset["sha256"]
-    run = (await client["trainer"].get(f"/v1/runs/{lineage['run_id']}")).json()
+    run = (await clients["trainer"].get(f"/v1/runs/{lineage['run_id']}")).json()
     assert run["dataset_sha256"] == dataset["sha256"] and run["recent_data_sha256"]
 
 
@@ -73,22 +64,22 @@ async def test_every_message_is_a_complete_cloudevent(loop_result: DemoResult) -
 
 
 async def test_same_bytes_again_return_the_existing_version_without_an_event(
-        loop_result: DemoResult, client: dict[str, httpx.AsyncClient]) -> None:
+        loop_result: DemoResult, clients: dict[str, httpx.AsyncClient]) -> None:
     csv = load_rainfall().iloc[:7300].to_csv(index=False).encode()
-    response = await client["ingest"].post(f"/v1/datasets/{loop_result.model}/versions",
+    response = await clients["ingest"].post(f"/v1/datasets/{loop_result.model}/versions",
                                            data={"target": "rain", "time_column": "day"},
                                            files={"file": ("again.csv", csv, "text/csv")})
     assert response.status_code == 200
     assert response.json()["version"] == 1
-    versions = (await client["ingest"].get(f"/v1/datasets/{loop_result.model}/versions")).json()["versions"]
+    versions = (await clients["ingest"].get(f"/v1/datasets/{loop_result.model}/versions")).json()["versions"]
     assert len(versions) == 1
 
 
 async def test_redelivered_trigger_does_not_train_twice(loop_result: DemoResult, stack: ServiceStack,
-                                                        client: dict[str, httpx.AsyncClient]) -> None:
+                                                        clients: dict[str, httpx.AsyncClient]) -> None:
     published = next(e for e in loop_result.timeline if e.type == "data.published"
                      and e.subject == loop_result.model)
-    runs_before = (await client["trainer"].get("/v1/runs", params={"model": loop_result.model})).json()["runs"]
+    runs_before = (await clients["trainer"].get("/v1/runs", params={"model": loop_result.model})).json()["runs"]
     producer = AIOKafkaProducer(bootstrap_servers=stack.bootstrap)
     await producer.start()
     try:
@@ -98,8 +89,8 @@ async def test_redelivered_trigger_does_not_train_twice(loop_result: DemoResult,
         await producer.send_and_wait("data.published", value=value, key=key, headers=headers)
     finally:
         await producer.stop()
-    await eventually(lambda: _consumed_everything(client["trainer"]), timeout=30)
-    runs_after = (await client["trainer"].get("/v1/runs", params={"model": loop_result.model})).json()["runs"]
+    await eventually(lambda: _consumed_everything(clients["trainer"]), timeout=30)
+    runs_after = (await clients["trainer"].get("/v1/runs", params={"model": loop_result.model})).json()["runs"]
     assert len(runs_after) == len(runs_before)
 
 
@@ -111,8 +102,8 @@ async def _consumed_everything(trainer: httpx.AsyncClient) -> bool:
 
 
 async def test_bad_requests_get_clear_errors_and_change_nothing(loop_result: DemoResult,
-                                                               client: dict[str, httpx.AsyncClient]) -> None:
-    serving, ingest, registry = client["serving"], client["ingest"], client["registry"]
+                                                               clients: dict[str, httpx.AsyncClient]) -> None:
+    serving, ingest, registry = clients["serving"], clients["ingest"], clients["registry"]
     response = await serving.post(f"/v1/models/{loop_result.model}:predict", json={"instances": [{"day": 1}]})
     assert response.status_code == 422 and response.json()["error"]["field"].startswith("instances[0].")
     response = await serving.post("/v1/models/no-such-model:predict", json={"instances": [{"a": 1}]})
@@ -130,8 +121,8 @@ async def test_bad_requests_get_clear_errors_and_change_nothing(loop_result: Dem
 
 
 async def test_open_inference_protocol_clients_get_the_production_model(
-        loop_result: DemoResult, client: dict[str, httpx.AsyncClient]) -> None:
-    serving, model = client["serving"], loop_result.model
+        loop_result: DemoResult, clients: dict[str, httpx.AsyncClient]) -> None:
+    serving, model = clients["serving"], loop_result.model
     metadata = (await serving.get(f"/v2/models/{model}")).json()
     assert metadata["versions"] == ["2"]
     features = [i["name"] for i in metadata["inputs"]]

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
 
 import httpx
 import pytest
-import pytest_asyncio
 import yaml
 
 from mloop_cli.demo import SPEC, TARGET, TIME_COLUMN, load_rainfall
@@ -16,14 +14,6 @@ from tests.conftest import eventually
 from tests.stack import ServiceStack
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
-
-
-@pytest_asyncio.fixture(loop_scope="module")
-async def client(stack: ServiceStack) -> AsyncIterator[dict[str, httpx.AsyncClient]]:
-    clients = {name: httpx.AsyncClient(base_url=url, timeout=30) for name, url in stack.urls.items()}
-    yield clients
-    for c in clients.values():
-        await c.aclose()
 
 
 async def declare(registry: httpx.AsyncClient, *, slow: bool = False) -> str:
@@ -53,28 +43,28 @@ async def runs_of(trainer: httpx.AsyncClient, name: str) -> dict:  # type: ignor
 
 
 async def test_trainer_killed_mid_training_trains_once_after_restart(
-        stack: ServiceStack, client: dict[str, httpx.AsyncClient]) -> None:
-    name = await declare(client["registry"], slow=True)
-    await publish(client["ingest"], name, slice(0, 7300))
-    await eventually(lambda: _training(client["trainer"], name), timeout=60, interval=0.05)
+        stack: ServiceStack, clients: dict[str, httpx.AsyncClient]) -> None:
+    name = await declare(clients["registry"], slow=True)
+    await publish(clients["ingest"], name, slice(0, 7300))
+    await eventually(lambda: _training(clients["trainer"], name), timeout=60, interval=0.05)
     stack.kill("trainer")  # mid-fit: the event was never committed, the run never recorded
     await asyncio.to_thread(stack.start, "trainer")
-    versions = await eventually(lambda: _versions(client["registry"], name), timeout=180, interval=0.5)
+    versions = await eventually(lambda: _versions(clients["registry"], name), timeout=180, interval=0.5)
     assert [v["version"] for v in versions] == [1]
-    runs = await runs_of(client["trainer"], name)
+    runs = await runs_of(clients["trainer"], name)
     assert [r["status"] for r in runs["runs"]] == ["succeeded"] and runs["training"] == []
 
 
 async def test_registry_outage_delays_the_loop_but_loses_nothing(
-        stack: ServiceStack, client: dict[str, httpx.AsyncClient]) -> None:
-    name = await declare(client["registry"])
+        stack: ServiceStack, clients: dict[str, httpx.AsyncClient]) -> None:
+    name = await declare(clients["registry"])
     stack.kill("registry")
-    await publish(client["ingest"], name, slice(0, 7300))  # ingest needs no registry
+    await publish(clients["ingest"], name, slice(0, 7300))  # ingest needs no registry
     await asyncio.sleep(5)  # trainer keeps retrying while the registry is away
     await asyncio.to_thread(stack.start, "registry")
-    versions = await eventually(lambda: _versions(client["registry"], name), timeout=180, interval=0.5)
+    versions = await eventually(lambda: _versions(clients["registry"], name), timeout=180, interval=0.5)
     assert [v["version"] for v in versions] == [1]
-    assert len((await runs_of(client["trainer"], name))["runs"]) == 1
+    assert len((await runs_of(clients["trainer"], name))["runs"]) == 1
 
 
 async def _training(trainer: httpx.AsyncClient, name: str) -> bool:

@@ -26,7 +26,7 @@ OUT = Path(".run/bench/loop_overhead.json")
 async def main() -> int:
     console = Console()
     config = DemoConfig(ingest_url="http://127.0.0.1:8001", registry_url="http://127.0.0.1:8004",
-                        serving_url="http://127.0.0.1:8005", trainer_url="http://127.0.0.1:8002",
+                        serving_url="http://127.0.0.1:8005",
                         bootstrap_servers=os.environ.get("MLOOP_KAFKA__BOOTSTRAP_SERVERS", "127.0.0.1:9092"))
     runs = []
     for index in range(RUNS):

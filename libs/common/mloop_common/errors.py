@@ -5,8 +5,6 @@
     ├── Conflict          409
     ├── InvalidInput      422 (names the offending field when it can)
     ├── PayloadTooLarge   413
-    ├── Unauthorized      401
-    ├── Forbidden         403
     ├── IntegrityError    artifact bytes do not match the digest the caller vouched for
     ├── PermanentError    a message that can never succeed: straight to the DLQ, no retries
     └── TransientError    a dependency is unavailable: retried until it is back, never dead-lettered
@@ -49,14 +47,6 @@ class PayloadTooLarge(MloopError):
     code = "payload_too_large"
 
 
-class Unauthorized(MloopError):
-    status_code = 401
-    code = "unauthorized"
-
-
-class Forbidden(MloopError):
-    status_code = 403
-    code = "forbidden"
 
 
 class IntegrityError(MloopError):
