@@ -30,20 +30,22 @@ def create_trainer_app() -> tuple[FastAPI, TrainerSettings]:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # spawn, not fork: forking a process that runs an event loop and Kafka threads is unsafe.
-        pool = ProcessPoolExecutor(max_workers=settings.workers, mp_context=multiprocessing.get_context("spawn"))
+        def new_pool() -> ProcessPoolExecutor:
+            return ProcessPoolExecutor(max_workers=settings.workers, mp_context=multiprocessing.get_context("spawn"))
+
         registry = RegistryClient(common.registry_url, actor="trainer")
-        trainer = Trainer(runtime, registry, pool)
+        trainer = Trainer(runtime, registry, new_pool)
         app.state.trainer = trainer
         runtime.consume([Topic.DATA_PUBLISHED], trainer.on_data_published, group_suffix="-data")
         runtime.consume([Topic.DRIFT_DETECTED], trainer.on_drift_detected, group_suffix="-drift")
         # Pay the worker start-up (imports of scikit-learn and friends) now, not on the first dataset.
-        warming = asyncio.get_running_loop().run_in_executor(pool, warm_up)
+        warming = asyncio.get_running_loop().run_in_executor(trainer.pool, warm_up)
         await runtime.start(app)
         await warming
         yield
         await runtime.stop()
         await registry.aclose()
-        pool.shutdown(cancel_futures=True)
+        trainer.pool.shutdown(cancel_futures=True)
 
     app = create_app(service="trainer", lifespan=lifespan,
                      description="Trains every model spec on new dataset versions and on drift; lists runs.")

@@ -6,12 +6,15 @@ import asyncio
 import json
 import logging
 import uuid
+from collections.abc import Callable
 from concurrent.futures import Executor
+from concurrent.futures.process import BrokenProcessPool
 from datetime import UTC, datetime
 from typing import Any
 
 from mloop_common.clients import RegistryClient
 from mloop_common.db import already_handled, claim_event, enqueue
+from mloop_common.errors import TransientError
 from mloop_common.events import ArtifactPointer, DataPublished, DriftDetected, Envelope, ModelTrained, new_event
 from mloop_common.runtime import Runtime
 from mloop_common.spec import ModelSpec, spec_digest
@@ -26,10 +29,11 @@ log = logging.getLogger(__name__)
 class Trainer:
     """Handlers with their dependencies passed in (built by the composition root)."""
 
-    def __init__(self, runtime: Runtime, registry: RegistryClient, pool: Executor) -> None:
+    def __init__(self, runtime: Runtime, registry: RegistryClient, new_pool: Callable[[], Executor]) -> None:
         self.runtime = runtime
         self.registry = registry
-        self.pool = pool
+        self._new_pool = new_pool
+        self.pool = new_pool()
         self.consumer = runtime.group_id
         self.active: dict[str, dict[str, Any]] = {}  # runs being trained right now, for GET /v1/runs
 
@@ -99,6 +103,12 @@ class Trainer:
         except TrainingError as exc:
             log.warning("run %s for %s failed: %s", run["run_id"], spec.name, exc)
             return {**run, "status": "failed", "error": str(exc)}
+        except BrokenProcessPool as exc:
+            # A worker died (out of memory, killed): start fresh workers and let the bus retry the event.
+            log.error("training worker died during run %s; restarting the pool", run["run_id"])
+            self.pool.shutdown(wait=False, cancel_futures=True)
+            self.pool = self._new_pool()
+            raise TransientError("training worker died; the run will be retried") from exc
         finally:
             self.active.pop(run["run_id"], None)
         artifacts = self.runtime.artifacts
