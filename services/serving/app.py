@@ -38,6 +38,8 @@ class Feedback(BaseModel):
     model_config = ConfigDict(extra="forbid")
     request_id: str = Field(min_length=1, max_length=100)
     label: Any
+    # Lets a label through when this process does not remember the request (a restart, another replica).
+    model: str | None = Field(None, min_length=1, max_length=63)
 
 
 def create_serving_app() -> tuple[FastAPI, ServingSettings]:
@@ -115,7 +117,10 @@ def create_serving_app() -> tuple[FastAPI, ServingSettings]:
 
     @app.post("/v1/feedback", status_code=202, tags=["feedback"])
     async def feedback(body: Annotated[Feedback | list[Feedback], Body()]) -> JSONResponse:
-        """Ground-truth labels for earlier predictions, by request id (one object or a list)."""
+        """Ground-truth labels for earlier predictions, by request id (one object or a list).
+
+        Request ids this process did not answer (or has forgotten since a restart) need ``model``.
+        """
         items = body if isinstance(body, list) else [body]
         if not items:
             raise InvalidInput("no feedback given", field="body")
@@ -123,10 +128,11 @@ def create_serving_app() -> tuple[FastAPI, ServingSettings]:
         unknown, by_model = [], {}
         for item in items:
             owner = requests.get(item.request_id)
-            if owner is None:
+            model_name = owner[0] if owner else item.model
+            if model_name is None:
                 unknown.append(item.request_id)
                 continue
-            by_model.setdefault(owner[0], []).append(
+            by_model.setdefault(model_name, []).append(
                 FeedbackRecord(request_id=item.request_id, label=item.label, timestamp=now))
         if unknown and not by_model:
             raise NotFound(f"unknown request id(s): {unknown[:10]}", field="request_id")

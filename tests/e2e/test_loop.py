@@ -156,3 +156,12 @@ async def test_cli_shows_models_and_explains_refusals(loop_result: DemoResult, s
     assert refused.exit_code == 1 and "rain" in refused.output
     predicted = runner.invoke(app, ["predict", loop_result.model, "--json", "{not json"])
     assert predicted.exit_code == 2 and "not valid JSON" in predicted.output
+
+
+async def test_feedback_naming_its_model_is_accepted_by_any_serving_process(
+        loop_result: DemoResult, clients: dict[str, httpx.AsyncClient]) -> None:
+    response = await clients["serving"].post("/v1/feedback", json=[
+        {"request_id": "answered-by-another-replica", "label": 1, "model": loop_result.model},
+        {"request_id": "unknown-and-no-model", "label": 0}])
+    assert response.status_code == 202
+    assert response.json() == {"accepted": 1, "unknown": ["unknown-and-no-model"]}
