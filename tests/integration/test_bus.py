@@ -13,6 +13,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from opentelemetry import trace
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from prometheus_client import REGISTRY
 
 from mloop_common.bus import BusConfig, OutboxRelay, Producer, Subscriber, ensure_topics
 from mloop_common.db import Database, claim_event, enqueue, messaging_metadata, outbox_table
@@ -102,6 +103,7 @@ async def test_redelivered_event_changes_state_once(db: Database, bus) -> None: 
     try:
         await eventually(lambda: effect_count(db), timeout=30)
         await eventually(lambda: _count_is(db, 2), timeout=30)
+        await eventually(lambda: _lag(subscriber.group_id, topic) == 0, timeout=10)
     finally:
         await subscriber.stop()
     # A replay of the whole topic by a fresh consumer group (same service inbox) changes nothing.
@@ -111,6 +113,13 @@ async def test_redelivered_event_changes_state_once(db: Database, bus) -> None: 
     finally:
         await replay.stop()
     assert await effect_count(db) == 2
+
+
+def _lag(group: str, topic: str) -> float | None:
+    samples = [REGISTRY.get_sample_value("mloop_consumer_lag", {"group": group, "topic": topic, "partition": str(p)})
+               for p in range(3)]
+    known = [s for s in samples if s is not None]
+    return sum(known) if known else None
 
 
 async def _count_is(db: Database, n: int) -> bool:

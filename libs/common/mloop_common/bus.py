@@ -19,7 +19,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import CommitFailedError, KafkaError, TopicAlreadyExistsError
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 from mloop_common.db import Database, lock_pending, mark_sent, purge_sent
 from mloop_common.errors import PermanentError, TransientError
@@ -33,6 +33,8 @@ Handler = Callable[[Envelope], Awaitable[None]]
 CONSUMED = Counter("mloop_events_consumed_total", "Events handled by a consumer", ["topic", "group", "outcome"])
 HANDLER_SECONDS = Histogram("mloop_event_handler_seconds", "Time spent in an event handler", ["topic", "group"])
 PUBLISHED = Counter("mloop_events_published_total", "Events published to Kafka", ["topic"])
+CONSUMER_LAG = Gauge("mloop_consumer_lag", "Records on a partition not yet handled by the group",
+                     ["group", "topic", "partition"])
 DEAD_LETTERED = Counter("mloop_events_dead_lettered_total", "Events sent to a DLQ", ["topic", "group"])
 
 
@@ -206,6 +208,17 @@ class Subscriber:
                         break  # shutting down mid-retry: leave it uncommitted for the next owner
                     if not await self._commit(tp, record.offset + 1):
                         break
+            await self._report_lag()
+
+    async def _report_lag(self) -> None:
+        """Consumer lag per partition, from the broker's high watermark seen in the last fetch."""
+        for tp in self._consumer.assignment():
+            highwater = self._consumer.highwater(tp)
+            if highwater is None:
+                continue
+            with contextlib.suppress(Exception):
+                position = await self._consumer.position(tp)
+                CONSUMER_LAG.labels(self.group_id, tp.topic, str(tp.partition)).set(max(highwater - position, 0))
 
     async def _run_while_polling(self, work: Awaitable[None]) -> None:
         """Await a handler; if it runs long, keep polling with every partition paused.
