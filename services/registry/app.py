@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 import sqlalchemy.exc
 from fastapi import Body, FastAPI, Header, Query, Request
+from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, ValidationError
 
@@ -79,7 +80,7 @@ def create_registry_app() -> tuple[FastAPI, RegistrySettings]:
             # A concurrent request created the model first; now its row exists and can be locked.
             async with runtime.transaction() as session:
                 row, created = await handlers.create_spec(session, spec, actor)
-        return JSONResponse(_json(spec_view(row)), status_code=201 if created else 200)
+        return JSONResponse(jsonable_encoder(spec_view(row)), status_code=201 if created else 200)
 
     @app.get("/v1/models", tags=["models"])
     async def list_models(dataset: Annotated[str | None, Query(max_length=63)] = None) -> dict[str, Any]:
@@ -127,7 +128,7 @@ def create_registry_app() -> tuple[FastAPI, RegistrySettings]:
                 if row is None:
                     raise
                 created, aliases = False, await store.aliases_of(session, name)
-        return JSONResponse(_json(version_view(row, aliases)), status_code=201 if created else 200)
+        return JSONResponse(jsonable_encoder(version_view(row, aliases)), status_code=201 if created else 200)
 
     @app.get("/v1/models/{name}/versions/{version}", tags=["versions"])
     async def get_version(name: str, version: int) -> dict[str, Any]:
@@ -194,8 +195,3 @@ def create_registry_app() -> tuple[FastAPI, RegistrySettings]:
 
     return app, settings
 
-
-def _json(value: Any) -> Any:
-    from fastapi.encoders import jsonable_encoder
-
-    return jsonable_encoder(value)
