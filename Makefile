@@ -7,15 +7,22 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 LOCAL := deploy/local
+# uv comes from PyPI into its own small venv; it then installs the workspace exactly as uv.lock says.
+UV_VERSION := 0.13.9
+UV := .cache/uv-tool/bin/uv
+export UV_PYTHON_DOWNLOADS := never
+MEMBERS := $(wildcard libs/*/pyproject.toml services/*/pyproject.toml cli/pyproject.toml)
 
-.PHONY: setup infra up down status demo test test-unit bench lint clean
+.PHONY: setup infra up down status demo test test-unit bench lint format clean
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml
-	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip setuptools wheel
-	$(PY) -m pip install -q -e '.[dev]'
+$(UV):
+	$(PYTHON) -m venv .cache/uv-tool
+	.cache/uv-tool/bin/python -m pip install -q "uv==$(UV_VERSION)"
+
+$(STAMP): $(UV) uv.lock pyproject.toml $(MEMBERS)
+	$(UV) sync --frozen --python $(PYTHON)
 	@touch $(STAMP)
 
 infra: setup
@@ -37,7 +44,7 @@ demo: up
 	$(VENV)/bin/mloop demo
 
 # Integration and e2e tests start their own Kafka broker (ports 19092/19093) and use their own schemas.
-test: setup
+test: lint
 	$(LOCAL)/postgres.sh start
 	$(PY) -m pytest -q
 
@@ -48,7 +55,12 @@ bench: up
 	$(PY) -m tests.perf.run
 
 lint: setup
+	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/ruff check .
+
+format: setup
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
 
 clean: down
 	rm -rf .run

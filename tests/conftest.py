@@ -41,8 +41,12 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 def _kafka_env() -> dict[str, str]:
-    return {**os.environ, "MLOOP_RUN": str(TEST_RUN), "KAFKA_PORT": str(KAFKA_PORT),
-            "KAFKA_CONTROLLER_PORT": str(KAFKA_PORT + 1)}
+    return {
+        **os.environ,
+        "MLOOP_RUN": str(TEST_RUN),
+        "KAFKA_PORT": str(KAFKA_PORT),
+        "KAFKA_CONTROLLER_PORT": str(KAFKA_PORT + 1),
+    }
 
 
 @pytest.fixture(scope="session")
@@ -65,8 +69,9 @@ def postgres() -> str:
 @pytest.fixture(scope="module")
 def stack(kafka_bootstrap: str, postgres: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceStack]:
     """All six services as processes with their own ports (18001..18006), schemas and artifact folder."""
-    services = ServiceStack(bootstrap=kafka_bootstrap, database_url=postgres, root=tmp_path_factory.mktemp("stack"),
-                            repo=REPO)
+    services = ServiceStack(
+        bootstrap=kafka_bootstrap, database_url=postgres, root=tmp_path_factory.mktemp("stack"), repo=REPO
+    )
     try:
         services.start()
         yield services

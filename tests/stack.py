@@ -30,13 +30,23 @@ class ServiceStack:
         self.ports = {name: port + PORT_OFFSET for name, port in SERVICE_PORTS.items()}
         self.urls = {name: f"http://127.0.0.1:{port}" for name, port in self.ports.items()}
         self.schemas = [f"e2e_{self.run_id}_{name}" for name in self.ports]
-        self.env = {**os.environ, "MLOOP_KAFKA__BOOTSTRAP_SERVERS": bootstrap,
-                    "MLOOP_ARTIFACTS_ROOT": str(self.artifacts), "MLOOP_REGISTRY_URL": self.urls["registry"],
-                    "MLOOP_ENVIRONMENT": "test", "MLOOP_SERVING_INSTANCE_ID": f"e2e-{self.run_id}"}
+        self.env = {
+            **os.environ,
+            "MLOOP_KAFKA__BOOTSTRAP_SERVERS": bootstrap,
+            "MLOOP_ARTIFACTS_ROOT": str(self.artifacts),
+            "MLOOP_REGISTRY_URL": self.urls["registry"],
+            "MLOOP_ENVIRONMENT": "test",
+            "MLOOP_SERVING_INSTANCE_ID": f"e2e-{self.run_id}",
+        }
         for name, port in self.ports.items():
             prefix = f"MLOOP_{name.upper()}_"
-            self.env.update({prefix + "PORT": str(port), prefix + "DATABASE_URL": database_url,
-                             prefix + "DATABASE_SCHEMA": f"e2e_{self.run_id}_{name}"})
+            self.env.update(
+                {
+                    prefix + "PORT": str(port),
+                    prefix + "DATABASE_URL": database_url,
+                    prefix + "DATABASE_SCHEMA": f"e2e_{self.run_id}_{name}",
+                }
+            )
         self.processes: dict[str, subprocess.Popen] = {}  # type: ignore[type-arg]
 
     def start(self, *names: str) -> None:
@@ -44,8 +54,13 @@ class ServiceStack:
         for name in names or tuple(self.ports):
             with (self.logs / f"{name}.log").open("ab") as log:  # the child keeps its own descriptor
                 self.processes[name] = subprocess.Popen(
-                    [sys.executable, "-m", f"mloop_{name}"], cwd=self.repo, env=self.env, stdout=log,
-                    stderr=subprocess.STDOUT, start_new_session=True)
+                    [sys.executable, "-m", f"mloop_{name}"],
+                    cwd=self.repo,
+                    env=self.env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
         self.wait_ready(*(names or tuple(self.ports)))
 
     def wait_ready(self, *names: str, timeout: float = 120) -> None:

@@ -8,17 +8,17 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMON = ROOT / "libs" / "common" / "mloop_common"
-SERVICES = sorted(p.name for p in (ROOT / "services").iterdir() if (p / "__init__.py").is_file())
+SERVICES = sorted(p.name for p in (ROOT / "services").iterdir() if (p / f"mloop_{p.name}" / "__init__.py").is_file())
 IO_LIBRARIES = {"fastapi", "aiokafka", "sqlalchemy", "httpx"}
 DOMAIN_MODULES = [
-    "services/drift/stats.py",
-    "services/drift/detector.py",
-    "services/drift/cooldown.py",
-    "services/ingest/checks.py",
-    "services/validator/policy.py",
-    "services/registry/policy.py",
-    "services/serving/host.py",
-    "services/trainer/training.py",
+    "services/drift/mloop_drift/stats.py",
+    "services/drift/mloop_drift/detector.py",
+    "services/drift/mloop_drift/cooldown.py",
+    "services/ingest/mloop_ingest/checks.py",
+    "services/validator/mloop_validator/policy.py",
+    "services/registry/mloop_registry/policy.py",
+    "services/serving/mloop_serving/host.py",
+    "services/trainer/mloop_trainer/training.py",
     "libs/common/mloop_common/spec.py",
     "libs/common/mloop_common/evaluation.py",
     "libs/common/mloop_common/profile.py",
@@ -27,7 +27,10 @@ DOMAIN_MODULES = [
 
 def package_of(path: Path) -> list[str]:
     """The dotted package ``path`` belongs to, as parts (empty outside the first-party packages)."""
-    for name, folder in [("mloop_common", COMMON), *((f"mloop_{s}", ROOT / "services" / s) for s in SERVICES)]:
+    for name, folder in [
+        ("mloop_common", COMMON),
+        *((f"mloop_{s}", ROOT / "services" / s / f"mloop_{s}") for s in SERVICES),
+    ]:
         if path.is_relative_to(folder):
             return [name, *path.relative_to(folder).parent.parts]
     return []
@@ -60,8 +63,8 @@ def top_level(module: str) -> str:
 def package_folder(package: str) -> Path | None:
     if package == "mloop_common":
         return COMMON
-    if package.startswith("mloop_") and package[len("mloop_"):] in SERVICES:
-        return ROOT / "services" / package[len("mloop_"):]
+    if package.startswith("mloop_") and package[len("mloop_") :] in SERVICES:
+        return ROOT / "services" / package[len("mloop_") :] / package
     return None
 
 
@@ -111,9 +114,13 @@ def test_there_are_services_to_check():
 def test_service_imports_no_other_service(service):
     others = {f"mloop_{name}" for name in SERVICES if name != service}
 
-    offending = [f"{path.relative_to(ROOT)}: {module}"
-                 for path in sorted((ROOT / "services" / service).rglob("*.py"))
-                 for module in sorted(imports_of(path)) if top_level(module) in others]
+    offending = [
+        f"{path.relative_to(ROOT)}: {module}"
+        for path in sorted((ROOT / "services" / service).rglob("*.py"))
+        if ".venv" not in path.parts
+        for module in sorted(imports_of(path))
+        if top_level(module) in others
+    ]
 
     assert offending == []
 
@@ -121,15 +128,22 @@ def test_service_imports_no_other_service(service):
 def test_common_library_imports_no_service():
     services = {f"mloop_{name}" for name in SERVICES}
 
-    offending = [f"{path.relative_to(ROOT)}: {module}" for path in sorted(COMMON.rglob("*.py"))
-                 for module in sorted(imports_of(path)) if top_level(module) in services]
+    offending = [
+        f"{path.relative_to(ROOT)}: {module}"
+        for path in sorted(COMMON.rglob("*.py"))
+        for module in sorted(imports_of(path))
+        if top_level(module) in services
+    ]
 
     assert offending == []
 
 
 def test_only_the_bus_module_imports_aiokafka():
-    importers = [str(path.relative_to(ROOT)) for path in product_files()
-                 if any(top_level(module) == "aiokafka" for module in imports_of(path))]
+    importers = [
+        str(path.relative_to(ROOT))
+        for path in product_files()
+        if any(top_level(module) == "aiokafka" for module in imports_of(path))
+    ]
 
     assert importers == ["libs/common/mloop_common/bus.py"]
 

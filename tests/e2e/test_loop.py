@@ -15,15 +15,29 @@ from mloop_cli.demo import DemoConfig, DemoResult, load_rainfall, run_demo
 from tests.conftest import eventually
 from tests.stack import ServiceStack
 
-REQUIRED_HEADERS = {"ce_specversion", "ce_id", "ce_type", "ce_source", "ce_time", "ce_subject", "ce_dataschema",
-                    "ce_correlationid", "content-type"}
+REQUIRED_HEADERS = {
+    "ce_specversion",
+    "ce_id",
+    "ce_type",
+    "ce_source",
+    "ce_time",
+    "ce_subject",
+    "ce_dataschema",
+    "ce_correlationid",
+    "content-type",
+}
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def loop_result(stack: ServiceStack) -> DemoResult:
-    config = DemoConfig(ingest_url=stack.urls["ingest"], registry_url=stack.urls["registry"],
-                        serving_url=stack.urls["serving"],
-                        bootstrap_servers=stack.bootstrap, artifacts_root=stack.artifacts, stage_timeout=180)
+    config = DemoConfig(
+        ingest_url=stack.urls["ingest"],
+        registry_url=stack.urls["registry"],
+        serving_url=stack.urls["serving"],
+        bootstrap_servers=stack.bootstrap,
+        artifacts_root=stack.artifacts,
+        stage_timeout=180,
+    )
     result = await run_demo(config, Console(quiet=True))
     assert result.completed, f"loop failed: {result.failure}\nlogs in {stack.logs}"
     return result
@@ -34,16 +48,24 @@ pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 async def test_drifted_traffic_brings_a_better_model_into_serving(loop_result: DemoResult) -> None:
     types = [e.type for e in loop_result.timeline if e.subject == loop_result.model]
-    for expected in ("data.published", "model.trained", "model.registered", "model.promoted", "predictions.logged",
-                     "feedback.received", "drift.detected"):
+    for expected in (
+        "data.published",
+        "model.trained",
+        "model.registered",
+        "model.promoted",
+        "predictions.logged",
+        "feedback.received",
+        "drift.detected",
+    ):
         assert expected in types, f"no {expected} event in the loop"
     assert types.count("model.promoted") >= 2
     assert loop_result.accuracy["v2"] > loop_result.accuracy["v1"]
     assert loop_result.accuracy["served"] == pytest.approx(loop_result.accuracy["v2"])
 
 
-async def test_lineage_of_v2_reaches_the_dataset_snapshot(loop_result: DemoResult, stack: ServiceStack,
-                                                          clients: dict[str, httpx.AsyncClient]) -> None:
+async def test_lineage_of_v2_reaches_the_dataset_snapshot(
+    loop_result: DemoResult, stack: ServiceStack, clients: dict[str, httpx.AsyncClient]
+) -> None:
     lineage = (await clients["registry"].get(f"/v1/lineage/{loop_result.model}/2")).json()
     dataset = (await clients["ingest"].get(f"/v1/datasets/{loop_result.model}/versions/1")).json()
     assert lineage["trigger"] == "drift.detected"
@@ -64,21 +86,24 @@ async def test_every_message_is_a_complete_cloudevent(loop_result: DemoResult) -
 
 
 async def test_same_bytes_again_return_the_existing_version_without_an_event(
-        loop_result: DemoResult, clients: dict[str, httpx.AsyncClient]) -> None:
+    loop_result: DemoResult, clients: dict[str, httpx.AsyncClient]
+) -> None:
     csv = load_rainfall().iloc[:7300].to_csv(index=False).encode()
-    response = await clients["ingest"].post(f"/v1/datasets/{loop_result.model}/versions",
-                                           data={"target": "rain", "time_column": "day"},
-                                           files={"file": ("again.csv", csv, "text/csv")})
+    response = await clients["ingest"].post(
+        f"/v1/datasets/{loop_result.model}/versions",
+        data={"target": "rain", "time_column": "day"},
+        files={"file": ("again.csv", csv, "text/csv")},
+    )
     assert response.status_code == 200
     assert response.json()["version"] == 1
     versions = (await clients["ingest"].get(f"/v1/datasets/{loop_result.model}/versions")).json()["versions"]
     assert len(versions) == 1
 
 
-async def test_redelivered_trigger_does_not_train_twice(loop_result: DemoResult, stack: ServiceStack,
-                                                        clients: dict[str, httpx.AsyncClient]) -> None:
-    published = next(e for e in loop_result.timeline if e.type == "data.published"
-                     and e.subject == loop_result.model)
+async def test_redelivered_trigger_does_not_train_twice(
+    loop_result: DemoResult, stack: ServiceStack, clients: dict[str, httpx.AsyncClient]
+) -> None:
+    published = next(e for e in loop_result.timeline if e.type == "data.published" and e.subject == loop_result.model)
     runs_before = (await clients["trainer"].get("/v1/runs", params={"model": loop_result.model})).json()["runs"]
     producer = AIOKafkaProducer(bootstrap_servers=stack.bootstrap)
     await producer.start()
@@ -96,13 +121,17 @@ async def test_redelivered_trigger_does_not_train_twice(loop_result: DemoResult,
 
 async def _consumed_everything(trainer: httpx.AsyncClient) -> bool:
     metrics = (await trainer.get("/metrics")).text
-    handled = [line for line in metrics.splitlines()
-               if line.startswith('mloop_events_consumed_total{') and 'topic="data.published"' in line]
+    handled = [
+        line
+        for line in metrics.splitlines()
+        if line.startswith("mloop_events_consumed_total{") and 'topic="data.published"' in line
+    ]
     return any(float(line.rsplit(" ", 1)[1]) >= 2 for line in handled)
 
 
-async def test_bad_requests_get_clear_errors_and_change_nothing(loop_result: DemoResult,
-                                                               clients: dict[str, httpx.AsyncClient]) -> None:
+async def test_bad_requests_get_clear_errors_and_change_nothing(
+    loop_result: DemoResult, clients: dict[str, httpx.AsyncClient]
+) -> None:
     serving, ingest, registry = clients["serving"], clients["ingest"], clients["registry"]
     response = await serving.post(f"/v1/models/{loop_result.model}:predict", json={"instances": [{"day": 1}]})
     assert response.status_code == 422 and response.json()["error"]["field"].startswith("instances[0].")
@@ -110,25 +139,32 @@ async def test_bad_requests_get_clear_errors_and_change_nothing(loop_result: Dem
     assert response.status_code == 404
     response = await serving.post("/v1/feedback", json={"request_id": "never-issued", "label": 1})
     assert response.status_code == 404 and response.json()["error"]["field"] == "request_id"
-    response = await ingest.post(f"/v1/datasets/{loop_result.model}/versions", data={"target": "nope"},
-                                 files={"file": ("bad.csv", b"a,b\n1,2\n", "text/csv")})
+    response = await ingest.post(
+        f"/v1/datasets/{loop_result.model}/versions",
+        data={"target": "nope"},
+        files={"file": ("bad.csv", b"a,b\n1,2\n", "text/csv")},
+    )
     assert response.status_code == 422 and "nope" in response.json()["error"]["message"]
-    response = await registry.post("/v1/models", content=b"name: x\ntask: clustering\n",
-                                   headers={"content-type": "application/yaml"})
+    response = await registry.post(
+        "/v1/models", content=b"name: x\ntask: clustering\n", headers={"content-type": "application/yaml"}
+    )
     assert response.status_code == 422 and response.json()["error"]["field"]
     versions = (await registry.get(f"/v1/models/{loop_result.model}/versions")).json()["versions"]
     assert [v["version"] for v in versions] == [1, 2]
 
 
 async def test_open_inference_protocol_clients_get_the_production_model(
-        loop_result: DemoResult, clients: dict[str, httpx.AsyncClient]) -> None:
+    loop_result: DemoResult, clients: dict[str, httpx.AsyncClient]
+) -> None:
     serving, model = clients["serving"], loop_result.model
     metadata = (await serving.get(f"/v2/models/{model}")).json()
     assert metadata["versions"] == ["2"]
     features = [i["name"] for i in metadata["inputs"]]
     rows = load_rainfall().iloc[-3:]
-    request = {"id": "req-1", "inputs": [{"name": f, "shape": [3], "datatype": "FP64", "data": rows[f].tolist()}
-                                         for f in features]}
+    request = {
+        "id": "req-1",
+        "inputs": [{"name": f, "shape": [3], "datatype": "FP64", "data": rows[f].tolist()} for f in features],
+    }
     body = (await serving.post(f"/v2/models/{model}/infer", json=request)).json()
     assert body["model_name"] == model and body["model_version"] == "2" and body["id"] == "req-1"
     outputs = {o["name"]: o for o in body["outputs"]}
@@ -139,8 +175,9 @@ async def test_open_inference_protocol_clients_get_the_production_model(
     assert (await serving.get("/v2/health/ready")).json() == {"ready": True}
 
 
-async def test_cli_shows_models_and_explains_refusals(loop_result: DemoResult, stack: ServiceStack,
-                                                      monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+async def test_cli_shows_models_and_explains_refusals(
+    loop_result: DemoResult, stack: ServiceStack, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     from typer.testing import CliRunner
 
     from mloop_cli.main import app
@@ -159,9 +196,14 @@ async def test_cli_shows_models_and_explains_refusals(loop_result: DemoResult, s
 
 
 async def test_feedback_naming_its_model_is_accepted_by_any_serving_process(
-        loop_result: DemoResult, clients: dict[str, httpx.AsyncClient]) -> None:
-    response = await clients["serving"].post("/v1/feedback", json=[
-        {"request_id": "answered-by-another-replica", "label": 1, "model": loop_result.model},
-        {"request_id": "unknown-and-no-model", "label": 0}])
+    loop_result: DemoResult, clients: dict[str, httpx.AsyncClient]
+) -> None:
+    response = await clients["serving"].post(
+        "/v1/feedback",
+        json=[
+            {"request_id": "answered-by-another-replica", "label": 1, "model": loop_result.model},
+            {"request_id": "unknown-and-no-model", "label": 0},
+        ],
+    )
     assert response.status_code == 202
     assert response.json() == {"accepted": 1, "unknown": ["unknown-and-no-model"]}

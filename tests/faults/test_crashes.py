@@ -22,19 +22,24 @@ async def declare(registry: httpx.AsyncClient, *, slow: bool = False) -> str:
     spec = yaml.safe_load(SPEC.read_text())
     spec["name"] = spec["dataset"] = name
     if slow:
-        spec["estimators"] = [{"class": "RandomForestClassifier",
-                               "params": {"n_estimators": [150, 200], "max_depth": [8, 12, None]}}]
+        spec["estimators"] = [
+            {"class": "RandomForestClassifier", "params": {"n_estimators": [150, 200], "max_depth": [8, 12, None]}}
+        ]
         spec["search"] = {"strategy": "grid", "cv": 5}
-    response = await registry.post("/v1/models", content=yaml.safe_dump(spec),
-                                   headers={"content-type": "application/yaml"})
+    response = await registry.post(
+        "/v1/models", content=yaml.safe_dump(spec), headers={"content-type": "application/yaml"}
+    )
     response.raise_for_status()
     return name
 
 
 async def publish(ingest: httpx.AsyncClient, name: str, rows: slice) -> None:
     csv = load_rainfall().iloc[rows].to_csv(index=False).encode()
-    response = await ingest.post(f"/v1/datasets/{name}/versions", data={"target": TARGET, "time_column": TIME_COLUMN},
-                                 files={"file": ("data.csv", csv, "text/csv")})
+    response = await ingest.post(
+        f"/v1/datasets/{name}/versions",
+        data={"target": TARGET, "time_column": TIME_COLUMN},
+        files={"file": ("data.csv", csv, "text/csv")},
+    )
     response.raise_for_status()
 
 
@@ -43,7 +48,8 @@ async def runs_of(trainer: httpx.AsyncClient, name: str) -> dict:  # type: ignor
 
 
 async def test_trainer_killed_mid_training_trains_once_after_restart(
-        stack: ServiceStack, clients: dict[str, httpx.AsyncClient]) -> None:
+    stack: ServiceStack, clients: dict[str, httpx.AsyncClient]
+) -> None:
     name = await declare(clients["registry"], slow=True)
     await publish(clients["ingest"], name, slice(0, 7300))
     await eventually(lambda: _training(clients["trainer"], name), timeout=60, interval=0.05)
@@ -56,7 +62,8 @@ async def test_trainer_killed_mid_training_trains_once_after_restart(
 
 
 async def test_registry_outage_delays_the_loop_but_loses_nothing(
-        stack: ServiceStack, clients: dict[str, httpx.AsyncClient]) -> None:
+    stack: ServiceStack, clients: dict[str, httpx.AsyncClient]
+) -> None:
     name = await declare(clients["registry"])
     stack.kill("registry")
     await publish(clients["ingest"], name, slice(0, 7300))  # ingest needs no registry

@@ -22,8 +22,13 @@ from mloop_common.events import Envelope, dlq_topic
 from mloop_common.telemetry import setup_tracing, tracer
 from tests.conftest import eventually
 
-effects = sa.Table("effects", sa.MetaData(), sa.Column("id", sa.Integer, sa.Identity(), primary_key=True),
-                   sa.Column("event_id", sa.String(100)), sa.Column("value", sa.Integer))
+effects = sa.Table(
+    "effects",
+    sa.MetaData(),
+    sa.Column("id", sa.Integer, sa.Identity(), primary_key=True),
+    sa.Column("event_id", sa.String(100)),
+    sa.Column("value", sa.Integer),
+)
 
 
 @pytest.fixture
@@ -50,8 +55,7 @@ async def bus(kafka_bootstrap: str) -> AsyncIterator[tuple[BusConfig, str, Produ
 
 
 def event(topic: str, value: int, subject: str = "model-a") -> Envelope:
-    return Envelope(type=topic, source="tests", subject=subject, data={"value": value},
-                    correlationid=str(uuid.uuid4()))
+    return Envelope(type=topic, source="tests", subject=subject, data={"value": value}, correlationid=str(uuid.uuid4()))
 
 
 def recording_handler(db: Database, consumer: str) -> Callable[[Envelope], Awaitable[None]]:
@@ -59,6 +63,7 @@ def recording_handler(db: Database, consumer: str) -> Callable[[Envelope], Await
         async with db.transaction() as session:
             if await claim_event(session, consumer, envelope):
                 await session.execute(sa.insert(effects).values(event_id=envelope.id, value=envelope.data["value"]))
+
     return handle
 
 
@@ -68,15 +73,21 @@ async def effect_count(db: Database) -> int:
 
 
 async def start_subscriber(config: BusConfig, topic: str, handler, producer: Producer, **options) -> Subscriber:  # type: ignore[no-untyped-def]
-    subscriber = Subscriber(config, group_id=f"g-{uuid.uuid4().hex[:8]}", topics=[topic], handler=handler,
-                            dlq_producer=producer, **options)
+    subscriber = Subscriber(
+        config, group_id=f"g-{uuid.uuid4().hex[:8]}", topics=[topic], handler=handler, dlq_producer=producer, **options
+    )
     await subscriber.start()
     return subscriber
 
 
 async def read_all(config: BusConfig, topic: str, expected: int, timeout: float = 20.0) -> list:  # type: ignore[type-arg]
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=config.bootstrap_servers, group_id=None,
-                                auto_offset_reset="earliest", enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=config.bootstrap_servers,
+        group_id=None,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
     await consumer.start()
     records: list = []  # type: ignore[type-arg]
     try:
@@ -116,8 +127,10 @@ async def test_redelivered_event_changes_state_once(db: Database, bus) -> None: 
 
 
 def _lag(group: str, topic: str) -> float | None:
-    samples = [REGISTRY.get_sample_value("mloop_consumer_lag", {"group": group, "topic": topic, "partition": str(p)})
-               for p in range(3)]
+    samples = [
+        REGISTRY.get_sample_value("mloop_consumer_lag", {"group": group, "topic": topic, "partition": str(p)})
+        for p in range(3)
+    ]
     known = [s for s in samples if s is not None]
     return sum(known) if known else None
 
@@ -199,8 +212,11 @@ async def test_outbox_publishes_committed_events_after_a_crash(db: Database, bus
     records = await read_all(config, topic, expected=1)
     assert [dict(r.headers)["ce_id"].decode() for r in records] == [committed.id]
     async with db.transaction() as session:
-        pending = (await session.execute(sa.select(sa.func.count()).select_from(outbox_table)
-                                         .where(outbox_table.c.sent_at.is_(None)))).scalar_one()
+        pending = (
+            await session.execute(
+                sa.select(sa.func.count()).select_from(outbox_table).where(outbox_table.c.sent_at.is_(None))
+            )
+        ).scalar_one()
     assert pending == 0
 
 
@@ -252,7 +268,6 @@ async def test_trace_context_survives_a_hop(db: Database, bus) -> None:  # type:
     assert process_span.attributes["messaging.destination.name"] == topic
 
 
-
 async def test_outage_of_a_dependency_is_waited_out_not_dead_lettered(db: Database, bus) -> None:  # type: ignore[no-untyped-def]
     config, topic, producer = bus
     failures: list[int] = []
@@ -264,8 +279,15 @@ async def test_outage_of_a_dependency_is_waited_out_not_dead_lettered(db: Databa
         await recording_handler(db, "svc")(envelope)
 
     await producer.publish(event(topic, 5))
-    subscriber = await start_subscriber(config, topic, registry_down_for_a_while, producer, max_attempts=2,
-                                        backoff_seconds=0.01, max_backoff_seconds=0.05)
+    subscriber = await start_subscriber(
+        config,
+        topic,
+        registry_down_for_a_while,
+        producer,
+        max_attempts=2,
+        backoff_seconds=0.01,
+        max_backoff_seconds=0.05,
+    )
     try:
         await eventually(lambda: _count_is(db, 1), timeout=30)
     finally:
@@ -288,8 +310,9 @@ async def test_handler_longer_than_the_poll_interval_keeps_its_group_membership(
         await recording_handler(db, "svc")(envelope)
 
     await producer.publish(event(topic, 1))
-    subscriber = await start_subscriber(config, topic, slow, producer, max_poll_interval_ms=4000,
-                                        poll_while_busy_seconds=0.5)
+    subscriber = await start_subscriber(
+        config, topic, slow, producer, max_poll_interval_ms=4000, poll_while_busy_seconds=0.5
+    )
     try:
         await eventually(lambda: _count_is(db, 1), timeout=60)
     finally:

@@ -38,10 +38,16 @@ async def db(postgres: str, schema: str) -> AsyncIterator[Database]:
 def registration(run_id: str | None = None) -> handlers.RegisterVersion:
     digest = uuid.uuid4().hex * 2
     return handlers.RegisterVersion(
-        run_id=run_id or uuid.uuid4().hex, evaluation_id=uuid.uuid4().hex, spec_version=1, task="classification",
+        run_id=run_id or uuid.uuid4().hex,
+        evaluation_id=uuid.uuid4().hex,
+        spec_version=1,
+        task="classification",
         artifact=ArtifactPointer(uri=f"artifact:models/{digest[:2]}/{digest}.skops", sha256=digest),
         profile=ArtifactPointer(uri=f"artifact:profiles/{digest[:2]}/{digest}.json", sha256=digest),
-        features=["age"], metrics={"accuracy": 0.9}, lineage={"dataset": "churn"})
+        features=["age"],
+        metrics={"accuracy": 0.9},
+        lineage={"dataset": "churn"},
+    )
 
 
 async def register(db: Database, request: handlers.RegisterVersion) -> int:
@@ -55,8 +61,11 @@ async def test_concurrent_registrations_get_distinct_consecutive_versions(db: Da
     assert sorted(versions) == list(range(1, 21))
     async with db.transaction() as session:
         production = await store.get_alias(session, "churn", "production")
-        promoted = (await session.execute(sa.select(sa.func.count()).select_from(outbox_table)
-                                          .where(outbox_table.c.topic == "model.promoted"))).scalar_one()
+        promoted = (
+            await session.execute(
+                sa.select(sa.func.count()).select_from(outbox_table).where(outbox_table.c.topic == "model.promoted")
+            )
+        ).scalar_one()
     assert production is not None and promoted == 20
 
 
@@ -64,8 +73,11 @@ async def test_registering_the_same_run_twice_returns_the_same_version(db: Datab
     request = registration("run-1")
     assert await register(db, request) == await register(db, request) == 1
     async with db.transaction() as session:
-        registered = (await session.execute(sa.select(sa.func.count()).select_from(outbox_table)
-                                            .where(outbox_table.c.topic == "model.registered"))).scalar_one()
+        registered = (
+            await session.execute(
+                sa.select(sa.func.count()).select_from(outbox_table).where(outbox_table.c.topic == "model.registered")
+            )
+        ).scalar_one()
     assert registered == 1
 
 

@@ -63,9 +63,9 @@ class ArtifactStore:
 
     def path_of(self, uri: str) -> Path:
         """The file behind ``uri``; refuses anything that is not a well-formed store URI."""
-        if not uri.startswith(SCHEME) or not _RELATIVE.match(uri[len(SCHEME):]):
+        if not uri.startswith(SCHEME) or not _RELATIVE.match(uri[len(SCHEME) :]):
             raise InvalidInput(f"not an artifact URI of this store: {uri!r}", field="uri")
-        path = (self.root / uri[len(SCHEME):]).resolve()
+        path = (self.root / uri[len(SCHEME) :]).resolve()
         if not path.is_relative_to(self.root):
             raise InvalidInput(f"artifact URI escapes the store: {uri!r}", field="uri")
         return path

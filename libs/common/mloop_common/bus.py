@@ -33,8 +33,9 @@ Handler = Callable[[Envelope], Awaitable[None]]
 CONSUMED = Counter("mloop_events_consumed_total", "Events handled by a consumer", ["topic", "group", "outcome"])
 HANDLER_SECONDS = Histogram("mloop_event_handler_seconds", "Time spent in an event handler", ["topic", "group"])
 PUBLISHED = Counter("mloop_events_published_total", "Events published to Kafka", ["topic"])
-CONSUMER_LAG = Gauge("mloop_consumer_lag", "Records on a partition not yet handled by the group",
-                     ["group", "topic", "partition"])
+CONSUMER_LAG = Gauge(
+    "mloop_consumer_lag", "Records on a partition not yet handled by the group", ["group", "topic", "partition"]
+)
 DEAD_LETTERED = Counter("mloop_events_dead_lettered_total", "Events sent to a DLQ", ["topic", "group"])
 
 
@@ -284,8 +285,16 @@ class Subscriber:
                 if self._stopping.is_set():
                     return False
                 delay = min(self._backoff * 2 ** (attempt - 1), self._max_backoff)
-                log.warning("%s: %s %s failed (attempt %d/%d): %r; retrying in %.1fs", self.group_id,
-                            topic, event.id, attempt, self._max_attempts, exc, delay)
+                log.warning(
+                    "%s: %s %s failed (attempt %d/%d): %r; retrying in %.1fs",
+                    self.group_id,
+                    topic,
+                    event.id,
+                    attempt,
+                    self._max_attempts,
+                    exc,
+                    delay,
+                )
                 await asyncio.sleep(delay)
                 continue
             finally:
@@ -294,8 +303,15 @@ class Subscriber:
             return True
 
     async def _dead_letter(self, record: ConsumerRecord, exc: BaseException, *, attempts: int) -> None:
-        log.error("%s: %s@%d offset %d goes to the DLQ after %d attempt(s): %r", self.group_id, record.topic,
-                  record.partition, record.offset, attempts, exc)
+        log.error(
+            "%s: %s@%d offset %d goes to the DLQ after %d attempt(s): %r",
+            self.group_id,
+            record.topic,
+            record.partition,
+            record.offset,
+            attempts,
+            exc,
+        )
         headers = list(record.headers or ()) + [
             ("x-mloop-error", f"{type(exc).__name__}: {exc}"[:4000].encode()),
             ("x-mloop-original-topic", record.topic.encode()),
@@ -311,15 +327,28 @@ class Subscriber:
 
 def _is_transient(exc: BaseException) -> bool:
     """An outage of a dependency, not a fault of the message: wait for it rather than dead-letter."""
-    return isinstance(exc, TransientError | ConnectionError | TimeoutError | sqlalchemy.exc.OperationalError
-                      | sqlalchemy.exc.InterfaceError)
+    return isinstance(
+        exc,
+        TransientError
+        | ConnectionError
+        | TimeoutError
+        | sqlalchemy.exc.OperationalError
+        | sqlalchemy.exc.InterfaceError,
+    )
 
 
 class OutboxRelay:
     """Publishes committed outbox rows in order and marks them sent; safe to run in several processes."""
 
-    def __init__(self, db: Database, producer: Producer, *, batch_size: int = 200, idle_seconds: float = 0.1,
-                 retention_seconds: float = 86_400):
+    def __init__(
+        self,
+        db: Database,
+        producer: Producer,
+        *,
+        batch_size: int = 200,
+        idle_seconds: float = 0.1,
+        retention_seconds: float = 86_400,
+    ):
         self._retention = retention_seconds
         self._next_purge = 0.0
         self._db = db
@@ -383,8 +412,9 @@ class OutboxRelay:
 
 
 @contextlib.asynccontextmanager
-async def tail(config: BusConfig, topics: Iterable[str], *, from_beginning: bool = False
-               ) -> AsyncIterator[AsyncIterator[tuple[ConsumerRecord, Envelope | None]]]:
+async def tail(
+    config: BusConfig, topics: Iterable[str], *, from_beginning: bool = False
+) -> AsyncIterator[AsyncIterator[tuple[ConsumerRecord, Envelope | None]]]:
     """Read topics without a consumer group (no commits): for the CLI, demos and tests."""
     consumer = AIOKafkaConsumer(
         *topics,

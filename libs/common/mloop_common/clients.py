@@ -18,10 +18,12 @@ class ServiceUnavailable(TransientError):
 class RegistryClient:
     """The registry API as trainer, validator and serving use it."""
 
-    def __init__(self, base_url: str, *, actor: str, timeout: float = 10.0,
-                 transport: httpx.AsyncBaseTransport | None = None):
-        self._client = httpx.AsyncClient(base_url=base_url, timeout=timeout, transport=transport,
-                                         headers={"X-Mloop-Actor": actor})
+    def __init__(
+        self, base_url: str, *, actor: str, timeout: float = 10.0, transport: httpx.AsyncBaseTransport | None = None
+    ):
+        self._client = httpx.AsyncClient(
+            base_url=base_url, timeout=timeout, transport=transport, headers={"X-Mloop-Actor": actor}
+        )
 
     async def aclose(self) -> None:
         await self._client.aclose()

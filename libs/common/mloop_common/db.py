@@ -96,8 +96,9 @@ class Database:
         """Bring the schema to the newest Alembic revision (serialised across processes)."""
         async with self.engine.begin() as conn:
             if self.schema:
-                exists = await conn.execute(sa.text("SELECT 1 FROM pg_namespace WHERE nspname = :name"),
-                                            {"name": self.schema})
+                exists = await conn.execute(
+                    sa.text("SELECT 1 FROM pg_namespace WHERE nspname = :name"), {"name": self.schema}
+                )
                 if exists.first() is None:  # checked first: a service role may not create schemas
                     await conn.execute(sa.text(f'CREATE SCHEMA "{self.schema}"'))
             await conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext(current_schema()))"))
@@ -184,8 +185,9 @@ async def lock_pending(session: AsyncSession, limit: int) -> list[OutboxRow]:
     if not leader.scalar_one():
         return []
     result = await session.execute(
-        sa.select(outbox_table.c.seq, outbox_table.c.topic, outbox_table.c.key, outbox_table.c.value,
-                  outbox_table.c.headers)
+        sa.select(
+            outbox_table.c.seq, outbox_table.c.topic, outbox_table.c.key, outbox_table.c.value, outbox_table.c.headers
+        )
         .where(outbox_table.c.sent_at.is_(None))
         .order_by(outbox_table.c.seq)
         .limit(limit)
@@ -199,12 +201,13 @@ async def lock_pending(session: AsyncSession, limit: int) -> list[OutboxRow]:
 
 async def purge_sent(session: AsyncSession, older_than_seconds: float) -> int:
     """Delete rows published long ago; the outbox is a queue, not an archive."""
-    result = await session.execute(sa.delete(outbox_table).where(
-        outbox_table.c.sent_at < sa.func.now() - sa.text(f"interval '{int(older_than_seconds)} seconds'")))
+    result = await session.execute(
+        sa.delete(outbox_table).where(
+            outbox_table.c.sent_at < sa.func.now() - sa.text(f"interval '{int(older_than_seconds)} seconds'")
+        )
+    )
     return result.rowcount or 0
 
 
 async def mark_sent(session: AsyncSession, seqs: list[int]) -> None:
-    await session.execute(
-        sa.update(outbox_table).where(outbox_table.c.seq.in_(seqs)).values(sent_at=sa.func.now())
-    )
+    await session.execute(sa.update(outbox_table).where(outbox_table.c.seq.in_(seqs)).values(sent_at=sa.func.now()))

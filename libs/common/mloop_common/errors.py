@@ -47,8 +47,6 @@ class PayloadTooLarge(MloopError):
     code = "payload_too_large"
 
 
-
-
 class IntegrityError(MloopError):
     status_code = 500
     code = "integrity"

@@ -39,8 +39,15 @@ class ConsumerSpec:
 class Runtime:
     """The adapters one service process owns, started and stopped together."""
 
-    def __init__(self, service: str, common: CommonSettings, own: ServiceSettings, *, migrations: str | None,
-                 uses_database: bool = True):
+    def __init__(
+        self,
+        service: str,
+        common: CommonSettings,
+        own: ServiceSettings,
+        *,
+        migrations: str | None,
+        uses_database: bool = True,
+    ):
         self.service = service
         self.common = common
         self.settings = own
@@ -129,10 +136,15 @@ def detect_code_version() -> str:
     """The git commit this code runs from, marked dirty when the tree has changes."""
     root = Path(__file__).resolve().parents[3]
     try:
-        sha = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
-                             timeout=5, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=5).stdout.strip()
+        sha = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+        ).stdout.strip()
         return sha + ("-dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
@@ -140,7 +152,8 @@ def detect_code_version() -> str:
 
 def serve(app: FastAPI, settings: ServiceSettings) -> None:
     """Run one service's HTTP server; SIGTERM drains consumers through the lifespan."""
-    logging.basicConfig(level=os.environ.get("MLOOP_LOG_LEVEL", "INFO"),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=os.environ.get("MLOOP_LOG_LEVEL", "INFO"), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     logging.getLogger("aiokafka").setLevel(logging.WARNING)
     uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning", timeout_graceful_shutdown=30)

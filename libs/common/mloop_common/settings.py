@@ -36,8 +36,9 @@ class CommonSettings(BaseSettings):
 
     def database_url(self, service: str) -> str:
         """The local default: one role and one schema per service (deploy/local/postgres.sh)."""
-        return (f"postgresql+asyncpg://{service}:{service}@{self.database_host}:{self.database_port}"
-                f"/{self.database_name}")
+        return (
+            f"postgresql+asyncpg://{service}:{service}@{self.database_host}:{self.database_port}/{self.database_name}"
+        )
 
 
 class ServiceSettings(BaseSettings):
@@ -51,8 +52,9 @@ class ServiceSettings(BaseSettings):
     database_schema: str | None = None
 
 
-def build_settings(service: str, settings_class: type[ServiceSettings], *, uses_database: bool = True
-                   ) -> tuple[CommonSettings, ServiceSettings]:
+def build_settings(
+    service: str, settings_class: type[ServiceSettings], *, uses_database: bool = True
+) -> tuple[CommonSettings, ServiceSettings]:
     """Read the shared and the service's settings once, refusing unsafe defaults in production."""
     common = CommonSettings()
     own = settings_class(_env_prefix=f"MLOOP_{service.upper()}_")  # type: ignore[call-arg]
@@ -63,6 +65,8 @@ def build_settings(service: str, settings_class: type[ServiceSettings], *, uses_
     if own.database_url is None:
         own.database_url = common.database_url(service)
     if uses_database and common.environment == "production" and f"{service}:{service}@" in own.database_url:
-        raise ValueError(f"MLOOP_{service.upper()}_DATABASE_URL must be set in production "
-                         "(the local default uses well-known passwords)")
+        raise ValueError(
+            f"MLOOP_{service.upper()}_DATABASE_URL must be set in production "
+            "(the local default uses well-known passwords)"
+        )
     return common, own

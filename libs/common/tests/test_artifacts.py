@@ -72,8 +72,10 @@ def test_failed_write_leaves_no_temporary_file_and_no_artifact(tmp_path, monkeyp
     assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
 
 
-@pytest.mark.parametrize("kind, suffix", [("Models", ""), ("../models", ""), ("", ""), ("models", "skops"),
-                                          ("models", "/../x"), ("models", ".a.b.c")])
+@pytest.mark.parametrize(
+    "kind, suffix",
+    [("Models", ""), ("../models", ""), ("", ""), ("models", "skops"), ("models", "/../x"), ("models", ".a.b.c")],
+)
 def test_put_refuses_unsafe_kind_or_suffix(tmp_path, kind, suffix):
     store = ArtifactStore(tmp_path)
 
@@ -106,18 +108,21 @@ def test_get_of_a_missing_artifact_is_not_found(tmp_path):
         store.get(f"artifact:models/{digest[:2]}/{digest}", digest)
 
 
-@pytest.mark.parametrize("uri", [
-    "artifact:../../etc/passwd",
-    "artifact:models/ab/../../x",
-    "artifact:models/ab/../../../etc/passwd",
-    "artifact:/etc/passwd",
-    "/etc/passwd",
-    "file:///etc/passwd",
-    "artifact:models/ab/" + "a" * 64 + "/../../../../etc/passwd",
-    "artifact:models\\ab\\" + "a" * 64,
-    "artifact:models/ab/" + "a" * 64 + "\x00.skops",
-    "",
-])
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "artifact:../../etc/passwd",
+        "artifact:models/ab/../../x",
+        "artifact:models/ab/../../../etc/passwd",
+        "artifact:/etc/passwd",
+        "/etc/passwd",
+        "file:///etc/passwd",
+        "artifact:models/ab/" + "a" * 64 + "/../../../../etc/passwd",
+        "artifact:models\\ab\\" + "a" * 64,
+        "artifact:models/ab/" + "a" * 64 + "\x00.skops",
+        "",
+    ],
+)
 def test_uris_that_could_escape_the_store_are_refused(tmp_path, uri):
     store = ArtifactStore(tmp_path / "store")
 

@@ -51,62 +51,133 @@ def moment():
 
 
 def data_published():
-    return DataPublished(dataset="churn", version=3, snapshot=pointer("datasets", ".parquet"), rows=1200,
-                         columns=["usage", "plan", "churned"], target="churned", time_column="signup_ts",
-                         description="weekly export")
+    return DataPublished(
+        dataset="churn",
+        version=3,
+        snapshot=pointer("datasets", ".parquet"),
+        rows=1200,
+        columns=["usage", "plan", "churned"],
+        target="churned",
+        time_column="signup_ts",
+        description="weekly export",
+    )
 
 
 def model_trained():
-    return ModelTrained(model="churn", run_id=uuid.uuid4().hex, task="classification", spec_version=2,
-                        spec_digest="f" * 64, dataset="churn", dataset_version=3, dataset_sha256="a" * 64,
-                        trigger="drift.detected", artifact=pointer(), profile=pointer("profiles", ".json"),
-                        holdout=pointer("holdouts", ".parquet"), features=["usage", "plan"], target="churned",
-                        estimator_class="LogisticRegression", params={"C": 0.1, "penalty": None},
-                        metric="roc_auc", cv_score=0.91, holdout_metrics={"roc_auc": 0.9, "accuracy": 0.85},
-                        training_seconds=3.5, code_version="62a62f5", seed=42)
+    return ModelTrained(
+        model="churn",
+        run_id=uuid.uuid4().hex,
+        task="classification",
+        spec_version=2,
+        spec_digest="f" * 64,
+        dataset="churn",
+        dataset_version=3,
+        dataset_sha256="a" * 64,
+        trigger="drift.detected",
+        artifact=pointer(),
+        profile=pointer("profiles", ".json"),
+        holdout=pointer("holdouts", ".parquet"),
+        features=["usage", "plan"],
+        target="churned",
+        estimator_class="LogisticRegression",
+        params={"C": 0.1, "penalty": None},
+        metric="roc_auc",
+        cv_score=0.91,
+        holdout_metrics={"roc_auc": 0.9, "accuracy": 0.85},
+        training_seconds=3.5,
+        code_version="62a62f5",
+        seed=42,
+    )
 
 
 def model_rejected():
-    return ModelRejected(model="churn", run_id=uuid.uuid4().hex, evaluation_id=uuid.uuid4().hex,
-                         reasons=["roc_auc 0.80 is worse than the champion's 0.90"],
-                         candidate_metrics={"roc_auc": 0.8}, champion_version=4,
-                         champion_metrics={"roc_auc": 0.9})
+    return ModelRejected(
+        model="churn",
+        run_id=uuid.uuid4().hex,
+        evaluation_id=uuid.uuid4().hex,
+        reasons=["roc_auc 0.80 is worse than the champion's 0.90"],
+        candidate_metrics={"roc_auc": 0.8},
+        champion_version=4,
+        champion_metrics={"roc_auc": 0.9},
+    )
 
 
 def model_registered():
-    return ModelRegistered(model="churn", version=5, run_id=uuid.uuid4().hex, evaluation_id=uuid.uuid4().hex,
-                           task="classification", artifact=pointer(), profile=pointer("profiles", ".json"),
-                           features=["usage", "plan"], metrics={"roc_auc": 0.92}, requires_approval=True)
+    return ModelRegistered(
+        model="churn",
+        version=5,
+        run_id=uuid.uuid4().hex,
+        evaluation_id=uuid.uuid4().hex,
+        task="classification",
+        artifact=pointer(),
+        profile=pointer("profiles", ".json"),
+        features=["usage", "plan"],
+        metrics={"roc_auc": 0.92},
+        requires_approval=True,
+    )
 
 
 def model_promoted():
-    return ModelPromoted(model="churn", version=5, previous_version=4, reason="validator passed", task="regression",
-                         target="churned", artifact=pointer(), profile=pointer("profiles", ".json"),
-                         features=["usage"], metrics={"rmse": 1.5}, drift_window=500, cooldown_windows=2)
+    return ModelPromoted(
+        model="churn",
+        version=5,
+        previous_version=4,
+        reason="validator passed",
+        task="regression",
+        target="churned",
+        artifact=pointer(),
+        profile=pointer("profiles", ".json"),
+        features=["usage"],
+        metrics={"rmse": 1.5},
+        drift_window=500,
+        cooldown_windows=2,
+    )
 
 
 def predictions_logged():
     records = [
-        PredictionRecord(request_id=uuid.uuid4().hex, timestamp=moment(), inputs={"usage": 1.5, "plan": "pro"},
-                         prediction="yes", probabilities=[0.25, 0.75]),
-        PredictionRecord(request_id=uuid.uuid4().hex, timestamp=moment(), inputs={"usage": None, "plan": None},
-                         prediction=0, route="canary"),
+        PredictionRecord(
+            request_id=uuid.uuid4().hex,
+            timestamp=moment(),
+            inputs={"usage": 1.5, "plan": "pro"},
+            prediction="yes",
+            probabilities=[0.25, 0.75],
+        ),
+        PredictionRecord(
+            request_id=uuid.uuid4().hex,
+            timestamp=moment(),
+            inputs={"usage": None, "plan": None},
+            prediction=0,
+            route="canary",
+        ),
     ]
     return PredictionsLogged(model="churn", version=5, records=records)
 
 
 def feedback_received():
-    return FeedbackReceived(model="churn", records=[
-        FeedbackRecord(request_id=uuid.uuid4().hex, label="no", timestamp=moment()),
-        FeedbackRecord(request_id=uuid.uuid4().hex, label=1, timestamp=moment()),
-    ])
+    return FeedbackReceived(
+        model="churn",
+        records=[
+            FeedbackRecord(request_id=uuid.uuid4().hex, label="no", timestamp=moment()),
+            FeedbackRecord(request_id=uuid.uuid4().hex, label=1, timestamp=moment()),
+        ],
+    )
 
 
 def drift_detected():
-    return DriftDetected(model="churn", version=5, report_id=uuid.uuid4().hex, cause="concept",
-                         action="retrain", summary="accuracy fell from 0.90 to 0.70",
-                         drifted_features=["usage"], evidence={"usage": {"psi": 0.4, "drifted": True}},
-                         window_size=1000, recent_data=pointer("recent", ".parquet"), recent_rows=800)
+    return DriftDetected(
+        model="churn",
+        version=5,
+        report_id=uuid.uuid4().hex,
+        cause="concept",
+        action="retrain",
+        summary="accuracy fell from 0.90 to 0.70",
+        drifted_features=["usage"],
+        evidence={"usage": {"psi": 0.4, "drifted": True}},
+        window_size=1000,
+        recent_data=pointer("recent", ".parquet"),
+        recent_rows=800,
+    )
 
 
 SAMPLES = {
@@ -268,7 +339,8 @@ def test_payload_with_missing_field_is_invalid_and_names_the_field():
 
 def test_payload_from_a_newer_producer_with_an_extra_field_is_still_read():
     event = new_event(data_published(), source="mloop/test", subject="churn")
-    decoded = Envelope(type=event.type, source=event.source, subject=event.subject,
-                       data={**event.data, "added_in_a_later_release": 1})
+    decoded = Envelope(
+        type=event.type, source=event.source, subject=event.subject, data={**event.data, "added_in_a_later_release": 1}
+    )
 
     assert decoded.payload() == event.payload()

@@ -9,14 +9,16 @@ from mloop_ingest.checks import parse_table, schema_of, to_parquet, validate
 def churn(rows=20, seed=0):
     """A clean dataset: numbers, text, a flag, a time column and a label."""
     rng = np.random.default_rng(seed)
-    return pd.DataFrame({
-        "usage": rng.normal(10, 2, rows).round(3),
-        "calls": rng.integers(0, 9, rows),
-        "plan": rng.choice(["basic", "pro", "team"], rows),
-        "promo": rng.choice([True, False], rows),
-        "day": np.arange(rows),
-        "churned": rng.choice(["yes", "no"], rows),
-    })
+    return pd.DataFrame(
+        {
+            "usage": rng.normal(10, 2, rows).round(3),
+            "calls": rng.integers(0, 9, rows),
+            "plan": rng.choice(["basic", "pro", "team"], rows),
+            "promo": rng.choice([True, False], rows),
+            "day": np.arange(rows),
+            "churned": rng.choice(["yes", "no"], rows),
+        }
+    )
 
 
 def statuses(report):
@@ -53,11 +55,14 @@ def test_empty_upload_is_invalid_and_names_the_file_field():
     assert caught.value.field == "file"
 
 
-@pytest.mark.parametrize("data, filename, kind", [
-    (b"\xff\xfe\x00\x81 not text", "churn.csv", "CSV"),
-    (b"PAR1 this is not really parquet", "churn.csv", "Parquet"),
-    (b"usage,plan\n1,pro\n", "churn.parquet", "CSV"),
-])
+@pytest.mark.parametrize(
+    "data, filename, kind",
+    [
+        (b"\xff\xfe\x00\x81 not text", "churn.csv", "CSV"),
+        (b"PAR1 this is not really parquet", "churn.csv", "Parquet"),
+        (b"usage,plan\n1,pro\n", "churn.parquet", "CSV"),
+    ],
+)
 def test_unreadable_upload_is_invalid_and_names_the_file_field(data, filename, kind):
     with pytest.raises(InvalidInput, match=f"not readable as {kind}") as caught:
         parse_table(data, filename)
@@ -172,8 +177,15 @@ def test_duplicate_rows_warn_with_their_count():
 def test_schema_names_coarse_types():
     frame = churn().assign(seen=pd.to_datetime("2024-01-01"))
 
-    assert schema_of(frame) == {"usage": "numeric", "calls": "numeric", "plan": "string", "promo": "boolean",
-                                "day": "numeric", "churned": "string", "seen": "datetime"}
+    assert schema_of(frame) == {
+        "usage": "numeric",
+        "calls": "numeric",
+        "plan": "string",
+        "promo": "boolean",
+        "day": "numeric",
+        "churned": "string",
+        "seen": "datetime",
+    }
 
 
 def test_schema_is_the_same_for_csv_and_parquet_of_the_same_frame():

@@ -24,14 +24,17 @@ def test_default_policy_promotes_a_registered_version_straight_away():
     assert may_promote(initial_status(default), default)
 
 
-@pytest.mark.parametrize("require_approval, canary_percent, promoted", [
-    (False, 0, True),
-    (False, 0.5, False),
-    (False, 10, False),
-    (False, 100, False),
-    (True, 0, False),
-    (True, 10, False),
-])
+@pytest.mark.parametrize(
+    "require_approval, canary_percent, promoted",
+    [
+        (False, 0, True),
+        (False, 0.5, False),
+        (False, 10, False),
+        (False, 100, False),
+        (True, 0, False),
+        (True, 10, False),
+    ],
+)
 def test_new_version_is_auto_promoted_only_without_approval_or_canary(require_approval, canary_percent, promoted):
     rules = policy(require_approval, canary_percent)
 

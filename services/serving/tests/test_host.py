@@ -21,10 +21,15 @@ def fitted_classifier(labels=("no", "yes")):
 
 
 def loaded(version=1, name="churn", estimator=None, task="classification", labels=("no", "yes")):
-    return LoadedModel(name=name, version=version, task=task, features=["usage", "calls"],
-                       kinds={"usage": "numeric", "calls": "numeric"},
-                       estimator=estimator if estimator is not None else fitted_classifier(labels),
-                       classes=list(labels))
+    return LoadedModel(
+        name=name,
+        version=version,
+        task=task,
+        features=["usage", "calls"],
+        kinds={"usage": "numeric", "calls": "numeric"},
+        estimator=estimator if estimator is not None else fitted_classifier(labels),
+        classes=list(labels),
+    )
 
 
 def test_frame_has_the_model_features_in_order():
@@ -71,8 +76,9 @@ def test_instance_that_is_not_an_object_is_invalid_and_names_it(instance):
 
 
 def test_categorical_feature_accepts_text():
-    model = LoadedModel(name="churn", version=1, task="classification", features=["plan"],
-                        kinds={"plan": "categorical"}, estimator=None)
+    model = LoadedModel(
+        name="churn", version=1, task="classification", features=["plan"], kinds={"plan": "categorical"}, estimator=None
+    )
 
     plan = model.frame([{"plan": "pro"}, {"plan": None}])["plan"]
 
@@ -82,8 +88,9 @@ def test_categorical_feature_accepts_text():
 def test_predictions_and_probabilities_are_plain_python_values():
     model = loaded()
 
-    predictions, probabilities = model.predict(model.frame([{"usage": 3.0, "calls": 3.0},
-                                                            {"usage": -3.0, "calls": None}]))
+    predictions, probabilities = model.predict(
+        model.frame([{"usage": 3.0, "calls": 3.0}, {"usage": -3.0, "calls": None}])
+    )
 
     assert predictions == ["yes", "no"]
     assert all(type(p) is float for row in probabilities for p in row)
@@ -110,11 +117,14 @@ def test_regression_has_no_probabilities():
 
 
 def test_warmup_instance_is_a_typical_row_of_the_profile():
-    profile = {"schema_version": 1, "features": {
-        "usage": {"kind": "numeric", "mean": 12.5},
-        "plan": {"kind": "categorical", "frequencies": {"basic": 0.2, "pro": 0.7, "team": 0.1}},
-        "region": {"kind": "categorical", "frequencies": {}},
-    }}
+    profile = {
+        "schema_version": 1,
+        "features": {
+            "usage": {"kind": "numeric", "mean": 12.5},
+            "plan": {"kind": "categorical", "frequencies": {"basic": 0.2, "pro": 0.7, "team": 0.1}},
+            "region": {"kind": "categorical", "frequencies": {}},
+        },
+    }
 
     row = warmup_instance(profile, ["usage", "plan", "region", "unprofiled"])
 

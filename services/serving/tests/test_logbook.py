@@ -29,8 +29,10 @@ class FakePublisher:
 
 def predictions(count):
     now = datetime.now(UTC)
-    return [PredictionRecord(request_id=uuid.uuid4().hex, timestamp=now, inputs={"usage": float(i)}, prediction="no")
-            for i in range(count)]
+    return [
+        PredictionRecord(request_id=uuid.uuid4().hex, timestamp=now, inputs={"usage": float(i)}, prediction="no")
+        for i in range(count)
+    ]
 
 
 def feedback(count):
@@ -67,8 +69,11 @@ async def test_predictions_are_published_per_model_and_version():
 
     published = {(p.model, p.version): (ids(p.records), subject) for p, subject in publish.sent}
     assert all(isinstance(p, PredictionsLogged) for p, _ in publish.sent)
-    assert published == {("churn", 1): (ids(v1), "churn"), ("churn", 2): (ids(v2), "churn"),
-                         ("fraud", 7): (ids(fraud), "fraud")}
+    assert published == {
+        ("churn", 1): (ids(v1), "churn"),
+        ("churn", 2): (ids(v2), "churn"),
+        ("fraud", 7): (ids(fraud), "fraud"),
+    }
 
 
 async def test_feedback_is_published_per_model():
@@ -82,7 +87,9 @@ async def test_feedback_is_published_per_model():
 
     assert all(isinstance(p, FeedbackReceived) for p, _ in publish.sent)
     assert {p.model: (ids(p.records), subject) for p, subject in publish.sent} == {
-        "churn": (ids(churn), "churn"), "fraud": (ids(fraud), "fraud")}
+        "churn": (ids(churn), "churn"),
+        "fraud": (ids(fraud), "fraud"),
+    }
 
 
 async def test_large_buffer_is_published_in_batches():

@@ -8,8 +8,14 @@ from mloop_serving.oip import InferInput, InferRequest, oip_instances
 
 
 def model(features=("usage", "calls", "plan")):
-    return LoadedModel(name="churn", version=1, task="classification", features=list(features),
-                       kinds={"usage": "numeric", "calls": "numeric", "plan": "categorical"}, estimator=None)
+    return LoadedModel(
+        name="churn",
+        version=1,
+        task="classification",
+        features=list(features),
+        kinds={"usage": "numeric", "calls": "numeric", "plan": "categorical"},
+        estimator=None,
+    )
 
 
 def tensor(name, shape, data, datatype="FP64"):
@@ -21,17 +27,27 @@ def request(*tensors):
 
 
 def test_one_tensor_per_feature_gives_one_instance_per_row():
-    instances = oip_instances(request(tensor("usage", [2], [1.5, 2.5]),
-                                      tensor("calls", [2], [3, 4], "INT64"),
-                                      tensor("plan", [2], ["pro", "basic"], "BYTES")), model())
+    instances = oip_instances(
+        request(
+            tensor("usage", [2], [1.5, 2.5]),
+            tensor("calls", [2], [3, 4], "INT64"),
+            tensor("plan", [2], ["pro", "basic"], "BYTES"),
+        ),
+        model(),
+    )
 
     assert instances == [{"usage": 1.5, "calls": 3, "plan": "pro"}, {"usage": 2.5, "calls": 4, "plan": "basic"}]
 
 
 def test_column_tensors_of_shape_n_by_1_are_accepted():
-    instances = oip_instances(request(tensor("usage", [2, 1], [[1.5], [2.5]]),
-                                      tensor("calls", [2, 1], [3, 4]),
-                                      tensor("plan", [2, 1], [["pro"], ["basic"]], "BYTES")), model())
+    instances = oip_instances(
+        request(
+            tensor("usage", [2, 1], [[1.5], [2.5]]),
+            tensor("calls", [2, 1], [3, 4]),
+            tensor("plan", [2, 1], [["pro"], ["basic"]], "BYTES"),
+        ),
+        model(),
+    )
 
     assert instances == [{"usage": 1.5, "calls": 3, "plan": "pro"}, {"usage": 2.5, "calls": 4, "plan": "basic"}]
 
@@ -94,7 +110,8 @@ def test_feature_tensors_with_different_row_counts_are_invalid():
 
 def test_feature_tensor_wider_than_one_column_is_invalid():
     with pytest.raises(InvalidInput) as caught:
-        oip_instances(request(tensor("usage", [2, 2], [1.5, 2.5]), tensor("calls", [2, 2], [3, 4])),
-                      model(("usage", "calls")))
+        oip_instances(
+            request(tensor("usage", [2, 2], [1.5, 2.5]), tensor("calls", [2, 2], [3, 4])), model(("usage", "calls"))
+        )
 
     assert caught.value.field == "inputs[0].shape"

@@ -19,14 +19,25 @@ class BrokenPool(Executor):
 
 
 def spec() -> ModelSpec:
-    return ModelSpec.model_validate({"name": "m", "dataset": "d", "task": "classification", "target": "y",
-                                     "estimators": [{"class": "LogisticRegression"}], "metric": "accuracy"})
+    return ModelSpec.model_validate(
+        {
+            "name": "m",
+            "dataset": "d",
+            "task": "classification",
+            "target": "y",
+            "estimators": [{"class": "LogisticRegression"}],
+            "metric": "accuracy",
+        }
+    )
 
 
 async def test_a_dead_training_worker_is_replaced_and_the_event_retried() -> None:
     pools: list[Executor] = [BrokenPool(), ThreadPoolExecutor(1)]
-    trainer = Trainer(SimpleNamespace(group_id="mloop-trainer"), registry=None,  # type: ignore[arg-type]
-                      new_pool=lambda: pools.pop(0))
+    trainer = Trainer(
+        SimpleNamespace(group_id="mloop-trainer"),
+        registry=None,  # type: ignore[arg-type]
+        new_pool=lambda: pools.pop(0),
+    )
     dataset = {"name": "d", "version": 1, "snapshot_sha256": "0" * 64}
     with pytest.raises(TransientError):
         await trainer._train(spec(), 1, dataset, b"", None, trigger="data.published")

@@ -32,13 +32,20 @@ def make_spec(history_rows=None, **overrides):
 
 def history(days=(1, 2, 3, 4)):
     """Dataset rows; usage encodes the day so tests can tell rows apart."""
-    return pd.DataFrame({"usage": [float(d) for d in days], "plan": ["basic"] * len(days), "day": list(days),
-                         "churned": ["no", "yes"] * (len(days) // 2) + ["no"] * (len(days) % 2)})
+    return pd.DataFrame(
+        {
+            "usage": [float(d) for d in days],
+            "plan": ["basic"] * len(days),
+            "day": list(days),
+            "churned": ["no", "yes"] * (len(days) // 2) + ["no"] * (len(days) % 2),
+        }
+    )
 
 
 def recent(usages=(100.0, 200.0), **extra):
-    return pd.DataFrame({"usage": list(usages), "plan": ["pro"] * len(usages),
-                         "churned": ["yes"] * len(usages), **extra})
+    return pd.DataFrame(
+        {"usage": list(usages), "plan": ["pro"] * len(usages), "churned": ["yes"] * len(usages), **extra}
+    )
 
 
 def classification_parquet(rows=160, seed=0):
@@ -148,8 +155,13 @@ def test_training_job_returns_a_loadable_model_and_json_ready_records():
     assert result["features"] == features and result["estimator_class"] == "LogisticRegression"
     assert result["params"]["C"] in (0.1, 1.0) and result["recent_rows"] == 0
     assert 0.0 <= result["holdout_metrics"]["accuracy"] <= 1.0
-    json.dumps({key: result[key] for key in ("profile", "params", "holdout_metrics", "candidates", "timings",
-                                             "library_versions", "cv_score")}, allow_nan=False)
+    json.dumps(
+        {
+            key: result[key]
+            for key in ("profile", "params", "holdout_metrics", "candidates", "timings", "library_versions", "cv_score")
+        },
+        allow_nan=False,
+    )
 
 
 def test_training_job_learns_from_recent_rows_too():

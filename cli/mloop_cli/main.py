@@ -1,0 +1,292 @@
+"""The ``mloop`` command: run the local stack, declare models, publish data, predict, watch events."""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import httpx
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from mloop_common.bus import BusConfig, tail
+from mloop_common.events import ALL_TOPICS, dlq_topic
+from mloop_common.settings import SERVICE_PORTS
+
+app = typer.Typer(
+    help="mloop: event-driven MLOps. Datasets and drift flow to fresh, validated, served models.", no_args_is_help=True
+)
+models_app = typer.Typer(help="Model specs and versions (registry).", no_args_is_help=True)
+events_app = typer.Typer(help="Inspect the Kafka event stream.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+app.add_typer(events_app, name="events")
+
+console = Console()
+err = Console(stderr=True)
+REPO = Path(__file__).resolve().parents[2]
+
+
+def url(service: str) -> str:
+    """Base URL of a service: MLOOP_<SERVICE>_URL, else the local default port."""
+    return os.environ.get(f"MLOOP_{service.upper()}_URL", f"http://127.0.0.1:{SERVICE_PORTS[service]}")
+
+
+def bootstrap() -> str:
+    return os.environ.get("MLOOP_KAFKA__BOOTSTRAP_SERVERS", "127.0.0.1:9092")
+
+
+def actor() -> str:
+    """Who the audit log records for this command."""
+    return os.environ.get("MLOOP_ACTOR") or getpass.getuser()
+
+
+def call(method: str, service: str, path: str, **kwargs: Any) -> Any:
+    """One HTTP call; errors become a one-line message and exit code 1."""
+    headers = {"X-Mloop-Actor": actor(), **kwargs.pop("headers", {})}
+    try:
+        response = httpx.request(
+            method, url(service) + path, timeout=kwargs.pop("timeout", 30), headers=headers, **kwargs
+        )
+    except httpx.TransportError as exc:
+        err.print(f"[red]error:[/] {service} is not reachable at {url(service)} ({exc}). Is the stack up (`mloop up`)?")
+        raise typer.Exit(1) from exc
+    body = response.json() if response.headers.get("content-type", "").startswith("application/json") else {}
+    if response.status_code >= 400:
+        error = body.get("error", {}) if isinstance(body, dict) else {}
+        field = f" (field: {error['field']})" if error.get("field") else ""
+        err.print(f"[red]error {response.status_code}:[/] {error.get('message', response.text)}{field}")
+        raise typer.Exit(1)
+    return body
+
+
+def _script(name: str, *args: str) -> int:
+    return subprocess.call([str(REPO / "deploy" / "local" / name), *args])
+
+
+@app.command()
+def up() -> None:
+    """Start PostgreSQL, Kafka and the six services in the background."""
+    for script in ("postgres.sh", "kafka.sh", "services.sh"):
+        if _script(script, "start") != 0:
+            raise typer.Exit(1)
+
+
+@app.command()
+def down() -> None:
+    """Stop everything `mloop up` started."""
+    for script in ("services.sh", "kafka.sh", "postgres.sh"):
+        _script(script, "stop")
+
+
+@app.command()
+def status() -> None:
+    """Health of each component: Kafka, PostgreSQL and every service's /readyz."""
+    table = Table("component", "state", "details")
+    healthy = True
+    for name, script in (("kafka", "kafka.sh"), ("postgres", "postgres.sh")):
+        running = (
+            subprocess.call(
+                [str(REPO / "deploy" / "local" / script), "status"],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            == 0
+        )
+        healthy &= running
+        table.add_row(name, "[green]running[/]" if running else "[red]stopped[/]", "")
+    for service in SERVICE_PORTS:
+        try:
+            response = httpx.get(url(service) + "/readyz", timeout=5)
+            body = response.json()
+            ready = response.status_code == 200
+            details = ", ".join(f"{k}: {v}" for k, v in body.get("checks", {}).items())
+        except (httpx.TransportError, ValueError) as exc:
+            ready, details = False, f"unreachable ({type(exc).__name__})"
+        healthy &= ready
+        table.add_row(service, "[green]ready[/]" if ready else "[red]not ready[/]", details)
+    console.print(table)
+    raise typer.Exit(0 if healthy else 1)
+
+
+@models_app.command("create")
+def models_create(spec: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="YAML or JSON spec")]) -> None:
+    """Create a model (or a new spec version of it) from a spec file."""
+    content_type = "application/json" if spec.suffix == ".json" else "application/yaml"
+    body = call("POST", "registry", "/v1/models", content=spec.read_bytes(), headers={"content-type": content_type})
+    console.print(f"model [bold]{body['name']}[/] spec version {body['spec_version']} ({body['digest'][:12]})")
+
+
+@models_app.command("list")
+def models_list() -> None:
+    """Every model with its dataset and aliases."""
+    table = Table("model", "dataset", "spec", "aliases")
+    for model in call("GET", "registry", "/v1/models")["models"]:
+        aliases = ", ".join(f"{a}=v{v}" for a, v in model["aliases"].items())
+        table.add_row(model["name"], model["dataset"], str(model["spec_version"]), aliases)
+    console.print(table)
+
+
+@models_app.command("versions")
+def models_versions(name: str) -> None:
+    """Versions of a model with status, metrics and aliases."""
+    table = Table("version", "status", "aliases", "metrics", "created")
+    for version in call("GET", "registry", f"/v1/models/{name}/versions")["versions"]:
+        metrics = ", ".join(f"{k}={v:.4f}" for k, v in sorted(version["metrics"].items()))
+        table.add_row(
+            str(version["version"]),
+            version["status"],
+            ", ".join(version["aliases"]),
+            metrics,
+            version["created_at"][:19],
+        )
+    console.print(table)
+
+
+def _set_production(name: str, version: int) -> None:
+    body = call("PUT", "registry", f"/v1/models/{name}/aliases/production", json={"version": version})
+    console.print(f"{name}: production -> v{body['version']}")
+
+
+@app.command()
+def promote(name: str, version: int) -> None:
+    """Point the production alias of NAME at VERSION."""
+    _set_production(name, version)
+
+
+@app.command()
+def rollback(name: str, version: int) -> None:
+    """Roll NAME's production alias back to an older VERSION."""
+    _set_production(name, version)
+
+
+@app.command()
+def approve(name: str, version: int, comment: Annotated[str, typer.Option()] = "") -> None:
+    """Approve a version waiting for a human; it becomes production."""
+    body = call("POST", "registry", f"/v1/models/{name}/versions/{version}/approve", json={"comment": comment})
+    console.print(f"{name} v{version}: {body['status']}")
+
+
+@app.command()
+def publish(
+    name: str,
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="CSV or Parquet file")],
+    target: Annotated[str, typer.Option(help="label column")],
+    time_column: Annotated[str | None, typer.Option(help="event-time column")] = None,
+    description: Annotated[str | None, typer.Option()] = None,
+) -> None:
+    """Publish a new version of dataset NAME."""
+    data = {
+        "target": target,
+        **({"time_column": time_column} if time_column else {}),
+        **({"description": description} if description else {}),
+    }
+    with console.status(f"uploading {file.name} ({file.stat().st_size:,} bytes)"), file.open("rb") as handle:
+        try:
+            response = httpx.post(
+                f"{url('ingest')}/v1/datasets/{name}/versions",
+                data=data,
+                files={"file": (file.name, handle)},
+                timeout=300,
+            )
+        except httpx.TransportError as exc:
+            err.print(f"[red]error:[/] ingest is not reachable at {url('ingest')} ({exc})")
+            raise typer.Exit(1) from exc
+    body = response.json()
+    if response.status_code == 422 and "report" in body:
+        err.print(f"[red]rejected:[/] {body['error']['message']}")
+        for check in body["report"]["checks"]:
+            err.print(f"  {check['status']:>4}  {check['name']}: {check['message']}")
+        raise typer.Exit(1)
+    if response.status_code >= 400:
+        err.print(f"[red]error {response.status_code}:[/] {body.get('error', {}).get('message', response.text)}")
+        raise typer.Exit(1)
+    state = "published" if response.status_code == 201 else "already published (same bytes)"
+    console.print(f"{name} v{body['version']} {state}: {body['rows']} rows, sha256 {body['sha256'][:12]}")
+
+
+@app.command()
+def predict(name: str, json_rows: Annotated[str, typer.Option("--json", help="a JSON object or list of them")]) -> None:
+    """Ask serving for predictions from NAME's production version."""
+    try:
+        rows = json.loads(json_rows)
+    except ValueError as exc:
+        err.print(f"[red]error:[/] --json is not valid JSON: {exc}")
+        raise typer.Exit(2) from exc
+    instances = rows if isinstance(rows, list) else [rows]
+    console.print_json(data=call("POST", "serving", f"/v1/models/{name}:predict", json={"instances": instances}))
+
+
+@events_app.command("tail")
+def events_tail(
+    topics: Annotated[list[str] | None, typer.Argument(help="topics (default: all, with DLQs)")] = None,
+    from_beginning: Annotated[bool, typer.Option("--from-beginning")] = False,
+    limit: Annotated[int, typer.Option(help="stop after this many events (0: never)")] = 0,
+) -> None:
+    """Print CloudEvents as they arrive: type, source, subject, ids and payload."""
+    chosen = topics or [*ALL_TOPICS, *(dlq_topic(t) for t in ALL_TOPICS)]
+
+    async def run() -> None:
+        seen = 0
+        async with tail(BusConfig(bootstrap()), chosen, from_beginning=from_beginning) as records:
+            async for record, event in records:
+                headers = {k: v.decode(errors="replace") for k, v in record.headers or ()}
+                if event is None:
+                    console.print(
+                        f"[red]{record.topic}[/] p{record.partition}@{record.offset} (not a CloudEvent)", headers
+                    )
+                else:
+                    console.rule(f"[bold]{event.type}[/] from {event.source} about {event.subject}")
+                    console.print(
+                        f"id {event.id}  time {event.time.isoformat()}  correlation {event.correlationid}"
+                        f"  causation {event.causationid}"
+                    )
+                    if record.topic.endswith(".dlq"):
+                        console.print(f"[red]dead-lettered:[/] {headers.get('x-mloop-error')}")
+                    console.print_json(data=_shorten(event.data))
+                seen += 1
+                if limit and seen >= limit:
+                    return
+
+    try:
+        asyncio.run(run())
+    except KeyboardInterrupt:
+        pass
+
+
+def _shorten(data: dict[str, Any]) -> dict[str, Any]:
+    """Long record lists are summarised so a batch fits on a screen."""
+    if isinstance(data.get("records"), list) and len(data["records"]) > 3:
+        return {**data, "records": [*data["records"][:3], f"... {len(data['records']) - 3} more"]}
+    return data
+
+
+@app.command()
+def demo(
+    traffic_rows: Annotated[int, typer.Option(help="most production rows to replay")] = 5000,
+    timeout: Annotated[float, typer.Option(help="seconds to wait for each stage")] = 300,
+) -> None:
+    """Run the whole loop on the rainfall benchmark: v1 served, drift, retraining, v2 served."""
+    from mloop_cli.demo import DemoConfig, print_result, run_demo
+
+    config = DemoConfig(
+        ingest_url=url("ingest"),
+        registry_url=url("registry"),
+        serving_url=url("serving"),
+        bootstrap_servers=bootstrap(),
+        traffic_rows=traffic_rows,
+        stage_timeout=timeout,
+    )
+    result = asyncio.run(run_demo(config, console))
+    print_result(result, console)
+    sys.exit(0 if result.completed else 1)
+
+
+if __name__ == "__main__":
+    app()
