@@ -13,8 +13,9 @@ import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
-from mloop_common.errors import IntegrityError, InvalidInput, NotFound
+from mloop_common.errors import DigestMismatch, InvalidInput, NotFound
 
 SCHEME = "artifact:"
 _KIND = re.compile(r"^[a-z][a-z0-9_-]{0,40}$")
@@ -31,6 +32,14 @@ class ArtifactRef:
 
 def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+class Artifacts(Protocol):
+    """The artifact store as handlers use it (a port: the local folder below, S3 later, a temp folder in tests)."""
+
+    def put(self, data: bytes, *, kind: str, suffix: str = "") -> ArtifactRef: ...
+
+    def get(self, uri: str, sha256: str) -> bytes: ...
 
 
 class ArtifactStore:
@@ -79,5 +88,5 @@ class ArtifactStore:
             raise NotFound(f"artifact {uri} does not exist") from exc
         actual = sha256_hex(data)
         if actual != sha256:
-            raise IntegrityError(f"artifact {uri} has sha256 {actual}, expected {sha256}")
+            raise DigestMismatch(f"artifact {uri} has sha256 {actual}, expected {sha256}")
         return data

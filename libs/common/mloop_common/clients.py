@@ -2,73 +2,137 @@
 
 from __future__ import annotations
 
-import asyncio
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import httpx
 from opentelemetry.propagate import inject
+from pydantic import BaseModel, ValidationError
 
-from mloop_common.errors import MloopError, NotFound, TransientError
+from mloop_common.contracts import (
+    AliasView,
+    ModelDetail,
+    ModelList,
+    ModelSummary,
+    RegisterVersion,
+    VersionView,
+)
+from mloop_common.errors import (
+    Conflict,
+    InvalidInput,
+    MloopError,
+    NotFound,
+    PayloadTooLarge,
+    ServiceUnavailable,
+)
+from mloop_common.retry import Backoff, retry_call
+
+M = TypeVar("M", bound=BaseModel)
+
+# An answered request with one of these statuses is the caller's fault: retrying cannot help.
+_REFUSALS: dict[int, type[MloopError]] = {404: NotFound, 409: Conflict, 413: PayloadTooLarge, 422: InvalidInput}
 
 
-class ServiceUnavailable(TransientError):
-    """Another service did not answer; the caller's message is retried later."""
+class Registry(Protocol):
+    """The registry as other services use it (a port: the HTTP client below, or a fake in tests)."""
+
+    async def models_for_dataset(self, dataset: str) -> list[ModelSummary]: ...
+
+    async def list_models(self) -> list[ModelSummary]: ...
+
+    async def model(self, name: str, spec_version: int | None = None) -> ModelDetail: ...
+
+    async def alias(self, name: str, alias: str) -> AliasView | None: ...
+
+    async def register(self, name: str, request: RegisterVersion) -> VersionView: ...
+
+
+class _Retryable(Exception):
+    """A 5xx answer or a transport failure: worth another attempt."""
 
 
 class RegistryClient:
-    """The registry API as trainer, validator and serving use it."""
+    """The registry API over HTTP, with retries (backoff and jitter) for outages and typed errors for refusals."""
 
     def __init__(
-        self, base_url: str, *, actor: str, timeout: float = 10.0, transport: httpx.AsyncBaseTransport | None = None
+        self,
+        base_url: str,
+        *,
+        actor: str,
+        timeout: float = 10.0,
+        attempts: int = 3,
+        backoff: Backoff = Backoff(initial=0.5, maximum=4.0),
+        transport: httpx.AsyncBaseTransport | None = None,
     ):
         self._client = httpx.AsyncClient(
             base_url=base_url, timeout=timeout, transport=transport, headers={"X-Mloop-Actor": actor}
         )
+        self._attempts = attempts
+        self._backoff = backoff
 
     async def aclose(self) -> None:
         await self._client.aclose()
 
-    async def _request(self, method: str, path: str, **kwargs: Any) -> Any:
+    async def _request(self, method: str, path: str, answer: type[M], **kwargs: Any) -> M:
         headers: dict[str, str] = {}
         inject(headers)  # the registry's spans (and the events it emits) join the caller's trace
-        for attempt in range(3):
+
+        async def attempt() -> httpx.Response:
             try:
                 response = await self._client.request(method, path, headers=headers, **kwargs)
             except httpx.TransportError as exc:
-                if attempt == 2:
-                    raise ServiceUnavailable(f"registry unreachable: {exc!r}") from exc
-                await asyncio.sleep(0.5 * (attempt + 1))
-                continue
-            if response.status_code == 404:
-                raise NotFound(response.json().get("error", {}).get("message", f"{path} not found"))
+                raise _Retryable(f"registry unreachable: {exc!r}") from exc
             if response.status_code >= 500:
-                if attempt == 2:
-                    raise ServiceUnavailable(f"registry {method} {path}: HTTP {response.status_code}")
-                await asyncio.sleep(0.5 * (attempt + 1))
-                continue
-            if response.status_code >= 400:
-                error = response.json().get("error", {})
-                raise MloopError(f"registry refused {method} {path}: {error.get('message', response.text)}")
-            return response.json()
-        raise AssertionError("unreachable")
+                raise _Retryable(f"registry {method} {path}: HTTP {response.status_code}")
+            return response
 
-    async def models_for_dataset(self, dataset: str) -> list[dict[str, Any]]:
+        try:
+            response = await retry_call(
+                attempt,
+                what=f"registry {method} {path}",
+                backoff=self._backoff,
+                attempts=self._attempts,
+                retry_if=lambda exc: isinstance(exc, _Retryable),
+            )
+        except _Retryable as exc:
+            raise ServiceUnavailable(str(exc)) from exc
+        if response.status_code >= 400:
+            error = _error_of(response)
+            refusal = _REFUSALS.get(response.status_code, MloopError)
+            raise refusal(f"registry refused {method} {path}: {error.get('message')}", field=error.get("field"))
+        try:
+            return answer.model_validate_json(response.content)
+        except ValidationError as exc:
+            raise ServiceUnavailable(f"registry {method} {path} answered an unexpected body: {exc}") from exc
+
+    async def models_for_dataset(self, dataset: str) -> list[ModelSummary]:
         """Latest spec of every model trained from ``dataset``."""
-        return (await self._request("GET", "/v1/models", params={"dataset": dataset}))["models"]
+        return (await self._request("GET", "/v1/models", ModelList, params={"dataset": dataset})).models
 
-    async def list_models(self) -> list[dict[str, Any]]:
-        return (await self._request("GET", "/v1/models"))["models"]
+    async def list_models(self) -> list[ModelSummary]:
+        return (await self._request("GET", "/v1/models", ModelList)).models
 
-    async def model(self, name: str, spec_version: int | None = None) -> dict[str, Any]:
+    async def model(self, name: str, spec_version: int | None = None) -> ModelDetail:
         params = {"spec_version": spec_version} if spec_version else None
-        return await self._request("GET", f"/v1/models/{name}", params=params)
+        return await self._request("GET", f"/v1/models/{name}", ModelDetail, params=params)
 
-    async def alias(self, name: str, alias: str = "production") -> dict[str, Any] | None:
+    async def alias(self, name: str, alias: str) -> AliasView | None:
         """The version behind ``alias``, or None when the model has none yet."""
         try:
-            return await self._request("GET", f"/v1/models/{name}/aliases/{alias}")
+            return await self._request("GET", f"/v1/models/{name}/aliases/{alias}", AliasView)
         except NotFound:
             return None
 
-    async def register(self, name: str, body: dict[str, Any]) -> dict[str, Any]:
-        return await self._request("POST", f"/v1/models/{name}/versions", json=body)
+    async def register(self, name: str, request: RegisterVersion) -> VersionView:
+        body = request.model_dump(mode="json")
+        return await self._request("POST", f"/v1/models/{name}/versions", VersionView, json=body)
+
+
+def _error_of(response: httpx.Response) -> dict[str, Any]:
+    """The ``error`` object of an mloop error body, or the raw text when the body is something else."""
+    try:
+        error = response.json().get("error")
+    except (ValueError, AttributeError):
+        error = None
+    if isinstance(error, dict):
+        return error
+    return {"message": response.text[:500] or f"HTTP {response.status_code}"}

@@ -1,14 +1,18 @@
-"""One error tree for mloop.
+"""One error tree for mloop; each boundary translates it once (HTTP status, retry or DLQ).
 
     MloopError
-    ├── NotFound          404 over HTTP
-    ├── Conflict          409
-    ├── InvalidInput      422 (names the offending field when it can)
-    ├── PayloadTooLarge   413
-    ├── IntegrityError    artifact bytes do not match the digest the caller vouched for
-    ├── PermanentError    a message that can never succeed: straight to the DLQ, no retries
-    └── TransientError    a dependency is unavailable: retried until it is back, never dead-lettered
+    ├── NotFound            404 over HTTP
+    ├── Conflict            409 (a uniqueness or state rule refused the change)
+    ├── InvalidInput        422 (names the offending field when it can)
+    │   ├── SpecError           a model spec that cannot be read (mloop_common.spec)
+    │   └── ModelIOError        a model file that cannot be written or read safely (mloop_common.modelio)
+    ├── PayloadTooLarge     413 (also: an event too large for the broker)
+    ├── DigestMismatch      artifact bytes do not match the digest the caller vouched for
+    ├── PermanentError      a message that can never succeed: straight to the DLQ, no retries
+    └── TransientError      a dependency is unavailable: retried until it is back, never dead-lettered
+        └── ServiceUnavailable  another mloop service did not answer
 
+Services add their own leaves (e.g. the trainer's TrainingError) under the same root.
 Anything else raised inside a consumer handler is retried a few times, then dead-lettered.
 """
 
@@ -47,9 +51,10 @@ class PayloadTooLarge(MloopError):
     code = "payload_too_large"
 
 
-class IntegrityError(MloopError):
-    status_code = 500
-    code = "integrity"
+class DigestMismatch(MloopError):
+    """Stored bytes that do not hash to the digest their reference names: corruption or tampering."""
+
+    code = "digest_mismatch"
 
 
 class PermanentError(MloopError):
@@ -63,3 +68,7 @@ class TransientError(MloopError):
 
     status_code = 503
     code = "unavailable"
+
+
+class ServiceUnavailable(TransientError):
+    """Another mloop service did not answer; the caller's message is retried later."""

@@ -7,16 +7,17 @@ and the official CloudEvents SDKs can read every message.
 
 from __future__ import annotations
 
+import builtins
 import json
 import uuid
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Any, Final, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from mloop_common.errors import PermanentError
+from mloop_common.errors import PayloadTooLarge, PermanentError
 
 
 class Topic(StrEnum):
@@ -31,6 +32,10 @@ class Topic(StrEnum):
 
 
 ALL_TOPICS: tuple[str, ...] = tuple(t.value for t in Topic)
+
+# Registry aliases a version can hold (model.promoted names the one that moved).
+PRODUCTION: Final = "production"
+CHALLENGER: Final = "challenger"
 SPEC_VERSION = "1.0"
 CONTENT_TYPE = "application/json"
 
@@ -126,7 +131,7 @@ class ModelRegistered(Payload):
 class ModelPromoted(Payload):
     model: str
     version: int
-    alias: str = "production"
+    alias: str = PRODUCTION
     previous_version: int | None = None
     reason: str
     task: Literal["classification", "regression"]
@@ -192,6 +197,7 @@ PAYLOADS: dict[str, type[Payload]] = {
     Topic.DRIFT_DETECTED: DriftDetected,
 }
 TOPIC_OF: dict[type[Payload], str] = {model: topic for topic, model in PAYLOADS.items()}
+P = TypeVar("P", bound=Payload)
 
 
 def dataschema(topic: str) -> str:
@@ -229,12 +235,18 @@ class Envelope:
         return self.subject
 
     def payload(self) -> Payload:
-        """The validated payload model; a bad payload is a permanent failure."""
+        """The validated payload model of whatever type this event has (for tools that read any topic)."""
         model = PAYLOADS.get(self.type)
         if model is None:
             raise InvalidEvent(f"unknown event type {self.type!r}")
+        return self.decode(model)
+
+    def decode(self, payload_type: builtins.type[P]) -> P:
+        """The payload as ``payload_type``; a wrong type or an invalid payload is a permanent failure."""
+        if TOPIC_OF.get(payload_type, self.type) != self.type:
+            raise InvalidEvent(f"a {self.type!r} event does not carry a {payload_type.__name__} payload")
         try:
-            return model.model_validate(self.data)
+            return payload_type.model_validate(self.data)
         except ValidationError as exc:
             raise InvalidEvent(f"invalid {self.type} payload: {exc}") from exc
 
@@ -291,6 +303,26 @@ def to_record(event: Envelope) -> tuple[bytes, bytes, list[Header]]:
     headers = [(k, v.encode()) for k, v in attrs.items() if v]
     value = json.dumps(event.data, separators=(",", ":"), default=str).encode()
     return event.key.encode(), value, headers
+
+
+# Largest encoded record mloop produces: under the broker's default limit for one message (1 MiB),
+# leaving room for the record framing and for the headers a dead-letter copy adds.
+MAX_MESSAGE_BYTES = 900_000
+
+
+def record_size(key: bytes, value: bytes, headers: list[Header]) -> int:
+    """Bytes of a record's key, value and headers: what the broker's message size limit counts, minus framing."""
+    return len(key) + len(value) + sum(len(name.encode()) + len(raw) for name, raw in headers)
+
+
+def ensure_fits(topic: str, key: bytes, value: bytes, headers: list[Header], limit: int = MAX_MESSAGE_BYTES) -> None:
+    """Refuse a record of more than ``limit`` bytes where it is created, before anything is stored or sent."""
+    size = record_size(key, value, headers)
+    if size > limit:
+        raise PayloadTooLarge(
+            f"an event for topic {topic!r} is {size} bytes encoded, over the {limit}-byte limit for one Kafka "
+            "message; store the bulk as an artifact and send its pointer instead"
+        )
 
 
 def from_record(value: bytes | None, headers: list[Header] | tuple[Header, ...]) -> Envelope:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable
-from contextlib import AbstractAsyncContextManager
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any, TypeVar
 
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
@@ -16,6 +16,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mloop_common.errors import MloopError
+from mloop_common.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +24,37 @@ ReadinessCheck = Callable[[], Awaitable[Any]]
 
 REQUESTS = Counter("mloop_http_requests_total", "HTTP requests", ["service", "method", "route", "status"])
 LATENCY = Histogram("mloop_http_request_seconds", "HTTP request latency", ["service", "method", "route"])
+
+
+S = TypeVar("S", bound=ServiceSettings)
+
+
+def service_app(
+    settings: S,
+    *,
+    bootstrap: Callable[[S, FastAPI], AbstractAsyncContextManager[Any]],
+    router: APIRouter,
+    description: str,
+    max_body_bytes: int = 10 * 1024 * 1024,
+) -> FastAPI:
+    """A service's app: ``bootstrap`` builds its components in the lifespan (``app.state.service``)."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with bootstrap(settings, app) as service:
+            app.state.service = service
+            yield
+
+    app = create_app(
+        service=settings.service, lifespan=lifespan, description=description, max_body_bytes=max_body_bytes
+    )
+    app.include_router(router)
+    return app
+
+
+def components(request: Request) -> Any:
+    """The running service's components (what its bootstrap yielded), for route dependencies."""
+    return request.app.state.service
 
 
 def error_body(code: str, message: str, field: str | None = None) -> dict[str, Any]:
@@ -41,7 +73,8 @@ def create_app(
 ) -> FastAPI:
     """A FastAPI app with mloop's common endpoints; routes and ``app.state.checks`` come from the service."""
     app = FastAPI(title=f"mloop {service}", description=description, lifespan=lifespan, version="0.1.0")
-    app.state.checks: dict[str, ReadinessCheck] = {}
+    checks: dict[str, ReadinessCheck] = {}
+    app.state.checks = checks
 
     @app.middleware("http")
     async def limit_and_measure(request: Request, call_next):  # type: ignore[no-untyped-def]

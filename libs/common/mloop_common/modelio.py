@@ -8,6 +8,7 @@ steps mloop builds, the allowlisted estimators, and the internals they carry.
 
 from __future__ import annotations
 
+import importlib
 import io
 import json
 import zipfile
@@ -17,6 +18,9 @@ import numpy as np
 import pandas as pd
 import skops.io as sio
 from skops.io.exceptions import UntrustedTypesFoundException
+
+from mloop_common.errors import InvalidInput
+from mloop_common.spec import ESTIMATOR_ALLOWLIST
 
 TRUSTED_TYPES: tuple[str, ...] = (
     # containers and scalars the skops format itself uses
@@ -109,7 +113,7 @@ TRUSTED_TYPES: tuple[str, ...] = (
 _TRUSTED = frozenset(TRUSTED_TYPES)
 
 
-class ModelIOError(ValueError):
+class ModelIOError(InvalidInput):
     """A model that cannot be written or read as a skops file."""
 
 
@@ -119,6 +123,15 @@ class UntrustedModelError(ModelIOError):
     def __init__(self, types: list[str]) -> None:
         self.types = types
         super().__init__(f"model file contains untrusted types: {', '.join(types)}")
+
+
+def estimator_class(name: str) -> type:
+    """Import and return the scikit-learn class of an allowlisted estimator name."""
+    if name not in ESTIMATOR_ALLOWLIST:
+        raise InvalidInput(f"estimator {name!r} is not in the allowlist", field="class")
+    module_name, _, class_name = ESTIMATOR_ALLOWLIST[name].path.rpartition(".")
+    cls: type = getattr(importlib.import_module(module_name), class_name)
+    return cls
 
 
 def as_category_strings(values: Any) -> np.ndarray:

@@ -1,14 +1,7 @@
 """The reference profile: a compact, JSON-ready summary of training data that drift is measured against.
 
-The trainer writes one per model version; the drift service reads it. Shape (schema_version 1):
-
-    {"schema_version": 1, "rows": N,
-     "features": {name: entry, ...},
-     "prediction": entry or None}
-
-    numeric entry:     {"kind": "numeric", "missing_rate", "min", "max", "mean", "std",
-                        "bin_edges", "bin_fractions", "sample"}
-    categorical entry: {"kind": "categorical", "missing_rate", "frequencies": {category: fraction}}
+The trainer writes one per model version (``ReferenceProfile``, schema_version 1); drift
+measures production windows against it and serving reads feature kinds and warm-up values from it.
 
 Missing means NaN/None (and, for numbers, +-inf). Fractions in bin_fractions and
 frequencies are over non-missing values; missing_rate is over all rows. Categories are
@@ -17,17 +10,70 @@ keyed by str(value); categories beyond the 50 most frequent are merged into "__o
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import json
+from typing import Annotated, Any, Final, Literal
 
 import numpy as np
 import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION: Final = 1
 OTHER_CATEGORY = "__other__"
 MAX_CATEGORIES = 50
 N_BINS = 10
 
 FeatureKind = Literal["numeric", "categorical"]
+
+
+class _Entry(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class NumericProfile(_Entry):
+    """A numeric column: range, moments, decile histogram and a sample (all over non-missing values)."""
+
+    kind: Literal["numeric"] = "numeric"
+    missing_rate: float
+    min: float | None
+    max: float | None
+    mean: float | None
+    std: float | None
+    bin_edges: list[float]
+    bin_fractions: list[float]
+    sample: list[float]
+
+
+class CategoricalProfile(_Entry):
+    """A categorical column: the share of each of its most frequent categories."""
+
+    kind: Literal["categorical"] = "categorical"
+    missing_rate: float
+    frequencies: dict[str, float]
+
+
+FeatureProfile = Annotated[NumericProfile | CategoricalProfile, Field(discriminator="kind")]
+
+
+class ReferenceProfile(_Entry):
+    """What a model version was trained on, in the shape drift is measured against and serving warms with."""
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    rows: int
+    features: dict[str, FeatureProfile]
+    prediction: FeatureProfile | None = None
+
+    def kind_of(self, feature: str) -> FeatureKind:
+        """The kind of a feature; one the profile does not describe counts as numeric."""
+        entry = self.features.get(feature)
+        return entry.kind if entry is not None else "numeric"
+
+    def to_json(self) -> bytes:
+        """Canonical JSON bytes (sorted keys), so equal profiles store as one content-addressed artifact."""
+        return json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes | str) -> ReferenceProfile:
+        return cls.model_validate_json(data)
 
 
 def feature_kind(series: pd.Series) -> FeatureKind:
@@ -69,39 +115,35 @@ def profile_entry(
     kind: FeatureKind | None = None,
     sample_size: int = 1000,
     seed: int = 0,
-) -> dict[str, Any]:
+) -> NumericProfile | CategoricalProfile:
     """Profile one column as a numeric or categorical entry (kind inferred unless given)."""
     kind = kind or feature_kind(series)
     rows = len(series)
     if kind == "categorical":
         missing = int(series.isna().sum())
-        return {
-            "kind": "categorical",
-            "missing_rate": missing / rows if rows else 0.0,
-            "frequencies": category_frequencies(series),
-        }
+        return CategoricalProfile(
+            missing_rate=missing / rows if rows else 0.0, frequencies=category_frequencies(series)
+        )
     values = pd.to_numeric(series, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
     finite = values[np.isfinite(values)]
-    entry: dict[str, Any] = {
-        "kind": "numeric",
-        "missing_rate": (rows - finite.size) / rows if rows else 0.0,
-    }
     if finite.size == 0:
         # Nothing to describe; edges still form one bin so readers need no special case.
         edges = [0.0, 1.0]
-        entry.update(min=None, max=None, mean=None, std=None)
+        low = high = mean = std = None
     else:
         edges = _decile_edges(finite)
-        entry.update(
-            min=float(finite.min()),
-            max=float(finite.max()),
-            mean=float(finite.mean()),
-            std=float(finite.std()),
-        )
-    entry["bin_edges"] = edges
-    entry["bin_fractions"] = histogram_fractions(finite, edges)
-    entry["sample"] = _sample(finite, sample_size, seed)
-    return entry
+        low, high = float(finite.min()), float(finite.max())
+        mean, std = float(finite.mean()), float(finite.std())
+    return NumericProfile(
+        missing_rate=(rows - finite.size) / rows if rows else 0.0,
+        min=low,
+        max=high,
+        mean=mean,
+        std=std,
+        bin_edges=edges,
+        bin_fractions=histogram_fractions(finite, edges),
+        sample=_sample(finite, sample_size, seed),
+    )
 
 
 def _decile_edges(finite: np.ndarray) -> list[float]:
@@ -129,8 +171,8 @@ def build_reference_profile(
     sample_size: int = 1000,
     seed: int = 0,
     task: str | None = None,
-) -> dict[str, Any]:
-    """The reference profile of the training features (and predictions) in the schema_version 1 shape."""
+) -> ReferenceProfile:
+    """The reference profile of the training features (and predictions)."""
     missing = [f for f in features if f not in frame.columns]
     if missing:
         raise ValueError(f"columns not in the data: {', '.join(missing)}")
@@ -142,9 +184,8 @@ def build_reference_profile(
         # A classifier's outputs are labels even when they look like numbers (0/1).
         kind: FeatureKind | None = "categorical" if task == "classification" else None
         prediction = profile_entry(prediction_series, kind=kind, sample_size=sample_size, seed=seed)
-    return {
-        "schema_version": SCHEMA_VERSION,
-        "rows": len(frame),
-        "features": {name: profile_entry(frame[name], sample_size=sample_size, seed=seed) for name in features},
-        "prediction": prediction,
-    }
+    return ReferenceProfile(
+        rows=len(frame),
+        features={name: profile_entry(frame[name], sample_size=sample_size, seed=seed) for name in features},
+        prediction=prediction,
+    )

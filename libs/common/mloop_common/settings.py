@@ -1,15 +1,17 @@
-"""Typed settings shared by every service (env prefix ``MLOOP_``, nested groups with ``__``).
+"""Typed settings: what every service shares (env prefix ``MLOOP_``) and each service's own group.
 
-Each service adds its own group with its own prefix (``MLOOP_INGEST_`` ...) in its config.py.
-Settings are read once in the composition root and passed down; handlers never read the environment.
+A service's settings class (its config.py) subclasses ``ServiceSettings`` with its own prefix
+(``MLOOP_INGEST_`` ...) and carries the shared settings in ``.common``. Settings are read once,
+passed to ``create_app(settings)`` and from there to the composition root; handlers never read
+the environment.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal, Self, TypeVar
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 SERVICE_PORTS = {"ingest": 8001, "trainer": 8002, "validator": 8003, "registry": 8004, "serving": 8005, "drift": 8006}
@@ -18,6 +20,8 @@ SERVICE_PORTS = {"ingest": 8001, "trainer": 8002, "validator": 8003, "registry":
 class KafkaSettings(BaseModel):
     bootstrap_servers: str = "127.0.0.1:9092"
     partitions: int = Field(3, ge=1)
+    # Largest event (encoded key + value + headers) a service creates: bigger ones are refused at creation.
+    max_message_bytes: int = Field(900_000, ge=1024)
 
 
 class CommonSettings(BaseSettings):
@@ -42,31 +46,50 @@ class CommonSettings(BaseSettings):
 
 
 class ServiceSettings(BaseSettings):
-    """Per-service base: HTTP bind address and an optional full database URL override."""
+    """Per-service base: HTTP bind address, database, and the shared settings in ``common``.
+
+    Subclasses set ``service`` and their env prefix; unset ports, schemas and database URLs get
+    the local defaults, and the local default passwords are refused in production.
+    """
 
     model_config = SettingsConfigDict(env_nested_delimiter="__", extra="ignore")
+
+    service: ClassVar[str]
+    uses_database: ClassVar[bool] = True
 
     host: str = "127.0.0.1"
     port: int = 0
     database_url: str | None = None
     database_schema: str | None = None
+    common: CommonSettings = Field(default_factory=CommonSettings)
+
+    @model_validator(mode="after")
+    def _local_defaults(self) -> Self:
+        service = self.service
+        self.port = self.port or SERVICE_PORTS[service]
+        self.database_schema = self.database_schema or service
+        self.database_url = self.database_url or self.common.database_url(service)
+        if (
+            self.uses_database
+            and self.common.environment == "production"
+            and f"{service}:{service}@" in self.database_url
+        ):
+            raise ValueError(
+                f"MLOOP_{service.upper()}_DATABASE_URL must be set in production "
+                "(the local default uses well-known passwords)"
+            )
+        return self
 
 
-def build_settings(
-    service: str, settings_class: type[ServiceSettings], *, uses_database: bool = True
-) -> tuple[CommonSettings, ServiceSettings]:
-    """Read the shared and the service's settings once, refusing unsafe defaults in production."""
-    common = CommonSettings()
-    own = settings_class(_env_prefix=f"MLOOP_{service.upper()}_")  # type: ignore[call-arg]
-    if not own.port:
-        own.port = SERVICE_PORTS[service]
-    if not own.database_schema:
-        own.database_schema = service
-    if own.database_url is None:
-        own.database_url = common.database_url(service)
-    if uses_database and common.environment == "production" and f"{service}:{service}@" in own.database_url:
-        raise ValueError(
-            f"MLOOP_{service.upper()}_DATABASE_URL must be set in production "
-            "(the local default uses well-known passwords)"
-        )
-    return common, own
+def service_config(service: str) -> SettingsConfigDict:
+    """The settings config of one service: env prefix ``MLOOP_<SERVICE>_``, nested groups with ``__``."""
+    return SettingsConfigDict(env_prefix=f"MLOOP_{service.upper()}_", env_nested_delimiter="__", extra="ignore")
+
+
+S = TypeVar("S", bound=ServiceSettings)
+
+
+def build_settings(service: str, settings_class: type[S]) -> tuple[CommonSettings, S]:
+    """Read a service's settings once: (shared, own)."""
+    own = settings_class()
+    return own.common, own

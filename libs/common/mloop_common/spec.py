@@ -9,37 +9,193 @@ naming the field rather than hours later inside a training run.
 from __future__ import annotations
 
 import hashlib
-import importlib
 import json
-from functools import cache
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+
+from mloop_common.errors import InvalidInput
 
 Task = Literal["classification", "regression"]
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
 
-ESTIMATOR_ALLOWLIST: dict[str, tuple[Task, str]] = {
-    "LogisticRegression": ("classification", "sklearn.linear_model.LogisticRegression"),
-    "RandomForestClassifier": ("classification", "sklearn.ensemble.RandomForestClassifier"),
-    "HistGradientBoostingClassifier": ("classification", "sklearn.ensemble.HistGradientBoostingClassifier"),
-    "GradientBoostingClassifier": ("classification", "sklearn.ensemble.GradientBoostingClassifier"),
-    "ExtraTreesClassifier": ("classification", "sklearn.ensemble.ExtraTreesClassifier"),
-    "DecisionTreeClassifier": ("classification", "sklearn.tree.DecisionTreeClassifier"),
-    "KNeighborsClassifier": ("classification", "sklearn.neighbors.KNeighborsClassifier"),
-    "GaussianNB": ("classification", "sklearn.naive_bayes.GaussianNB"),
-    "LinearRegression": ("regression", "sklearn.linear_model.LinearRegression"),
-    "Ridge": ("regression", "sklearn.linear_model.Ridge"),
-    "Lasso": ("regression", "sklearn.linear_model.Lasso"),
-    "ElasticNet": ("regression", "sklearn.linear_model.ElasticNet"),
-    "RandomForestRegressor": ("regression", "sklearn.ensemble.RandomForestRegressor"),
-    "HistGradientBoostingRegressor": ("regression", "sklearn.ensemble.HistGradientBoostingRegressor"),
-    "GradientBoostingRegressor": ("regression", "sklearn.ensemble.GradientBoostingRegressor"),
-    "ExtraTreesRegressor": ("regression", "sklearn.ensemble.ExtraTreesRegressor"),
-    "DecisionTreeRegressor": ("regression", "sklearn.tree.DecisionTreeRegressor"),
-    "KNeighborsRegressor": ("regression", "sklearn.neighbors.KNeighborsRegressor"),
+
+@dataclass(frozen=True)
+class Estimator:
+    """An allowlisted scikit-learn estimator: its task, import path and constructor parameters.
+
+    The parameter names are listed here (not read from scikit-learn) so that specs validate without
+    importing it; a test in mloop_common compares them with the installed scikit-learn.
+    """
+
+    task: Task
+    path: str
+    params: frozenset[str]
+
+
+ESTIMATOR_ALLOWLIST: dict[str, Estimator] = {
+    "LogisticRegression": Estimator(
+        "classification",
+        "sklearn.linear_model.LogisticRegression",
+        frozenset(
+            (
+                "C class_weight dual fit_intercept intercept_scaling l1_ratio max_iter n_jobs penalty "
+                "random_state solver tol verbose warm_start"
+            ).split()
+        ),
+    ),
+    "RandomForestClassifier": Estimator(
+        "classification",
+        "sklearn.ensemble.RandomForestClassifier",
+        frozenset(
+            (
+                "bootstrap ccp_alpha class_weight criterion max_depth max_features max_leaf_nodes max_samples "
+                "min_impurity_decrease min_samples_leaf min_samples_split min_weight_fraction_leaf monotonic_cst "
+                "n_estimators n_jobs oob_score random_state verbose warm_start"
+            ).split()
+        ),
+    ),
+    "HistGradientBoostingClassifier": Estimator(
+        "classification",
+        "sklearn.ensemble.HistGradientBoostingClassifier",
+        frozenset(
+            (
+                "categorical_features class_weight early_stopping interaction_cst l2_regularization learning_rate "
+                "loss max_bins max_depth max_features max_iter max_leaf_nodes min_samples_leaf monotonic_cst "
+                "n_iter_no_change random_state scoring tol validation_fraction verbose warm_start"
+            ).split()
+        ),
+    ),
+    "GradientBoostingClassifier": Estimator(
+        "classification",
+        "sklearn.ensemble.GradientBoostingClassifier",
+        frozenset(
+            (
+                "ccp_alpha criterion init learning_rate loss max_depth max_features max_leaf_nodes "
+                "min_impurity_decrease min_samples_leaf min_samples_split min_weight_fraction_leaf n_estimators "
+                "n_iter_no_change random_state subsample tol validation_fraction verbose warm_start"
+            ).split()
+        ),
+    ),
+    "ExtraTreesClassifier": Estimator(
+        "classification",
+        "sklearn.ensemble.ExtraTreesClassifier",
+        frozenset(
+            (
+                "bootstrap ccp_alpha class_weight criterion max_depth max_features max_leaf_nodes max_samples "
+                "min_impurity_decrease min_samples_leaf min_samples_split min_weight_fraction_leaf monotonic_cst "
+                "n_estimators n_jobs oob_score random_state verbose warm_start"
+            ).split()
+        ),
+    ),
+    "DecisionTreeClassifier": Estimator(
+        "classification",
+        "sklearn.tree.DecisionTreeClassifier",
+        frozenset(
+            (
+                "ccp_alpha class_weight criterion max_depth max_features max_leaf_nodes min_impurity_decrease "
+                "min_samples_leaf min_samples_split min_weight_fraction_leaf monotonic_cst random_state splitter"
+            ).split()
+        ),
+    ),
+    "KNeighborsClassifier": Estimator(
+        "classification",
+        "sklearn.neighbors.KNeighborsClassifier",
+        frozenset(("algorithm leaf_size metric metric_params n_jobs n_neighbors p weights").split()),
+    ),
+    "GaussianNB": Estimator(
+        "classification",
+        "sklearn.naive_bayes.GaussianNB",
+        frozenset(("priors var_smoothing").split()),
+    ),
+    "LinearRegression": Estimator(
+        "regression",
+        "sklearn.linear_model.LinearRegression",
+        frozenset(("copy_X fit_intercept n_jobs positive tol").split()),
+    ),
+    "Ridge": Estimator(
+        "regression",
+        "sklearn.linear_model.Ridge",
+        frozenset(("alpha copy_X fit_intercept max_iter positive random_state solver tol").split()),
+    ),
+    "Lasso": Estimator(
+        "regression",
+        "sklearn.linear_model.Lasso",
+        frozenset(
+            ("alpha copy_X fit_intercept max_iter positive precompute random_state selection tol warm_start").split()
+        ),
+    ),
+    "ElasticNet": Estimator(
+        "regression",
+        "sklearn.linear_model.ElasticNet",
+        frozenset(
+            (
+                "alpha copy_X fit_intercept l1_ratio max_iter positive precompute random_state selection tol warm_start"
+            ).split()
+        ),
+    ),
+    "RandomForestRegressor": Estimator(
+        "regression",
+        "sklearn.ensemble.RandomForestRegressor",
+        frozenset(
+            (
+                "bootstrap ccp_alpha criterion max_depth max_features max_leaf_nodes max_samples "
+                "min_impurity_decrease min_samples_leaf min_samples_split min_weight_fraction_leaf monotonic_cst "
+                "n_estimators n_jobs oob_score random_state verbose warm_start"
+            ).split()
+        ),
+    ),
+    "HistGradientBoostingRegressor": Estimator(
+        "regression",
+        "sklearn.ensemble.HistGradientBoostingRegressor",
+        frozenset(
+            (
+                "categorical_features early_stopping interaction_cst l2_regularization learning_rate loss "
+                "max_bins max_depth max_features max_iter max_leaf_nodes min_samples_leaf monotonic_cst "
+                "n_iter_no_change quantile random_state scoring tol validation_fraction verbose warm_start"
+            ).split()
+        ),
+    ),
+    "GradientBoostingRegressor": Estimator(
+        "regression",
+        "sklearn.ensemble.GradientBoostingRegressor",
+        frozenset(
+            (
+                "alpha ccp_alpha criterion init learning_rate loss max_depth max_features max_leaf_nodes "
+                "min_impurity_decrease min_samples_leaf min_samples_split min_weight_fraction_leaf n_estimators "
+                "n_iter_no_change random_state subsample tol validation_fraction verbose warm_start"
+            ).split()
+        ),
+    ),
+    "ExtraTreesRegressor": Estimator(
+        "regression",
+        "sklearn.ensemble.ExtraTreesRegressor",
+        frozenset(
+            (
+                "bootstrap ccp_alpha criterion max_depth max_features max_leaf_nodes max_samples "
+                "min_impurity_decrease min_samples_leaf min_samples_split min_weight_fraction_leaf monotonic_cst "
+                "n_estimators n_jobs oob_score random_state verbose warm_start"
+            ).split()
+        ),
+    ),
+    "DecisionTreeRegressor": Estimator(
+        "regression",
+        "sklearn.tree.DecisionTreeRegressor",
+        frozenset(
+            (
+                "ccp_alpha criterion max_depth max_features max_leaf_nodes min_impurity_decrease min_samples_leaf "
+                "min_samples_split min_weight_fraction_leaf monotonic_cst random_state splitter"
+            ).split()
+        ),
+    ),
+    "KNeighborsRegressor": Estimator(
+        "regression",
+        "sklearn.neighbors.KNeighborsRegressor",
+        frozenset(("algorithm leaf_size metric metric_params n_jobs n_neighbors p weights").split()),
+    ),
 }
 
 METRICS: dict[Task, tuple[str, ...]] = {
@@ -53,22 +209,11 @@ _JSON_TYPES = frozenset({"application/json", "text/json"})
 _YAML_TYPES = frozenset({"application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml"})
 
 
-class SpecError(ValueError):
+class SpecError(InvalidInput):
     """A spec body that cannot be read as JSON or YAML at all."""
 
-
-def estimator_class(name: str) -> type:
-    """Import and return the scikit-learn class for an allowlisted estimator name."""
-    if name not in ESTIMATOR_ALLOWLIST:
-        raise ValueError(f"estimator {name!r} is not in the allowlist")
-    module_name, _, class_name = ESTIMATOR_ALLOWLIST[name][1].rpartition(".")
-    return getattr(importlib.import_module(module_name), class_name)
-
-
-@cache
-def estimator_params(name: str) -> frozenset[str]:
-    """Constructor parameter names accepted by an allowlisted estimator."""
-    return frozenset(estimator_class(name)().get_params(deep=False))
+    def __init__(self, message: str) -> None:
+        super().__init__(message, field="body")
 
 
 def metric_higher_is_better(metric: str) -> bool:
@@ -108,7 +253,7 @@ class EstimatorSpec(BaseModel):
         name = info.data.get("class_")
         if name is None:
             return value
-        valid = estimator_params(name)
+        valid = ESTIMATOR_ALLOWLIST[name].params
         unknown = sorted(set(value) - valid)
         if unknown:
             raise ValueError(f"{name} has no parameter(s) {', '.join(unknown)}; valid: {', '.join(sorted(valid))}")
@@ -186,7 +331,7 @@ class ModelSpec(BaseModel):
         if task is None:
             return value
         for index, estimator in enumerate(value):
-            estimator_task = ESTIMATOR_ALLOWLIST[estimator.class_][0]
+            estimator_task = ESTIMATOR_ALLOWLIST[estimator.class_].task
             if estimator_task != task:
                 raise ValueError(
                     f"estimators[{index}]: {estimator.class_} is a {estimator_task} estimator but the task is {task}"
@@ -237,21 +382,24 @@ class ModelSpec(BaseModel):
 
 
 def parse_spec(body: bytes | str, content_type: str) -> ModelSpec:
-    """Parse a JSON or YAML spec body; SpecError if unreadable, ValidationError if invalid."""
+    """Parse a JSON or YAML spec body; SpecError if unreadable, InvalidInput naming the field if invalid."""
     media_type = (content_type or "application/json").split(";")[0].strip().lower()
-    if media_type in _JSON_TYPES or media_type.endswith("+json"):
-        fmt, load = "JSON", json.loads
-    elif media_type in _YAML_TYPES or media_type.endswith("+yaml"):
-        fmt, load = "YAML", yaml.safe_load
-    else:
+    is_json = media_type in _JSON_TYPES or media_type.endswith("+json")
+    if not is_json and not (media_type in _YAML_TYPES or media_type.endswith("+yaml")):
         raise SpecError(f"unsupported content type {media_type!r}; send JSON or YAML")
     try:
-        data = load(body.decode("utf-8") if isinstance(body, bytes) else body)
+        text = body.decode("utf-8") if isinstance(body, bytes) else body
+        data = json.loads(text) if is_json else yaml.safe_load(text)
     except (UnicodeDecodeError, json.JSONDecodeError, yaml.YAMLError) as exc:
-        raise SpecError(f"spec is not valid {fmt}: {exc}") from exc
+        raise SpecError(f"spec is not valid {'JSON' if is_json else 'YAML'}: {exc}") from exc
     if not isinstance(data, dict):
         raise SpecError("spec must be a mapping of fields (name, dataset, task, ...)")
-    return ModelSpec.model_validate(data)
+    try:
+        return ModelSpec.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(part) for part in first["loc"]) or None
+        raise InvalidInput(f"{field}: {first['msg']}" if field else first["msg"], field=field) from exc
 
 
 def spec_digest(spec: ModelSpec) -> str:

@@ -4,7 +4,7 @@ import uuid
 import pytest
 
 from mloop_common.artifacts import ArtifactStore, sha256_hex
-from mloop_common.errors import IntegrityError, InvalidInput, NotFound
+from mloop_common.errors import DigestMismatch, InvalidInput, NotFound
 
 
 def some_bytes():
@@ -88,7 +88,7 @@ def test_get_refuses_a_tampered_file(tmp_path):
     ref = store.put(some_bytes(), kind="models")
     store.path_of(ref.uri).write_bytes(b"something else entirely")
 
-    with pytest.raises(IntegrityError, match=ref.sha256):
+    with pytest.raises(DigestMismatch, match=ref.sha256):
         store.get(ref.uri, ref.sha256)
 
 
@@ -96,7 +96,7 @@ def test_get_refuses_a_digest_the_bytes_do_not_have(tmp_path):
     store = ArtifactStore(tmp_path)
     ref = store.put(some_bytes(), kind="models")
 
-    with pytest.raises(IntegrityError):
+    with pytest.raises(DigestMismatch):
         store.get(ref.uri, sha256_hex(some_bytes()))
 
 

@@ -16,10 +16,11 @@ from mloop_common.modelio import (
     UntrustedModelError,
     as_category_strings,
     dump_model,
+    estimator_class,
     load_model,
     untrusted_types,
 )
-from mloop_common.spec import ESTIMATOR_ALLOWLIST, estimator_class
+from mloop_common.spec import ESTIMATOR_ALLOWLIST
 
 # Small ensembles keep the round-trip of every estimator fast; the fitted internals are the same kinds.
 FAST_PARAMS = {
@@ -82,7 +83,7 @@ def frame_for(task, n_classes=2):
 
 
 def fitted(name, n_classes=2):
-    task = ESTIMATOR_ALLOWLIST[name][0]
+    task = ESTIMATOR_ALLOWLIST[name].task
     estimator = estimator_class(name)(**FAST_PARAMS.get(name, {}))
     frame, y = frame_for(task, n_classes)
     model = standard_pipeline(estimator, ["a", "b", "c", "d"], ["plan", "active"]).fit(frame, y)
@@ -185,3 +186,15 @@ def test_category_strings_make_mixed_columns_uniform_and_keep_missing():
 
     assert out[:, 0][[0, 2, 3]].tolist() == ["True", "3", "a"]
     assert pd.isna(out[1, 0]) and pd.isna(out[4, 0])
+
+
+def test_every_allowlisted_estimator_can_be_imported():
+    for name in ESTIMATOR_ALLOWLIST:
+        assert estimator_class(name).__name__ == name
+
+
+@pytest.mark.parametrize("name", sorted(ESTIMATOR_ALLOWLIST))
+def test_the_spec_knows_every_constructor_parameter_of_the_installed_scikit_learn(name):
+    installed = set(estimator_class(name)().get_params(deep=False))
+
+    assert set(ESTIMATOR_ALLOWLIST[name].params) == installed

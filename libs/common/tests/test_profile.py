@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 
 from mloop_common.profile import (
+    ReferenceProfile,
     build_reference_profile,
     feature_kind,
     histogram_fractions,
@@ -31,7 +32,7 @@ def training_frame(rows=500, seed=3):
 
 
 def test_profile_has_exactly_the_documented_shape():
-    profile = build_reference_profile(training_frame(), ["age", "visits", "plan", "active"])
+    profile = build_reference_profile(training_frame(), ["age", "visits", "plan", "active"]).model_dump()
 
     assert set(profile) == {"schema_version", "rows", "features", "prediction"}
     assert profile["schema_version"] == 1
@@ -46,14 +47,15 @@ def test_profile_is_strict_json_with_plain_types():
     frame = training_frame()
     frame["empty"] = np.nan
 
-    profile = build_reference_profile(frame, ["age", "plan", "empty"], predictions=np.zeros(len(frame)))
+    profile = build_reference_profile(frame, ["age", "plan", "empty"], predictions=np.zeros(len(frame))).model_dump()
 
     text = json.dumps(profile, allow_nan=False)
     assert json.loads(text) == profile
+    assert ReferenceProfile.from_json(ReferenceProfile.model_validate(profile).to_json()).model_dump() == profile
 
 
 def test_numeric_entry_describes_the_non_missing_values():
-    entry = build_reference_profile(training_frame(), ["age"])["features"]["age"]
+    entry = build_reference_profile(training_frame(), ["age"]).model_dump()["features"]["age"]
     values = training_frame()["age"].dropna()
 
     assert entry["missing_rate"] == pytest.approx(0.1)
@@ -64,7 +66,7 @@ def test_numeric_entry_describes_the_non_missing_values():
 
 
 def test_bin_edges_are_deciles_and_fractions_sum_to_one():
-    entry = profile_entry(pd.Series(np.arange(1000, dtype=float)))
+    entry = profile_entry(pd.Series(np.arange(1000, dtype=float))).model_dump()
 
     assert len(entry["bin_edges"]) == 11
     assert all(b > a for a, b in zip(entry["bin_edges"], entry["bin_edges"][1:], strict=False))
@@ -74,7 +76,7 @@ def test_bin_edges_are_deciles_and_fractions_sum_to_one():
 
 
 def test_repeated_values_give_fewer_unique_edges():
-    entry = profile_entry(pd.Series([0] * 80 + [1] * 10 + [2] * 10))
+    entry = profile_entry(pd.Series([0] * 80 + [1] * 10 + [2] * 10)).model_dump()
 
     assert entry["bin_edges"] == sorted(set(entry["bin_edges"]))
     assert len(entry["bin_fractions"]) == len(entry["bin_edges"]) - 1
@@ -82,7 +84,7 @@ def test_repeated_values_give_fewer_unique_edges():
 
 
 def test_a_constant_column_still_has_two_edges_around_its_value():
-    entry = profile_entry(pd.Series([5.0] * 20))
+    entry = profile_entry(pd.Series([5.0] * 20)).model_dump()
 
     low, high = entry["bin_edges"]
     assert low < 5.0 < high
@@ -91,7 +93,7 @@ def test_a_constant_column_still_has_two_edges_around_its_value():
 
 
 def test_an_all_missing_numeric_column_has_nulls_not_nan():
-    entry = profile_entry(pd.Series([np.nan, np.nan, np.inf], dtype=float))
+    entry = profile_entry(pd.Series([np.nan, np.nan, np.inf], dtype=float)).model_dump()
 
     assert entry["missing_rate"] == 1.0
     assert entry["min"] is None and entry["mean"] is None and entry["std"] is None
@@ -103,9 +105,9 @@ def test_an_all_missing_numeric_column_has_nulls_not_nan():
 def test_sample_is_capped_seeded_and_drawn_from_the_data():
     series = pd.Series(np.arange(5000, dtype=float))
 
-    first = profile_entry(series, sample_size=100, seed=1)["sample"]
-    again = profile_entry(series, sample_size=100, seed=1)["sample"]
-    other = profile_entry(series, sample_size=100, seed=2)["sample"]
+    first = profile_entry(series, sample_size=100, seed=1).model_dump()["sample"]
+    again = profile_entry(series, sample_size=100, seed=1).model_dump()["sample"]
+    other = profile_entry(series, sample_size=100, seed=2).model_dump()["sample"]
 
     assert len(first) == 100 and len(set(first)) == 100
     assert first == again
@@ -114,7 +116,7 @@ def test_sample_is_capped_seeded_and_drawn_from_the_data():
 
 
 def test_categorical_frequencies_are_fractions_of_non_missing_values():
-    entry = profile_entry(pd.Series(["a", "a", "b", None]))
+    entry = profile_entry(pd.Series(["a", "a", "b", None])).model_dump()
 
     assert entry == {"kind": "categorical", "missing_rate": 0.25, "frequencies": {"a": 2 / 3, "b": 1 / 3}}
 
@@ -122,7 +124,7 @@ def test_categorical_frequencies_are_fractions_of_non_missing_values():
 def test_categories_beyond_the_top_fifty_are_merged_into_other():
     values = [f"c{i:03d}" for i in range(60) for _ in range(60 - i)]
 
-    frequencies = profile_entry(pd.Series(values))["frequencies"]
+    frequencies = profile_entry(pd.Series(values)).model_dump()["frequencies"]
 
     assert len(frequencies) == 51
     assert "c000" in frequencies and "c059" not in frequencies
@@ -133,7 +135,9 @@ def test_categories_beyond_the_top_fifty_are_merged_into_other():
 def test_classifier_predictions_are_categorical_even_when_numeric():
     frame = training_frame(rows=100)
 
-    profile = build_reference_profile(frame, ["age"], predictions=np.array([0, 1] * 50), task="classification")
+    profile = build_reference_profile(
+        frame, ["age"], predictions=np.array([0, 1] * 50), task="classification"
+    ).model_dump()
 
     assert profile["prediction"] == {"kind": "categorical", "missing_rate": 0.0, "frequencies": {"0": 0.5, "1": 0.5}}
 
@@ -141,7 +145,9 @@ def test_classifier_predictions_are_categorical_even_when_numeric():
 def test_regression_predictions_are_numeric():
     frame = training_frame(rows=100)
 
-    profile = build_reference_profile(frame, ["age"], predictions=np.linspace(0, 1, 100), task="regression")
+    profile = build_reference_profile(
+        frame, ["age"], predictions=np.linspace(0, 1, 100), task="regression"
+    ).model_dump()
 
     assert profile["prediction"]["kind"] == "numeric"
     assert profile["prediction"]["max"] == 1.0

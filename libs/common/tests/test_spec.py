@@ -1,14 +1,15 @@
 import json
+import subprocess
+import sys
 
 import pytest
 import yaml
 from pydantic import ValidationError
 
+from mloop_common.errors import InvalidInput
 from mloop_common.spec import (
-    ESTIMATOR_ALLOWLIST,
     ModelSpec,
     SpecError,
-    estimator_class,
     metric_higher_is_better,
     parse_spec,
     spec_digest,
@@ -232,6 +233,27 @@ def test_metric_direction(metric, higher):
     assert metric_higher_is_better(metric) is higher
 
 
-def test_every_allowlisted_estimator_can_be_imported():
-    for name in ESTIMATOR_ALLOWLIST:
-        assert estimator_class(name).__name__ == name
+def test_spec_validation_does_not_import_scikit_learn():
+    # The registry validates specs and does not install scikit-learn.
+    code = "import sys, mloop_common.spec; sys.exit('sklearn' in sys.modules)"
+
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_an_invalid_spec_is_invalid_input_naming_the_field():
+    body = json.dumps(
+        {
+            "name": "churn",
+            "dataset": "churn",
+            "task": "classification",
+            "target": "y",
+            "estimators": [{"class": "SVC"}],
+            "metric": "accuracy",
+        }
+    )
+
+    with pytest.raises(InvalidInput) as raised:
+        parse_spec(body, "application/json")
+
+    assert raised.value.field == "estimators.0.class"
+    assert "allowlist" in raised.value.message

@@ -1,0 +1,170 @@
+"""The registry's HTTP contract: what it answers and what it accepts, shared by the registry and its clients.
+
+The registry routes declare these as response models (so OpenAPI documents them) and
+``RegistryClient`` returns them, so a field renamed on one side fails type checks and tests
+on the other.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Final, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from mloop_common.events import CHALLENGER as CHALLENGER  # alias names live with the events; re-exported
+from mloop_common.events import PRODUCTION as PRODUCTION
+from mloop_common.events import ArtifactPointer
+from mloop_common.spec import ModelSpec, Task
+
+ALIASES: Final = (PRODUCTION, CHALLENGER)
+
+VersionStatus = Literal["registered", "pending_approval", "approved", "rejected"]
+
+# PostgreSQL integers are 32-bit: a bigger version number is refused at the edge, not by the database.
+MAX_INT = 2**31 - 1
+
+
+class Contract(BaseModel):
+    # Tolerant reader: a field added by a newer registry must not break an older client.
+    model_config = ConfigDict(extra="ignore")
+
+
+class SpecView(Contract):
+    """One stored version of a model spec."""
+
+    name: str
+    spec_version: int
+    digest: str
+    spec: ModelSpec
+    created_at: datetime
+
+
+class ModelSummary(SpecView):
+    """A model with its latest spec and where its aliases point."""
+
+    dataset: str
+    aliases: dict[str, int]
+
+
+class ModelList(Contract):
+    models: list[ModelSummary]
+
+
+class ModelDetail(SpecView):
+    """A model: the requested (default latest) spec, its aliases and how many versions it has."""
+
+    aliases: dict[str, int]
+    versions: int
+
+
+class VersionView(Contract):
+    """A registered model version: what serving loads and drift watches."""
+
+    model: str
+    version: int
+    run_id: str
+    evaluation_id: str
+    spec_version: int
+    status: VersionStatus
+    task: Task
+    features: list[str]
+    metrics: dict[str, float]
+    artifact: ArtifactPointer
+    profile: ArtifactPointer
+    created_at: datetime
+    aliases: list[str] = Field(default_factory=list)
+
+
+class VersionList(Contract):
+    versions: list[VersionView]
+
+
+class Lineage(Contract):
+    """Where a version came from: data, code, run and the evaluation that let it in."""
+
+    dataset: str
+    dataset_version: int
+    dataset_sha256: str
+    recent_data_sha256: str | None = None
+    trigger: Literal["data.published", "drift.detected"]
+    code_version: str
+    estimator_class: str
+    params: dict[str, Any]
+    seed: int
+    training_seconds: float
+    trained_event_id: str
+    correlation_id: str
+    champion_version: int | None = None
+
+
+class VersionDetail(VersionView):
+    lineage: Lineage
+
+
+class AliasView(VersionView):
+    alias: str
+
+
+class SpecRef(Contract):
+    version: int
+    digest: str
+
+
+class LineageView(Lineage):
+    """A version's full lineage, from its artifact back to the dataset snapshot and code."""
+
+    model: str
+    version: int
+    run_id: str
+    evaluation_id: str
+    artifact: ArtifactPointer
+    spec: SpecRef
+
+
+class AuditEntry(Contract):
+    id: int
+    at: datetime
+    actor: str
+    action: str
+    model: str | None
+    version: int | None
+    detail: dict[str, Any]
+
+
+class AuditPage(Contract):
+    entries: list[AuditEntry]
+
+
+class RegisterVersion(BaseModel):
+    """What the validator sends for a candidate that passed its checks."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    run_id: str = Field(min_length=1, max_length=64)
+    evaluation_id: str = Field(min_length=1, max_length=64)
+    spec_version: int = Field(ge=1, le=MAX_INT)
+    task: Task
+    artifact: ArtifactPointer
+    profile: ArtifactPointer
+    features: list[str] = Field(min_length=1)
+    metrics: dict[str, float]
+    lineage: Lineage
+    correlation_id: str | None = Field(None, max_length=100)
+    causation_id: str | None = Field(None, max_length=100)
+
+
+class AliasUpdate(BaseModel):
+    """Point an alias at a version (promote, or roll back to an older one)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    version: int = Field(ge=1, le=MAX_INT)
+
+
+class Verdict(BaseModel):
+    """An approver's comment on approving or rejecting a version."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    comment: str = Field("", max_length=2000)
