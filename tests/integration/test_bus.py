@@ -15,10 +15,10 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from prometheus_client import REGISTRY
 
-from mloop_common.bus import BusConfig, OutboxRelay, Producer, Subscriber, ensure_topics
+from mloop_common.bus import BusConfig, OutboxRelay, Producer, Subscriber, ensure_topics, route
 from mloop_common.db import Database, claim_event, enqueue, messaging_metadata, outbox_table
 from mloop_common.errors import TransientError
-from mloop_common.events import Envelope, dlq_topic
+from mloop_common.events import Envelope, Payload, dlq_topic
 from mloop_common.telemetry import setup_tracing, tracer
 from tests.conftest import eventually
 
@@ -54,6 +54,10 @@ async def bus(kafka_bootstrap: str) -> AsyncIterator[tuple[BusConfig, str, Produ
     await producer.stop()
 
 
+class Value(Payload):
+    value: int
+
+
 def event(topic: str, value: int, subject: str = "model-a") -> Envelope:
     return Envelope(type=topic, source="tests", subject=subject, data={"value": value}, correlationid=str(uuid.uuid4()))
 
@@ -73,8 +77,15 @@ async def effect_count(db: Database) -> int:
 
 
 async def start_subscriber(config: BusConfig, topic: str, handler, producer: Producer, **options) -> Subscriber:  # type: ignore[no-untyped-def]
+    async def envelope_only(_: Value, envelope: Envelope) -> None:
+        await handler(envelope)
+
     subscriber = Subscriber(
-        config, group_id=f"g-{uuid.uuid4().hex[:8]}", topics=[topic], handler=handler, dlq_producer=producer, **options
+        config,
+        group_id=f"g-{uuid.uuid4().hex[:8]}",
+        routes=[route(Value, envelope_only, topic=topic)],
+        dlq_producer=producer,
+        **options,
     )
     await subscriber.start()
     return subscriber

@@ -3,40 +3,236 @@
 Delivery is at least once. A consumer commits offset+1 for a partition only after its
 handler returned (the handler commits its own database transaction, which records the
 event id in the inbox), so a crash replays the message and the inbox makes it a no-op.
+
+What a failed handler means is decided in one place, ``classify``:
+
+- ``transient``: a dependency is down (the database restarting, a dropped connection, the broker or
+  another service unreachable). Waited out with backoff for as long as it lasts, never dead-lettered,
+  and not counted against ``max_attempts``.
+- ``permanent``: the message can never succeed (not a valid event, a payload that does not validate,
+  data the database refuses, such as a number out of range). Dead-lettered at once.
+- ``retry``: anything else (a bug, a lost race). Retried up to ``max_attempts``, then dead-lettered.
+
+Nothing ends a consumer's loop silently: a record that cannot even be decoded is dead-lettered, a
+failed DLQ write leaves the record uncommitted and is retried, and any other error is logged, counted
+(``mloop_consumer_errors_total``) and the loop goes on from the first record it had not finished.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Generic, Literal
 
-import sqlalchemy.exc
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import CommitFailedError, KafkaError, TopicAlreadyExistsError
+from aiokafka.errors import BrokerResponseError, CommitFailedError, KafkaError, TopicAlreadyExistsError
 from prometheus_client import Counter, Gauge, Histogram
 
-from mloop_common.db import Database, lock_pending, mark_sent, purge_sent
-from mloop_common.errors import PermanentError, TransientError
-from mloop_common.events import ALL_TOPICS, Envelope, InvalidEvent, dlq_topic, from_record, to_record
+from mloop_common.errors import PayloadTooLarge, PermanentError, TransientError
+from mloop_common.events import (
+    ALL_TOPICS,
+    MAX_MESSAGE_BYTES,
+    TOPIC_OF,
+    Envelope,
+    Header,
+    InvalidEvent,
+    P,
+    dlq_topic,
+    ensure_fits,
+    from_record,
+    to_record,
+)
+from mloop_common.retry import Backoff
 from mloop_common.telemetry import consumer_span, current_trace_headers
+
+if TYPE_CHECKING:  # the relay's database side is imported where used: serving has no database
+    import asyncpg  # type: ignore[import-untyped]
+
+    from mloop_common.db import Database, OutboxRow
 
 log = logging.getLogger(__name__)
 
-Handler = Callable[[Envelope], Awaitable[None]]
+Record = tuple[str, bytes, bytes, list[Header]]  # topic, key, value, headers
+
+
+@dataclass(frozen=True)
+class Route(Generic[P]):
+    """A typed subscription: the handler sees the validated payload model, plus the envelope for its ids.
+
+    A record whose payload does not validate never reaches the handler: it is dead-lettered at the edge.
+    """
+
+    payload: type[P]
+    handler: Callable[[P, Envelope], Awaitable[None]]
+    topic: str
+
+
+def route(payload: type[P], handler: Callable[[P, Envelope], Awaitable[None]], *, topic: str | None = None) -> Route[P]:
+    """Subscribe ``handler`` to the topic that carries ``payload`` (or to ``topic``, for payloads of tests)."""
+    return Route(payload, handler, topic or TOPIC_OF[payload])
+
 
 CONSUMED = Counter("mloop_events_consumed_total", "Events handled by a consumer", ["topic", "group", "outcome"])
 HANDLER_SECONDS = Histogram("mloop_event_handler_seconds", "Time spent in an event handler", ["topic", "group"])
+HANDLER_FAILURES = Counter(
+    "mloop_event_handler_failures_total",
+    "Failed handler attempts, by classification (transient, retry, permanent)",
+    ["topic", "group", "kind"],
+)
 PUBLISHED = Counter("mloop_events_published_total", "Events published to Kafka", ["topic"])
 CONSUMER_LAG = Gauge(
     "mloop_consumer_lag", "Records on a partition not yet handled by the group", ["group", "topic", "partition"]
 )
 DEAD_LETTERED = Counter("mloop_events_dead_lettered_total", "Events sent to a DLQ", ["topic", "group"])
+CONSUMER_ERRORS = Counter(
+    "mloop_consumer_errors_total",
+    "Errors in a consumer's own loop, not its handler (stage: poll, dlq, loop, died); the consumer goes on",
+    ["group", "stage"],
+)
+OUTBOX_SET_ASIDE = Counter(
+    "mloop_outbox_set_aside_total", "Outbox rows the broker refused for good, copied to the DLQ instead", ["topic"]
+)
+RELAY_ERRORS = Counter("mloop_outbox_relay_errors_total", "Outbox publish rounds that failed (retried with backoff)")
+
+
+# --- what a failure means -------------------------------------------------------------------
+
+Verdict = Literal["transient", "permanent", "retry"]
+
+# PostgreSQL SQLSTATEs of a database that is down, restarting, overloaded or failing over.
+_TRANSIENT_SQLSTATE_CLASSES = ("08", "53")  # connection exception, insufficient resources (e.g. 53300)
+_TRANSIENT_SQLSTATES = frozenset(
+    {
+        "57P01",  # admin_shutdown: pg_terminate_backend, a fast shutdown
+        "57P02",  # crash_shutdown
+        "57P03",  # cannot_connect_now: starting up or recovering
+        "25006",  # read_only_sql_transaction: connected to a standby during a failover
+        "40001",  # serialization_failure
+        "40P01",  # deadlock_detected
+        "55P03",  # lock_not_available
+        "58000",  # system_error
+        "58030",  # io_error
+    }
+)
+_PERMANENT_SQLSTATE_CLASSES = ("22",)  # data exception: this message's data fails however often it is retried
+
+# Without a SQLSTATE, by class name (anywhere in the class's MRO), so that neither sqlalchemy nor
+# asyncpg needs to be importable here.
+_TRANSIENT_NAMES = frozenset(
+    {
+        "ConnectionError",  # builtins (refused, reset, aborted, broken pipe)
+        "TimeoutError",  # builtins and asyncio, and sqlalchemy's pool timeout
+        "gaierror",  # name resolution
+        "OperationalError",  # DBAPI: the database's operation, e.g. an unexpected disconnect
+        "InterfaceError",  # DBAPI and asyncpg: "connection is closed"
+        "DisconnectionError",  # sqlalchemy
+        "ConnectionDoesNotExistError",  # asyncpg
+        "PostgresConnectionError",  # asyncpg
+        "TransportError",  # httpx: connect, read, write and pool errors and timeouts
+        "KafkaConnectionError",
+        "KafkaTimeoutError",
+        "KafkaUnavailableError",
+        "NoBrokersAvailable",
+        # The idempotent producer's state after the broker refused a batch; the producer renews itself.
+        "OutOfOrderSequenceNumber",
+        "UnknownProducerId",
+        "InvalidProducerEpoch",
+    }
+)
+_PERMANENT_NAMES = frozenset(
+    {
+        "DataError",  # DBAPI: the data, not the database
+        # What the broker refuses to store, however often it is sent:
+        "MessageSizeTooLargeError",
+        "RecordTooLargeError",
+        "RecordListTooLargeError",
+        "InvalidTopicError",
+        "CorruptRecordException",
+        "InvalidMessageError",
+        "InvalidTimestampError",
+        "UnsupportedForMessageFormatError",
+    }
+)
+_NETWORK_ERRNOS = frozenset(
+    {
+        errno.ECONNREFUSED,
+        errno.ECONNRESET,
+        errno.ECONNABORTED,
+        errno.EHOSTUNREACH,
+        errno.EHOSTDOWN,
+        errno.ENETUNREACH,
+        errno.ENETDOWN,
+        errno.ETIMEDOUT,
+        errno.EPIPE,
+    }
+)
+
+
+def classify(exc: BaseException) -> Verdict:
+    """What a failure means: ``transient`` (a dependency is down: wait), ``permanent`` (the message can
+    never succeed: dead-letter it now) or ``retry`` (anything else: a few attempts, then dead-letter).
+
+    mloop's own error tree decides first, then the first SQLSTATE along the chain of wrapped errors
+    (SQLAlchemy's ``orig``, explicit causes), then class names along it.
+    """
+    chain = _chain(exc)
+    for error in chain:
+        if isinstance(error, TransientError):
+            return "transient"
+        if isinstance(error, PermanentError | PayloadTooLarge):
+            return "permanent"
+    for error in chain:
+        state = _sqlstate(error)
+        if state is None:
+            continue
+        if state in _TRANSIENT_SQLSTATES or state.startswith(_TRANSIENT_SQLSTATE_CLASSES):
+            return "transient"
+        if state.startswith(_PERMANENT_SQLSTATE_CLASSES):
+            return "permanent"
+        return "retry"  # a definite answer of the database: a bug, or a race (23xxx) a retry may resolve
+    for error in chain:
+        names = {cls.__name__ for cls in type(error).__mro__}
+        if names & _PERMANENT_NAMES:
+            return "permanent"
+        if (
+            names & _TRANSIENT_NAMES
+            or getattr(error, "connection_invalidated", False) is True  # sqlalchemy: the connection died
+            or (type(error).__module__.startswith("aiokafka") and getattr(error, "retriable", False) is True)
+            or (isinstance(error, OSError) and error.errno in _NETWORK_ERRNOS)
+        ):
+            return "transient"
+    return "retry"
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    """``exc`` and what it wraps: a DBAPI wrapper's ``orig`` and explicit causes (``raise ... from``)."""
+    chain: list[BaseException] = []
+    todo = [exc]
+    while todo and len(chain) < 16:
+        error = todo.pop(0)
+        if any(error is seen for seen in chain):
+            continue
+        chain.append(error)
+        todo += [e for e in (getattr(error, "orig", None), error.__cause__) if isinstance(e, BaseException)]
+    return chain
+
+
+def _sqlstate(error: BaseException) -> str | None:
+    for attribute in ("sqlstate", "pgcode"):  # asyncpg and sqlalchemy's adapted errors; psycopg
+        value = getattr(error, attribute, None)
+        if isinstance(value, str) and len(value) == 5:
+            return value.upper()
+    return None
+
+
+# --- topics and producer --------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -44,6 +240,8 @@ class BusConfig:
     bootstrap_servers: str = "127.0.0.1:9092"
     partitions: int = 3
     client_id: str = "mloop"
+    # Largest record (key + value + headers) mloop creates; the broker's default limit is 1 MiB.
+    max_message_bytes: int = MAX_MESSAGE_BYTES
 
 
 async def ensure_topics(config: BusConfig, topics: Iterable[str] = ALL_TOPICS, *, with_dlq: bool = True) -> None:
@@ -57,32 +255,39 @@ async def ensure_topics(config: BusConfig, topics: Iterable[str] = ALL_TOPICS, *
         missing = wanted - set(await admin.list_topics())
         if missing:
             new = [NewTopic(name=t, num_partitions=config.partitions, replication_factor=1) for t in sorted(missing)]
-            try:
-                await admin.create_topics(new)
-            except TopicAlreadyExistsError:
-                pass  # another service created them at the same moment
+            response = await admin.create_topics(new)
+            # Errors come per topic, not raised; one that already exists was made by another service just now.
+            failed = [e for e in response.topic_errors if e[1] not in (0, TopicAlreadyExistsError.errno)]
+            if failed:
+                raise KafkaError(f"creating topics failed: {failed}")
     finally:
         await admin.close()
 
 
 class Producer:
-    """Idempotent producer (acks=all) that publishes envelopes and raw outbox rows."""
+    """Idempotent producer (acks=all) that publishes envelopes and raw records (outbox rows, DLQ copies)."""
 
     def __init__(self, config: BusConfig) -> None:
-        self._config = config
+        self.config = config
         self._producer: AIOKafkaProducer | None = None
+        self._renewing = asyncio.Lock()
 
     async def start(self) -> None:
+        self._producer = await self._started_client()
+
+    async def _started_client(self) -> AIOKafkaProducer:
         # aiokafka clients bind to the running loop, so they are built here, not in __init__.
         producer = AIOKafkaProducer(
-            bootstrap_servers=self._config.bootstrap_servers,
-            client_id=self._config.client_id,
+            bootstrap_servers=self.config.bootstrap_servers,
+            client_id=self.config.client_id,
             enable_idempotence=True,
             acks="all",
             linger_ms=2,
+            # Never below aiokafka's default; room for the headers a DLQ copy adds to a record at the limit.
+            max_request_size=max(1_048_576, self.config.max_message_bytes + 65_536),
         )
         await producer.start()
-        self._producer = producer
+        return producer
 
     async def stop(self) -> None:
         if self._producer is not None:
@@ -96,22 +301,75 @@ class Producer:
         return self._producer
 
     async def publish(self, event: Envelope) -> None:
-        """Publish one event now (outside any transaction); prefer the outbox for state changes."""
+        """Publish one event now (outside any transaction); prefer the outbox for state changes.
+
+        An event over ``BusConfig.max_message_bytes`` raises ``PayloadTooLarge`` and is not sent.
+        """
         if event.traceparent is None:
             event = event.with_trace(*current_trace_headers())
         key, value, headers = to_record(event)
+        ensure_fits(event.topic, key, value, headers, self.config.max_message_bytes)
         await self.send_raw(event.topic, key, value, headers)
 
-    async def send_raw(self, topic: str, key: bytes, value: bytes, headers: list[tuple[str, bytes]]) -> None:
-        await self._client.send_and_wait(topic, value=value, key=key, headers=headers)
-        PUBLISHED.labels(topic).inc()
+    async def send_raw(self, topic: str, key: bytes, value: bytes, headers: list[Header]) -> None:
+        [error] = await self.send_each([(topic, key, value, headers)])
+        if error is not None:
+            raise error
 
-    async def send_many(self, rows: list[tuple[str, bytes, bytes, list[tuple[str, bytes]]]]) -> None:
-        """Send a batch and wait until the broker acknowledged every record."""
-        futures = [await self._client.send(t, value=v, key=k, headers=h) for t, k, v, h in rows]
-        await asyncio.gather(*futures)
-        for topic, *_ in rows:
+    async def send_each(self, records: Sequence[Record]) -> list[Exception | None]:
+        """Send a batch, wait for the broker's answers, and return each record's error (None: stored)."""
+        client = self._client
+        pending: list[asyncio.Future[Any] | Exception] = []
+        for topic, key, value, headers in records:
+            try:
+                pending.append(await client.send(topic, value=value, key=key, headers=headers))
+            except Exception as exc:  # refused before sending, e.g. over max_request_size
+                pending.append(exc)
+        errors: list[Exception | None] = []
+        for (topic, *_), outcome in zip(records, pending, strict=True):
+            if isinstance(outcome, Exception):
+                errors.append(outcome)
+                continue
+            try:
+                await outcome
+            except Exception as exc:
+                errors.append(exc)
+                continue
             PUBLISHED.labels(topic).inc()
+            errors.append(None)
+        if any(isinstance(e, BrokerResponseError) and not e.retriable for e in errors):
+            await self._renew(client)
+        return errors
+
+    async def _renew(self, old: AIOKafkaProducer) -> None:
+        """Replace the client after the broker refused a batch (too large, say).
+
+        The refused batch used up sequence numbers the broker never stored, so every later send of
+        this idempotent producer to that partition would fail as out of order; a new producer id
+        starts the sequences afresh.
+        """
+        async with self._renewing:
+            current = self._producer
+            if current is None or current is not old:
+                return  # renewed (or stopped) meanwhile
+            log.warning("producer %s: the broker refused a batch; starting a fresh producer", self.config.client_id)
+            self._producer = await self._started_client()
+        with contextlib.suppress(Exception):
+            await old.stop()
+
+    async def ensure_topic(self, topic: str) -> None:
+        """Create ``topic`` if the broker does not know it (how dead-letter topics are made on first use).
+
+        Without this, sending to a missing topic waits for its metadata for the whole request timeout.
+        """
+        client = self._client.client
+        if client.cluster.partitions_for_topic(topic) is None:
+            await client.add_topic(topic)  # a metadata refresh that includes it
+        if client.cluster.partitions_for_topic(topic) is None:
+            await ensure_topics(self.config, [topic], with_dlq=False)
+
+
+# --- consumers ------------------------------------------------------------------------------
 
 
 class _Rebalance(ConsumerRebalanceListener):
@@ -128,30 +386,52 @@ class _Rebalance(ConsumerRebalanceListener):
 
 
 class Subscriber:
-    """Runs one consumer group: handle each record, retry with backoff, DLQ, then commit."""
+    """Runs one consumer group: handle each record, retry with backoff, DLQ, then commit.
+
+    Args:
+        config: the broker.
+        group_id: the consumer group; its partitions are shared with other members of the group.
+        routes: the typed subscriptions (one per topic).
+        dlq_producer: writes the copies of failed records to ``<topic>.dlq``.
+        max_attempts: failed attempts (not counting transient ones) before a record is dead-lettered.
+        backoff_seconds, max_backoff_seconds: the retry backoff (exponential with jitter).
+        max_poll_interval_ms: the group's limit between polls; long handlers keep polling (paused).
+        poll_while_busy_seconds: how often a long handler's consumer polls to stay in the group.
+        poll_timeout_ms: how long one idle poll waits for records (stop() waits up to this long).
+        fetch_max_wait_ms: how long the broker holds a fetch while it has nothing new; records that
+            arrive are returned at once, so a long wait only saves idle round trips.
+        lag_report_seconds: how often consumer lag is reported while no records arrive.
+        on_failure: called with the subscriber and the error if its loop ever dies.
+    """
 
     def __init__(
         self,
         config: BusConfig,
         *,
         group_id: str,
-        topics: Iterable[str],
-        handler: Handler,
+        routes: Iterable[Route[Any]],
         dlq_producer: Producer,
         max_attempts: int = 4,
         backoff_seconds: float = 0.5,
         max_backoff_seconds: float = 10.0,
         max_poll_interval_ms: int = 300_000,
         poll_while_busy_seconds: float = 5.0,
+        poll_timeout_ms: int = 1000,
+        fetch_max_wait_ms: int = 2000,
+        lag_report_seconds: float = 5.0,
+        on_failure: Callable[[Subscriber, BaseException], None] | None = None,
     ) -> None:
         self.group_id = group_id
         self._poll_while_busy = poll_while_busy_seconds
-        self.topics = list(topics)
-        self._handler = handler
+        self._poll_timeout_ms = poll_timeout_ms
+        self._lag_interval = lag_report_seconds
+        self._next_lag_report = 0.0
+        self._routes = {r.topic: r for r in routes}
+        self.topics = list(self._routes)
         self._dlq = dlq_producer
         self._max_attempts = max_attempts
-        self._backoff = backoff_seconds
-        self._max_backoff = max_backoff_seconds
+        self._backoff = Backoff(backoff_seconds, max_backoff_seconds)
+        self._on_failure = on_failure
         self._consumer_options = {
             "bootstrap_servers": config.bootstrap_servers,
             "client_id": f"{config.client_id}-{group_id}",
@@ -162,28 +442,42 @@ class Subscriber:
             "session_timeout_ms": 10_000,
             "heartbeat_interval_ms": 3_000,
             "metadata_max_age_ms": 30_000,
+            "fetch_max_wait_ms": fetch_max_wait_ms,
+            # The fetcher's safety-net wake-up; it reacts to polls, seeks, pauses and rebalances at once.
+            "consumer_timeout_ms": 1000,
         }
-        self._consumer: AIOKafkaConsumer = None  # type: ignore[assignment]  # built in start()
+        self._consumer: AIOKafkaConsumer = None  # built in start()
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.assigned = asyncio.Event()
+        self.error: BaseException | None = None  # why the loop died, if it did
 
     async def start(self) -> None:
-        self._consumer = AIOKafkaConsumer(**self._consumer_options)
-        self._consumer.subscribe(self.topics, listener=_Rebalance(self.group_id))
-        await self._consumer.start()
+        consumer = AIOKafkaConsumer(**self._consumer_options)
+        consumer.subscribe(self.topics, listener=_Rebalance(self.group_id))
+        await consumer.start()
+        self._consumer = consumer
+        self.error = None
         self._task = asyncio.create_task(self._run(), name=f"subscriber-{self.group_id}")
+        self._task.add_done_callback(self._finished)
+
+    async def restart(self) -> None:
+        """Start a new consumer in the same group after the loop died; it resumes from the committed offsets."""
+        if self.running:
+            return
+        if self._consumer is not None:
+            with contextlib.suppress(Exception):
+                await self._consumer.stop()
+        await self.start()
 
     async def stop(self, timeout: float = 30.0) -> None:
         """Finish the record in hand, commit it, leave the group."""
         self._stopping.set()
-        if self._task:
-            try:
-                await asyncio.wait_for(asyncio.shield(self._task), timeout)
-            except TimeoutError:
+        if self._task is not None and not self._task.done():
+            await asyncio.wait({self._task}, timeout=timeout)
+            if not self._task.done():
                 self._task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await self._task
+                await asyncio.wait({self._task})
         if self._consumer is not None:
             await self._consumer.stop()
 
@@ -191,28 +485,79 @@ class Subscriber:
     def running(self) -> bool:
         return self._task is not None and not self._task.done()
 
-    async def _run(self) -> None:
-        while not self._stopping.is_set():
-            try:
-                batch = await self._consumer.getmany(timeout_ms=200, max_records=100)
-            except KafkaError as exc:
-                log.warning("%s: poll failed (%s); retrying", self.group_id, exc)
-                await asyncio.sleep(1)
-                continue
-            if self._consumer.assignment():
-                self.assigned.set()
-            for tp, records in batch.items():
-                for record in records:
-                    if self._stopping.is_set() or tp not in self._consumer.assignment():
-                        break  # uncommitted records are redelivered to whoever owns the partition
-                    if not await self._handle(record):
-                        break  # shutting down mid-retry: leave it uncommitted for the next owner
-                    if not await self._commit(tp, record.offset + 1):
-                        break
-            await self._report_lag()
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        """The loop task ended: expected after stop(), otherwise it died and readiness shows why."""
+        error = None if task.cancelled() else task.exception()  # retrieved, so asyncio does not warn
+        if self._stopping.is_set():
+            if error is not None:
+                log.error("%s: consume loop failed while stopping: %r", self.group_id, error, exc_info=error)
+            return
+        self.error = error or asyncio.CancelledError("consume loop cancelled")
+        CONSUMER_ERRORS.labels(self.group_id, "died").inc()
+        log.critical("%s: consume loop died: %r", self.group_id, self.error, exc_info=error)
+        if self._on_failure is not None:
+            self._on_failure(self, self.error)
 
-    async def _report_lag(self) -> None:
-        """Consumer lag per partition, from the broker's high watermark seen in the last fetch."""
+    async def _run(self) -> None:
+        failures = 0
+        while not self._stopping.is_set():
+            unfinished: dict[TopicPartition, int] = {}  # partition -> offset of its first record not done with
+            try:
+                batch = await self._consumer.getmany(timeout_ms=self._poll_timeout_ms, max_records=100)
+                if self._consumer.assignment():
+                    self.assigned.set()
+                unfinished = {tp: records[0].offset for tp, records in batch.items() if records}
+                for tp, records in batch.items():
+                    for record in records:
+                        if self._stopping.is_set() or tp not in self._consumer.assignment():
+                            break  # uncommitted records are redelivered to whoever owns the partition
+                        if not await self._handle(record):
+                            break  # shutting down mid-retry: leave it uncommitted for the next owner
+                        if not await self._commit(tp, record.offset + 1):
+                            break  # _commit put the position back
+                        unfinished[tp] = record.offset + 1
+                    unfinished.pop(tp, None)
+                await self._report_lag(fetched=bool(batch))
+            except Exception as exc:
+                failures += 1
+                self._rewind(unfinished)
+                delay = self._backoff.delay(failures)
+                if isinstance(exc, KafkaError):
+                    CONSUMER_ERRORS.labels(self.group_id, "poll").inc()
+                    log.warning("%s: poll failed (%r); retrying in %.1fs", self.group_id, exc, delay)
+                else:
+                    CONSUMER_ERRORS.labels(self.group_id, "loop").inc()
+                    log.exception(
+                        "%s: unexpected error in the consume loop; resuming from the first unfinished record in %.1fs",
+                        self.group_id,
+                        delay,
+                    )
+                await self._pause(delay)
+            else:
+                failures = 0
+
+    def _rewind(self, unfinished: dict[TopicPartition, int]) -> None:
+        """Put positions back to records fetched but not done with, so the next poll returns them again."""
+        with contextlib.suppress(Exception):
+            assignment = self._consumer.assignment()
+            for tp, offset in unfinished.items():
+                if tp in assignment:
+                    self._consumer.seek(tp, offset)
+
+    async def _pause(self, seconds: float) -> None:
+        """Sleep, but wake up for stop()."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), seconds)
+
+    async def _report_lag(self, *, fetched: bool) -> None:
+        """Consumer lag per partition, from the broker's high watermark seen in the last fetch.
+
+        After every batch, and every ``lag_report_seconds`` while idle (it costs little, but not nothing).
+        """
+        now = time.monotonic()
+        if not fetched and now < self._next_lag_report:
+            return
+        self._next_lag_report = now + self._lag_interval
         for tp in self._consumer.assignment():
             highwater = self._consumer.highwater(tp)
             if highwater is None:
@@ -222,7 +567,7 @@ class Subscriber:
                 CONSUMER_LAG.labels(self.group_id, tp.topic, str(tp.partition)).set(max(highwater - position, 0))
 
     async def _run_while_polling(self, work: Awaitable[None]) -> None:
-        """Await a handler; if it runs long, keep polling with every partition paused.
+        """Await a handler (or a retry's backoff); if it runs long, keep polling with every partition paused.
 
         Polling is what tells the group coordinator this consumer is alive (max_poll_interval_ms),
         so a fit that takes an hour neither gets the consumer evicted nor needs a huge interval.
@@ -238,7 +583,11 @@ class Subscriber:
                 self._consumer.pause(*paused)
                 # Paused partitions return nothing; one assigned by a rebalance since the pause might,
                 # so its position is put back to be handled after this record.
-                stray = await self._consumer.getmany(timeout_ms=0)
+                try:
+                    stray = await self._consumer.getmany(timeout_ms=0)
+                except KafkaError as exc:  # the work goes on; the next poll tries again
+                    log.warning("%s: poll during a long handler failed: %r", self.group_id, exc)
+                    continue
                 for tp, records in stray.items():
                     if records:
                         self._consumer.seek(tp, records[0].offset)
@@ -265,44 +614,56 @@ class Subscriber:
         topic = record.topic
         try:
             event = from_record(record.value, record.headers)
-        except InvalidEvent as exc:
-            await self._dead_letter(record, exc, attempts=1)
-            return True
-        attempt = 0
+            route = self._routes.get(event.type)
+            if route is None:
+                raise InvalidEvent(f"{self.group_id} has no handler for events of type {event.type!r}")
+            payload = event.decode(route.payload)
+        except Exception as exc:  # not an event this consumer can read, e.g. JSON nested too deep to parse
+            return await self._dead_letter(record, exc, attempts=1)
+        counted = 0  # failed attempts that count against max_attempts: waiting out an outage does not
+        tries = 0
         while True:
-            attempt += 1
+            tries += 1
             started = time.perf_counter()
             try:
                 with consumer_span(event, self.group_id):
-                    await self._run_while_polling(self._handler(event))
-            except PermanentError as exc:
-                await self._dead_letter(record, exc, attempts=attempt)
-                return True
+                    await self._run_while_polling(route.handler(payload, event))
             except Exception as exc:
-                if attempt >= self._max_attempts and not _is_transient(exc):
-                    await self._dead_letter(record, exc, attempts=attempt)
-                    return True
+                verdict = classify(exc)
+                HANDLER_FAILURES.labels(topic, self.group_id, verdict).inc()
+                if verdict != "transient":
+                    counted += 1
+                if verdict == "permanent" or counted >= self._max_attempts:
+                    return await self._dead_letter(record, exc, attempts=counted)
                 if self._stopping.is_set():
                     return False
-                delay = min(self._backoff * 2 ** (attempt - 1), self._max_backoff)
+                delay = self._backoff.delay(tries)
                 log.warning(
-                    "%s: %s %s failed (attempt %d/%d): %r; retrying in %.1fs",
+                    "%s: %s %s failed (%s; attempt %d/%d counted): %r; retrying in %.1fs",
                     self.group_id,
                     topic,
                     event.id,
-                    attempt,
+                    verdict,
+                    counted,
                     self._max_attempts,
                     exc,
                     delay,
                 )
-                await asyncio.sleep(delay)
+                await self._run_while_polling(self._pause(delay))
+                if self._stopping.is_set():
+                    return False
                 continue
             finally:
                 HANDLER_SECONDS.labels(topic, self.group_id).observe(time.perf_counter() - started)
             CONSUMED.labels(topic, self.group_id, "ok").inc()
             return True
 
-    async def _dead_letter(self, record: ConsumerRecord, exc: BaseException, *, attempts: int) -> None:
+    async def _dead_letter(self, record: ConsumerRecord, exc: BaseException, *, attempts: int) -> bool:
+        """Copy ``record`` to its DLQ; True once the broker has it.
+
+        A failed write is retried with backoff while the record stays uncommitted; False if the
+        consumer stops first.
+        """
         log.error(
             "%s: %s@%d offset %d goes to the DLQ after %d attempt(s): %r",
             self.group_id,
@@ -312,6 +673,8 @@ class Subscriber:
             attempts,
             exc,
         )
+        topic = dlq_topic(record.topic)
+        key, value = record.key or b"", record.value or b""
         headers = list(record.headers or ()) + [
             ("x-mloop-error", f"{type(exc).__name__}: {exc}"[:4000].encode()),
             ("x-mloop-original-topic", record.topic.encode()),
@@ -320,25 +683,74 @@ class Subscriber:
             ("x-mloop-attempts", str(attempts).encode()),
             ("x-mloop-consumer-group", self.group_id.encode()),
         ]
-        await self._dlq.send_raw(dlq_topic(record.topic), record.key or b"", record.value or b"", headers)
+        failures = 0
+        while True:
+            try:
+                await self._dlq.ensure_topic(topic)
+                await self._dlq.send_raw(topic, key, value, headers)
+                break
+            except Exception as error:
+                failures += 1
+                CONSUMER_ERRORS.labels(self.group_id, "dlq").inc()
+                if value and classify(error) == "permanent":
+                    # Too large even for the DLQ with its error headers: keep those, the original stays
+                    # in its topic (x-mloop-original-offset) until retention removes it.
+                    log.error(
+                        "%s: %s refused the record (%r); dead-lettering it without its value",
+                        self.group_id,
+                        topic,
+                        error,
+                    )
+                    headers.append(("x-mloop-value-omitted", str(len(value)).encode()))
+                    value = b""
+                    continue
+                if self._stopping.is_set():
+                    return False
+                delay = self._backoff.delay(failures)
+                log.warning(
+                    "%s: writing %s@%d offset %d to %s failed (%r); it stays uncommitted, retrying in %.1fs",
+                    self.group_id,
+                    record.topic,
+                    record.partition,
+                    record.offset,
+                    topic,
+                    error,
+                    delay,
+                )
+                await self._run_while_polling(self._pause(delay))
+                if self._stopping.is_set():
+                    return False
         DEAD_LETTERED.labels(record.topic, self.group_id).inc()
         CONSUMED.labels(record.topic, self.group_id, "dead_lettered").inc()
+        return True
 
 
-def _is_transient(exc: BaseException) -> bool:
-    """An outage of a dependency, not a fault of the message: wait for it rather than dead-letter."""
-    return isinstance(
-        exc,
-        TransientError
-        | ConnectionError
-        | TimeoutError
-        | sqlalchemy.exc.OperationalError
-        | sqlalchemy.exc.InterfaceError,
-    )
+# --- outbox relay ---------------------------------------------------------------------------
+
+
+@dataclass
+class _RowFailures:
+    """Failed sends per outbox row (by seq) that count towards setting it aside; outages do not count."""
+
+    limit: int
+    counts: dict[int, int] = field(default_factory=dict)
+
+    def hopeless(self, seq: int) -> bool:
+        if len(self.counts) > 10_000:  # rows another relay took over never come back here
+            self.counts.clear()
+        self.counts[seq] = self.counts.get(seq, 0) + 1
+        return self.counts[seq] >= self.limit
 
 
 class OutboxRelay:
-    """Publishes committed outbox rows in order and marks them sent; safe to run in several processes."""
+    """Publishes committed outbox rows in order and marks them sent; safe to run in several processes.
+
+    It wakes when a commit in this process staged events (``wake()``), when one in another process
+    did (PostgreSQL LISTEN/NOTIFY on a dedicated connection), and otherwise polls rarely: after
+    ``idle_seconds``, doubling while nothing comes, up to ``max_idle_seconds``. A row the broker
+    refuses for good (too large, invalid) is copied to its topic's DLQ and marked sent, so the
+    rows after it still go out, in order.
+    """
 
     def __init__(
         self,
@@ -347,7 +759,11 @@ class OutboxRelay:
         *,
         batch_size: int = 200,
         idle_seconds: float = 0.1,
+        max_idle_seconds: float = 5.0,
         retention_seconds: float = 86_400,
+        max_attempts: int = 5,
+        backoff: Backoff = Backoff(0.5, 10.0),
+        listen: bool = True,
     ):
         self._retention = retention_seconds
         self._next_purge = 0.0
@@ -355,9 +771,16 @@ class OutboxRelay:
         self._producer = producer
         self._batch_size = batch_size
         self._idle = idle_seconds
+        self._max_idle = max_idle_seconds
+        self._backoff = backoff
+        self._failures = _RowFailures(max_attempts)
+        self._listen_enabled = listen and db.engine.dialect.name == "postgresql" and db.engine.driver == "asyncpg"
+        self._listen_check_seconds = 30.0
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._listener: asyncio.Task[None] | None = None
+        self.listening = False  # a LISTEN connection is up
 
     def wake(self) -> None:
         """Hint that new rows were committed, so they leave without waiting for the next poll."""
@@ -365,12 +788,17 @@ class OutboxRelay:
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="outbox-relay")
+        if self._listen_enabled:
+            self._listener = asyncio.create_task(self._listen(), name="outbox-listener")
 
     async def stop(self) -> None:
         self._stopping.set()
         self._wake.set()
-        if self._task:
-            await self._task
+        if self._listener is not None:
+            self._listener.cancel()  # it may be waiting for a database that does not answer
+            await asyncio.wait({self._listener})
+        if self._task is not None:
+            await asyncio.wait({self._task})
         # Publish whatever a last handler committed before shutdown.
         with contextlib.suppress(Exception):
             while await self.publish_pending():
@@ -381,34 +809,155 @@ class OutboxRelay:
         return self._task is not None and not self._task.done()
 
     async def publish_pending(self) -> int:
-        """Publish one batch; returns how many rows left the outbox."""
+        """Publish one batch; returns how many rows left the outbox (sent, or set aside in the DLQ).
+
+        If a row cannot be sent for now (the broker unreachable...), what did go out is marked sent
+        and that row's error is raised, so the caller backs off and the row leaves first next time.
+        """
+        from mloop_common.db import lock_pending, mark_sent
+
+        stuck: Exception | None = None
         async with self._db.transaction() as session:
             rows = await lock_pending(session, self._batch_size)
             if not rows:
                 return 0
-            # If the send fails the transaction rolls back and the rows are retried: at least once.
-            await self._producer.send_many([(r.topic, r.key, r.value, r.headers) for r in rows])
-            await mark_sent(session, [r.seq for r in rows])
-        return len(rows)
+            limit = self._producer.config.max_message_bytes
+            sendable = [row for row in rows if row.size <= limit]
+            results = await self._producer.send_each([_record(row) for row in sendable])
+            outcomes = {row.seq: error for row, error in zip(sendable, results, strict=True)}
+            done: list[int] = []
+            for row in rows:
+                error = outcomes[row.seq] if row.seq in outcomes else _too_large(row, limit)
+                if error is not None and stuck is None:
+                    if row.seq in outcomes and classify(error) == "permanent":
+                        # The broker refuses a whole batch for one bad record: alone, a row shows its own fate.
+                        [error] = await self._producer.send_each([_record(row)])
+                    if error is not None:
+                        error = await self._set_aside_if_hopeless(row, error)
+                if error is None:
+                    done.append(row.seq)
+                elif stuck is None:
+                    stuck = error  # later rows that failed too wait for the next round, in order
+            if done:
+                await mark_sent(session, done)
+        if stuck is not None:
+            raise stuck
+        return len(done)
+
+    async def _set_aside_if_hopeless(self, row: OutboxRow, error: Exception) -> Exception | None:
+        """Copy a row the broker will never take to its DLQ (None once done); else return the error to retry."""
+        verdict = classify(error)
+        if verdict == "transient" or (verdict == "retry" and not self._failures.hopeless(row.seq)):
+            return error
+        dlq = dlq_topic(row.topic)
+        headers = row.headers + [
+            ("x-mloop-error", f"{type(error).__name__}: {error}"[:4000].encode()),
+            ("x-mloop-original-topic", row.topic.encode()),
+            ("x-mloop-outbox-seq", str(row.seq).encode()),
+        ]
+        try:
+            await self._producer.ensure_topic(dlq)
+        except Exception as exc:
+            return exc
+        [failure] = await self._producer.send_each([(dlq, row.key, row.value, headers)])
+        if failure is not None and classify(failure) == "permanent":
+            # Too large for the DLQ too: the value stays in the outbox row until the sent rows are purged.
+            omitted = headers + [("x-mloop-value-omitted", str(len(row.value)).encode())]
+            [failure] = await self._producer.send_each([(dlq, row.key, b"", omitted)])
+        if failure is not None:
+            return failure
+        self._failures.counts.pop(row.seq, None)
+        OUTBOX_SET_ASIDE.labels(row.topic).inc()
+        event_id = dict(row.headers).get("ce_id", b"?").decode(errors="replace")
+        log.error(
+            "outbox relay: the broker refused row %d (event %s for %s, %d bytes): %r; copied to %s, moving on",
+            row.seq,
+            event_id,
+            row.topic,
+            row.size,
+            error,
+            dlq,
+        )
+        return None
 
     async def _run(self) -> None:
+        failures = 0
+        idle = self._idle
         while not self._stopping.is_set():
             try:
                 sent = await self.publish_pending()
             except Exception as exc:
-                log.warning("outbox relay: publish failed (%r); retrying", exc)
-                sent = 0
-                await asyncio.sleep(1)
-            if sent:
+                failures += 1
+                RELAY_ERRORS.inc()
+                delay = self._backoff.delay(failures)
+                log.warning("outbox relay: publish failed (%r); retrying in %.1fs", exc, delay)
+                with contextlib.suppress(TimeoutError):  # commits meanwhile do not cut the backoff short
+                    await asyncio.wait_for(self._stopping.wait(), delay)
                 continue
-            if time.monotonic() >= self._next_purge:
-                self._next_purge = time.monotonic() + 600
-                with contextlib.suppress(Exception):
-                    async with self._db.transaction() as session:
-                        await purge_sent(session, self._retention)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._idle)
+            failures = 0
+            if sent:
+                idle = self._idle
+                continue
+            await self._purge_if_due()
+            try:
+                await asyncio.wait_for(self._wake.wait(), idle)
+                idle = self._idle
+            except TimeoutError:
+                idle = min(idle * 2, self._max_idle)
             self._wake.clear()
+
+    async def _purge_if_due(self) -> None:
+        from mloop_common.db import purge_sent
+
+        if time.monotonic() < self._next_purge:
+            return
+        self._next_purge = time.monotonic() + 600
+        with contextlib.suppress(Exception):
+            async with self._db.transaction() as session:
+                await purge_sent(session, self._retention)
+
+    async def _listen(self) -> None:
+        """Keep a LISTEN connection open, so that commits in other processes wake this relay at once."""
+        from mloop_common.db import listen_for_outbox
+
+        failures = 0
+        while not self._stopping.is_set():
+            connection: asyncpg.Connection | None = None
+            lost = asyncio.Event()
+            try:
+                connection = await listen_for_outbox(self._db, self.wake)
+                connection.add_termination_listener(lambda _, lost=lost: lost.set())
+                self.listening = True
+                failures = 0
+                self.wake()  # whatever was notified while nobody listened
+                while not self._stopping.is_set():
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(lost.wait(), self._listen_check_seconds)
+                    if lost.is_set():
+                        log.warning("outbox relay: LISTEN connection lost; reconnecting")
+                        break
+                    await connection.execute("SELECT 1", timeout=10)  # a silently dropped connection shows here
+            except Exception as exc:
+                failures += 1
+                log.warning("outbox relay: LISTEN connection failed (%r); polling until it is back", exc)
+            finally:
+                self.listening = False
+                if connection is not None:
+                    with contextlib.suppress(Exception):
+                        await connection.close(timeout=5)
+            if not self._stopping.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), self._backoff.delay(max(failures, 1)))
+
+
+def _record(row: OutboxRow) -> Record:
+    return row.topic, row.key, row.value, row.headers
+
+
+def _too_large(row: OutboxRow, limit: int) -> PayloadTooLarge:
+    return PayloadTooLarge(
+        f"outbox row {row.seq} for topic {row.topic!r} is {row.size} bytes encoded, over the {limit}-byte limit"
+    )
 
 
 @contextlib.asynccontextmanager
@@ -432,7 +981,7 @@ async def tail(
         async for record in consumer:
             try:
                 yield record, from_record(record.value, record.headers)
-            except InvalidEvent:
+            except (InvalidEvent, RecursionError):  # RecursionError: JSON nested too deep to parse
                 yield record, None
 
     try:

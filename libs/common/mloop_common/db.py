@@ -6,57 +6,49 @@ tables are unqualified and the shared inbox/outbox tables live beside the servic
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import AsyncIterator
+import logging.config
+import re
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
+import asyncpg  # type: ignore[import-untyped]
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
 from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
-from mloop_common.events import Envelope, to_record
+from mloop_common.events import MAX_MESSAGE_BYTES, Envelope, Header, ensure_fits, record_size, to_record
+from mloop_common.settings import ServiceSettings, build_settings
 from mloop_common.telemetry import current_trace_headers
 
-messaging_metadata = sa.MetaData()
-
-inbox_table = sa.Table(
-    "inbox",
-    messaging_metadata,
-    sa.Column("consumer", sa.String(200), primary_key=True),
-    sa.Column("event_id", sa.String(100), primary_key=True),
-    sa.Column("event_type", sa.String(100), nullable=False),
-    sa.Column("handled_at", sa.DateTime(timezone=True), server_default=sa.func.now(), nullable=False),
-)
-
-outbox_table = sa.Table(
-    "outbox",
-    messaging_metadata,
-    sa.Column("seq", sa.BigInteger, sa.Identity(), primary_key=True),
-    sa.Column("event_id", sa.String(100), nullable=False, unique=True),
-    sa.Column("topic", sa.String(200), nullable=False),
-    sa.Column("key", sa.LargeBinary, nullable=False),
-    sa.Column("value", sa.LargeBinary, nullable=False),
-    sa.Column("headers", sa.Text, nullable=False),
-    sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.func.now(), nullable=False),
-    sa.Column("sent_at", sa.DateTime(timezone=True), nullable=True),
-)
+# Constraint names as PostgreSQL itself picks them for unnamed constraints (what the 0001
+# migrations created), so that every later migration can name, and drop, what it creates.
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "%(table_name)s_%(column_0_N_name)s_key",
+    "fk": "%(table_name)s_%(column_0_N_name)s_fkey",
+    "pk": "%(table_name)s_pkey",
+}
 
 
-def create_messaging_tables(op: Any) -> None:
-    """Alembic helper: create the inbox and outbox tables in the service's schema."""
-    op.create_table(
+def add_messaging_tables(metadata: sa.MetaData) -> tuple[sa.Table, sa.Table]:
+    """Add the shared ``inbox`` and ``outbox`` tables to a service's metadata (their one definition)."""
+    inbox = sa.Table(
         "inbox",
+        metadata,
         sa.Column("consumer", sa.String(200), primary_key=True),
         sa.Column("event_id", sa.String(100), primary_key=True),
         sa.Column("event_type", sa.String(100), nullable=False),
         sa.Column("handled_at", sa.DateTime(timezone=True), server_default=sa.func.now(), nullable=False),
     )
-    op.create_table(
+    outbox = sa.Table(
         "outbox",
+        metadata,
         sa.Column("seq", sa.BigInteger, sa.Identity(), primary_key=True),
         sa.Column("event_id", sa.String(100), nullable=False, unique=True),
         sa.Column("topic", sa.String(200), nullable=False),
@@ -65,8 +57,14 @@ def create_messaging_tables(op: Any) -> None:
         sa.Column("headers", sa.Text, nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.func.now(), nullable=False),
         sa.Column("sent_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Index("ix_outbox_pending", "seq", postgresql_where=sa.text("sent_at IS NULL")),
     )
-    op.create_index("ix_outbox_pending", "outbox", ["seq"], postgresql_where=sa.text("sent_at IS NULL"))
+    return inbox, outbox
+
+
+# The inbox/outbox functions below work in any service's schema (through its search_path).
+messaging_metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
+inbox_table, outbox_table = add_messaging_tables(messaging_metadata)
 
 
 class Database:
@@ -95,17 +93,27 @@ class Database:
     async def migrate(self, script_location: str) -> None:
         """Bring the schema to the newest Alembic revision (serialised across processes)."""
         async with self.engine.begin() as conn:
-            if self.schema:
-                exists = await conn.execute(
-                    sa.text("SELECT 1 FROM pg_namespace WHERE nspname = :name"), {"name": self.schema}
-                )
-                if exists.first() is None:  # checked first: a service role may not create schemas
-                    await conn.execute(sa.text(f'CREATE SCHEMA "{self.schema}"'))
-            await conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext(current_schema()))"))
+            await _prepare_schema(conn, self.schema)
             await conn.run_sync(_upgrade, script_location)
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+
+
+# --- migrations ------------------------------------------------------------------------------
+
+# How Alembic compares a service's metadata with its schema (autogenerate, `alembic check`, tests).
+# Only the connection's default schema (the service's, through search_path) is reflected.
+AUTOGENERATE_OPTIONS: dict[str, Any] = {"compare_type": True, "compare_server_default": True, "include_schemas": False}
+
+
+async def _prepare_schema(conn: AsyncConnection, schema: str | None) -> None:
+    """Create the service's schema when missing and hold the schema's migration lock for this transaction."""
+    if schema:
+        exists = await conn.execute(sa.text("SELECT 1 FROM pg_namespace WHERE nspname = :name"), {"name": schema})
+        if exists.first() is None:  # checked first: a service role may not create schemas
+            await conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+    await conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext(current_schema()))"))
 
 
 def _upgrade(connection: sa.Connection, script_location: str) -> None:
@@ -115,14 +123,72 @@ def _upgrade(connection: sa.Connection, script_location: str) -> None:
     command.upgrade(config, "head")
 
 
-def run_migrations_env() -> None:
-    """Body of every service's Alembic ``env.py``: run on the connection ``migrate`` passes."""
+def run_migrations_env(service: str, target_metadata: sa.MetaData, settings_class: type[ServiceSettings]) -> None:
+    """Body of every service's Alembic ``env.py``.
+
+    ``Database.migrate`` passes its connection (already in the service's schema and locked) in
+    ``config.attributes["connection"]``. From the alembic CLI (``cd services/<svc> && alembic ...``)
+    the URL and schema are the service's own settings (``MLOOP_<SVC>_DATABASE_URL`` /
+    ``MLOOP_<SVC>_DATABASE_SCHEMA``, local defaults otherwise), exactly as the running service uses them.
+    """
     from alembic import context
 
-    connection = context.config.attributes["connection"]
-    context.configure(connection=connection, target_metadata=None)
+    config = context.config
+    connection = config.attributes.get("connection")
+    if connection is not None:
+        _run_migrations(connection, service, target_metadata)
+        return
+    if config.config_file_name is not None:
+        logging.config.fileConfig(config.config_file_name, disable_existing_loggers=False)
+    _, own = build_settings(service, settings_class)
+    if context.is_offline_mode():  # `alembic upgrade head --sql`: print the SQL, run nothing
+        context.configure(url=own.database_url, target_metadata=target_metadata, literal_binds=True)
+        with context.begin_transaction():
+            context.execute(f'SET search_path TO "{own.database_schema}"')
+            context.run_migrations()
+        return
+    asyncio.run(_run_online(own.database_url or "", own.database_schema, service, target_metadata))
+
+
+async def _run_online(url: str, schema: str | None, service: str, target_metadata: sa.MetaData) -> None:
+    database = Database(url, schema=schema, pool_size=1)
+    try:
+        async with database.engine.begin() as conn:
+            await _prepare_schema(conn, schema)
+            await conn.run_sync(_run_migrations, service, target_metadata)
+    finally:
+        await database.dispose()
+
+
+def _run_migrations(connection: sa.Connection, service: str, target_metadata: sa.MetaData) -> None:
+    """Run the migration command on ``connection``; the version table is found through its search_path."""
+    from alembic import context
+
+    context.configure(
+        connection=connection,
+        target_metadata=target_metadata,
+        process_revision_directives=_numbered_revisions(service),
+        **AUTOGENERATE_OPTIONS,
+    )
     with context.begin_transaction():
         context.run_migrations()
+
+
+def _numbered_revisions(service: str) -> Callable[..., None]:
+    """Give a new revision the next id in the ``<service>_NNNN`` series unless ``--rev-id`` was given."""
+
+    def process(context: Any, revision: Any, directives: list[Any]) -> None:
+        cmd_opts = context.config.cmd_opts if context.config is not None else None
+        if not directives or getattr(cmd_opts, "rev_id", None):
+            return
+        numbers = [
+            int(script.revision.rpartition("_")[2])
+            for script in context.script.walk_revisions()
+            if re.fullmatch(rf"{service}_\d+", script.revision)
+        ]
+        directives[0].rev_id = f"{service}_{max(numbers, default=0) + 1:04d}"
+
+    return process
 
 
 # --- inbox: idempotent consumers ----------------------------------------------------------
@@ -150,11 +216,23 @@ async def claim_event(session: AsyncSession, consumer: str, event: Envelope) -> 
 # --- outbox: publish exactly what was committed --------------------------------------------
 
 
-async def enqueue(session: AsyncSession, event: Envelope) -> None:
-    """Stage ``event`` for publishing; it leaves only if this transaction commits."""
+# A session may carry the broker's message size limit under this ``info`` key (the Runtime sets it).
+MAX_MESSAGE_BYTES_INFO = "mloop.max_message_bytes"
+# The NOTIFY channel of a schema's outbox: a commit that enqueued wakes the relays LISTENing on it.
+OUTBOX_CHANNEL_SQL = "left('mloop_outbox_' || current_schema(), 63)"
+
+
+async def enqueue(session: AsyncSession, event: Envelope, *, max_bytes: int | None = None) -> None:
+    """Stage ``event`` for publishing; it leaves only if this transaction commits.
+
+    An event over ``max_bytes`` (default: the session's ``info[MAX_MESSAGE_BYTES_INFO]``, else
+    ``MAX_MESSAGE_BYTES``) raises ``PayloadTooLarge`` and writes nothing: the broker would refuse it.
+    """
     if event.traceparent is None:
         event = event.with_trace(*current_trace_headers())
     key, value, headers = to_record(event)
+    limit = max_bytes or session.info.get(MAX_MESSAGE_BYTES_INFO, MAX_MESSAGE_BYTES)
+    ensure_fits(event.topic, key, value, headers, limit)
     await session.execute(
         sa.insert(outbox_table).values(
             event_id=event.id,
@@ -164,6 +242,27 @@ async def enqueue(session: AsyncSession, event: Envelope) -> None:
             headers=json.dumps([[k, v.decode()] for k, v in headers]),
         )
     )
+    if session.get_bind().dialect.name == "postgresql":
+        # Delivered at commit (and once per transaction however many events it stages).
+        await session.execute(sa.text(f"SELECT pg_notify({OUTBOX_CHANNEL_SQL}, '')"))
+
+
+async def listen_for_outbox(db: Database, on_notify: Callable[[], None]) -> asyncpg.Connection:
+    """A dedicated connection on which every commit that enqueued into ``db``'s outbox calls ``on_notify``.
+
+    The caller owns it: close it when done, and open a new one when it drops (notifications sent
+    while no connection listened are lost, so poll once after reconnecting).
+    """
+    url = db.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+    server_settings = {"search_path": db.schema} if db.schema else None
+    connection = await asyncpg.connect(url, server_settings=server_settings)
+    try:
+        channel = await connection.fetchval(f"SELECT {OUTBOX_CHANNEL_SQL}")
+        await connection.add_listener(channel, lambda *_: on_notify())
+    except BaseException:
+        await connection.close()
+        raise
+    return connection
 
 
 @dataclass(frozen=True)
@@ -172,7 +271,12 @@ class OutboxRow:
     topic: str
     key: bytes
     value: bytes
-    headers: list[tuple[str, bytes]]
+    headers: list[Header]
+
+    @property
+    def size(self) -> int:
+        """Encoded size, as the broker's message size limit counts it."""
+        return record_size(self.key, self.value, self.headers)
 
 
 async def lock_pending(session: AsyncSession, limit: int) -> list[OutboxRow]:
@@ -206,7 +310,7 @@ async def purge_sent(session: AsyncSession, older_than_seconds: float) -> int:
             outbox_table.c.sent_at < sa.func.now() - sa.text(f"interval '{int(older_than_seconds)} seconds'")
         )
     )
-    return result.rowcount or 0
+    return cast("sa.CursorResult[Any]", result).rowcount or 0
 
 
 async def mark_sent(session: AsyncSession, seqs: list[int]) -> None:

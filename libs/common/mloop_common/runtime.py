@@ -1,7 +1,8 @@
 """What every service process runs: database + migrations, producer, outbox relay, consumers.
 
 A service's composition root (its ``bootstrap.py``) builds one ``Runtime`` in the app's
-lifespan, registers its consumers, and hands ``runtime`` to its handlers.
+lifespan, registers its consumers, and hands the adapters it owns (``store()``, ``artifacts``,
+``producer``) to its handlers; handlers never see the ``Runtime`` itself.
 """
 
 from __future__ import annotations
@@ -10,10 +11,12 @@ import asyncio
 import logging
 import os
 import subprocess
-from collections.abc import AsyncIterator
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
@@ -21,69 +24,96 @@ from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mloop_common.artifacts import ArtifactStore
-from mloop_common.bus import BusConfig, Handler, OutboxRelay, Producer, Subscriber, ensure_topics
-from mloop_common.db import Database
-from mloop_common.settings import CommonSettings, ServiceSettings
+from mloop_common.bus import BusConfig, OutboxRelay, Producer, Route, Subscriber, ensure_topics
+from mloop_common.db import MAX_MESSAGE_BYTES_INFO, Database
+from mloop_common.retry import Backoff, retry_call
+from mloop_common.settings import ServiceSettings
 from mloop_common.telemetry import setup_tracing
+from mloop_common.uow import S, SqlStore
 
 log = logging.getLogger(__name__)
+
+# The broker or the database may still be starting: about a minute of attempts, then give up loudly.
+STARTUP_BACKOFF = Backoff(initial=0.5, maximum=2.0)
+STARTUP_ATTEMPTS = 30
+# A consumer whose loop died is restarted this often per process; after that the process exits.
+CONSUMER_RESTARTS = 3
 
 
 @dataclass
 class ConsumerSpec:
-    topics: list[str]
-    handler: Handler
+    routes: list[Route[Any]]
     group_suffix: str = ""
 
 
 class Runtime:
     """The adapters one service process owns, started and stopped together."""
 
-    def __init__(
-        self,
-        service: str,
-        common: CommonSettings,
-        own: ServiceSettings,
-        *,
-        migrations: str | None,
-        uses_database: bool = True,
-    ):
+    def __init__(self, settings: ServiceSettings, *, migrations: str | None = None):
+        service, common, own = settings.service, settings.common, settings
+        uses_database = settings.uses_database
         self.service = service
         self.common = common
         self.settings = own
-        self.bus_config = BusConfig(common.kafka.bootstrap_servers, common.kafka.partitions, f"mloop-{service}")
+        self.bus_config = BusConfig(
+            common.kafka.bootstrap_servers,
+            common.kafka.partitions,
+            f"mloop-{service}",
+            max_message_bytes=common.kafka.max_message_bytes,
+        )
         self.uses_database = uses_database
         self.db = Database(own.database_url or "", schema=own.database_schema) if uses_database else None
+        if self.db is not None:  # enqueue() refuses events over the broker's limit when they are staged
+            self.db.sessions.configure(info={MAX_MESSAGE_BYTES_INFO: self.bus_config.max_message_bytes})
         self.artifacts = ArtifactStore(common.artifacts_root)
         self.producer = Producer(self.bus_config)
         self.relay = OutboxRelay(self.db, self.producer) if self.db else None
         self._migrations = migrations
         self._consumers: list[ConsumerSpec] = []
         self.subscribers: list[Subscriber] = []
+        self.restart_backoff = Backoff(1.0, 10.0)
+        self._restarts: dict[str, int] = {}
+        self._supervisors: set[asyncio.Task[None]] = set()
+        self._on_fatal: Callable[[str], None] | None = None
+        self._stopping = False
         self.code_version = common.code_version or detect_code_version()
 
     @property
     def group_id(self) -> str:
         return f"mloop-{self.service}"
 
-    def consume(self, topics: list[str], handler: Handler, *, group_suffix: str = "") -> None:
-        """Register a consumer; it starts with the runtime."""
-        self._consumers.append(ConsumerSpec(topics, handler, group_suffix))
+    def consume(self, *routes: Route[Any], group_suffix: str = "") -> None:
+        """Register one consumer (group) for these routes; it starts with the runtime."""
+        self._consumers.append(ConsumerSpec(list(routes), group_suffix))
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:
-        """A unit of work; events enqueued in it leave right after it commits."""
+        """Transitional: handlers are moving to ``store()`` units of work; delete when none calls this."""
         assert self.db and self.relay, f"{self.service} runs without a database"
         async with self.db.transaction() as session:
             yield session
         self.relay.wake()
 
+    def store(self, unit: type[S]) -> SqlStore[S]:
+        """Units of work of type ``unit`` on this service's schema; staged events leave right after commit."""
+        if self.db is None or self.relay is None:
+            raise RuntimeError(f"{self.service} runs without a database")
+        return SqlStore(self.db, unit, consumer=self.group_id, on_commit=self.relay.wake)
+
     async def start(self, app: FastAPI | None = None) -> None:
+        """Migrate, create topics, start the producer, the outbox relay and the consumers.
+
+        ``app.state.on_fatal`` (set by ``serve``) is called with a reason when a consumer died and
+        cannot be restarted: the process should then exit non-zero so that its supervisor restarts it.
+        """
+        if app is not None:
+            self._on_fatal = getattr(app.state, "on_fatal", None)
         setup_tracing(self.service)
-        if self.db:
-            SQLAlchemyInstrumentor().instrument(engine=self.db.engine.sync_engine)
-        if self.db and self._migrations:
-            await _retry("database", lambda: self.db.migrate(self._migrations))
+        db, migrations = self.db, self._migrations
+        if db:
+            SQLAlchemyInstrumentor().instrument(engine=db.engine.sync_engine)
+        if db and migrations:
+            await _retry("database", lambda: db.migrate(migrations))
         await _retry("kafka topics", lambda: ensure_topics(self.bus_config))
         await _retry("kafka producer", self.producer.start)
         if self.relay:
@@ -92,9 +122,9 @@ class Runtime:
             subscriber = Subscriber(
                 self.bus_config,
                 group_id=self.group_id + spec.group_suffix,
-                topics=spec.topics,
-                handler=spec.handler,
+                routes=spec.routes,
                 dlq_producer=self.producer,
+                on_failure=self._consumer_died,
             )
             await subscriber.start()
             self.subscribers.append(subscriber)
@@ -104,12 +134,42 @@ class Runtime:
                 app.state.checks["database"] = self.db.ping
 
     async def _broker_ok(self) -> bool | str:
-        if self.relay and not self.relay.running:
-            return "outbox relay stopped"
-        stopped = [s.group_id for s in self.subscribers if not s.running]
-        return f"consumers stopped: {stopped}" if stopped else True
+        problems = ["outbox relay stopped"] if self.relay and not self.relay.running else []
+        problems += [f"consumer {s.group_id} stopped: {s.error!r}"[:300] for s in self.subscribers if not s.running]
+        return "; ".join(problems) or True
+
+    def _consumer_died(self, subscriber: Subscriber, error: BaseException) -> None:
+        if self._stopping:
+            return
+        task = asyncio.get_running_loop().create_task(self._revive(subscriber, error))
+        self._supervisors.add(task)
+        task.add_done_callback(self._supervisors.discard)
+
+    async def _revive(self, subscriber: Subscriber, error: BaseException) -> None:
+        """Restart a consumer whose loop died; if that fails (or keeps happening), end the process."""
+        group = subscriber.group_id
+        self._restarts[group] = restarts = self._restarts.get(group, 0) + 1
+        if restarts > CONSUMER_RESTARTS:
+            self._fatal(f"consumer {group} died {restarts} times, last with {error!r}")
+            return
+        try:
+            await retry_call(
+                subscriber.restart, what=f"restarting consumer {group}", backoff=self.restart_backoff, attempts=5
+            )
+        except Exception as exc:
+            self._fatal(f"consumer {group} died ({error!r}) and cannot be restarted: {exc!r}")
+            return
+        log.warning("consumer %s restarted after its loop died (%d/%d)", group, restarts, CONSUMER_RESTARTS)
+
+    def _fatal(self, reason: str) -> None:
+        log.critical("%s: %s", self.service, reason)
+        if self._on_fatal is not None:
+            self._on_fatal(reason)
 
     async def stop(self) -> None:
+        self._stopping = True
+        for task in list(self._supervisors):
+            task.cancel()
         for subscriber in self.subscribers:
             await subscriber.stop()
         if self.relay:
@@ -119,17 +179,9 @@ class Runtime:
             await self.db.dispose()
 
 
-async def _retry(what: str, action, attempts: int = 30, delay: float = 1.0) -> None:  # type: ignore[no-untyped-def]
-    """The broker may still be starting when a service starts: wait for it, then give up loudly."""
-    for attempt in range(1, attempts + 1):
-        try:
-            await action()
-            return
-        except Exception as exc:
-            if attempt == attempts:
-                raise
-            log.warning("%s not reachable yet (%r); retry %d/%d", what, exc, attempt, attempts)
-            await asyncio.sleep(delay)
+async def _retry(what: str, action: Callable[[], Awaitable[object]]) -> None:
+    """The broker or the database may still be starting when a service starts: wait for it, then give up."""
+    await retry_call(action, what=f"connecting to the {what}", backoff=STARTUP_BACKOFF, attempts=STARTUP_ATTEMPTS)
 
 
 def detect_code_version() -> str:
@@ -150,10 +202,45 @@ def detect_code_version() -> str:
         return "unknown"
 
 
+class _Server(uvicorn.Server):
+    """uvicorn's server with its housekeeping tick once a second instead of ten times.
+
+    The tick refreshes the Date header (once a second either way) and notices a requested exit
+    (now within a second); ten wake-ups a second were most of what an idle service cost.
+    """
+
+    async def main_loop(self) -> None:
+        counter = 0
+        should_exit = await self.on_tick(counter)
+        while not should_exit:
+            counter = (counter + 10) % 864_000  # on_tick counts tenths of a second
+            await asyncio.sleep(1.0)
+            should_exit = await self.on_tick(counter)
+
+
 def serve(app: FastAPI, settings: ServiceSettings) -> None:
-    """Run one service's HTTP server; SIGTERM drains consumers through the lifespan."""
+    """Run one service's HTTP server; SIGTERM drains consumers through the lifespan.
+
+    A fatal runtime failure (``app.state.on_fatal``: a consumer that cannot be restarted) shuts the
+    server down the same way and the process exits with status 1.
+    """
     logging.basicConfig(
         level=os.environ.get("MLOOP_LOG_LEVEL", "INFO"), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     logging.getLogger("aiokafka").setLevel(logging.WARNING)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning", timeout_graceful_shutdown=30)
+    server = _Server(
+        uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning", timeout_graceful_shutdown=30)
+    )
+    fatal: list[str] = []
+
+    def shut_down(reason: str) -> None:
+        fatal.append(reason)
+        server.should_exit = True
+
+    app.state.on_fatal = shut_down
+    server.run()
+    if fatal:
+        log.critical("%s exits: %s", settings.service, "; ".join(fatal))
+        sys.exit(1)
+    if not server.started:
+        sys.exit(3)  # startup failed (uvicorn.run's status for it)

@@ -1,0 +1,551 @@
+"""The bus cannot wedge: outages are waited out, bad records dead-lettered, refused rows set aside,
+broken DLQs and loop errors survived, and an idle relay wakes on commits instead of polling.
+
+All on the real broker and database: the database restart a handler sees is a real
+``pg_terminate_backend`` of its connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any, ClassVar
+
+import asyncpg
+import httpx
+import pytest
+import sqlalchemy as sa
+from aiokafka import TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaConnectionError
+from fastapi import FastAPI
+from prometheus_client import REGISTRY
+
+from mloop_common.bus import BusConfig, OutboxRelay, Producer, Subscriber, classify, ensure_topics, route
+from mloop_common.db import MAX_MESSAGE_BYTES_INFO, Database, claim_event, enqueue, messaging_metadata, outbox_table
+from mloop_common.errors import PayloadTooLarge
+from mloop_common.events import Envelope, dlq_topic, to_record
+from mloop_common.http import create_app
+from mloop_common.retry import Backoff
+from mloop_common.runtime import Runtime
+from mloop_common.settings import CommonSettings, KafkaSettings, ServiceSettings
+from tests.conftest import ADMIN_DSN, eventually
+from tests.integration.test_bus import Value, event, read_all
+
+effects = sa.Table(
+    "effects",
+    sa.MetaData(),
+    sa.Column("id", sa.Integer, sa.Identity(), primary_key=True),
+    sa.Column("event_id", sa.String(100)),
+    sa.Column("value", sa.Integer),  # int4: a value over 2**31 is a data error
+)
+
+
+@pytest.fixture
+async def db(postgres: str, schema: str) -> AsyncIterator[Database]:
+    database = Database(postgres, schema=schema)
+    async with database.engine.begin() as conn:
+        await conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+        await conn.run_sync(messaging_metadata.create_all)
+        await conn.run_sync(effects.metadata.create_all)
+    yield database
+    await database.dispose()
+
+
+@pytest.fixture
+async def admin() -> AsyncIterator[asyncpg.Connection]:
+    connection = await asyncpg.connect(ADMIN_DSN)
+    yield connection
+    await connection.close()
+
+
+@asynccontextmanager
+async def started(producer: Producer) -> AsyncIterator[Producer]:
+    await producer.start()
+    try:
+        yield producer
+    finally:
+        await producer.stop()
+
+
+@pytest.fixture
+async def bus(kafka_bootstrap: str) -> AsyncIterator[tuple[BusConfig, str, Producer]]:
+    """A config, a fresh topic (with its DLQ) and a started producer."""
+    config = BusConfig(kafka_bootstrap, 3, "faults")
+    topic = f"faults.{uuid.uuid4().hex[:10]}"
+    await ensure_topics(config, [topic])
+    async with started(Producer(config)) as producer:
+        yield config, topic, producer
+
+
+def record_effect(db: Database, consumer: str = "svc"):  # type: ignore[no-untyped-def]
+    async def handle(_: Value, envelope: Envelope) -> None:
+        async with db.transaction() as session:
+            if await claim_event(session, consumer, envelope):
+                await session.execute(sa.insert(effects).values(event_id=envelope.id, value=envelope.data["value"]))
+
+    return handle
+
+
+async def effect_values(db: Database) -> list[int]:
+    async with db.transaction() as session:
+        return list((await session.execute(sa.select(effects.c.value).order_by(effects.c.id))).scalars())
+
+
+async def subscribe(config: BusConfig, topic: str, handler, producer: Producer, **options: Any) -> Subscriber:  # type: ignore[no-untyped-def]
+    subscriber = Subscriber(
+        config,
+        group_id=f"g-{uuid.uuid4().hex[:8]}",
+        routes=[route(Value, handler, topic=topic)],
+        dlq_producer=producer,
+        **options,
+    )
+    await subscriber.start()
+    return subscriber
+
+
+def metric(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+# --- 1. transient vs permanent -------------------------------------------------------------------
+
+
+async def test_a_database_restart_under_a_handler_is_waited_out_and_not_counted_as_an_attempt(  # type: ignore[no-untyped-def]
+    db: Database, bus, admin: asyncpg.Connection
+) -> None:
+    config, topic, producer = bus
+    errors: list[Exception] = []
+    outages = 6  # three times max_attempts
+
+    async def handler(payload: Value, envelope: Envelope) -> None:
+        try:
+            if not errors:
+                raise RuntimeError("a bug that a retry gets past")  # the one attempt that counts
+            async with db.transaction() as session:
+                pid = (await session.execute(sa.text("SELECT pg_backend_pid()"))).scalar_one()
+                if len(errors) <= outages // 2:  # the server kills the connection while it is idle in the transaction
+                    await admin.execute("SELECT pg_terminate_backend($1)", pid)
+                elif len(errors) <= outages:  # ... or while a statement runs
+                    killer = asyncio.create_task(_terminate_soon(admin, pid))
+                    try:
+                        await session.execute(sa.text("SELECT pg_sleep(5)"))
+                    finally:
+                        await killer
+                if await claim_event(session, "svc", envelope):
+                    await session.execute(sa.insert(effects).values(event_id=envelope.id, value=payload.value))
+        except Exception as exc:
+            errors.append(exc)
+            raise
+
+    await producer.publish(event(topic, 5))
+    await producer.publish(event(topic, 6))
+    subscriber = await subscribe(
+        config, topic, handler, producer, max_attempts=2, backoff_seconds=0.01, max_backoff_seconds=0.05
+    )
+    try:
+        await eventually(lambda: _values_are(db, [5, 6]), timeout=60)
+    finally:
+        await subscriber.stop()
+    assert len(errors) == 1 + outages
+    assert [classify(e) for e in errors] == ["retry"] + ["transient"] * outages
+    assert await read_all(config, dlq_topic(topic), expected=0, timeout=2) == []
+
+
+async def _terminate_soon(admin: asyncpg.Connection, pid: int) -> None:
+    await asyncio.sleep(0.3)
+    await admin.execute("SELECT pg_terminate_backend($1)", pid)
+
+
+async def _values_are(db: Database, expected: list[int]) -> bool:
+    return sorted(await effect_values(db)) == sorted(expected)
+
+
+async def test_a_data_error_is_dead_lettered_at_once_and_the_next_event_is_handled(db: Database, bus) -> None:  # type: ignore[no-untyped-def]
+    config, topic, producer = bus
+    calls: list[int] = []
+
+    async def handler(payload: Value, envelope: Envelope) -> None:
+        calls.append(payload.value)
+        async with db.transaction() as session:
+            await claim_event(session, "svc", envelope)
+            # Sent as a bigint, so the server (not the driver) finds it out of range for the int4 column.
+            await session.execute(
+                sa.text("INSERT INTO effects (event_id, value) VALUES (:id, CAST(:value AS bigint))"),
+                {"id": envelope.id, "value": payload.value},
+            )
+
+    too_big = event(topic, 2**40)  # SQLSTATE 22003, integer out of range
+    await producer.publish(too_big)
+    await producer.publish(event(topic, 1))
+    subscriber = await subscribe(config, topic, handler, producer, max_attempts=4, backoff_seconds=0.01)
+    try:
+        await eventually(lambda: _values_are(db, [1]), timeout=30)
+    finally:
+        await subscriber.stop()
+    assert calls.count(2**40) == 1
+    [dead] = await read_all(config, dlq_topic(topic), expected=1)
+    headers = dict(dead.headers)
+    assert headers["ce_id"].decode() == too_big.id
+    assert headers["x-mloop-attempts"] == b"1"
+    assert b"NumericValueOutOfRangeError" in headers["x-mloop-error"]
+
+
+# --- 2. consumers never die silently -------------------------------------------------------------
+
+
+async def test_json_nested_100000_levels_deep_is_dead_lettered_and_the_next_record_is_handled(  # type: ignore[no-untyped-def]
+    db: Database, bus
+) -> None:
+    config, topic, producer = bus
+    nested = b'{"value": 1, "deep": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    key, _, headers = to_record(event(topic, 1))
+    await producer.send_raw(topic, key, nested, headers)
+    await producer.publish(event(topic, 2))
+    subscriber = await subscribe(config, topic, record_effect(db), producer)
+    try:
+        await eventually(lambda: _values_are(db, [2]), timeout=30)
+        assert subscriber.running
+    finally:
+        await subscriber.stop()
+    [dead] = await read_all(config, dlq_topic(topic), expected=1)
+    assert dead.value == nested
+    assert dict(dead.headers)["x-mloop-error"].startswith(b"RecursionError")
+
+
+async def test_a_missing_dlq_topic_is_created_and_the_consumer_goes_on(db: Database, kafka_bootstrap: str) -> None:
+    config = BusConfig(kafka_bootstrap, 3, "faults")
+    topic = f"faults.{uuid.uuid4().hex[:10]}"
+    await ensure_topics(config, [topic], with_dlq=False)
+    async with started(Producer(config)) as producer:
+        await producer.send_raw(topic, b"model-a", b"not json", [("ce_specversion", b"1.0")])
+        await producer.publish(event(topic, 3))
+        subscriber = await subscribe(config, topic, record_effect(db), producer)
+        try:
+            await eventually(lambda: _values_are(db, [3]), timeout=30)
+            assert subscriber.running
+        finally:
+            await subscriber.stop()
+    [dead] = await read_all(config, dlq_topic(topic), expected=1)
+    assert dead.value == b"not json"
+
+
+class BrokenDlq(Producer):
+    """A producer whose DLQ writes fail until ``heal()``: the broker refusing connections, say."""
+
+    def __init__(self, config: BusConfig) -> None:
+        super().__init__(config)
+        self.healed = asyncio.Event()
+        self.failures = 0
+
+    async def send_raw(self, topic: str, key: bytes, value: bytes, headers: list[tuple[str, bytes]]) -> None:
+        if topic.endswith(".dlq") and not self.healed.is_set():
+            self.failures += 1
+            raise KafkaConnectionError("connection refused")
+        await super().send_raw(topic, key, value, headers)
+
+
+async def test_a_failing_dlq_write_keeps_the_record_uncommitted_and_is_retried(db: Database, bus) -> None:  # type: ignore[no-untyped-def]
+    config, topic, producer = bus
+    await producer.send_raw(topic, b"model-a", b"not json", [("ce_specversion", b"1.0")])
+    await producer.publish(event(topic, 4))  # same key, same partition: behind the poison record
+    async with started(BrokenDlq(config)) as dlq:
+        subscriber = await subscribe(config, topic, record_effect(db), dlq, backoff_seconds=0.05)
+        try:
+            await eventually(lambda: dlq.failures >= 3, timeout=30)
+            assert subscriber.running
+            assert await effect_values(db) == []  # nothing behind the poison record overtook it
+            assert await _committed(subscriber) == {}
+            assert metric("mloop_consumer_errors_total", group=subscriber.group_id, stage="dlq") >= 3
+            dlq.healed.set()
+            await eventually(lambda: _values_are(db, [4]), timeout=30)
+        finally:
+            await subscriber.stop()
+    [dead] = await read_all(config, dlq_topic(topic), expected=1)
+    assert dead.value == b"not json"
+
+
+async def _committed(subscriber: Subscriber) -> dict[TopicPartition, int]:
+    consumer = subscriber._consumer
+    offsets = {tp: await consumer.committed(tp) for tp in consumer.assignment()}
+    return {tp: offset for tp, offset in offsets.items() if offset}
+
+
+async def test_an_unexpected_error_in_the_loop_is_counted_and_no_record_is_lost(db: Database, bus) -> None:  # type: ignore[no-untyped-def]
+    config, topic, producer = bus
+    for value in range(5):
+        await producer.publish(event(topic, value))  # one key: one partition, one batch
+    subscriber = Subscriber(
+        config,
+        group_id=f"g-{uuid.uuid4().hex[:8]}",
+        routes=[route(Value, record_effect(db), topic=topic)],
+        dlq_producer=producer,
+    )
+    commit = subscriber._commit
+    calls: list[int] = []
+
+    async def commit_failing_once(tp: TopicPartition, offset: int) -> bool:
+        calls.append(offset)
+        if len(calls) == 2:
+            raise RuntimeError("a bug between handling and committing")
+        return await commit(tp, offset)
+
+    subscriber._commit = commit_failing_once  # type: ignore[method-assign]
+    await subscriber.start()
+    try:
+        await eventually(lambda: _values_are(db, [0, 1, 2, 3, 4]), timeout=30)
+        assert subscriber.running
+    finally:
+        await subscriber.stop()
+    assert metric("mloop_consumer_errors_total", group=subscriber.group_id, stage="loop") == 1
+    assert sorted(await effect_values(db)) == [0, 1, 2, 3, 4]  # the inbox absorbed the replayed record
+
+
+class _LoopKilled(BaseException):
+    """Something the consume loop cannot catch (it catches Exception)."""
+
+
+class RuntimeTestSettings(ServiceSettings):
+    service: ClassVar[str] = "serving"
+    uses_database: ClassVar[bool] = False
+
+
+@asynccontextmanager
+async def runtime_with_consumer(kafka_bootstrap: str, topic: str, handler) -> AsyncIterator[tuple[Runtime, FastAPI]]:  # type: ignore[no-untyped-def]
+    settings = RuntimeTestSettings(common=CommonSettings(kafka=KafkaSettings(bootstrap_servers=kafka_bootstrap)))
+    runtime = Runtime(settings)
+    runtime.restart_backoff = Backoff(0.01, 0.02)
+    runtime.consume(route(Value, handler, topic=topic), group_suffix=f"-{uuid.uuid4().hex[:8]}")
+
+    @asynccontextmanager
+    async def no_lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+
+    app = create_app(service="serving", lifespan=no_lifespan)
+    fatal: list[str] = []
+    app.state.on_fatal = fatal.append
+    app.state.fatal = fatal
+    await runtime.start(app)
+    try:
+        yield runtime, app
+    finally:
+        await runtime.stop()
+
+
+async def readyz(app: FastAPI) -> httpx.Response:
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://service") as client:
+        return await client.get("/readyz")
+
+
+def kill_loop(subscriber: Subscriber) -> None:
+    async def getmany(*args: object, **kwargs: object) -> dict[TopicPartition, list[Any]]:
+        raise _LoopKilled("the consume loop is gone")
+
+    subscriber._consumer.getmany = getmany  # type: ignore[method-assign]
+
+
+async def test_a_dead_consumer_loop_is_restarted_and_handles_what_comes_next(bus, kafka_bootstrap: str) -> None:  # type: ignore[no-untyped-def]
+    _, topic, producer = bus
+    seen: list[int] = []
+
+    async def handler(payload: Value, _: Envelope) -> None:
+        seen.append(payload.value)
+
+    async with runtime_with_consumer(kafka_bootstrap, topic, handler) as (runtime, app):
+        [subscriber] = runtime.subscribers
+        await asyncio.wait_for(subscriber.assigned.wait(), 30)
+        kill_loop(subscriber)
+        await eventually(lambda: metric("mloop_consumer_errors_total", group=subscriber.group_id, stage="died"), 30)
+        await eventually(lambda: subscriber.running, timeout=30)
+        await producer.publish(event(topic, 7))
+        await eventually(lambda: seen == [7], timeout=30)
+        assert (await readyz(app)).status_code == 200
+        assert app.state.fatal == []
+    assert metric("mloop_consumer_errors_total", group=subscriber.group_id, stage="died") == 1
+
+
+async def test_a_consumer_that_cannot_be_restarted_shows_in_readiness_and_ends_the_process(  # type: ignore[no-untyped-def]
+    bus, kafka_bootstrap: str
+) -> None:
+    _, topic, _ = bus
+
+    async def handler(payload: Value, _: Envelope) -> None:
+        pass
+
+    async with runtime_with_consumer(kafka_bootstrap, topic, handler) as (runtime, app):
+        [subscriber] = runtime.subscribers
+
+        async def broker_gone() -> None:
+            raise KafkaConnectionError("Unable to bootstrap from 127.0.0.1")
+
+        subscriber.restart = broker_gone  # type: ignore[method-assign]
+        await asyncio.wait_for(subscriber.assigned.wait(), 30)
+        kill_loop(subscriber)
+        await eventually(lambda: app.state.fatal, timeout=30)
+        response = await readyz(app)
+    assert response.status_code == 503
+    assert "_LoopKilled('the consume loop is gone')" in response.json()["checks"]["broker"]
+    assert "cannot be restarted" in app.state.fatal[0]
+
+
+def test_a_fatal_runtime_failure_makes_the_process_exit_non_zero(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    script = tmp_path / "service.py"
+    script.write_text(
+        "import asyncio, contextlib, typing\n"
+        "from mloop_common.http import create_app\n"
+        "from mloop_common.runtime import serve\n"
+        "from mloop_common.settings import ServiceSettings\n"
+        "class Settings(ServiceSettings):\n"
+        "    service: typing.ClassVar[str] = 'serving'\n"
+        "@contextlib.asynccontextmanager\n"
+        "async def lifespan(app):\n"
+        "    asyncio.get_running_loop().call_later(0.5, app.state.on_fatal, 'consumer mloop-serving is gone')\n"
+        "    yield\n"
+        "serve(create_app(service='serving', lifespan=lifespan), Settings(port=0))\n"
+    )
+    finished = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
+    assert finished.returncode == 1
+    assert "exits: consumer mloop-serving is gone" in finished.stderr
+
+
+# --- 3. message size ------------------------------------------------------------------------------
+
+
+async def test_an_event_too_large_for_the_broker_is_refused_where_it_is_created(db: Database, bus) -> None:  # type: ignore[no-untyped-def]
+    config, topic, producer = bus
+    huge = Envelope(type=topic, source="tests", subject="model-a", data={"value": 1, "blob": "x" * 1_000_000})
+    async with db.transaction() as session:
+        with pytest.raises(PayloadTooLarge, match=rf"topic '{topic}' is \d+ bytes encoded, over the 900000-byte limit"):
+            await enqueue(session, huge)
+        assert await _outbox_rows(session) == 0
+    with pytest.raises(PayloadTooLarge, match=topic):
+        await producer.publish(huge)
+    # The limit is a setting: a session can carry a smaller one (the Runtime sets it from MLOOP_KAFKA__...).
+    db.sessions.configure(info={MAX_MESSAGE_BYTES_INFO: 1000})
+    async with db.transaction() as session:
+        with pytest.raises(PayloadTooLarge, match="over the 1000-byte limit"):
+            await enqueue(session, Envelope(type=topic, source="tests", subject="m", data={"blob": "x" * 2000}))
+    assert await read_all(config, topic, expected=0, timeout=2) == []
+
+
+async def _outbox_rows(session: Any) -> int:
+    return int((await session.execute(sa.select(sa.func.count()).select_from(outbox_table))).scalar_one())
+
+
+async def test_the_relay_sets_aside_rows_the_broker_refuses_and_the_rest_go_out_in_order(  # type: ignore[no-untyped-def]
+    db: Database, kafka_bootstrap: str
+) -> None:
+    config = BusConfig(kafka_bootstrap, 1, "faults")
+    topic = f"faults.small.{uuid.uuid4().hex[:8]}"
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    await admin.start()
+    try:  # a broker (topic) with a smaller limit than the services were configured for
+        await admin.create_topics([NewTopic(topic, 1, 1, topic_configs={"max.message.bytes": "2000"})])
+    finally:
+        await admin.close()
+    await ensure_topics(config, [dlq_topic(topic)], with_dlq=False)
+    rows = [
+        ("small-1", 10),
+        ("refused-by-the-broker", 5_000),
+        ("small-2", 10),
+        ("over-the-configured-limit", 950_000),
+        ("small-3", 10),
+    ]
+    async with db.transaction() as session:  # legacy rows, staged before enqueue() checked sizes
+        for name, size in rows:
+            key, value, headers = to_record(event(topic, 1))
+            value = json.dumps({"value": 1, "name": name, "pad": "x" * size}).encode()
+            await session.execute(
+                sa.insert(outbox_table).values(
+                    event_id=str(uuid.uuid4()),
+                    topic=topic,
+                    key=key,
+                    value=value,
+                    headers=json.dumps([[k, v.decode()] for k, v in headers]),
+                )
+            )
+    before = metric("mloop_outbox_set_aside_total", topic=topic)
+    async with started(Producer(config)) as producer:
+        relay = OutboxRelay(db, producer, batch_size=10)
+        await relay.start()
+        try:
+            await eventually(lambda: _pending(db, 0), timeout=60)
+            assert relay.running
+        finally:
+            await relay.stop()
+    published = [json.loads(r.value)["name"] for r in await read_all(config, topic, expected=3)]
+    assert published == ["small-1", "small-2", "small-3"]
+    dead = await read_all(config, dlq_topic(topic), expected=2)
+    assert [json.loads(r.value)["name"] for r in dead] == ["refused-by-the-broker", "over-the-configured-limit"]
+    errors = [dict(r.headers)["x-mloop-error"] for r in dead]
+    assert errors[0].startswith(b"MessageSizeTooLargeError") and errors[1].startswith(b"PayloadTooLarge")
+    assert metric("mloop_outbox_set_aside_total", topic=topic) - before == 2
+
+
+async def _pending(db: Database, n: int) -> bool:
+    async with db.transaction() as session:
+        count = (
+            await session.execute(
+                sa.select(sa.func.count()).select_from(outbox_table).where(outbox_table.c.sent_at.is_(None))
+            )
+        ).scalar_one()
+    return int(count) == n
+
+
+# --- 4. idle cost: woken, not polling ------------------------------------------------------------
+
+
+async def test_an_idle_relay_is_woken_by_a_commit_in_another_process_even_after_its_listener_dropped(  # type: ignore[no-untyped-def]
+    db: Database, bus, admin: asyncpg.Connection, postgres: str, schema: str
+) -> None:
+    config, topic, producer = bus
+    other_process = Database(postgres, schema=schema)  # its commits cannot call this relay's wake()
+    relay = OutboxRelay(db, producer, idle_seconds=60, max_idle_seconds=60)  # polling alone would take a minute
+    await relay.start()
+    try:
+        await eventually(lambda: relay.listening, timeout=10)
+        first = event(topic, 1)
+        async with other_process.transaction() as session:
+            await enqueue(session, first)
+        await eventually(lambda: _pending(db, 0), timeout=5)
+
+        listener = await admin.fetchval(
+            "SELECT pid FROM pg_stat_activity WHERE query LIKE 'LISTEN %' AND query LIKE $1", f"%{schema}%"
+        )
+        await admin.execute("SELECT pg_terminate_backend($1)", listener)
+        await eventually(lambda: not relay.listening, timeout=10)
+        await eventually(lambda: relay.listening, timeout=30)
+        second = event(topic, 2)
+        async with other_process.transaction() as session:
+            await enqueue(session, second)
+        await eventually(lambda: _pending(db, 0), timeout=5)
+    finally:
+        await relay.stop()
+        await other_process.dispose()
+    received = [dict(r.headers)["ce_id"].decode() for r in await read_all(config, topic, expected=2)]
+    assert sorted(received) == sorted([first.id, second.id])
+
+
+async def test_an_idle_relay_backs_off_its_safety_polls(db: Database, bus) -> None:  # type: ignore[no-untyped-def]
+    _, _, producer = bus
+    relay = OutboxRelay(db, producer, listen=False, idle_seconds=0.1, max_idle_seconds=2.0)
+    polls: list[float] = []
+    publish = relay.publish_pending
+
+    async def counted() -> int:
+        polls.append(asyncio.get_running_loop().time())
+        return await publish()
+
+    relay.publish_pending = counted  # type: ignore[method-assign]
+    await relay.start()
+    await asyncio.sleep(8)
+    idle_polls = list(polls)  # not the final flush of stop()
+    await relay.stop()
+    # 0.1 s doubling to 2 s: about 8 polls in 8 s where a fixed 100 ms poll made 80.
+    assert 4 <= len(idle_polls) <= 12
+    assert idle_polls[-1] - idle_polls[-2] >= 1.5
