@@ -1,46 +1,73 @@
 """ingest: dataset versions
 
 Revision ID: ingest_0001
+
+Frozen: deployed schemas are at this revision, so it must keep emitting the same DDL. It is
+self-contained on purpose (no import of the current table definitions, which will change).
 """
 
 import sqlalchemy as sa
 from alembic import op
-
-from mloop_common.db import create_messaging_tables
 
 revision = "ingest_0001"
 down_revision = None
 
 
 def upgrade() -> None:
-    create_messaging_tables(op)
+    op.create_table(
+        "inbox",
+        sa.Column("consumer", sa.String(length=200), nullable=False),
+        sa.Column("event_id", sa.String(length=100), nullable=False),
+        sa.Column("event_type", sa.String(length=100), nullable=False),
+        sa.Column("handled_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
+        sa.PrimaryKeyConstraint("consumer", "event_id"),
+    )
+    op.create_table(
+        "outbox",
+        sa.Column("seq", sa.BigInteger(), sa.Identity(always=False), nullable=False),
+        sa.Column("event_id", sa.String(length=100), nullable=False),
+        sa.Column("topic", sa.String(length=200), nullable=False),
+        sa.Column("key", sa.LargeBinary(), nullable=False),
+        sa.Column("value", sa.LargeBinary(), nullable=False),
+        sa.Column("headers", sa.Text(), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
+        sa.Column("sent_at", sa.DateTime(timezone=True), nullable=True),
+        sa.PrimaryKeyConstraint("seq"),
+        sa.UniqueConstraint("event_id"),
+    )
+    op.create_index("ix_outbox_pending", "outbox", ["seq"], unique=False, postgresql_where=sa.text("sent_at IS NULL"))
     op.create_table(
         "datasets",
-        sa.Column("name", sa.String(63), primary_key=True),
-        sa.Column("next_version", sa.Integer, nullable=False, server_default="1"),
-        sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.func.now(), nullable=False),
+        sa.Column("name", sa.String(length=63), nullable=False),
+        sa.Column("next_version", sa.Integer(), server_default="1", nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
+        sa.PrimaryKeyConstraint("name"),
     )
     op.create_table(
         "dataset_versions",
-        sa.Column("name", sa.String(63), sa.ForeignKey("datasets.name"), primary_key=True),
-        sa.Column("version", sa.Integer, primary_key=True),
-        sa.Column("status", sa.String(16), nullable=False),
-        sa.Column("upload_sha256", sa.String(64), nullable=False),
-        sa.Column("snapshot_uri", sa.Text, nullable=True),
-        sa.Column("snapshot_sha256", sa.String(64), nullable=True),
-        sa.Column("rows", sa.Integer, nullable=False),
-        sa.Column("columns", sa.JSON, nullable=False),
-        sa.Column("schema", sa.JSON, nullable=False),
-        sa.Column("stats", sa.JSON, nullable=False),
-        sa.Column("report", sa.JSON, nullable=False),
-        sa.Column("target", sa.String(200), nullable=False),
-        sa.Column("time_column", sa.String(200), nullable=True),
-        sa.Column("description", sa.Text, nullable=True),
-        sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.func.now(), nullable=False),
+        sa.Column("name", sa.String(length=63), nullable=False),
+        sa.Column("version", sa.Integer(), nullable=False),
+        sa.Column("status", sa.String(length=16), nullable=False),
+        sa.Column("upload_sha256", sa.String(length=64), nullable=False),
+        sa.Column("snapshot_uri", sa.Text(), nullable=True),
+        sa.Column("snapshot_sha256", sa.String(length=64), nullable=True),
+        sa.Column("rows", sa.Integer(), nullable=False),
+        sa.Column("columns", sa.JSON(), nullable=False),
+        sa.Column("schema", sa.JSON(), nullable=False),
+        sa.Column("stats", sa.JSON(), nullable=False),
+        sa.Column("report", sa.JSON(), nullable=False),
+        sa.Column("target", sa.String(length=200), nullable=False),
+        sa.Column("time_column", sa.String(length=200), nullable=True),
+        sa.Column("description", sa.Text(), nullable=True),
+        sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
+        sa.PrimaryKeyConstraint("name", "version"),
         sa.UniqueConstraint("name", "upload_sha256"),
+        sa.ForeignKeyConstraint(["name"], ["datasets.name"]),
     )
 
 
 def downgrade() -> None:
-    for table in ("dataset_versions", "datasets", "outbox", "inbox"):
-        op.drop_table(table)
+    op.drop_table("dataset_versions")
+    op.drop_table("datasets")
+    op.drop_table("outbox")
+    op.drop_table("inbox")
