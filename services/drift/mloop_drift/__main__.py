@@ -1,5 +1,6 @@
 from mloop_common.runtime import serve
-from mloop_drift.app import create_drift_app
+from mloop_drift.app import create_app
+from mloop_drift.config import DriftSettings
 
-app, settings = create_drift_app()
-serve(app, settings)
+settings = DriftSettings()
+serve(create_app(settings), settings)

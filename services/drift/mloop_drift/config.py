@@ -1,8 +1,13 @@
-from mloop_common.settings import ServiceSettings
+from typing import ClassVar
+
+from mloop_common.settings import ServiceSettings, service_config
 
 
 class DriftSettings(ServiceSettings):
     """Drift settings (env prefix MLOOP_DRIFT_)."""
+
+    model_config = service_config("drift")
+    service: ClassVar[str] = "drift"
 
     # A full window waits for labels until this share of it is labelled, or until this many
     # windows' worth of predictions are queued behind it.

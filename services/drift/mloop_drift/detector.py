@@ -29,12 +29,13 @@ from typing import Any, Literal
 
 import numpy as np
 
+from mloop_common.profile import CategoricalProfile, FeatureKind, NumericProfile, ReferenceProfile
 from mloop_drift.stats import (
     METHODS,
     CategoryCounts,
     CategoryIndex,
-    Kind,
     NumericValues,
+    ProfileEntry,
     TestResult,
     Threshold,
     category_key,
@@ -46,8 +47,6 @@ from mloop_drift.stats import (
 Task = Literal["classification", "regression"]
 Cause = Literal["data_quality", "covariate_shift", "concept_drift"]
 Action = Literal["retrain", "investigate"]
-
-SUPPORTED_PROFILE_VERSION = 1
 
 MISSING_RATE_JUMP = "missing_rate_jump"
 INVALID_VALUES = "invalid_values"
@@ -87,7 +86,7 @@ class DriftConfig:
         """How many drifted features make a covariate shift."""
         return max(1, math.ceil(self.drift_share_threshold * n_features - 1e-9))
 
-    def methods_for(self, kind: Kind, n: int, categories: int) -> tuple[str, ...]:
+    def methods_for(self, kind: FeatureKind, n: int, categories: int) -> tuple[str, ...]:
         """Configured tests for a column type, or the defaults for its window size."""
         chosen = self.numeric_methods if kind == "numeric" else self.categorical_methods
         return chosen or default_methods(kind, n, categories=categories)
@@ -120,7 +119,7 @@ class DataQuality:
 class ColumnReport:
     """Drift tests of one column (a feature or the prediction) and, for features, its data quality."""
 
-    kind: Kind
+    kind: FeatureKind
     tests: tuple[TestResult, ...]
     drifted: bool
     data_quality: DataQuality | None = None
@@ -219,7 +218,7 @@ class DriftReport:
 
 
 def evaluate_window(
-    profile: Mapping[str, Any],
+    profile: ReferenceProfile,
     rows: Sequence[Mapping[str, Any]],
     predictions: Sequence[Any],
     labels: Sequence[Any] | None = None,
@@ -235,7 +234,7 @@ def evaluate_window(
     (categorical: classification, numeric: regression).
     """
     config = config or DriftConfig()
-    features, prediction_entry = _read_profile(profile)
+    prediction_entry = profile.prediction
     if not rows:
         raise ValueError("cannot evaluate an empty window: it has no rows")
     n = len(rows)
@@ -251,7 +250,7 @@ def evaluate_window(
 
     reports: dict[str, ColumnReport] = {}
     issues: list[DataQualityIssue] = []
-    for name, entry in features.items():
+    for name, entry in profile.features.items():
         values = [row.get(name) for row in rows]
         report = _column(entry, values, config, with_quality=True)
         reports[name] = report
@@ -294,48 +293,27 @@ def evaluate_window(
     )
 
 
-def _read_profile(profile: Mapping[str, Any]) -> tuple[dict[str, Mapping[str, Any]], Mapping[str, Any] | None]:
-    version = profile.get("schema_version")
-    if version != SUPPORTED_PROFILE_VERSION:
-        raise ValueError(f"unsupported reference profile schema_version {version!r}")
-    features = profile.get("features")
-    if not isinstance(features, Mapping):
-        raise ValueError("reference profile has no 'features' object")
-    for name, entry in features.items():
-        _check_entry(f"feature {name!r}", entry)
-    prediction = profile.get("prediction")
-    if prediction is not None:
-        _check_entry("prediction", prediction)
-    return dict(features), prediction
-
-
-def _check_entry(what: str, entry: Any) -> None:
-    if not isinstance(entry, Mapping) or entry.get("kind") not in ("numeric", "categorical"):
-        raise ValueError(f"reference profile {what} needs kind 'numeric' or 'categorical'")
-
-
 def _same_length(what: str, values: Sequence[Any], n: int) -> None:
     if len(values) != n:
         raise ValueError(f"{what} has {len(values)} entries for {n} rows")
 
 
-def _resolve_task(task: Task | None, prediction_entry: Mapping[str, Any] | None, needed: bool) -> Task | None:
+def _resolve_task(task: Task | None, prediction_entry: ProfileEntry | None, needed: bool) -> Task | None:
     if task is not None:
         if task not in ("classification", "regression"):
             raise ValueError(f"task must be 'classification' or 'regression', got {task!r}")
         return task
     if prediction_entry is not None:
-        return "classification" if prediction_entry["kind"] == "categorical" else "regression"
+        return "classification" if prediction_entry.kind == "categorical" else "regression"
     if needed:
         raise ValueError("task is required when labels or probabilities are given and the profile has no prediction")
     return None
 
 
-def _column(entry: Mapping[str, Any], values: list[Any], config: DriftConfig, *, with_quality: bool) -> ColumnReport:
-    kind: Kind = entry["kind"]
+def _column(entry: ProfileEntry, values: list[Any], config: DriftConfig, *, with_quality: bool) -> ColumnReport:
     quality: DataQuality
-    if kind == "categorical":
-        index = CategoryIndex(entry.get("frequencies") or {})
+    if isinstance(entry, CategoricalProfile):
+        index = CategoryIndex(entry.frequencies)
         tally = index.count(values)
         present, categories = tally.present, len(index.categories)
         quality = _categorical_quality(entry, tally, index, config)
@@ -343,18 +321,18 @@ def _column(entry: Mapping[str, Any], values: list[Any], config: DriftConfig, *,
         parsed = parse_numeric(values)
         present, categories = int(parsed.values.size), 0
         quality = _numeric_quality(entry, parsed, config)
-    names = config.methods_for(kind, present, categories)
+    names = config.methods_for(entry.kind, present, categories)
     tests = tuple(fit_method(name, entry, config.thresholds.get(name)).score(values) for name in names)
     return ColumnReport(
-        kind=kind,
+        kind=entry.kind,
         tests=tests,
         drifted=any(t.drifted for t in tests),
         data_quality=quality if with_quality else None,
     )
 
 
-def _reference_missing_rate(entry: Mapping[str, Any]) -> float:
-    rate = _finite(entry.get("missing_rate"))
+def _reference_missing_rate(entry: ProfileEntry) -> float:
+    rate = _finite(entry.missing_rate)
     return rate if rate is not None else 0.0
 
 
@@ -364,14 +342,14 @@ def _finite(value: Any) -> float | None:
     return float(value) if math.isfinite(value) else None
 
 
-def _numeric_quality(entry: Mapping[str, Any], parsed: NumericValues, config: DriftConfig) -> DataQuality:
+def _numeric_quality(entry: NumericProfile, parsed: NumericValues, config: DriftConfig) -> DataQuality:
     total = parsed.total
     reference_missing = _reference_missing_rate(entry)
     # Garbage in a numeric column reaches the model as a missing value.
     missing_rate = (parsed.missing + parsed.invalid) / total
     invalid_share = parsed.invalid / total
     out_of_range: float | None = None
-    low, high = _finite(entry.get("min")), _finite(entry.get("max"))
+    low, high = _finite(entry.min), _finite(entry.max)
     if low is not None and high is not None and parsed.values.size:
         width = high - low
         # A constant training column has no width: take the margin from its magnitude instead.
@@ -389,7 +367,7 @@ def _numeric_quality(entry: Mapping[str, Any], parsed: NumericValues, config: Dr
 
 
 def _categorical_quality(
-    entry: Mapping[str, Any], tally: CategoryCounts, index: CategoryIndex, config: DriftConfig
+    entry: CategoricalProfile, tally: CategoryCounts, index: CategoryIndex, config: DriftConfig
 ) -> DataQuality:
     reference_missing = _reference_missing_rate(entry)
     missing_rate = tally.missing / (tally.missing + tally.present)

@@ -1,12 +1,12 @@
 """Univariate drift tests.
 
-Each method is fitted once from one entry of a reference profile (the trainer's
-summary of a training column) and then scores any number of windows, returning a
-`TestResult`. Methods hold no state that changes between calls. Missing values
-(None, NaN, empty string) and, for numeric columns, values that are not finite
-numbers are excluded from the distributions: the detector reports them as data
-quality signals instead. A window left empty by that exclusion scores as "not
-drifted" with no statistic.
+Each method is fitted once from one entry of a reference profile (the trainer's typed
+summary of a training column, ``mloop_common.profile``) and then scores any number of
+windows, returning a `TestResult`. Methods hold no state that changes between calls.
+Missing values (None, NaN, empty string) and, for numeric columns, values that are not
+finite numbers are excluded from the distributions: the detector reports them as data
+quality signals instead. A window left empty by that exclusion scores as "not drifted"
+with no statistic.
 """
 
 from __future__ import annotations
@@ -16,16 +16,16 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from numbers import Integral, Real
 from types import MappingProxyType
-from typing import Any, ClassVar, Literal, Protocol
+from typing import Any, ClassVar, Protocol
 
 import numpy as np
 from numpy.typing import NDArray
 from scipy import stats as sps
 from scipy.spatial.distance import jensenshannon
 
-Kind = Literal["numeric", "categorical"]
+from mloop_common.profile import OTHER_CATEGORY, CategoricalProfile, FeatureKind, NumericProfile
 
-OTHER_CATEGORY = "__other__"
+ProfileEntry = NumericProfile | CategoricalProfile
 
 # Below these window sizes a test's null distribution sits too close to its threshold
 # (PSI on ~10 bins, Jensen-Shannon on many categories are biased upwards on small samples).
@@ -175,7 +175,7 @@ def category_key(value: Any) -> str | None:
     if isinstance(value, Integral):
         return str(int(value))
     if isinstance(value, Real) and float(value).is_integer():
-        return str(int(value))
+        return str(int(float(value)))
     if isinstance(value, np.generic):
         return str(value.item())
     return str(value)
@@ -254,12 +254,16 @@ class DriftMethod(Protocol):
     """A drift test fitted on one reference profile entry."""
 
     name: ClassVar[str]
-    kind: ClassVar[Kind]
+    kind: ClassVar[FeatureKind]
     default_threshold: ClassVar[Threshold]
-    threshold: Threshold
+
+    @property
+    def threshold(self) -> Threshold:
+        """The bound the statistic is judged against."""
+        ...
 
     @classmethod
-    def fit(cls, entry: Mapping[str, Any], threshold: Threshold | None = None) -> DriftMethod:
+    def fit(cls, entry: ProfileEntry, threshold: Threshold | None = None) -> DriftMethod:
         """Build the method from a profile entry."""
         ...
 
@@ -283,15 +287,22 @@ def _result(name: str, threshold: Threshold, statistic: float, p_value: float | 
     )
 
 
-def _reference_sample(entry: Mapping[str, Any]) -> NDArray[np.float64]:
-    sample = parse_numeric(entry.get("sample") or []).values
+def _reference_sample(entry: NumericProfile) -> NDArray[np.float64]:
+    sample = parse_numeric(entry.sample).values
     sample.setflags(write=False)
     return sample
 
 
-def _expect_kind(entry: Mapping[str, Any], kind: Kind, method: str) -> None:
-    if entry.get("kind") != kind:
-        raise ValueError(f"{method} needs a {kind} profile entry, got kind={entry.get('kind')!r}")
+def _numeric(entry: ProfileEntry, method: str) -> NumericProfile:
+    if not isinstance(entry, NumericProfile):
+        raise ValueError(f"{method} needs a numeric profile entry, got kind={entry.kind!r}")
+    return entry
+
+
+def _categorical(entry: ProfileEntry, method: str) -> CategoricalProfile:
+    if not isinstance(entry, CategoricalProfile):
+        raise ValueError(f"{method} needs a categorical profile entry, got kind={entry.kind!r}")
+    return entry
 
 
 @dataclass(frozen=True, eq=False)
@@ -299,17 +310,16 @@ class KolmogorovSmirnov:
     """Two-sample Kolmogorov-Smirnov test of the window against the reference sample."""
 
     name: ClassVar[str] = "ks"
-    kind: ClassVar[Kind] = "numeric"
+    kind: ClassVar[FeatureKind] = "numeric"
     default_threshold: ClassVar[Threshold] = Significance(alpha=0.05, min_effect=0.1)
 
     sample: NDArray[np.float64]
     threshold: Threshold = default_threshold
 
     @classmethod
-    def fit(cls, entry: Mapping[str, Any], threshold: Threshold | None = None) -> KolmogorovSmirnov:
+    def fit(cls, entry: ProfileEntry, threshold: Threshold | None = None) -> KolmogorovSmirnov:
         """Keep the reference sample."""
-        _expect_kind(entry, cls.kind, cls.name)
-        return cls(_reference_sample(entry), threshold or cls.default_threshold)
+        return cls(_reference_sample(_numeric(entry, cls.name)), threshold or cls.default_threshold)
 
     def score(self, values: Iterable[Any]) -> TestResult:
         """KS distance and p-value."""
@@ -325,7 +335,7 @@ class PopulationStabilityIndex:
     """PSI over the reference decile bins; values beyond the outer edges fall in the end bins."""
 
     name: ClassVar[str] = "psi"
-    kind: ClassVar[Kind] = "numeric"
+    kind: ClassVar[FeatureKind] = "numeric"
     default_threshold: ClassVar[Threshold] = UpperBound(0.2)
     epsilon: ClassVar[float] = 1e-4
 
@@ -334,11 +344,11 @@ class PopulationStabilityIndex:
     threshold: Threshold = default_threshold
 
     @classmethod
-    def fit(cls, entry: Mapping[str, Any], threshold: Threshold | None = None) -> PopulationStabilityIndex:
+    def fit(cls, entry: ProfileEntry, threshold: Threshold | None = None) -> PopulationStabilityIndex:
         """Keep the inner bin edges and the smoothed reference bin shares."""
-        _expect_kind(entry, cls.kind, cls.name)
-        edges = np.asarray(entry.get("bin_edges") or [], dtype=np.float64)
-        fractions = np.asarray(entry.get("bin_fractions") or [], dtype=np.float64)
+        numeric = _numeric(entry, cls.name)
+        edges = np.asarray(numeric.bin_edges, dtype=np.float64)
+        fractions = np.asarray(numeric.bin_fractions, dtype=np.float64)
         if edges.size < 2:
             # A constant training column has a single bin: every window value lands in it.
             edges, fractions = np.zeros(2), np.ones(1)
@@ -372,7 +382,7 @@ class Wasserstein:
     """Earth mover's distance between the reference sample and the window, in reference standard deviations."""
 
     name: ClassVar[str] = "wasserstein"
-    kind: ClassVar[Kind] = "numeric"
+    kind: ClassVar[FeatureKind] = "numeric"
     default_threshold: ClassVar[Threshold] = UpperBound(0.1)
 
     sample: NDArray[np.float64]
@@ -380,16 +390,16 @@ class Wasserstein:
     threshold: Threshold = default_threshold
 
     @classmethod
-    def fit(cls, entry: Mapping[str, Any], threshold: Threshold | None = None) -> Wasserstein:
+    def fit(cls, entry: ProfileEntry, threshold: Threshold | None = None) -> Wasserstein:
         """Keep the reference sample and the scale that normalises distances."""
-        _expect_kind(entry, cls.kind, cls.name)
-        sample = _reference_sample(entry)
-        std = _finite_or_none(entry.get("std"))
+        numeric = _numeric(entry, cls.name)
+        sample = _reference_sample(numeric)
+        std = _finite_or_none(numeric.std)
         if std is None or std <= 0:
             std = float(np.std(sample)) if sample.size else 0.0
         if std <= 0:
             # A constant training column has no spread: measure in units of its magnitude.
-            mean = _finite_or_none(entry.get("mean")) or 0.0
+            mean = _finite_or_none(numeric.mean) or 0.0
             std = abs(mean) if mean != 0 else 1.0
         return cls(sample, std, threshold or cls.default_threshold)
 
@@ -402,9 +412,8 @@ class Wasserstein:
         return _result(self.name, self.threshold, distance)
 
 
-def _finite_or_none(value: Any) -> float | None:
-    number = _to_float(value) if value is not None else None
-    return number if number is not None and math.isfinite(number) else None
+def _finite_or_none(value: float | None) -> float | None:
+    return value if value is not None and math.isfinite(value) else None
 
 
 @dataclass(frozen=True, eq=False)
@@ -417,7 +426,7 @@ class ChiSquare:
     """
 
     name: ClassVar[str] = "chi2"
-    kind: ClassVar[Kind] = "categorical"
+    kind: ClassVar[FeatureKind] = "categorical"
     default_threshold: ClassVar[Threshold] = Significance(alpha=0.05, min_effect=0.1)
     unseen_share: ClassVar[float] = 0.005
 
@@ -425,10 +434,9 @@ class ChiSquare:
     threshold: Threshold = default_threshold
 
     @classmethod
-    def fit(cls, entry: Mapping[str, Any], threshold: Threshold | None = None) -> ChiSquare:
+    def fit(cls, entry: ProfileEntry, threshold: Threshold | None = None) -> ChiSquare:
         """Index the reference categories."""
-        _expect_kind(entry, cls.kind, cls.name)
-        return cls(CategoryIndex(entry.get("frequencies") or {}), threshold or cls.default_threshold)
+        return cls(CategoryIndex(_categorical(entry, cls.name).frequencies), threshold or cls.default_threshold)
 
     def score(self, values: Iterable[Any]) -> TestResult:
         """Effect size w = sqrt(chi2 / n) (Cramér's V for two categories) and the chi-square p-value."""
@@ -453,17 +461,16 @@ class JensenShannon:
     """Jensen-Shannon distance (base 2, in [0, 1]) between reference and window category shares."""
 
     name: ClassVar[str] = "jensen_shannon"
-    kind: ClassVar[Kind] = "categorical"
+    kind: ClassVar[FeatureKind] = "categorical"
     default_threshold: ClassVar[Threshold] = UpperBound(0.1)
 
     index: CategoryIndex
     threshold: Threshold = default_threshold
 
     @classmethod
-    def fit(cls, entry: Mapping[str, Any], threshold: Threshold | None = None) -> JensenShannon:
+    def fit(cls, entry: ProfileEntry, threshold: Threshold | None = None) -> JensenShannon:
         """Index the reference categories."""
-        _expect_kind(entry, cls.kind, cls.name)
-        return cls(CategoryIndex(entry.get("frequencies") or {}), threshold or cls.default_threshold)
+        return cls(CategoryIndex(_categorical(entry, cls.name).frequencies), threshold or cls.default_threshold)
 
     def score(self, values: Iterable[Any]) -> TestResult:
         """Jensen-Shannon distance; unseen values form a cell the reference gives no mass."""
@@ -488,7 +495,7 @@ METHODS: Mapping[str, type[DriftMethod]] = MappingProxyType(
 )
 
 
-def fit_method(name: str, entry: Mapping[str, Any], threshold: Threshold | None = None) -> DriftMethod:
+def fit_method(name: str, entry: ProfileEntry, threshold: Threshold | None = None) -> DriftMethod:
     """Fit a registered method by name on a profile entry."""
     try:
         method = METHODS[name]
@@ -497,7 +504,7 @@ def fit_method(name: str, entry: Mapping[str, Any], threshold: Threshold | None 
     return method.fit(entry, threshold)
 
 
-def default_methods(kind: Kind, n: int, *, categories: int = 0) -> tuple[str, ...]:
+def default_methods(kind: FeatureKind, n: int, *, categories: int = 0) -> tuple[str, ...]:
     """Default tests for a column type, window size n and (categorical) number of reference categories."""
     if kind == "numeric":
         return ("ks", "psi") if n >= PSI_MIN_WINDOW else ("ks",)

@@ -1,16 +1,23 @@
-"""Drift's tables: monitored versions, observations (prediction + later label), reports."""
+"""Drift's tables (the migrations' source: monitored versions, observations, reports) and its queries."""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, Protocol
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.ext.asyncio import AsyncSession
 
+from mloop_common.db import NAMING_CONVENTION, add_messaging_tables
 from mloop_common.errors import NotFound
+from mloop_common.profile import ReferenceProfile
+from mloop_common.uow import Messaging, SqlUnit
+from mloop_drift.cooldown import CooldownState
+from mloop_drift.entities import Label, MonitoredVersion, Observation, OpenWindow, Prediction, Report, ReportSummary
 
-metadata = sa.MetaData()
+metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
+add_messaging_tables(metadata)
+
 monitored = sa.Table(
     "monitored_versions",
     metadata,
@@ -23,10 +30,10 @@ monitored = sa.Table(
     sa.Column("baseline", sa.JSON, nullable=False),
     sa.Column("window_size", sa.Integer, nullable=False),
     sa.Column("cooldown_windows", sa.Integer, nullable=False),
-    sa.Column("next_window", sa.Integer, nullable=False),
+    sa.Column("next_window", sa.Integer, nullable=False, server_default="1"),
     sa.Column("cooldown", sa.JSON, nullable=False),
     sa.Column("retired", sa.Boolean, nullable=False, server_default=sa.false()),
-    sa.Column("promoted_at", sa.DateTime(timezone=True), server_default=sa.func.now()),
+    sa.Column("promoted_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
 )
 observations = sa.Table(
     "observations",
@@ -41,6 +48,20 @@ observations = sa.Table(
     sa.Column("label", sa.JSON),
     sa.Column("labelled_at", sa.DateTime(timezone=True)),
     sa.Column("window_index", sa.Integer),
+    # predictions not yet in a window, and labelled predictions, per model
+    sa.Index(
+        "ix_observations_open",
+        "model",
+        "version",
+        "logged_at",
+        postgresql_where=sa.text("window_index IS NULL AND logged_at IS NOT NULL"),
+    ),
+    sa.Index(
+        "ix_observations_labelled",
+        "model",
+        "labelled_at",
+        postgresql_where=sa.text("labelled_at IS NOT NULL AND logged_at IS NOT NULL"),
+    ),
 )
 reports = sa.Table(
     "reports",
@@ -55,159 +76,217 @@ reports = sa.Table(
     sa.Column("emitted", sa.Boolean, nullable=False),
     sa.Column("summary", sa.Text, nullable=False),
     sa.Column("report", sa.JSON, nullable=False),
-    sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.func.now()),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+    sa.UniqueConstraint("model", "version", "window_index"),  # one report per window
 )
 
 
-async def add_monitored(session: AsyncSession, values: dict[str, Any]) -> None:
-    """Watch a newly promoted version; the model's other versions stop being judged."""
-    statement = insert(monitored).values(**values, next_window=1, cooldown={}, retired=False)
-    await session.execute(statement.on_conflict_do_update(index_elements=["model", "version"], set_={"retired": False}))
-    await session.execute(
-        sa.update(monitored)
-        .where(monitored.c.model == values["model"], monitored.c.version != values["version"])
-        .values(retired=True)
-    )
+class DriftUnit(Messaging, Protocol):
+    """One transaction on drift's records."""
+
+    async def add_monitored(self, monitored_version: MonitoredVersion) -> None:
+        """Watch a newly promoted version and retire the model's others; one promoted again resumes its windows."""
+        ...
+
+    async def lock_monitored(self, model: str, version: int) -> MonitoredVersion | None:
+        """A monitored version, locked until the unit ends so that one task at a time judges its windows."""
+        ...
+
+    async def advance(self, model: str, version: int, *, next_window: int, cooldown: CooldownState) -> None:
+        """Record that the windows before ``next_window`` are judged, and the cooldown after them."""
+        ...
+
+    async def record_predictions(self, model: str, version: int, predictions: Sequence[Prediction]) -> None:
+        """Keep predictions (a label that arrived first stays; a prediction already kept is left as it is)."""
+        ...
+
+    async def record_labels(self, model: str, labels: Sequence[Label]) -> None:
+        """Keep labels; a label for a prediction not seen yet waits in its own observation."""
+        ...
+
+    async def open_versions(self, model: str) -> list[int]:
+        """Versions of ``model`` with predictions not yet in a window."""
+        ...
+
+    async def open_window(self, model: str, version: int, size: int) -> OpenWindow:
+        """Predictions not yet in a window, and the labelled among the oldest ``size`` of them."""
+        ...
+
+    async def take_window(self, model: str, version: int, size: int, index: int) -> list[Observation]:
+        """Assign the oldest ``size`` open predictions to window ``index`` and return them, oldest first."""
+        ...
+
+    async def count_labelled(self, model: str, version: int) -> int:
+        """Labelled predictions made by this version: new evidence since it went live."""
+        ...
+
+    async def recent_labelled(self, model: str, limit: int) -> list[Observation]:
+        """The newest ``limit`` labelled predictions of ``model`` (any version), oldest first."""
+        ...
+
+    async def add_report(self, report: Report) -> None: ...
+
+    async def report(self, model: str, report_id: str) -> Report: ...
+
+    async def reports(self, model: str, limit: int) -> list[ReportSummary]:
+        """A model's window reports, newest first."""
+        ...
 
 
-async def get_monitored(
-    session: AsyncSession, model: str, version: int, *, for_update: bool = False
-) -> dict[str, Any] | None:
-    query = sa.select(monitored).where(monitored.c.model == model, monitored.c.version == version)
-    if for_update:
-        query = query.with_for_update()
-    row = (await session.execute(query)).first()
-    return dict(row._mapping) if row else None
-
-
-async def update_monitored(session: AsyncSession, model: str, version: int, **values: Any) -> None:
-    await session.execute(
-        sa.update(monitored).where(monitored.c.model == model, monitored.c.version == version).values(**values)
-    )
-
-
-async def record_predictions(session: AsyncSession, model: str, version: int, rows: list[dict[str, Any]]) -> None:
-    """Upsert predictions; a label that arrived first is kept."""
-    if not rows:
-        return
-    statement = insert(observations).values([{**r, "model": model, "version": version} for r in rows])
-    await session.execute(
-        statement.on_conflict_do_update(
-            index_elements=["request_id"],
-            set_={k: statement.excluded[k] for k in ("version", "logged_at", "inputs", "prediction", "probabilities")},
-            where=observations.c.logged_at.is_(None),
+class SqlDriftUnit(SqlUnit):
+    async def add_monitored(self, monitored_version: MonitoredVersion) -> None:
+        values = monitored_version.model_dump(mode="json", exclude={"promoted_at"})
+        values["cooldown"] = monitored_version.cooldown.to_dict()
+        if monitored_version.promoted_at is not None:
+            values["promoted_at"] = monitored_version.promoted_at
+        statement = insert(monitored).values(**values)
+        await self.session.execute(
+            statement.on_conflict_do_update(index_elements=["model", "version"], set_={"retired": False})
         )
-    )
-
-
-async def record_labels(session: AsyncSession, model: str, rows: list[dict[str, Any]]) -> None:
-    """Upsert labels; a label for a prediction not seen yet waits in its own row."""
-    if not rows:
-        return
-    statement = insert(observations).values([{**r, "model": model} for r in rows])
-    await session.execute(
-        statement.on_conflict_do_update(
-            index_elements=["request_id"],
-            set_={"label": statement.excluded.label, "labelled_at": statement.excluded.labelled_at},
+        await self.session.execute(
+            sa.update(monitored)
+            .where(monitored.c.model == monitored_version.model, monitored.c.version != monitored_version.version)
+            .values(retired=True)
         )
-    )
 
-
-async def open_versions(session: AsyncSession, model: str) -> list[int]:
-    """Versions of ``model`` with predictions not yet in a window."""
-    query = (
-        sa.select(observations.c.version)
-        .distinct()
-        .where(
-            observations.c.model == model, observations.c.window_index.is_(None), observations.c.logged_at.is_not(None)
+    async def lock_monitored(self, model: str, version: int) -> MonitoredVersion | None:
+        query = sa.select(monitored).where(monitored.c.model == model, monitored.c.version == version).with_for_update()
+        row = (await self.session.execute(query)).first()
+        if row is None:
+            return None
+        return MonitoredVersion.model_validate(
+            {
+                **row._mapping,
+                "profile": ReferenceProfile.model_validate(row.profile),
+                "cooldown": CooldownState.from_dict(row.cooldown),
+            }
         )
-    )
-    return [v for (v,) in await session.execute(query)]
 
+    async def advance(self, model: str, version: int, *, next_window: int, cooldown: CooldownState) -> None:
+        await self.session.execute(
+            sa.update(monitored)
+            .where(monitored.c.model == model, monitored.c.version == version)
+            .values(next_window=next_window, cooldown=cooldown.to_dict())
+        )
 
-async def open_window_stats(session: AsyncSession, model: str, version: int, size: int) -> tuple[int, int]:
-    """(unassigned predictions, labelled among the oldest ``size`` of them)."""
-    base = sa.select(observations.c.label).where(
-        observations.c.model == model,
-        observations.c.version == version,
-        observations.c.window_index.is_(None),
-        observations.c.logged_at.is_not(None),
-    )
-    total = (await session.execute(sa.select(sa.func.count()).select_from(base.subquery()))).scalar_one()
-    oldest = base.order_by(observations.c.logged_at, observations.c.request_id).limit(size).subquery()
-    labelled = (
-        await session.execute(sa.select(sa.func.count()).select_from(oldest).where(oldest.c.label.is_not(None)))
-    ).scalar_one()
-    return int(total), int(labelled)
+    async def record_predictions(self, model: str, version: int, predictions: Sequence[Prediction]) -> None:
+        if not predictions:
+            return
+        statement = insert(observations).values(
+            [{**p.model_dump(), "model": model, "version": version} for p in predictions]
+        )
+        await self.session.execute(
+            statement.on_conflict_do_update(
+                index_elements=["request_id"],
+                set_={
+                    k: statement.excluded[k] for k in ("version", "logged_at", "inputs", "prediction", "probabilities")
+                },
+                where=observations.c.logged_at.is_(None),
+            )
+        )
 
+    async def record_labels(self, model: str, labels: Sequence[Label]) -> None:
+        if not labels:
+            return
+        statement = insert(observations).values([{**label.model_dump(), "model": model} for label in labels])
+        await self.session.execute(
+            statement.on_conflict_do_update(
+                index_elements=["request_id"],
+                set_={"label": statement.excluded.label, "labelled_at": statement.excluded.labelled_at},
+            )
+        )
 
-async def take_window(session: AsyncSession, model: str, version: int, size: int, index: int) -> list[dict[str, Any]]:
-    """Assign the oldest ``size`` open predictions to window ``index`` and return them."""
-    oldest = (
-        sa.select(observations.c.request_id)
-        .where(
+    async def open_versions(self, model: str) -> list[int]:
+        query = (
+            sa.select(observations.c.version)
+            .distinct()
+            .where(
+                observations.c.model == model,
+                observations.c.window_index.is_(None),
+                observations.c.logged_at.is_not(None),
+            )
+        )
+        return [v for (v,) in await self.session.execute(query)]
+
+    def _open(self, model: str, version: int) -> sa.Select[Any]:
+        return sa.select(observations).where(
             observations.c.model == model,
             observations.c.version == version,
             observations.c.window_index.is_(None),
             observations.c.logged_at.is_not(None),
         )
-        .order_by(observations.c.logged_at, observations.c.request_id)
-        .limit(size)
-        .with_for_update()
-    )
-    ids = [r for (r,) in await session.execute(oldest)]
-    await session.execute(sa.update(observations).where(observations.c.request_id.in_(ids)).values(window_index=index))
-    query = (
-        sa.select(observations)
-        .where(observations.c.request_id.in_(ids))
-        .order_by(observations.c.logged_at, observations.c.request_id)
-    )
-    return [dict(r._mapping) for r in await session.execute(query)]
 
+    async def open_window(self, model: str, version: int, size: int) -> OpenWindow:
+        base = self._open(model, version).with_only_columns(observations.c.label)
+        total = (await self.session.execute(sa.select(sa.func.count()).select_from(base.subquery()))).scalar_one()
+        oldest = base.order_by(observations.c.logged_at, observations.c.request_id).limit(size).subquery()
+        labelled = (
+            await self.session.execute(
+                sa.select(sa.func.count()).select_from(oldest).where(oldest.c.label.is_not(None))
+            )
+        ).scalar_one()
+        return OpenWindow(total=int(total), labelled=int(labelled))
 
-async def count_labelled(session: AsyncSession, model: str, version: int) -> int:
-    """Labelled predictions made by this version: new evidence since it went live."""
-    query = sa.select(sa.func.count()).where(
-        observations.c.model == model,
-        observations.c.version == version,
-        observations.c.labelled_at.is_not(None),
-        observations.c.logged_at.is_not(None),
-    )
-    return int((await session.execute(query)).scalar_one())
+    async def take_window(self, model: str, version: int, size: int, index: int) -> list[Observation]:
+        oldest = (
+            self._open(model, version)
+            .with_only_columns(observations.c.request_id)
+            .order_by(observations.c.logged_at, observations.c.request_id)
+            .limit(size)
+            .with_for_update()
+        )
+        ids = [r for (r,) in await self.session.execute(oldest)]
+        await self.session.execute(
+            sa.update(observations).where(observations.c.request_id.in_(ids)).values(window_index=index)
+        )
+        query = (
+            sa.select(observations)
+            .where(observations.c.request_id.in_(ids))
+            .order_by(observations.c.logged_at, observations.c.request_id)
+        )
+        return [Observation.model_validate(row) for row in await self.session.execute(query)]
 
-
-async def recent_labelled(session: AsyncSession, model: str, limit: int) -> list[dict[str, Any]]:
-    """The newest labelled predictions of ``model`` (any version), oldest first."""
-    query = (
-        sa.select(observations.c.inputs, observations.c.label, observations.c.logged_at)
-        .where(
+    async def count_labelled(self, model: str, version: int) -> int:
+        query = sa.select(sa.func.count()).where(
             observations.c.model == model,
+            observations.c.version == version,
             observations.c.labelled_at.is_not(None),
             observations.c.logged_at.is_not(None),
         )
-        .order_by(observations.c.logged_at.desc())
-        .limit(limit)
-    )
-    rows = [dict(r._mapping) for r in await session.execute(query)]
-    return rows[::-1]
+        return int((await self.session.execute(query)).scalar_one())
 
+    async def recent_labelled(self, model: str, limit: int) -> list[Observation]:
+        query = (
+            sa.select(observations)
+            .where(
+                observations.c.model == model,
+                observations.c.labelled_at.is_not(None),
+                observations.c.logged_at.is_not(None),
+            )
+            .order_by(observations.c.logged_at.desc())
+            .limit(limit)
+        )
+        newest_first = [Observation.model_validate(row) for row in await self.session.execute(query)]
+        return newest_first[::-1]
 
-async def add_report(session: AsyncSession, values: dict[str, Any]) -> None:
-    await session.execute(sa.insert(reports).values(**values))
+    async def add_report(self, report: Report) -> None:
+        values = report.model_dump(mode="json", exclude={"created_at"})
+        if report.created_at is not None:
+            values["created_at"] = report.created_at
+        await self.session.execute(sa.insert(reports).values(**values))
 
+    async def report(self, model: str, report_id: str) -> Report:
+        query = sa.select(reports).where(reports.c.model == model, reports.c.id == report_id)
+        row = (await self.session.execute(query)).first()
+        if row is None:
+            raise NotFound(f"drift report {report_id!r} of model {model!r} does not exist")
+        return Report.model_validate(row)
 
-async def list_reports(session: AsyncSession, model: str, limit: int) -> list[dict[str, Any]]:
-    query = (
-        sa.select(*[c for c in reports.c if c.name != "report"])
-        .where(reports.c.model == model)
-        .order_by(reports.c.created_at.desc())
-        .limit(limit)
-    )
-    return [dict(r._mapping) for r in await session.execute(query)]
-
-
-async def get_report(session: AsyncSession, model: str, report_id: str) -> dict[str, Any]:
-    row = (await session.execute(sa.select(reports).where(reports.c.model == model, reports.c.id == report_id))).first()
-    if row is None:
-        raise NotFound(f"drift report {report_id!r} of model {model!r} does not exist")
-    return dict(row._mapping)
+    async def reports(self, model: str, limit: int) -> list[ReportSummary]:
+        query = (
+            sa.select(*[c for c in reports.c if c.name != "report"])
+            .where(reports.c.model == model)
+            .order_by(reports.c.created_at.desc())
+            .limit(limit)
+        )
+        return [ReportSummary.model_validate(row) for row in await self.session.execute(query)]

@@ -4,8 +4,12 @@ from typing import Any
 
 import numpy as np
 import pytest
+from pydantic import ValidationError
 
+from mloop_common.profile import CategoricalProfile, NumericProfile, ReferenceProfile
 from mloop_drift.detector import DriftConfig, evaluate_window
+
+from .profiles import categorical_entry, numeric_entry
 
 PLAN_SHARES = {"basic": 0.5, "pro": 0.3, "team": 0.2}
 CLASS_SHARES = {"0": 0.7, "1": 0.3}
@@ -25,39 +29,17 @@ REPORT_KEYS = {
 }
 
 
-def numeric_entry(values: np.ndarray, missing_rate: float = 0.0) -> dict[str, Any]:
-    """A profile entry built the way the trainer builds one: decile edges, end-clipped bin shares."""
-    edges = np.unique(np.quantile(values, np.linspace(0, 1, 11)))
-    bins = np.searchsorted(edges[1:-1], values, side="right")
-    return {
-        "kind": "numeric",
-        "missing_rate": missing_rate,
-        "min": float(values.min()),
-        "max": float(values.max()),
-        "mean": float(values.mean()),
-        "std": float(values.std()),
-        "bin_edges": edges.tolist(),
-        "bin_fractions": (np.bincount(bins, minlength=edges.size - 1) / values.size).tolist(),
-        "sample": values[:1000].tolist(),
-    }
-
-
-def categorical_entry(shares: dict[str, float], missing_rate: float = 0.0) -> dict[str, Any]:
-    return {"kind": "categorical", "missing_rate": missing_rate, "frequencies": dict(shares)}
-
-
-def churn_profile(prediction: dict[str, Any] | None = None) -> dict[str, Any]:
+def churn_profile(prediction: NumericProfile | CategoricalProfile | None = None) -> ReferenceProfile:
     rng = np.random.default_rng(100)
-    return {
-        "schema_version": 1,
-        "rows": 20_000,
-        "features": {
+    return ReferenceProfile(
+        rows=20_000,
+        features={
             "age": numeric_entry(rng.normal(40.0, 10.0, 20_000)),
             "usage": numeric_entry(rng.normal(100.0, 20.0, 20_000)),
             "plan": categorical_entry(PLAN_SHARES),
         },
-        "prediction": prediction if prediction is not None else categorical_entry(CLASS_SHARES),
-    }
+        prediction=prediction if prediction is not None else categorical_entry(CLASS_SHARES),
+    )
 
 
 def churn_rows(n: int = 1000, seed: int = 7, age_mean: float = 40.0, usage_mean: float = 100.0) -> list[dict[str, Any]]:
@@ -318,8 +300,8 @@ def test_task_is_inferred_from_the_prediction_profile() -> None:
 
 
 def test_one_drifted_feature_is_a_covariate_shift_in_a_model_with_few_features() -> None:
-    profile = churn_profile()
-    profile["features"] = {"age": profile["features"]["age"]}
+    full = churn_profile()
+    profile = full.model_copy(update={"features": {"age": full.features["age"]}})
 
     report = evaluate_window(profile, churn_rows(age_mean=50.0), class_predictions(), task="classification")
 
@@ -405,8 +387,18 @@ def test_rows_must_be_objects() -> None:
 
 
 def test_an_unknown_profile_version_is_rejected() -> None:
-    with pytest.raises(ValueError, match="schema_version"):
-        evaluate_window({**churn_profile(), "schema_version": 2}, churn_rows(n=3), [0, 0, 0])
+    stored = {**churn_profile().model_dump(mode="json"), "schema_version": 2}
+
+    with pytest.raises(ValidationError, match="schema_version"):
+        ReferenceProfile.model_validate(stored)
+
+
+def test_a_profile_entry_of_an_unknown_kind_is_rejected() -> None:
+    stored = churn_profile().model_dump(mode="json")
+    stored["features"]["age"]["kind"] = "text"
+
+    with pytest.raises(ValidationError, match="age"):
+        ReferenceProfile.model_validate(stored)
 
 
 def test_an_unknown_task_is_rejected() -> None:

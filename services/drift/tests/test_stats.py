@@ -5,6 +5,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from mloop_common.profile import CategoricalProfile, NumericProfile
 from mloop_drift.stats import (
     METHODS,
     ChiSquare,
@@ -20,31 +21,12 @@ from mloop_drift.stats import (
     parse_numeric,
 )
 
+from .profiles import categorical_entry, numeric, numeric_entry
+
 REFERENCE_SHARES = {"basic": 0.5, "pro": 0.3, "team": 0.15, "enterprise": 0.05}
 
 
-def numeric_entry(values: np.ndarray, missing_rate: float = 0.0) -> dict[str, Any]:
-    """A profile entry built the way the trainer builds one: decile edges, end-clipped bin shares."""
-    edges = np.unique(np.quantile(values, np.linspace(0, 1, 11)))
-    bins = np.searchsorted(edges[1:-1], values, side="right")
-    return {
-        "kind": "numeric",
-        "missing_rate": missing_rate,
-        "min": float(values.min()),
-        "max": float(values.max()),
-        "mean": float(values.mean()),
-        "std": float(values.std()),
-        "bin_edges": edges.tolist(),
-        "bin_fractions": (np.bincount(bins, minlength=edges.size - 1) / values.size).tolist(),
-        "sample": values[:1000].tolist(),
-    }
-
-
-def categorical_entry(shares: dict[str, float], missing_rate: float = 0.0) -> dict[str, Any]:
-    return {"kind": "categorical", "missing_rate": missing_rate, "frequencies": dict(shares)}
-
-
-def normal_entry(seed: int = 1) -> dict[str, Any]:
+def normal_entry(seed: int = 1) -> NumericProfile:
     return numeric_entry(np.random.default_rng(seed).normal(50.0, 10.0, 20_000))
 
 
@@ -53,7 +35,7 @@ def draw_categories(shares: dict[str, float], n: int, seed: int) -> list[str]:
     return [str(c) for c in rng.choice(list(shares), size=n, p=list(shares.values()))]
 
 
-def entry_for(name: str) -> dict[str, Any]:
+def entry_for(name: str) -> NumericProfile | CategoricalProfile:
     return normal_entry() if METHODS[name].kind == "numeric" else categorical_entry(REFERENCE_SHARES)
 
 
@@ -135,7 +117,7 @@ def test_ks_ignores_a_significant_but_tiny_shift_on_a_large_window() -> None:
 
 
 def test_psi_matches_the_hand_computed_value() -> None:
-    entry = {"kind": "numeric", "bin_edges": [0.0, 1.0, 2.0, 3.0, 4.0], "bin_fractions": [0.25] * 4}
+    entry = numeric(bin_edges=[0.0, 1.0, 2.0, 3.0, 4.0], bin_fractions=[0.25] * 4)
     window = [0.5] * 10 + [1.5] * 20 + [2.5] * 30 + [3.5] * 40
     expected = sum((a - 0.25) * math.log(a / 0.25) for a in (0.1, 0.2, 0.3, 0.4))
 
@@ -147,7 +129,7 @@ def test_psi_matches_the_hand_computed_value() -> None:
 
 
 def test_psi_counts_values_beyond_the_outer_edges_in_the_end_bins() -> None:
-    entry = {"kind": "numeric", "bin_edges": [0.0, 1.0, 2.0], "bin_fractions": [0.5, 0.5]}
+    entry = numeric(bin_edges=[0.0, 1.0, 2.0], bin_fractions=[0.5, 0.5])
 
     result = PopulationStabilityIndex.fit(entry).score([-1e9, 0.5, 1.5, 1e9])
 
@@ -164,12 +146,12 @@ def test_psi_stays_finite_when_the_window_leaves_bins_empty() -> None:
 
 def test_psi_rejects_a_profile_whose_fractions_do_not_match_its_bins() -> None:
     with pytest.raises(ValueError, match="bin_fractions"):
-        PopulationStabilityIndex.fit({"kind": "numeric", "bin_edges": [0.0, 1.0, 2.0], "bin_fractions": [1.0]})
+        PopulationStabilityIndex.fit(numeric(bin_edges=[0.0, 1.0, 2.0], bin_fractions=[1.0]))
 
 
 def test_wasserstein_is_the_shift_in_reference_standard_deviations() -> None:
     sample = np.arange(1000, dtype=float)
-    entry = {**numeric_entry(sample), "std": 250.0}
+    entry = numeric_entry(sample).model_copy(update={"std": 250.0})
 
     result = Wasserstein.fit(entry).score(sample + 50.0)
 
@@ -178,7 +160,7 @@ def test_wasserstein_is_the_shift_in_reference_standard_deviations() -> None:
 
 
 def test_wasserstein_on_a_constant_reference_does_not_divide_by_zero() -> None:
-    entry = {"kind": "numeric", "mean": 0.0, "std": 0.0, "sample": [0.0] * 10}
+    entry = numeric(mean=0.0, std=0.0, sample=[0.0] * 10)
 
     same = Wasserstein.fit(entry).score([0.0, 0.0])
     moved = Wasserstein.fit(entry).score([3.0, 3.0])

@@ -1,5 +1,6 @@
 from mloop_common.runtime import serve
-from mloop_ingest.app import create_ingest_app
+from mloop_ingest.app import create_app
+from mloop_ingest.config import IngestSettings
 
-app, settings = create_ingest_app()
-serve(app, settings)
+settings = IngestSettings()
+serve(create_app(settings), settings)

@@ -3,37 +3,58 @@
 from __future__ import annotations
 
 import io
-from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 import pandas as pd
+from pydantic import BaseModel, ConfigDict, computed_field
 
 from mloop_common.errors import InvalidInput
 
 Status = Literal["pass", "warn", "fail"]
+ColumnType = Literal["numeric", "boolean", "datetime", "string"]
 PARQUET_MAGIC = b"PAR1"
 
 
-@dataclass(frozen=True)
-class Check:
+class Check(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
     name: str
     status: Status
     message: str
 
 
-@dataclass
-class Report:
-    checks: list[Check] = field(default_factory=list)
+class Report(BaseModel):
+    """The validation report recorded with every version; any failed check rejects the version."""
+
+    checks: list[Check] = []
 
     def add(self, name: str, status: Status, message: str) -> None:
-        self.checks.append(Check(name, status, message))
+        self.checks.append(Check(name=name, status=status, message=message))
 
+    @computed_field  # type: ignore[prop-decorator]
     @property
     def accepted(self) -> bool:
         return all(c.status != "fail" for c in self.checks)
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"accepted": self.accepted, "checks": [asdict(c) for c in self.checks]}
+
+class NumericSummary(BaseModel):
+    missing: int
+    distinct: int
+    mean: float | None
+    std: float | None
+    min: float | None
+    max: float | None
+
+
+class CategoricalSummary(BaseModel):
+    """Any non-numeric column (text, boolean, datetime): its ten most frequent values."""
+
+    missing: int
+    distinct: int
+    top: dict[str, int]
+
+
+ColumnSummary = NumericSummary | CategoricalSummary
 
 
 def parse_table(data: bytes, filename: str = "") -> pd.DataFrame:
@@ -68,10 +89,10 @@ def _with_datetimes(frame: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
-def schema_of(frame: pd.DataFrame) -> dict[str, str]:
+def schema_of(frame: pd.DataFrame) -> dict[str, ColumnType]:
     """Column name -> coarse type (numeric, boolean, datetime, string), stable across CSV and Parquet."""
 
-    def kind(series: pd.Series) -> str:
+    def kind(series: pd.Series) -> ColumnType:
         if pd.api.types.is_bool_dtype(series):
             return "boolean"
         if pd.api.types.is_numeric_dtype(series):
@@ -83,25 +104,28 @@ def schema_of(frame: pd.DataFrame) -> dict[str, str]:
     return {str(name): kind(frame[name]) for name in frame.columns}
 
 
-def column_stats(frame: pd.DataFrame) -> dict[str, dict[str, Any]]:
+def column_stats(frame: pd.DataFrame) -> dict[str, ColumnSummary]:
     """A compact per-column profile stored with the version."""
-    stats: dict[str, dict[str, Any]] = {}
+    stats: dict[str, ColumnSummary] = {}
     for name in frame.columns:
         series = frame[name]
-        entry: dict[str, Any] = {"missing": int(series.isna().sum()), "distinct": int(series.nunique())}
+        missing, distinct = int(series.isna().sum()), int(series.nunique())
         if pd.api.types.is_numeric_dtype(series) and not pd.api.types.is_bool_dtype(series):
             described = series.describe()
-            for key in ("mean", "std", "min", "max"):
-                value = described.get(key)
-                entry[key] = None if value is None or pd.isna(value) else float(value)
+            moments = {key: _number(described.get(key)) for key in ("mean", "std", "min", "max")}
+            stats[str(name)] = NumericSummary(missing=missing, distinct=distinct, **moments)
         else:
-            entry["top"] = {str(k): int(v) for k, v in series.value_counts().head(10).items()}
-        stats[str(name)] = entry
+            top = {str(k): int(v) for k, v in series.value_counts().head(10).items()}
+            stats[str(name)] = CategoricalSummary(missing=missing, distinct=distinct, top=top)
     return stats
 
 
+def _number(value: Any) -> float | None:
+    return None if value is None or pd.isna(value) else float(value)
+
+
 def validate(
-    frame: pd.DataFrame, *, target: str, time_column: str | None, previous_schema: dict[str, str] | None
+    frame: pd.DataFrame, *, target: str, time_column: str | None, previous_schema: dict[str, ColumnType] | None
 ) -> Report:
     """Hard rules fail the version; soft ones warn."""
     report = Report()

@@ -1,27 +1,33 @@
-"""Ingest's tables: datasets and their versions."""
+"""Ingest's tables (datasets and their versions; the migrations' source) and its queries."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.exc import IntegrityError
 
-from mloop_common.errors import NotFound
+from mloop_common.db import NAMING_CONVENTION, add_messaging_tables
+from mloop_common.errors import Conflict, NotFound
+from mloop_common.uow import Messaging, SqlUnit
+from mloop_ingest.checks import ColumnType
+from mloop_ingest.entities import DatasetSummary, DatasetVersion, DatasetVersionDetail
 
-metadata = sa.MetaData()
+metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
+add_messaging_tables(metadata)
+
 datasets = sa.Table(
     "datasets",
     metadata,
     sa.Column("name", sa.String(63), primary_key=True),
     sa.Column("next_version", sa.Integer, nullable=False, server_default="1"),
-    sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.func.now()),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
 )
 versions = sa.Table(
     "dataset_versions",
     metadata,
-    sa.Column("name", sa.String(63), primary_key=True),
+    sa.Column("name", sa.String(63), sa.ForeignKey("datasets.name"), primary_key=True),
     sa.Column("version", sa.Integer, primary_key=True),
     sa.Column("status", sa.String(16), nullable=False),
     sa.Column("upload_sha256", sa.String(64), nullable=False),
@@ -35,69 +41,119 @@ versions = sa.Table(
     sa.Column("target", sa.String(200), nullable=False),
     sa.Column("time_column", sa.String(200)),
     sa.Column("description", sa.Text),
-    sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.func.now()),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+    sa.UniqueConstraint("name", "upload_sha256"),  # the same upload is one version
 )
 
+# A version list leaves out the two columns that grow with the width of the file.
 SUMMARY = [c for c in versions.c if c.name not in ("stats", "schema")]
+MAX_VERSION = 2**31 - 1  # PostgreSQL integer
 
 
-async def by_upload(session: AsyncSession, name: str, upload_sha256: str) -> dict[str, Any] | None:
-    row = (
-        await session.execute(
-            sa.select(versions).where(versions.c.name == name, versions.c.upload_sha256 == upload_sha256)
+class IngestUnit(Messaging, Protocol):
+    """One transaction on ingest's records."""
+
+    async def version_by_upload(self, dataset: str, upload_sha256: str) -> DatasetVersion | None:
+        """The version recorded for these uploaded bytes, if any."""
+        ...
+
+    async def latest_published_schema(self, dataset: str) -> dict[str, ColumnType] | None:
+        """Column types of the newest published version, which a new version must keep."""
+        ...
+
+    async def allocate_version(self, dataset: str) -> int:
+        """The next version number of ``dataset`` (creating the dataset on its first version)."""
+        ...
+
+    async def add_version(self, version: DatasetVersionDetail) -> DatasetVersion:
+        """Record ``version``; Conflict if its bytes were recorded meanwhile. Returns it with its timestamp."""
+        ...
+
+    async def datasets(self) -> list[DatasetSummary]: ...
+
+    async def versions(self, dataset: str) -> list[DatasetVersion]:
+        """All versions of ``dataset``, oldest first; NotFound if it has none."""
+        ...
+
+    async def version(self, dataset: str, version: int) -> DatasetVersionDetail: ...
+
+
+class SqlIngestUnit(SqlUnit):
+    async def version_by_upload(self, dataset: str, upload_sha256: str) -> DatasetVersion | None:
+        query = sa.select(*SUMMARY).where(versions.c.name == dataset, versions.c.upload_sha256 == upload_sha256)
+        row = (await self.session.execute(query)).first()
+        return _version(row._mapping) if row else None
+
+    async def latest_published_schema(self, dataset: str) -> dict[str, ColumnType] | None:
+        query = (
+            sa.select(versions.c.schema)
+            .where(versions.c.name == dataset, versions.c.status == "published")
+            .order_by(versions.c.version.desc())
+            .limit(1)
         )
-    ).first()
-    return dict(row._mapping) if row else None
+        schema: dict[str, ColumnType] | None = (await self.session.execute(query)).scalar_one_or_none()
+        return schema
 
-
-async def latest_accepted_schema(session: AsyncSession, name: str) -> dict[str, str] | None:
-    query = (
-        sa.select(versions.c.schema)
-        .where(versions.c.name == name, versions.c.status == "published")
-        .order_by(versions.c.version.desc())
-        .limit(1)
-    )
-    return (await session.execute(query)).scalar_one_or_none()
-
-
-async def allocate_version(session: AsyncSession, name: str) -> int:
-    """Next version number of ``name``; the upsert's row lock serialises concurrent uploads."""
-    statement = insert(datasets).values(name=name, next_version=2)
-    statement = statement.on_conflict_do_update(
-        index_elements=["name"], set_={"next_version": datasets.c.next_version + 1}
-    ).returning(datasets.c.next_version - 1)
-    return int((await session.execute(statement)).scalar_one())
-
-
-async def add_version(session: AsyncSession, values: dict[str, Any]) -> None:
-    await session.execute(sa.insert(versions).values(**values))
-
-
-async def list_datasets(session: AsyncSession) -> list[dict[str, Any]]:
-    query = (
-        sa.select(
-            versions.c.name,
-            sa.func.count().label("versions"),
-            sa.func.max(versions.c.version).filter(versions.c.status == "published").label("latest_published"),
+    async def allocate_version(self, dataset: str) -> int:
+        # The upsert's row lock serialises concurrent uploads of one dataset.
+        statement = (
+            insert(datasets)
+            .values(name=dataset, next_version=2)
+            .on_conflict_do_update(index_elements=["name"], set_={"next_version": datasets.c.next_version + 1})
+            .returning(datasets.c.next_version - 1)
         )
-        .group_by(versions.c.name)
-        .order_by(versions.c.name)
-    )
-    return [dict(r._mapping) for r in await session.execute(query)]
+        return int((await self.session.execute(statement)).scalar_one())
+
+    async def add_version(self, version: DatasetVersionDetail) -> DatasetVersion:
+        values = version.model_dump(mode="json", exclude={"created_at", "sha256"})
+        values["name"] = values.pop("dataset")
+        values["schema"] = values.pop("column_types")
+        values["stats"] = values.pop("profile")
+        statement = sa.insert(versions).values(**values).returning(versions.c.created_at)
+        try:
+            created_at = (await self.session.execute(statement)).scalar_one()
+        except IntegrityError as exc:
+            # (name, upload_sha256) is unique: a concurrent upload of the same bytes committed first.
+            raise Conflict(f"dataset {version.dataset!r} already has a version with these bytes") from exc
+        return version.summary().model_copy(update={"created_at": created_at})
+
+    async def datasets(self) -> list[DatasetSummary]:
+        query = (
+            sa.select(
+                versions.c.name,
+                sa.func.count().label("versions"),
+                sa.func.max(versions.c.version).filter(versions.c.status == "published").label("latest_published"),
+            )
+            .group_by(versions.c.name)
+            .order_by(versions.c.name)
+        )
+        return [DatasetSummary.model_validate(row._mapping) for row in await self.session.execute(query)]
+
+    async def versions(self, dataset: str) -> list[DatasetVersion]:
+        query = sa.select(*SUMMARY).where(versions.c.name == dataset).order_by(versions.c.version)
+        found = [_version(row._mapping) for row in await self.session.execute(query)]
+        if not found:
+            raise NotFound(f"dataset {dataset!r} does not exist")
+        return found
+
+    async def version(self, dataset: str, version: int) -> DatasetVersionDetail:
+        row = None
+        if 0 < version <= MAX_VERSION:  # a number the column cannot hold is simply not there (not a 500)
+            query = sa.select(versions).where(versions.c.name == dataset, versions.c.version == version)
+            row = (await self.session.execute(query)).first()
+        if row is None:
+            raise NotFound(f"dataset {dataset!r} has no version {version}")
+        values = row._mapping
+        return DatasetVersionDetail.model_validate(
+            {**_fields(values), "column_types": values["schema"], "profile": values["stats"]}
+        )
 
 
-async def list_versions(session: AsyncSession, name: str) -> list[dict[str, Any]]:
-    query = sa.select(*SUMMARY).where(versions.c.name == name).order_by(versions.c.version)
-    rows = [dict(r._mapping) for r in await session.execute(query)]
-    if not rows:
-        raise NotFound(f"dataset {name!r} does not exist")
-    return rows
+def _fields(row: Any) -> dict[str, Any]:
+    """A row's columns under the entity's names."""
+    values = {key: row[key] for key in row.keys() if key not in ("name", "schema", "stats")}
+    return {"dataset": row["name"], **values}
 
 
-async def get_version(session: AsyncSession, name: str, version: int) -> dict[str, Any]:
-    row = (
-        await session.execute(sa.select(versions).where(versions.c.name == name, versions.c.version == version))
-    ).first()
-    if row is None:
-        raise NotFound(f"dataset {name!r} has no version {version}")
-    return dict(row._mapping)
+def _version(row: Any) -> DatasetVersion:
+    return DatasetVersion.model_validate(_fields(row))

@@ -74,7 +74,7 @@ def test_clean_dataset_passes_every_check():
 
     assert report.accepted
     assert set(statuses(report).values()) == {"pass"}
-    assert report.to_dict()["accepted"] is True
+    assert report.model_dump()["accepted"] is True
 
 
 def test_dataset_without_rows_fails():

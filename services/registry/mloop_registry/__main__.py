@@ -1,5 +1,6 @@
 from mloop_common.runtime import serve
-from mloop_registry.app import create_registry_app
+from mloop_registry.app import create_app
+from mloop_registry.config import RegistrySettings
 
-app, settings = create_registry_app()
-serve(app, settings)
+settings = RegistrySettings()
+serve(create_app(settings), settings)

@@ -1,38 +1,45 @@
-"""The registry's tables and the queries over them; rows leave as plain dicts, never ORM objects."""
+"""The registry's tables (the migrations' source), its unit-of-work port and the SQL implementation of it."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.exc import IntegrityError
 
-from mloop_common.errors import NotFound
+from mloop_common.contracts import AuditEntry, SpecView, VersionStatus
+from mloop_common.db import NAMING_CONVENTION, add_messaging_tables
+from mloop_common.errors import Conflict, NotFound
+from mloop_common.spec import ModelSpec
+from mloop_common.uow import Messaging, SqlUnit
+from mloop_registry.entities import Model, Version
 
-metadata = sa.MetaData()
+metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
+add_messaging_tables(metadata)
 
 models = sa.Table(
     "models",
     metadata,
     sa.Column("name", sa.String(63), primary_key=True),
-    sa.Column("dataset", sa.String(63), nullable=False),
+    sa.Column("dataset", sa.String(63), nullable=False, index=True),
     sa.Column("latest_spec_version", sa.Integer, nullable=False),
     sa.Column("next_version", sa.Integer, nullable=False, server_default="1"),
-    sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.func.now()),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
 )
 specs = sa.Table(
     "specs",
     metadata,
-    sa.Column("name", sa.String(63), primary_key=True),
+    sa.Column("name", sa.String(63), sa.ForeignKey("models.name"), primary_key=True),
     sa.Column("spec_version", sa.Integer, primary_key=True),
     sa.Column("digest", sa.String(64), nullable=False),
     sa.Column("body", sa.JSON, nullable=False),
-    sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.func.now()),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
 )
 model_versions = sa.Table(
     "model_versions",
     metadata,
-    sa.Column("model", sa.String(63), primary_key=True),
+    sa.Column("model", sa.String(63), sa.ForeignKey("models.name"), primary_key=True),
     sa.Column("version", sa.Integer, primary_key=True),
     sa.Column("run_id", sa.String(64), nullable=False),
     sa.Column("evaluation_id", sa.String(64), nullable=False),
@@ -46,174 +53,258 @@ model_versions = sa.Table(
     sa.Column("features", sa.JSON, nullable=False),
     sa.Column("metrics", sa.JSON, nullable=False),
     sa.Column("lineage", sa.JSON, nullable=False),
-    sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.func.now()),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+    sa.UniqueConstraint("model", "run_id"),  # a run registers at most one version
 )
 aliases = sa.Table(
     "aliases",
     metadata,
-    sa.Column("model", sa.String(63), primary_key=True),
+    sa.Column("model", sa.String(63), sa.ForeignKey("models.name"), primary_key=True),
     sa.Column("alias", sa.String(63), primary_key=True),
     sa.Column("version", sa.Integer, nullable=False),
-    sa.Column("updated_at", sa.DateTime(timezone=True), server_default=sa.func.now()),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+    sa.ForeignKeyConstraint(["model", "version"], ["model_versions.model", "model_versions.version"]),
 )
 audit_log = sa.Table(
     "audit_log",
     metadata,
-    sa.Column("id", sa.BigInteger, primary_key=True),
-    sa.Column("at", sa.DateTime(timezone=True), server_default=sa.func.now()),
+    sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True),
+    sa.Column("at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
     sa.Column("actor", sa.String(200), nullable=False),
     sa.Column("action", sa.String(64), nullable=False),
-    sa.Column("model", sa.String(63)),
+    sa.Column("model", sa.String(63), index=True),
     sa.Column("version", sa.Integer),
     sa.Column("detail", sa.JSON, nullable=False),
 )
+# The audit log is append-only: a trigger (created by migration registry_0001, which Alembic does
+# not compare) makes the database refuse UPDATE and DELETE. Declared here too, so create_all has it.
+for _event, _statement in [
+    (
+        "after_create",
+        "CREATE FUNCTION audit_log_append_only() RETURNS trigger LANGUAGE plpgsql AS $$\n"
+        "        BEGIN RAISE EXCEPTION 'audit_log is append-only'; END $$",
+    ),
+    (
+        "after_create",
+        "CREATE TRIGGER audit_log_no_change BEFORE UPDATE OR DELETE ON audit_log "
+        "FOR EACH ROW EXECUTE FUNCTION audit_log_append_only()",
+    ),
+    ("after_drop", "DROP FUNCTION IF EXISTS audit_log_append_only()"),
+]:
+    sa.event.listen(audit_log, _event, sa.DDL(_statement).execute_if(dialect="postgresql"))
 
 
-def _row(row: sa.Row | None) -> dict[str, Any] | None:
-    return dict(row._mapping) if row is not None else None
+class RegistryUnit(Messaging, Protocol):
+    """One transaction on the registry's records."""
+
+    async def model(self, name: str, *, for_update: bool = False) -> Model | None:
+        """The model ``name``, or None; ``for_update`` holds its row until the unit ends."""
+        ...
+
+    async def models(self, dataset: str | None) -> list[Model]:
+        """Every model (trained from ``dataset`` when given), by name."""
+        ...
+
+    async def add_spec(self, spec: ModelSpec, digest: str, spec_version: int) -> SpecView:
+        """Store ``spec`` as ``spec_version`` of its model and make it the latest; version 1 creates the model.
+
+        Conflict when a concurrent unit stored that spec version (or created the model) first.
+        """
+        ...
+
+    async def spec(self, name: str, spec_version: int | None = None) -> SpecView:
+        """One spec version of a model (default: the latest); NotFound if there is none."""
+        ...
+
+    async def version_by_run(self, model: str, run_id: str) -> Version | None:
+        """The version that training run ``run_id`` registered, if any."""
+        ...
+
+    async def allocate_version(self, model: str) -> int:
+        """The model's next version number; concurrent units get distinct numbers."""
+        ...
+
+    async def add_version(self, version: Version) -> Version:
+        """Record a new version; Conflict when its run (or number) is already registered."""
+        ...
+
+    async def version(self, model: str, version: int, *, for_update: bool = False) -> Version:
+        """One version; NotFound if it does not exist."""
+        ...
+
+    async def versions(self, model: str) -> list[Version]:
+        """Every version of a model, oldest first."""
+        ...
+
+    async def set_status(self, model: str, version: int, status: VersionStatus) -> None: ...
+
+    async def alias(self, model: str, alias: str, *, for_update: bool = False) -> int | None:
+        """The version ``alias`` points at, or None when it is not set."""
+        ...
+
+    async def aliases(self, model: str) -> dict[str, int]:
+        """Every alias of a model and the version it points at."""
+        ...
+
+    async def set_alias(self, model: str, alias: str, version: int) -> None: ...
+
+    async def audit(
+        self, *, actor: str, action: str, model: str | None, version: int | None, detail: dict[str, Any]
+    ) -> None:
+        """Append an entry to the audit log."""
+        ...
+
+    async def audit_entries(self, *, model: str | None, limit: int, before_id: int | None) -> list[AuditEntry]:
+        """Audit entries, newest first, older than ``before_id`` when given."""
+        ...
 
 
-# --- specs -------------------------------------------------------------------------------
+class SqlRegistryUnit(SqlUnit):
+    """The registry's unit of work on PostgreSQL."""
 
+    async def model(self, name: str, *, for_update: bool = False) -> Model | None:
+        query = sa.select(models).where(models.c.name == name)
+        if for_update:
+            query = query.with_for_update()
+        row = (await self.session.execute(query)).first()
+        return Model.model_validate(row._mapping) if row is not None else None
 
-async def get_model(session: AsyncSession, name: str, *, for_update: bool = False) -> dict[str, Any] | None:
-    query = sa.select(models).where(models.c.name == name)
-    if for_update:
-        query = query.with_for_update()
-    return _row((await session.execute(query)).first())
+    async def models(self, dataset: str | None) -> list[Model]:
+        query = sa.select(models).order_by(models.c.name)
+        if dataset:
+            query = query.where(models.c.dataset == dataset)
+        return [Model.model_validate(row._mapping) for row in await self.session.execute(query)]
 
+    async def add_spec(self, spec: ModelSpec, digest: str, spec_version: int) -> SpecView:
+        latest = {"dataset": spec.dataset, "latest_spec_version": spec_version}
+        body = spec.model_dump(mode="json", by_alias=True)
+        try:
+            if spec_version == 1:
+                await self.session.execute(sa.insert(models).values(name=spec.name, **latest))
+            else:
+                await self.session.execute(sa.update(models).where(models.c.name == spec.name).values(**latest))
+            row = (
+                await self.session.execute(
+                    sa.insert(specs)
+                    .values(name=spec.name, spec_version=spec_version, digest=digest, body=body)
+                    .returning(*specs.c)
+                )
+            ).one()
+        except IntegrityError as exc:
+            raise Conflict(f"model {spec.name!r} spec version {spec_version} was stored concurrently") from exc
+        return _spec(row)
 
-async def latest_spec(session: AsyncSession, name: str) -> dict[str, Any] | None:
-    query = sa.select(specs).where(specs.c.name == name).order_by(specs.c.spec_version.desc()).limit(1)
-    return _row((await session.execute(query)).first())
+    async def spec(self, name: str, spec_version: int | None = None) -> SpecView:
+        query = sa.select(specs).where(specs.c.name == name)
+        if spec_version is None:
+            query = query.order_by(specs.c.spec_version.desc()).limit(1)
+        else:
+            query = query.where(specs.c.spec_version == spec_version)
+        row = (await self.session.execute(query)).first()
+        if row is None:
+            which = f" version {spec_version}" if spec_version else ""
+            raise NotFound(f"model {name!r} has no spec{which}")
+        return _spec(row)
 
+    async def version_by_run(self, model: str, run_id: str) -> Version | None:
+        query = sa.select(model_versions).where(model_versions.c.model == model, model_versions.c.run_id == run_id)
+        row = (await self.session.execute(query)).first()
+        return _version(row) if row is not None else None
 
-async def add_spec(session: AsyncSession, name: str, dataset: str, digest: str, body: dict[str, Any]) -> int:
-    """Store a new spec version (creating the model on first use); returns its spec version."""
-    model = await get_model(session, name, for_update=True)
-    if model is None:
-        await session.execute(sa.insert(models).values(name=name, dataset=dataset, latest_spec_version=1))
-        spec_version = 1
-    else:
-        spec_version = model["latest_spec_version"] + 1
-        await session.execute(
-            sa.update(models).where(models.c.name == name).values(latest_spec_version=spec_version, dataset=dataset)
+    async def allocate_version(self, model: str) -> int:
+        # The row lock UPDATE takes serialises concurrent registrations of one model.
+        result = await self.session.execute(
+            sa.update(models)
+            .where(models.c.name == model)
+            .values(next_version=models.c.next_version + 1)
+            .returning(models.c.next_version - 1)
         )
-    await session.execute(sa.insert(specs).values(name=name, spec_version=spec_version, digest=digest, body=body))
-    return spec_version
+        allocated = result.scalar_one_or_none()
+        if allocated is None:
+            raise NotFound(f"model {model!r} does not exist")
+        return int(allocated)
 
+    async def add_version(self, version: Version) -> Version:
+        values = version.model_dump(mode="json", exclude={"artifact", "profile", "created_at"})
+        values |= {
+            "artifact_uri": version.artifact.uri,
+            "artifact_sha256": version.artifact.sha256,
+            "profile_uri": version.profile.uri,
+            "profile_sha256": version.profile.sha256,
+        }
+        try:
+            row = (
+                await self.session.execute(sa.insert(model_versions).values(**values).returning(*model_versions.c))
+            ).one()
+        except IntegrityError as exc:
+            raise Conflict(f"{version.model}: run {version.run_id} is already registered", field="run_id") from exc
+        return _version(row)
 
-async def get_spec(session: AsyncSession, name: str, spec_version: int | None = None) -> dict[str, Any]:
-    query = sa.select(specs).where(specs.c.name == name)
-    if spec_version is None:
-        query = query.order_by(specs.c.spec_version.desc()).limit(1)
-    else:
-        query = query.where(specs.c.spec_version == spec_version)
-    row = _row((await session.execute(query)).first())
-    if row is None:
-        raise NotFound(f"model {name!r} has no spec" + (f" version {spec_version}" if spec_version else ""))
-    return row
+    async def version(self, model: str, version: int, *, for_update: bool = False) -> Version:
+        query = sa.select(model_versions).where(model_versions.c.model == model, model_versions.c.version == version)
+        if for_update:
+            query = query.with_for_update()
+        row = (await self.session.execute(query)).first()
+        if row is None:
+            raise NotFound(f"model {model!r} has no version {version}")
+        return _version(row)
 
+    async def versions(self, model: str) -> list[Version]:
+        query = sa.select(model_versions).where(model_versions.c.model == model).order_by(model_versions.c.version)
+        return [_version(row) for row in await self.session.execute(query)]
 
-async def list_models(session: AsyncSession, dataset: str | None = None) -> list[dict[str, Any]]:
-    query = sa.select(models).order_by(models.c.name)
-    if dataset:
-        query = query.where(models.c.dataset == dataset)
-    return [dict(r._mapping) for r in await session.execute(query)]
-
-
-# --- versions ----------------------------------------------------------------------------
-
-
-async def version_by_run(session: AsyncSession, model: str, run_id: str) -> dict[str, Any] | None:
-    query = sa.select(model_versions).where(model_versions.c.model == model, model_versions.c.run_id == run_id)
-    return _row((await session.execute(query)).first())
-
-
-async def allocate_version(session: AsyncSession, model: str) -> int:
-    """Next version number; the row lock of UPDATE serialises concurrent registrations."""
-    result = await session.execute(
-        sa.update(models)
-        .where(models.c.name == model)
-        .values(next_version=models.c.next_version + 1)
-        .returning(models.c.next_version - 1)
-    )
-    allocated = result.scalar_one_or_none()
-    if allocated is None:
-        raise NotFound(f"model {model!r} does not exist")
-    return int(allocated)
-
-
-async def add_version(session: AsyncSession, values: dict[str, Any]) -> None:
-    await session.execute(sa.insert(model_versions).values(**values))
-
-
-async def get_version(session: AsyncSession, model: str, version: int, *, for_update: bool = False) -> dict[str, Any]:
-    query = sa.select(model_versions).where(model_versions.c.model == model, model_versions.c.version == version)
-    if for_update:
-        query = query.with_for_update()
-    row = _row((await session.execute(query)).first())
-    if row is None:
-        raise NotFound(f"model {model!r} has no version {version}")
-    return row
-
-
-async def list_versions(session: AsyncSession, model: str) -> list[dict[str, Any]]:
-    query = sa.select(model_versions).where(model_versions.c.model == model).order_by(model_versions.c.version)
-    return [dict(r._mapping) for r in await session.execute(query)]
-
-
-async def set_status(session: AsyncSession, model: str, version: int, status: str) -> None:
-    await session.execute(
-        sa.update(model_versions)
-        .where(model_versions.c.model == model, model_versions.c.version == version)
-        .values(status=status)
-    )
-
-
-# --- aliases -----------------------------------------------------------------------------
-
-
-async def get_alias(session: AsyncSession, model: str, alias: str, *, for_update: bool = False) -> int | None:
-    query = sa.select(aliases.c.version).where(aliases.c.model == model, aliases.c.alias == alias)
-    if for_update:
-        query = query.with_for_update()
-    return (await session.execute(query)).scalar_one_or_none()
-
-
-async def aliases_of(session: AsyncSession, model: str) -> dict[str, int]:
-    rows = await session.execute(sa.select(aliases.c.alias, aliases.c.version).where(aliases.c.model == model))
-    return dict(rows.tuples().all())
-
-
-async def set_alias(session: AsyncSession, model: str, alias: str, version: int) -> None:
-    from sqlalchemy.dialects.postgresql import insert
-
-    statement = insert(aliases).values(model=model, alias=alias, version=version)
-    await session.execute(
-        statement.on_conflict_do_update(
-            index_elements=["model", "alias"], set_={"version": version, "updated_at": sa.func.now()}
+    async def set_status(self, model: str, version: int, status: VersionStatus) -> None:
+        await self.session.execute(
+            sa.update(model_versions)
+            .where(model_versions.c.model == model, model_versions.c.version == version)
+            .values(status=status)
         )
+
+    async def alias(self, model: str, alias: str, *, for_update: bool = False) -> int | None:
+        query = sa.select(aliases.c.version).where(aliases.c.model == model, aliases.c.alias == alias)
+        if for_update:
+            query = query.with_for_update()
+        version: int | None = (await self.session.execute(query)).scalar_one_or_none()
+        return version
+
+    async def aliases(self, model: str) -> dict[str, int]:
+        rows = await self.session.execute(sa.select(aliases.c.alias, aliases.c.version).where(aliases.c.model == model))
+        return dict(rows.tuples().all())
+
+    async def set_alias(self, model: str, alias: str, version: int) -> None:
+        statement = pg_insert(aliases).values(model=model, alias=alias, version=version)
+        await self.session.execute(
+            statement.on_conflict_do_update(
+                index_elements=["model", "alias"], set_={"version": version, "updated_at": sa.func.now()}
+            )
+        )
+
+    async def audit(
+        self, *, actor: str, action: str, model: str | None, version: int | None, detail: dict[str, Any]
+    ) -> None:
+        await self.session.execute(
+            sa.insert(audit_log).values(actor=actor, action=action, model=model, version=version, detail=detail)
+        )
+
+    async def audit_entries(self, *, model: str | None, limit: int, before_id: int | None) -> list[AuditEntry]:
+        query = sa.select(audit_log).order_by(audit_log.c.id.desc()).limit(limit)
+        if model:
+            query = query.where(audit_log.c.model == model)
+        if before_id:
+            query = query.where(audit_log.c.id < before_id)
+        return [AuditEntry.model_validate(row._mapping) for row in await self.session.execute(query)]
+
+
+def _spec(row: sa.Row[Any]) -> SpecView:
+    return SpecView.model_validate({**row._mapping, "spec": row.body})
+
+
+def _version(row: sa.Row[Any]) -> Version:
+    values = row._mapping
+    return Version.model_validate(
+        {
+            **values,
+            "artifact": {"uri": values["artifact_uri"], "sha256": values["artifact_sha256"]},
+            "profile": {"uri": values["profile_uri"], "sha256": values["profile_sha256"]},
+        }
     )
-
-
-# --- audit -------------------------------------------------------------------------------
-
-
-async def audit(
-    session: AsyncSession, *, actor: str, action: str, model: str | None, version: int | None, detail: dict[str, Any]
-) -> None:
-    await session.execute(
-        sa.insert(audit_log).values(actor=actor, action=action, model=model, version=version, detail=detail)
-    )
-
-
-async def read_audit(
-    session: AsyncSession, *, model: str | None, limit: int, before_id: int | None
-) -> list[dict[str, Any]]:
-    query = sa.select(audit_log).order_by(audit_log.c.id.desc()).limit(limit)
-    if model:
-        query = query.where(audit_log.c.model == model)
-    if before_id:
-        query = query.where(audit_log.c.id < before_id)
-    return [dict(r._mapping) for r in await session.execute(query)]

@@ -1,7 +1,9 @@
 import pytest
 
+from mloop_common.contracts import CHALLENGER, PRODUCTION
+from mloop_common.errors import InvalidInput
 from mloop_common.spec import PromotionPolicy
-from mloop_registry.policy import initial_status, may_promote
+from mloop_registry.policy import check_alias_name, initial_status, may_hold_alias, may_promote, move_reason
 
 
 def policy(require_approval=False, canary_percent=0):
@@ -48,3 +50,24 @@ def test_version_that_is_not_registered_is_never_auto_promoted(status):
 
 def test_approval_requirement_blocks_promotion_even_of_a_registered_version():
     assert may_promote("registered", policy(require_approval=True)) is False
+
+
+@pytest.mark.parametrize(
+    "status, allowed", [("registered", True), ("approved", True), ("pending_approval", False), ("rejected", False)]
+)
+def test_only_versions_not_waiting_for_or_refused_by_an_approver_may_hold_an_alias(status, allowed):
+    assert may_hold_alias(status) is allowed
+
+
+@pytest.mark.parametrize(
+    "current, target, reason", [(None, 1, "manual"), (1, 2, "manual"), (3, 2, "rollback"), (2, 2, "manual")]
+)
+def test_moving_an_alias_back_to_an_older_version_is_a_rollback(current, target, reason):
+    assert move_reason(current, target) == reason
+
+
+def test_only_production_and_challenger_are_aliases():
+    check_alias_name(PRODUCTION)
+    check_alias_name(CHALLENGER)
+    with pytest.raises(InvalidInput, match="'production' or 'challenger'"):
+        check_alias_name("staging")

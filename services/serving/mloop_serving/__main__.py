@@ -1,5 +1,6 @@
 from mloop_common.runtime import serve
-from mloop_serving.app import create_serving_app
+from mloop_serving.app import create_app
+from mloop_serving.config import ServingSettings
 
-app, settings = create_serving_app()
-serve(app, settings)
+settings = ServingSettings()
+serve(create_app(settings), settings)

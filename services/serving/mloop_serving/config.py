@@ -1,16 +1,23 @@
 import socket
+from typing import ClassVar
 
 from pydantic import Field
 
-from mloop_common.settings import ServiceSettings
+from mloop_common.settings import ServiceSettings, service_config
 
 
 class ServingSettings(ServiceSettings):
     """Serving settings (env prefix MLOOP_SERVING_)."""
 
+    model_config = service_config("serving")
+    service: ClassVar[str] = "serving"
+    uses_database: ClassVar[bool] = False
+
     # Every serving replica must see every promotion, so each has its own consumer group.
     instance_id: str = Field(default_factory=socket.gethostname)
-    max_instances: int = 10_000
+    max_instances: int = Field(10_000, ge=1)
     max_body_bytes: int = 20 * 1024 * 1024
-    log_batch_size: int = 500
-    log_interval_seconds: float = 0.5
+    log_batch_size: int = Field(500, ge=1)
+    log_interval_seconds: float = Field(0.5, gt=0)
+    # The broker refuses messages over its limit (1 MiB by default); the rest is room for the trace headers.
+    log_max_event_bytes: int = Field(900_000, ge=4096)

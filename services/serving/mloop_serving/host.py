@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from mloop_common.errors import InvalidInput, NotFound
+from mloop_common.profile import CategoricalProfile, FeatureKind, ReferenceProfile
 
 
 @dataclass(frozen=True)
@@ -18,7 +19,7 @@ class LoadedModel:
     version: int
     task: str
     features: list[str]
-    kinds: dict[str, str]  # feature -> "numeric" | "categorical", from the reference profile
+    kinds: dict[str, FeatureKind]  # from the reference profile
     estimator: Any
     classes: list[Any] = field(default_factory=list)
 
@@ -67,16 +68,16 @@ def _plain_list(values: np.ndarray) -> list[Any]:
     return out
 
 
-def warmup_instance(profile: dict[str, Any], features: list[str]) -> dict[str, Any]:
+def warmup_instance(profile: ReferenceProfile, features: list[str]) -> dict[str, Any]:
     """A typical row from the reference profile, used to warm a model before it takes traffic."""
     row: dict[str, Any] = {}
     for feature in features:
-        entry = profile.get("features", {}).get(feature, {})
-        if entry.get("kind") == "numeric":
-            row[feature] = entry.get("mean")
+        entry = profile.features.get(feature)
+        if isinstance(entry, CategoricalProfile):
+            frequencies = entry.frequencies
+            row[feature] = max(frequencies, key=frequencies.__getitem__) if frequencies else None
         else:
-            frequencies = entry.get("frequencies") or {}
-            row[feature] = max(frequencies, key=frequencies.get) if frequencies else None
+            row[feature] = entry.mean if entry is not None else None
     return row
 
 

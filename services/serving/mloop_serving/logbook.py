@@ -1,22 +1,51 @@
-"""Off-request-path batching of prediction and feedback records into events."""
+"""Off-request-path batching of prediction and feedback records into events that fit the broker."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+import math
 from collections import OrderedDict, defaultdict
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, Protocol
 
 from prometheus_client import Counter, Gauge
 
-from mloop_common.events import FeedbackReceived, FeedbackRecord, Payload, PredictionRecord, PredictionsLogged
+from mloop_common.events import (
+    Envelope,
+    FeedbackReceived,
+    FeedbackRecord,
+    PredictionRecord,
+    PredictionsLogged,
+    new_event,
+    to_record,
+)
+from mloop_common.retry import Backoff
 
+SOURCE = "mloop/serving"
 log = logging.getLogger(__name__)
 
-Publish = Callable[[Payload, str], Awaitable[None]]
 PENDING = Gauge("mloop_serving_log_pending_records", "Prediction/feedback records waiting to be published")
 DROPPED = Counter("mloop_serving_log_dropped_records_total", "Records dropped because the log buffer was full")
+OVERSIZED = Counter(
+    "mloop_serving_log_oversized_records_total",
+    "Records dropped because one alone makes an event over log_max_event_bytes (the broker would refuse it)",
+)
+
+
+class Publisher(Protocol):
+    """Where serving's events go: the bus producer (serving has no database, hence no outbox)."""
+
+    async def publish(self, event: Envelope) -> None: ...
+
+
+def encoded_size(event: Envelope) -> int:
+    """Bytes of ``event`` as a Kafka record: key, value and headers, as the CloudEvents codec writes them."""
+    key, value, headers = to_record(event)
+    return len(key) + len(value) + sum(len(name) + len(raw) for name, raw in headers)
 
 
 class RequestIndex:
@@ -35,35 +64,57 @@ class RequestIndex:
         return self._entries.get(request_id)
 
 
+@dataclass(frozen=True)
+class _Batch:
+    """One event ready to publish, and how to put its records back if publishing fails."""
+
+    event: Envelope
+    records: Sequence[Any]
+    put_back: Callable[[Sequence[Any]], None]
+
+
 class Logbook:
-    """Buffers records and publishes them in batches every ``interval`` seconds or ``batch_size`` records."""
+    """Buffers records and publishes them in batches every ``interval`` seconds or ``batch_size`` records.
+
+    A batch whose event would exceed ``max_event_bytes`` once encoded is split until every event
+    fits; a record too large to fit even alone can never be published, so it is dropped and counted.
+    """
 
     def __init__(
-        self, publish: Publish, *, batch_size: int = 500, interval: float = 0.5, capacity: int = 200_000
+        self,
+        publisher: Publisher,
+        *,
+        batch_size: int = 500,
+        interval: float = 0.5,
+        capacity: int = 200_000,
+        max_event_bytes: int = 900_000,
+        retry_backoff: Backoff = Backoff(initial=1.0, maximum=10.0),
     ) -> None:
-        self._publish = publish
+        self._publisher = publisher
         self._batch_size = batch_size
         self._interval = interval
         self._capacity = capacity
+        self._max_event_bytes = max_event_bytes
+        self._backoff = retry_backoff
         self._predictions: dict[tuple[str, int], list[PredictionRecord]] = defaultdict(list)
         self._feedback: dict[str, list[FeedbackRecord]] = defaultdict(list)
         self._size = 0
         self._full = asyncio.Event()
-        self._stopping = False
+        self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
-    def log_predictions(self, model: str, version: int, records: list[PredictionRecord]) -> None:
+    def log_predictions(self, model: str, version: int, records: Sequence[PredictionRecord]) -> None:
         self._add(self._predictions[(model, version)], records)
 
-    def log_feedback(self, model: str, records: list[FeedbackRecord]) -> None:
+    def log_feedback(self, model: str, records: Sequence[FeedbackRecord]) -> None:
         self._add(self._feedback[model], records)
 
-    def _add(self, bucket: list, records: list) -> None:  # type: ignore[type-arg]
-        room = self._capacity - self._size
+    def _add(self, bucket: list[Any], records: Sequence[Any]) -> None:
+        room = max(self._capacity - self._size, 0)
         if room < len(records):
-            DROPPED.inc(len(records) - max(room, 0))
-            log.error("log buffer full: dropping %d records (Kafka unreachable?)", len(records) - max(room, 0))
-            records = records[: max(room, 0)]
+            DROPPED.inc(len(records) - room)
+            log.error("log buffer full: dropping %d records (Kafka unreachable?)", len(records) - room)
+            records = records[:room]
         bucket.extend(records)
         self._size += len(records)
         PENDING.set(self._size)
@@ -75,42 +126,92 @@ class Logbook:
 
     async def stop(self) -> None:
         """Flush what is buffered, then stop."""
-        self._stopping = True
+        self._stopping.set()
         self._full.set()
         if self._task:
             await self._task
         await self.flush()
 
     async def flush(self) -> None:
+        """Publish everything buffered; on failure the unpublished records go back for the next flush."""
         predictions, self._predictions = self._predictions, defaultdict(list)
         feedback, self._feedback = self._feedback, defaultdict(list)
         self._size = 0
         PENDING.set(0)
-        try:
-            for (model, version), records in predictions.items():
-                for start in range(0, len(records), self._batch_size):
-                    chunk = records[start : start + self._batch_size]
-                    await self._publish(PredictionsLogged(model=model, version=version, records=chunk), model)
-            for model, records in feedback.items():
-                for start in range(0, len(records), self._batch_size):
-                    chunk = records[start : start + self._batch_size]
-                    await self._publish(FeedbackReceived(model=model, records=chunk), model)
-        except Exception:
-            # Put everything back; the next flush retries (duplicates are possible, loss is not).
-            for key, records in predictions.items():
-                self._add(self._predictions[key], records)
-            for key, records in feedback.items():
-                self._add(self._feedback[key], records)
-            raise
+        batches: list[_Batch] = []
+        for (model, version), records in predictions.items():
+            logged = PredictionsLogged(model=model, version=version, records=[])
+            batches += self._batches(logged, model, records, partial(self.log_predictions, model, version))
+        for model, labels in feedback.items():
+            received = FeedbackReceived(model=model, records=[])
+            batches += self._batches(received, model, labels, partial(self.log_feedback, model))
+        for index, batch in enumerate(batches):
+            try:
+                await self._publisher.publish(batch.event)
+            except Exception:
+                # The next flush retries what did not leave (duplicates are possible, loss is not).
+                for unsent in batches[index:]:
+                    unsent.put_back(unsent.records)
+                raise
+
+    def _batches(
+        self,
+        empty: PredictionsLogged | FeedbackReceived,
+        subject: str,
+        records: Sequence[Any],
+        put_back: Callable[[Sequence[Any]], None],
+    ) -> list[_Batch]:
+        """``records`` as events of at most ``batch_size`` records and ``max_event_bytes`` bytes."""
+        batches: list[_Batch] = []
+        for start in range(0, len(records), self._batch_size):
+            batches += self._fitting(empty, subject, records[start : start + self._batch_size], put_back)
+        return batches
+
+    def _fitting(
+        self,
+        empty: PredictionsLogged | FeedbackReceived,
+        subject: str,
+        records: Sequence[Any],
+        put_back: Callable[[Sequence[Any]], None],
+    ) -> list[_Batch]:
+        event = new_event(empty.model_copy(update={"records": list(records)}), source=SOURCE, subject=subject)
+        size = encoded_size(event)
+        if size <= self._max_event_bytes:
+            return [_Batch(event, records, put_back)]
+        if len(records) == 1:
+            OVERSIZED.inc()
+            log.error(
+                "dropping a %s record of %s (request %s): %d bytes encoded, over log_max_event_bytes=%d",
+                event.type,
+                subject,
+                records[0].request_id,
+                size,
+                self._max_event_bytes,
+            )
+            return []
+        # Records of one model are usually alike, so splitting in proportion to the size makes parts that fit
+        # at the first try; a part that still does not (one outsized record) is split again.
+        parts = min(len(records), max(2, math.ceil(size / self._max_event_bytes)))
+        step = math.ceil(len(records) / parts)
+        batches: list[_Batch] = []
+        for start in range(0, len(records), step):
+            batches += self._fitting(empty, subject, records[start : start + step], put_back)
+        return batches
 
     async def _run(self) -> None:
-        while not self._stopping:
+        failures = 0
+        while not self._stopping.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._full.wait(), self._interval)
             self._full.clear()
-            if self._size:
-                try:
-                    await self.flush()
-                except Exception as exc:
-                    log.warning("publishing the prediction log failed (%r); will retry", exc)
-                    await asyncio.sleep(1)
+            if not self._size:
+                continue
+            try:
+                await self.flush()
+                failures = 0
+            except Exception as exc:
+                failures += 1
+                delay = self._backoff.delay(failures)
+                log.warning("publishing the prediction log failed (%r); retrying in %.1fs", exc, delay)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), delay)

@@ -1,4 +1,4 @@
-"""Open Inference Protocol v2 request parsing (no I/O)."""
+"""Open Inference Protocol v2: request tensors to instances, and the protocol's answers (no I/O)."""
 
 from __future__ import annotations
 
@@ -23,6 +23,61 @@ class InferRequest(BaseModel):
     inputs: list[InferInput] = Field(min_length=1)
     outputs: list[dict[str, Any]] | None = None
     parameters: dict[str, Any] | None = None
+
+
+class InferOutput(BaseModel):
+    name: str
+    shape: list[int]
+    datatype: str
+    data: list[Any]
+
+
+class InferResponse(BaseModel):
+    model_name: str
+    model_version: str
+    id: str
+    outputs: list[InferOutput]
+    parameters: dict[str, Any]
+
+
+class TensorMetadata(BaseModel):
+    name: str
+    datatype: str
+    shape: list[int]
+
+
+class ModelMetadata(BaseModel):
+    name: str
+    versions: list[str]
+    platform: str
+    inputs: list[TensorMetadata]
+    outputs: list[TensorMetadata]
+
+
+class ServerMetadata(BaseModel):
+    name: str
+    version: str
+    extensions: list[str]
+    models: list[str]
+
+
+class ServerLive(BaseModel):
+    live: bool
+
+
+class ServerReady(BaseModel):
+    ready: bool
+
+
+class ModelReady(BaseModel):
+    name: str
+    ready: bool
+
+
+class ModelVersionReady(BaseModel):
+    name: str
+    version: str
+    ready: bool
 
 
 def _flatten(data: list[Any]) -> list[Any]:
@@ -73,3 +128,54 @@ def datatype_of(values: list[Any]) -> str:
     if all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
         return "FP64"
     return "BYTES"
+
+
+def model_metadata(model: LoadedModel) -> ModelMetadata:
+    """A loaded model as OIP metadata: one input per feature, ``predict`` (and ``predict_proba``) outputs."""
+    outputs = [
+        TensorMetadata(name="predict", datatype=datatype_of(model.classes) if model.classes else "FP64", shape=[-1])
+    ]
+    if model.task == "classification":
+        outputs.append(TensorMetadata(name="predict_proba", datatype="FP64", shape=[-1, len(model.classes)]))
+    return ModelMetadata(
+        name=model.name,
+        versions=[str(model.version)],
+        platform="sklearn",
+        inputs=[
+            TensorMetadata(name=f, datatype="FP64" if model.kinds.get(f) == "numeric" else "BYTES", shape=[-1])
+            for f in model.features
+        ],
+        outputs=outputs,
+    )
+
+
+def infer_response(
+    request: InferRequest,
+    model: LoadedModel,
+    predictions: list[Any],
+    probabilities: list[list[float]] | None,
+    request_ids: list[str],
+) -> InferResponse:
+    """The OIP answer to ``request``: the outputs it asked for (default all), request ids as a parameter."""
+    outputs = [
+        InferOutput(name="predict", shape=[len(predictions)], datatype=datatype_of(predictions), data=predictions)
+    ]
+    if probabilities is not None:
+        outputs.append(
+            InferOutput(
+                name="predict_proba",
+                shape=[len(probabilities), len(model.classes)],
+                datatype="FP64",
+                data=[p for row in probabilities for p in row],
+            )
+        )
+    wanted = {o.get("name") for o in request.outputs or []}
+    if wanted:
+        outputs = [o for o in outputs if o.name in wanted]
+    return InferResponse(
+        model_name=model.name,
+        model_version=str(model.version),
+        id=request.id or request_ids[0],
+        outputs=outputs,
+        parameters={"request_ids": request_ids},
+    )

@@ -9,6 +9,7 @@ from sklearn.linear_model import LinearRegression, LogisticRegression
 from sklearn.pipeline import Pipeline
 
 from mloop_common.errors import InvalidInput, NotFound
+from mloop_common.profile import CategoricalProfile, NumericProfile, ReferenceProfile
 from mloop_serving.host import LoadedModel, ModelHost, warmup_instance
 
 
@@ -116,15 +117,21 @@ def test_regression_has_no_probabilities():
     assert type(predictions[0]) is float and predictions[0] == pytest.approx(8.0)
 
 
+def numeric(mean: float | None) -> NumericProfile:
+    return NumericProfile(
+        missing_rate=0, min=None, max=None, mean=mean, std=None, bin_edges=[0, 1], bin_fractions=[1], sample=[]
+    )
+
+
 def test_warmup_instance_is_a_typical_row_of_the_profile():
-    profile = {
-        "schema_version": 1,
-        "features": {
-            "usage": {"kind": "numeric", "mean": 12.5},
-            "plan": {"kind": "categorical", "frequencies": {"basic": 0.2, "pro": 0.7, "team": 0.1}},
-            "region": {"kind": "categorical", "frequencies": {}},
+    profile = ReferenceProfile(
+        rows=10,
+        features={
+            "usage": numeric(mean=12.5),
+            "plan": CategoricalProfile(missing_rate=0, frequencies={"basic": 0.2, "pro": 0.7, "team": 0.1}),
+            "region": CategoricalProfile(missing_rate=0, frequencies={}),
         },
-    }
+    )
 
     row = warmup_instance(profile, ["usage", "plan", "region", "unprofiled"])
 
@@ -133,7 +140,7 @@ def test_warmup_instance_is_a_typical_row_of_the_profile():
 
 def test_warmup_instance_can_be_predicted():
     model = loaded()
-    profile = {"features": {"usage": {"kind": "numeric", "mean": 0.1}, "calls": {"kind": "numeric", "mean": None}}}
+    profile = ReferenceProfile(rows=10, features={"usage": numeric(mean=0.1), "calls": numeric(mean=None)})
 
     predictions, _ = model.predict(model.frame([warmup_instance(profile, model.features)]))
 

@@ -5,23 +5,29 @@ from datetime import UTC, datetime
 import pytest
 from prometheus_client import REGISTRY
 
-from mloop_common.events import FeedbackReceived, FeedbackRecord, PredictionRecord, PredictionsLogged
+from mloop_common.events import FeedbackReceived, FeedbackRecord, PredictionRecord, PredictionsLogged, to_record
+from mloop_common.testing import through_the_wire
 from mloop_serving.logbook import Logbook, RequestIndex
 
 
 class FakePublisher:
-    """Records what would go to Kafka; the publish calls numbered in ``failing`` (from 1) raise instead."""
+    """Records what would go to Kafka (through the real codec); publish calls numbered in ``failing`` (from 1) raise."""
 
     def __init__(self, failing=()):
-        self.sent = []
+        self.events = []
         self.failing = set(failing)
         self.calls = 0
 
-    async def __call__(self, payload, subject):
+    async def publish(self, event):
         self.calls += 1
         if self.calls in self.failing:
             raise ConnectionError("broker unreachable")
-        self.sent.append((payload, subject))
+        self.events.append(through_the_wire(event))
+
+    @property
+    def sent(self):
+        """(payload, subject) of every event published, in order."""
+        return [(event.payload(), event.subject) for event in self.events]
 
     def request_ids(self):
         return [record.request_id for payload, _ in self.sent for record in payload.records]
@@ -46,6 +52,31 @@ def ids(records):
 
 def dropped_so_far():
     return REGISTRY.get_sample_value("mloop_serving_log_dropped_records_total") or 0.0
+
+
+def oversized_so_far():
+    return REGISTRY.get_sample_value("mloop_serving_log_oversized_records_total") or 0.0
+
+
+def wide_predictions(count, features=100):
+    """Records as wide as a real model's inputs; 500 of them encode to well over 1 MiB."""
+    now = datetime.now(UTC)
+    return [
+        PredictionRecord(
+            request_id=uuid.uuid4().hex,
+            timestamp=now,
+            inputs={f"feature_{j:03d}": 1000.0 + i + j / 7 for j in range(features)},
+            prediction="no",
+            probabilities=[0.25, 0.75],
+        )
+        for i in range(count)
+    ]
+
+
+def record_bytes(event):
+    """Size of ``event`` as the broker receives it: key, value and headers from the real codec."""
+    key, value, headers = to_record(event)
+    return len(key) + len(value) + sum(len(name) + len(raw) for name, raw in headers)
 
 
 async def until(condition, timeout=2.0):
@@ -225,6 +256,64 @@ async def test_buffer_has_room_again_after_a_flush():
     await logbook.flush()
 
     assert publish.request_ids() == ids(first) + ids(second)
+
+
+async def test_a_full_batch_over_the_event_size_limit_is_split_into_events_that_fit():
+    publish = FakePublisher()
+    logbook = Logbook(publish, batch_size=500, max_event_bytes=900_000)
+    records = wide_predictions(500)
+    unsplit = PredictionsLogged(model="churn", version=1, records=records)
+    assert len(unsplit.model_dump_json()) > 1024 * 1024  # one event would exceed the broker's default limit
+    logbook.log_predictions("churn", 1, records)
+
+    await logbook.flush()
+
+    assert len(publish.events) > 1
+    assert all(record_bytes(event) <= 900_000 for event in publish.events)
+    assert publish.request_ids() == ids(records)
+
+
+async def test_feedback_batches_are_split_by_size_too():
+    publish = FakePublisher()
+    logbook = Logbook(publish, max_event_bytes=8_000)
+    now = datetime.now(UTC)
+    labels = [FeedbackRecord(request_id=uuid.uuid4().hex, label="x" * 500, timestamp=now) for _ in range(40)]
+    logbook.log_feedback("churn", labels)
+
+    await logbook.flush()
+
+    assert len(publish.events) > 1
+    assert all(record_bytes(event) <= 8_000 for event in publish.events)
+    assert publish.request_ids() == ids(labels)
+
+
+async def test_a_record_too_large_to_publish_alone_is_dropped_and_counted_not_retried(caplog):
+    publish = FakePublisher()
+    logbook = Logbook(publish, max_event_bytes=900_000)
+    before, huge, after = predictions(3), predictions(1), predictions(3)
+    huge = [huge[0].model_copy(update={"inputs": {"usage": 1.0, "notes": "x" * 1_000_000}})]
+    oversized_before = oversized_so_far()
+    logbook.log_predictions("churn", 1, before + huge + after)
+
+    await logbook.flush()
+    await logbook.flush()
+
+    assert publish.request_ids() == ids(before) + ids(after)
+    assert oversized_so_far() - oversized_before == 1
+    assert any(r.levelname == "ERROR" and huge[0].request_id in r.getMessage() for r in caplog.records)
+
+
+async def test_a_failed_publish_of_a_split_batch_requeues_only_what_did_not_leave():
+    publish = FakePublisher(failing={2})
+    logbook = Logbook(publish, max_event_bytes=900_000)
+    records = wide_predictions(500)
+    logbook.log_predictions("churn", 1, records)
+
+    with pytest.raises(ConnectionError):
+        await logbook.flush()
+    await logbook.flush()
+
+    assert sorted(publish.request_ids()) == sorted(ids(records))
 
 
 def test_request_index_remembers_who_answered():

@@ -1,5 +1,6 @@
 from mloop_common.runtime import serve
-from mloop_trainer.app import create_trainer_app
+from mloop_trainer.app import create_app
+from mloop_trainer.config import TrainerSettings
 
-app, settings = create_trainer_app()
-serve(app, settings)
+settings = TrainerSettings()
+serve(create_app(settings), settings)

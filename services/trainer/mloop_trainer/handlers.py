@@ -3,227 +3,231 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import uuid
 from collections.abc import Callable
 from concurrent.futures import Executor
 from concurrent.futures.process import BrokenProcessPool
 from datetime import UTC, datetime
-from typing import Any
 
-from mloop_common.clients import RegistryClient
-from mloop_common.db import already_handled, claim_event, enqueue
+from mloop_common.artifacts import Artifacts
+from mloop_common.clients import Registry
+from mloop_common.contracts import PRODUCTION
 from mloop_common.errors import TransientError
 from mloop_common.events import ArtifactPointer, DataPublished, DriftDetected, Envelope, ModelTrained, new_event
-from mloop_common.runtime import Runtime
 from mloop_common.spec import ModelSpec, spec_digest
-from mloop_trainer import store
-from mloop_trainer.jobs import run_training_job
+from mloop_common.uow import Store
+from mloop_trainer.entities import ActiveRun, DatasetRef, FailedDetails, Run, TrainedDetails, Trigger
+from mloop_trainer.jobs import JobOutput, run_training_job
+from mloop_trainer.store import TrainerUnit
 from mloop_trainer.training import TrainingError
 
 SOURCE = "mloop/trainer"
 log = logging.getLogger(__name__)
 
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
 
 class Trainer:
-    """Handlers with their dependencies passed in (built by the composition root)."""
+    """Trains model specs off the event loop; its ports are passed in by the composition root (or a test).
 
-    def __init__(self, runtime: Runtime, registry: RegistryClient, new_pool: Callable[[], Executor]) -> None:
-        self.runtime = runtime
+    ``new_pool`` makes the executor training jobs run in (worker processes in production); a pool
+    whose worker died is replaced by a new one.
+    """
+
+    def __init__(
+        self,
+        *,
+        store: Store[TrainerUnit],
+        registry: Registry,
+        artifacts: Artifacts,
+        new_pool: Callable[[], Executor],
+        code_version: str,
+        clock: Clock = utc_now,
+    ) -> None:
+        self.store = store
         self.registry = registry
+        self.artifacts = artifacts
+        self.code_version = code_version
+        self.clock = clock
         self._new_pool = new_pool
         self.pool = new_pool()
-        self.consumer = runtime.group_id
-        self.active: dict[str, dict[str, Any]] = {}  # runs being trained right now, for GET /v1/runs
+        self._active: dict[str, ActiveRun] = {}
 
-    async def on_data_published(self, event: Envelope) -> None:
-        payload = event.payload()
-        assert isinstance(payload, DataPublished)
-        async with self.runtime.transaction() as session:
-            if await already_handled(session, self.consumer, event.id):
+    def training(self, model: str | None = None) -> list[ActiveRun]:
+        """The runs being fitted right now, of one model or of all."""
+        return [run for run in self._active.values() if model in (None, run.model)]
+
+    def close(self) -> None:
+        self.pool.shutdown(cancel_futures=True)
+
+    async def on_data_published(self, published: DataPublished, event: Envelope) -> None:
+        async with self.store.transaction() as unit:
+            if await unit.handled(event):
                 return
-        models = await self.registry.models_for_dataset(payload.dataset)
-        data = self.runtime.artifacts.get(payload.snapshot.uri, payload.snapshot.sha256)
-        dataset = {
-            "name": payload.dataset,
-            "version": payload.version,
-            "snapshot_uri": payload.snapshot.uri,
-            "snapshot_sha256": payload.snapshot.sha256,
-            "target": payload.target,
-            "time_column": payload.time_column,
-        }
+        models = await self.registry.models_for_dataset(published.dataset)
+        dataset = DatasetRef(
+            name=published.dataset,
+            version=published.version,
+            snapshot_uri=published.snapshot.uri,
+            snapshot_sha256=published.snapshot.sha256,
+            target=published.target,
+            time_column=published.time_column,
+        )
+        data = self.artifacts.get(dataset.snapshot_uri, dataset.snapshot_sha256)
         runs = [
-            await self._train(
-                ModelSpec.model_validate(m["spec"]), m["spec_version"], dataset, data, None, trigger="data.published"
-            )
-            for m in models
+            (model.spec, await self._train(model.spec, model.spec_version, dataset, data, "data.published", event))
+            for model in models
         ]
-        async with self.runtime.transaction() as session:
-            if not await claim_event(session, self.consumer, event):
+        async with self.store.transaction() as unit:
+            if not await unit.claim(event):
                 return
-            await store.remember_dataset(session, dataset)
-            for run in runs:
-                await self._record(session, run, event)
+            await unit.remember_dataset(dataset)
+            for spec, run in runs:
+                await self._record(unit, spec, run, event)
 
-    async def on_drift_detected(self, event: Envelope) -> None:
-        payload = event.payload()
-        assert isinstance(payload, DriftDetected)
-        if payload.action != "retrain" or payload.recent_data is None:
+    async def on_drift_detected(self, drift: DriftDetected, event: Envelope) -> None:
+        if drift.action != "retrain" or drift.recent_data is None:
             return  # an "investigate" verdict is for humans; nothing to train on
-        async with self.runtime.transaction() as session:
-            if await already_handled(session, self.consumer, event.id):
+        async with self.store.transaction() as unit:
+            if await unit.handled(event):
                 return
-        production = await self.registry.alias(payload.model, "production")
-        if production is None or production["version"] != payload.version:
+        production = await self.registry.alias(drift.model, PRODUCTION)
+        if production is None or production.version != drift.version:
             # The model moved on since this drift was seen (a retrain already landed): nothing to do.
             log.info(
                 "ignoring drift on %s v%s: production is now v%s",
-                payload.model,
-                payload.version,
-                production["version"] if production else None,
+                drift.model,
+                drift.version,
+                production.version if production else None,
             )
-            async with self.runtime.transaction() as session:
-                await claim_event(session, self.consumer, event)
+            async with self.store.transaction() as unit:
+                await unit.claim(event)
             return
-        model = await self.registry.model(payload.model)
-        spec = ModelSpec.model_validate(model["spec"])
-        async with self.runtime.transaction() as session:
-            dataset = await store.latest_dataset(session, spec.dataset)
-        data = self.runtime.artifacts.get(dataset["snapshot_uri"], dataset["snapshot_sha256"])
-        recent = self.runtime.artifacts.get(payload.recent_data.uri, payload.recent_data.sha256)
+        model = await self.registry.model(drift.model)
+        async with self.store.transaction() as unit:
+            dataset = await unit.latest_dataset(model.spec.dataset)
+        data = self.artifacts.get(dataset.snapshot_uri, dataset.snapshot_sha256)
         run = await self._train(
-            spec,
-            model["spec_version"],
-            dataset,
-            data,
-            recent,
-            trigger="drift.detected",
-            recent_sha256=payload.recent_data.sha256,
+            model.spec, model.spec_version, dataset, data, "drift.detected", event, recent=drift.recent_data
         )
-        async with self.runtime.transaction() as session:
-            if await claim_event(session, self.consumer, event):
-                await self._record(session, run, event)
+        async with self.store.transaction() as unit:
+            if await unit.claim(event):
+                await self._record(unit, model.spec, run, event)
 
     async def _train(
         self,
         spec: ModelSpec,
         spec_version: int,
-        dataset: dict[str, Any],
+        dataset: DatasetRef,
         data: bytes,
-        recent: bytes | None,
+        trigger: Trigger,
+        cause: Envelope,
         *,
-        trigger: str,
-        recent_sha256: str | None = None,
-    ) -> dict[str, Any]:
-        run: dict[str, Any] = {
-            "run_id": uuid.uuid4().hex,
-            "model": spec.name,
-            "trigger": trigger,
-            "spec_version": spec_version,
-            "spec_digest": spec_digest(spec),
-            "spec": spec,
-            "dataset": dataset["name"],
-            "dataset_version": dataset["version"],
-            "dataset_sha256": dataset["snapshot_sha256"],
-            "recent_data_sha256": recent_sha256,
-            "started_at": datetime.now(UTC),
-        }
-        log.info("training %s on %s v%s (%s)", spec.name, dataset["name"], dataset["version"], trigger)
-        loop = asyncio.get_running_loop()
-        self.active[run["run_id"]] = {
-            key: run[key] for key in ("run_id", "model", "trigger", "dataset", "dataset_version", "started_at")
-        }
+        recent: ArtifactPointer | None = None,
+    ) -> Run:
+        """Fit ``spec`` in the pool and store its artifacts; a spec the data cannot train is a failed run."""
+        recent_data = self.artifacts.get(recent.uri, recent.sha256) if recent is not None else None
+        run_id, started_at = uuid.uuid4().hex, self.clock()
+
+        def finished(details: TrainedDetails | FailedDetails, error: str | None = None) -> Run:
+            return Run(
+                run_id=run_id,
+                model=spec.name,
+                status="succeeded" if error is None else "failed",
+                trigger=trigger,
+                trigger_event_id=cause.id,
+                spec_version=spec_version,
+                spec_digest=spec_digest(spec),
+                dataset=dataset.name,
+                dataset_version=dataset.version,
+                dataset_sha256=dataset.snapshot_sha256,
+                recent_data_sha256=recent.sha256 if recent else None,
+                details=details,
+                error=error,
+                code_version=self.code_version,
+                started_at=started_at,
+                finished_at=self.clock(),
+            )
+
+        log.info("training %s on %s v%s (%s)", spec.name, dataset.name, dataset.version, trigger)
+        self._active[run_id] = ActiveRun(
+            run_id=run_id,
+            model=spec.name,
+            trigger=trigger,
+            dataset=dataset.name,
+            dataset_version=dataset.version,
+            started_at=started_at,
+        )
+        pool = self.pool
         try:
-            result = await loop.run_in_executor(
-                self.pool, run_training_job, spec.model_dump(by_alias=True), data, recent
+            output: JobOutput = await asyncio.get_running_loop().run_in_executor(
+                pool, run_training_job, spec.model_dump(by_alias=True), data, recent_data
             )
         except TrainingError as exc:
-            log.warning("run %s for %s failed: %s", run["run_id"], spec.name, exc)
-            return {**run, "status": "failed", "error": str(exc)}
+            log.warning("run %s for %s failed: %s", run_id, spec.name, exc)
+            return finished(FailedDetails(seed=spec.seed), error=str(exc))
         except BrokenProcessPool as exc:
             # A worker died (out of memory, killed): start fresh workers and let the bus retry the event.
-            log.error("training worker died during run %s; restarting the pool", run["run_id"])
-            self.pool.shutdown(wait=False, cancel_futures=True)
-            self.pool = self._new_pool()
+            log.error("training worker died during run %s; restarting the pool", run_id)
+            if self.pool is pool:  # a concurrent run may have replaced it already
+                pool.shutdown(wait=False, cancel_futures=True)
+                self.pool = self._new_pool()
             raise TransientError("training worker died; the run will be retried") from exc
         finally:
-            self.active.pop(run["run_id"], None)
-        artifacts = self.runtime.artifacts
-        run["model_ref"] = artifacts.put(result.pop("model"), kind="models", suffix=".skops")
-        profile = json.dumps(result.pop("profile"), sort_keys=True).encode()
-        run["profile_ref"] = artifacts.put(profile, kind="profiles", suffix=".json")
-        run["holdout_ref"] = artifacts.put(result.pop("holdout"), kind="holdouts", suffix=".parquet")
+            self._active.pop(run_id, None)
+        details = TrainedDetails(
+            **output.report.model_dump(),
+            seed=spec.seed,
+            artifact=self._put(output.model, "models", ".skops"),
+            profile=self._put(output.profile, "profiles", ".json"),
+            holdout=self._put(output.holdout, "holdouts", ".parquet"),
+        )
         log.info(
-            "run %s: %s cv=%.4f in %.1fs",
-            run["run_id"],
-            result["estimator_class"],
-            result["cv_score"],
-            result["timings"]["job_s"],
+            "run %s: %s cv=%.4f in %.1fs", run_id, details.estimator_class, details.cv_score, details.timings["job_s"]
         )
-        return {**run, "status": "succeeded", "result": result}
+        return finished(details)
 
-    async def _record(self, session: Any, run: dict[str, Any], cause: Envelope) -> None:
-        spec: ModelSpec = run["spec"]
-        details: dict[str, Any] = {"seed": spec.seed}
-        if run["status"] == "succeeded":
-            result = run["result"]
-            details.update(result)
-            details["artifact"] = {"uri": run["model_ref"].uri, "sha256": run["model_ref"].sha256}
-            details["profile"] = {"uri": run["profile_ref"].uri, "sha256": run["profile_ref"].sha256}
-            details["holdout"] = {"uri": run["holdout_ref"].uri, "sha256": run["holdout_ref"].sha256}
-        await store.add_run(
-            session,
-            {
-                "run_id": run["run_id"],
-                "model": run["model"],
-                "status": run["status"],
-                "trigger": run["trigger"],
-                "trigger_event_id": cause.id,
-                "spec_version": run["spec_version"],
-                "spec_digest": run["spec_digest"],
-                "dataset": run["dataset"],
-                "dataset_version": run["dataset_version"],
-                "dataset_sha256": run["dataset_sha256"],
-                "recent_data_sha256": run["recent_data_sha256"],
-                "details": details,
-                "error": run.get("error"),
-                "code_version": self.runtime.code_version,
-                "started_at": run["started_at"],
-            },
-        )
-        if run["status"] != "succeeded":
-            return
-        await enqueue(
-            session,
-            new_event(
-                ModelTrained(
-                    model=spec.name,
-                    run_id=run["run_id"],
-                    task=spec.task,
-                    spec_version=run["spec_version"],
-                    spec_digest=run["spec_digest"],
-                    dataset=run["dataset"],
-                    dataset_version=run["dataset_version"],
-                    dataset_sha256=run["dataset_sha256"],
-                    recent_data_sha256=run["recent_data_sha256"],
-                    trigger=run["trigger"],
-                    artifact=ArtifactPointer(**details["artifact"]),
-                    profile=ArtifactPointer(**details["profile"]),
-                    holdout=ArtifactPointer(**details["holdout"]),
-                    features=result["features"],
-                    target=spec.target,
-                    estimator_class=result["estimator_class"],
-                    params=result["params"],
-                    metric=spec.metric,
-                    cv_score=result["cv_score"],
-                    holdout_metrics=result["holdout_metrics"],
-                    training_seconds=result["timings"]["job_s"],
-                    code_version=self.runtime.code_version,
-                    seed=spec.seed,
-                ),
-                source=SOURCE,
-                subject=spec.name,
-                cause=cause,
-            ),
-        )
+    def _put(self, data: bytes, kind: str, suffix: str) -> ArtifactPointer:
+        ref = self.artifacts.put(data, kind=kind, suffix=suffix)
+        return ArtifactPointer(uri=ref.uri, sha256=ref.sha256)
+
+    async def _record(self, unit: TrainerUnit, spec: ModelSpec, run: Run, cause: Envelope) -> None:
+        """Record the run; a succeeded one also announces its model (model.trained, through the outbox)."""
+        await unit.add_run(run)
+        if isinstance(run.details, TrainedDetails):
+            trained = model_trained(spec, run, run.details)
+            await unit.stage(new_event(trained, source=SOURCE, subject=spec.name, cause=cause))
+
+
+def model_trained(spec: ModelSpec, run: Run, details: TrainedDetails) -> ModelTrained:
+    """The model.trained announcement of a succeeded run: what the validator needs to judge it."""
+    return ModelTrained(
+        model=spec.name,
+        run_id=run.run_id,
+        task=spec.task,
+        spec_version=run.spec_version,
+        spec_digest=run.spec_digest,
+        dataset=run.dataset,
+        dataset_version=run.dataset_version,
+        dataset_sha256=run.dataset_sha256,
+        recent_data_sha256=run.recent_data_sha256,
+        trigger=run.trigger,
+        artifact=details.artifact,
+        profile=details.profile,
+        holdout=details.holdout,
+        features=details.features,
+        target=spec.target,
+        estimator_class=details.estimator_class,
+        params=details.params,
+        metric=spec.metric,
+        cv_score=details.cv_score,
+        holdout_metrics=details.holdout_metrics,
+        training_seconds=details.timings["job_s"],
+        code_version=run.code_version,
+        seed=spec.seed,
+    )

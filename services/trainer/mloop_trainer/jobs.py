@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import json
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -17,9 +18,18 @@ from mloop_common.evaluation import compute_metrics
 from mloop_common.modelio import dump_model
 from mloop_common.profile import build_reference_profile
 from mloop_common.spec import ModelSpec
+from mloop_trainer.entities import FitReport
 from mloop_trainer.training import TrainingError, train
 
-RECENT_ORDER = "__mloop_order"
+
+@dataclass(frozen=True)
+class JobOutput:
+    """What a training job hands back to the service: three artifacts as bytes and the facts of the fit."""
+
+    model: bytes  # the fitted pipeline, skops
+    profile: bytes  # ReferenceProfile.to_json() of the training rows, for drift
+    holdout: bytes  # the held-out rows, Parquet, for the validator
+    report: FitReport
 
 
 def combine_with_recent(frame: pd.DataFrame, recent: pd.DataFrame, spec: ModelSpec) -> pd.DataFrame:
@@ -66,7 +76,7 @@ def _parquet(frame: pd.DataFrame) -> bytes:
     return buffer.getvalue()
 
 
-def run_training_job(spec_body: dict[str, Any], dataset: bytes, recent: bytes | None) -> dict[str, Any]:
+def run_training_job(spec_body: dict[str, Any], dataset: bytes, recent: bytes | None) -> JobOutput:
     """Train the spec on the dataset (plus recent production rows); return artifacts and records."""
     started = time.perf_counter()
     spec = ModelSpec.model_validate(spec_body)
@@ -91,22 +101,22 @@ def run_training_job(spec_body: dict[str, Any], dataset: bytes, recent: bytes | 
     holdout_metrics = compute_metrics(
         spec.task, holdout_y, result.model.predict(holdout_x), probabilities, classes=result.classes
     )
-    return {
-        "model": dump_model(result.model),
-        "profile": profile,
-        "holdout": _parquet(result.holdout),
-        "features": features,
-        "estimator_class": result.estimator_class,
-        "params": _plain(result.best_params),
-        "cv_score": float(result.cv_score),
-        "candidates": _plain(result.candidates),
-        "holdout_metrics": _plain(holdout_metrics),
-        "train_rows": int(result.train_rows),
-        "holdout_rows": len(result.holdout),
-        "recent_rows": recent_rows,
-        "timings": {**result.timings, "job_s": time.perf_counter() - started},
-        "library_versions": _plain(result.library_versions),
-    }
+    report = FitReport(
+        features=features,
+        estimator_class=result.estimator_class,
+        params=_plain(result.best_params),
+        cv_score=float(result.cv_score),
+        candidates=_plain(result.candidates),
+        holdout_metrics=_plain(holdout_metrics),
+        train_rows=int(result.train_rows),
+        holdout_rows=len(result.holdout),
+        recent_rows=recent_rows,
+        timings={**result.timings, "job_s": time.perf_counter() - started},
+        library_versions=_plain(result.library_versions),
+    )
+    return JobOutput(
+        model=dump_model(result.model), profile=profile.to_json(), holdout=_parquet(result.holdout), report=report
+    )
 
 
 def warm_up() -> None:

@@ -1,16 +1,21 @@
-"""Trainer's tables: runs, and the newest version of every dataset it has been told about."""
+"""The trainer's tables (runs, and the newest version of every dataset it was told about; the migrations'
+source) and its queries."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Protocol
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.ext.asyncio import AsyncSession
 
+from mloop_common.db import NAMING_CONVENTION, add_messaging_tables
 from mloop_common.errors import NotFound
+from mloop_common.uow import Messaging, SqlUnit
+from mloop_trainer.entities import DatasetRef, Run
 
-metadata = sa.MetaData()
+metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
+add_messaging_tables(metadata)
+
 datasets = sa.Table(
     "datasets",
     metadata,
@@ -20,13 +25,13 @@ datasets = sa.Table(
     sa.Column("snapshot_sha256", sa.String(64), nullable=False),
     sa.Column("target", sa.String(200), nullable=False),
     sa.Column("time_column", sa.String(200)),
-    sa.Column("updated_at", sa.DateTime(timezone=True), server_default=sa.func.now()),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
 )
 runs = sa.Table(
     "runs",
     metadata,
     sa.Column("run_id", sa.String(64), primary_key=True),
-    sa.Column("model", sa.String(63), nullable=False),
+    sa.Column("model", sa.String(63), nullable=False, index=True),
     sa.Column("status", sa.String(16), nullable=False),
     sa.Column("trigger", sa.String(32), nullable=False),
     sa.Column("trigger_event_id", sa.String(100), nullable=False),
@@ -40,41 +45,61 @@ runs = sa.Table(
     sa.Column("error", sa.Text),
     sa.Column("code_version", sa.String(80), nullable=False),
     sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
-    sa.Column("finished_at", sa.DateTime(timezone=True), server_default=sa.func.now()),
+    sa.Column("finished_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+    sa.UniqueConstraint("trigger_event_id", "model"),  # one run per model per triggering event
 )
 
 
-async def remember_dataset(session: AsyncSession, values: dict[str, Any]) -> None:
-    """Keep the newest version per dataset (an older, replayed event never overwrites a newer one)."""
-    statement = insert(datasets).values(**values)
-    statement = statement.on_conflict_do_update(
-        index_elements=["name"],
-        set_={**{k: statement.excluded[k] for k in values if k != "name"}, "updated_at": sa.func.now()},
-        where=datasets.c.version < statement.excluded.version,
-    )
-    await session.execute(statement)
+class TrainerUnit(Messaging, Protocol):
+    """One transaction on the trainer's records."""
+
+    async def remember_dataset(self, dataset: DatasetRef) -> None:
+        """Keep ``dataset`` if it is the newest version of its name seen so far."""
+        ...
+
+    async def latest_dataset(self, name: str) -> DatasetRef:
+        """The newest version of dataset ``name``; NotFound before any was published."""
+        ...
+
+    async def add_run(self, run: Run) -> None: ...
+
+    async def run(self, run_id: str) -> Run: ...
+
+    async def runs(self, model: str | None, limit: int) -> list[Run]:
+        """Runs, newest first, of one model or of all."""
+        ...
 
 
-async def latest_dataset(session: AsyncSession, name: str) -> dict[str, Any]:
-    row = (await session.execute(sa.select(datasets).where(datasets.c.name == name))).first()
-    if row is None:
-        raise NotFound(f"no version of dataset {name!r} has been published yet")
-    return dict(row._mapping)
+class SqlTrainerUnit(SqlUnit):
+    async def remember_dataset(self, dataset: DatasetRef) -> None:
+        values = dataset.model_dump()
+        statement = insert(datasets).values(**values)
+        statement = statement.on_conflict_do_update(
+            index_elements=["name"],
+            set_={**{k: statement.excluded[k] for k in values if k != "name"}, "updated_at": sa.func.now()},
+            # An older version, replayed, never overwrites a newer one.
+            where=datasets.c.version < statement.excluded.version,
+        )
+        await self.session.execute(statement)
 
+    async def latest_dataset(self, name: str) -> DatasetRef:
+        row = (await self.session.execute(sa.select(datasets).where(datasets.c.name == name))).first()
+        if row is None:
+            raise NotFound(f"no version of dataset {name!r} has been published yet")
+        return DatasetRef.model_validate(row)
 
-async def add_run(session: AsyncSession, values: dict[str, Any]) -> None:
-    await session.execute(sa.insert(runs).values(**values))
+    async def add_run(self, run: Run) -> None:
+        values = run.model_dump(exclude={"details"})
+        await self.session.execute(sa.insert(runs).values(**values, details=run.details.model_dump(mode="json")))
 
+    async def run(self, run_id: str) -> Run:
+        row = (await self.session.execute(sa.select(runs).where(runs.c.run_id == run_id))).first()
+        if row is None:
+            raise NotFound(f"run {run_id!r} does not exist", field="run_id")
+        return Run.model_validate(row)
 
-async def list_runs(session: AsyncSession, model: str | None, limit: int) -> list[dict[str, Any]]:
-    query = sa.select(runs).order_by(runs.c.finished_at.desc()).limit(limit)
-    if model:
-        query = query.where(runs.c.model == model)
-    return [dict(r._mapping) for r in await session.execute(query)]
-
-
-async def get_run(session: AsyncSession, run_id: str) -> dict[str, Any]:
-    row = (await session.execute(sa.select(runs).where(runs.c.run_id == run_id))).first()
-    if row is None:
-        raise NotFound(f"run {run_id!r} does not exist")
-    return dict(row._mapping)
+    async def runs(self, model: str | None, limit: int) -> list[Run]:
+        query = sa.select(runs).order_by(runs.c.finished_at.desc()).limit(limit)
+        if model:
+            query = query.where(runs.c.model == model)
+        return [Run.model_validate(row) for row in await self.session.execute(query)]

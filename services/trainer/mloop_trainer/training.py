@@ -34,16 +34,17 @@ from sklearn.model_selection import (
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, StandardScaler
 
-from mloop_common.modelio import as_category_strings
+from mloop_common.errors import PermanentError
+from mloop_common.modelio import as_category_strings, estimator_class
 from mloop_common.profile import feature_kind
-from mloop_common.spec import ModelSpec, estimator_class, estimator_params, metric_higher_is_better
+from mloop_common.spec import ESTIMATOR_ALLOWLIST, ModelSpec, metric_higher_is_better
 
 Progress = Callable[[str], None]
 
 _MAX_WARNINGS = 20
 
 
-class TrainingError(ValueError):
+class TrainingError(PermanentError):
     """The data or spec cannot produce a model (missing columns, empty split, every fit failed)."""
 
 
@@ -175,7 +176,7 @@ def build_pipeline(estimator: BaseEstimator, frame: pd.DataFrame, features: list
 def _scorer(metric: str, classes: np.ndarray | None) -> Any:
     """The sklearn scoring for a spec metric, defined as in mloop_common.evaluation."""
     multiclass = classes is not None and len(classes) > 2
-    if metric == "f1":
+    if metric == "f1" and classes is not None:
         if multiclass:
             return "f1_weighted"
         return make_scorer(f1_score, pos_label=classes[-1], zero_division=0)
@@ -203,7 +204,7 @@ def _cv_splitter(spec: ModelSpec, y: pd.Series) -> Any:
     return KFold(n_splits=spec.search.cv, shuffle=True, random_state=spec.seed)
 
 
-def _search(spec: ModelSpec, pipeline: Pipeline, grid: dict[str, list[Any]], scoring: Any, cv: Any, n_jobs: int):
+def _search(spec: ModelSpec, pipeline: Pipeline, grid: dict[str, list[Any]], scoring: Any, cv: Any, n_jobs: int) -> Any:
     common = {
         "scoring": scoring,
         "cv": cv,
@@ -281,7 +282,7 @@ def train(spec: ModelSpec, frame: pd.DataFrame, n_jobs: int = 1, progress: Progr
             name = estimator_spec.class_
             estimator = estimator_class(name)()
             grid = {f"model__{k}": list(v) for k, v in estimator_spec.params.items()}
-            if "random_state" in estimator_params(name) and "random_state" not in estimator_spec.params:
+            if "random_state" in ESTIMATOR_ALLOWLIST[name].params and "random_state" not in estimator_spec.params:
                 grid["model__random_state"] = [spec.seed]
             pipeline = build_pipeline(estimator, X, features)
             report(f"{name}: searching {len(ParameterGrid(grid))} parameter combination(s)")

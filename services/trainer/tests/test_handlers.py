@@ -1,16 +1,265 @@
-"""Trainer handler behaviour that needs no broker or database."""
+"""The trainer's reactions through fakes of its ports (no Kafka, no database), with real training jobs."""
 
 from __future__ import annotations
 
-from concurrent.futures import Executor, ThreadPoolExecutor
+import io
+import uuid
+from collections.abc import Callable
+from concurrent.futures import Executor
 from concurrent.futures.process import BrokenProcessPool
-from types import SimpleNamespace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
 
+import numpy as np
+import pandas as pd
 import pytest
 
+from mloop_common.artifacts import ArtifactStore
+from mloop_common.contracts import Lineage, RegisterVersion
 from mloop_common.errors import TransientError
+from mloop_common.events import ArtifactPointer, DataPublished, DriftDetected, Envelope, ModelTrained, new_event
+from mloop_common.modelio import load_model
 from mloop_common.spec import ModelSpec
+from mloop_common.testing import FakeRegistry, MemoryStore, through_the_wire
+from mloop_trainer.entities import FailedDetails, Run, TrainedDetails
 from mloop_trainer.handlers import Trainer
+
+from .fakes import InlineExecutor, MemoryTrainerUnit, memory_store
+
+FEATURES = ["x1", "x2"]
+CODE_VERSION = "abc123-test"
+
+
+def frame(rows: int = 120, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(rows, 2))
+    return pd.DataFrame({"x1": x[:, 0], "x2": x[:, 1], "label": np.where(x[:, 0] + x[:, 1] > 0, "yes", "no")})
+
+
+def spec(name: str = "churn", dataset: str = "churn", c: float = 1.0) -> ModelSpec:
+    return ModelSpec.model_validate(
+        {
+            "name": name,
+            "dataset": dataset,
+            "task": "classification",
+            "target": "label",
+            "features": FEATURES,
+            "estimators": [{"class": "LogisticRegression", "params": {"C": [c]}}],
+            "search": {"strategy": "grid", "cv": 2},
+            "metric": "accuracy",
+        }
+    )
+
+
+def stored(artifacts: ArtifactStore, rows: pd.DataFrame, kind: str) -> ArtifactPointer:
+    buffer = io.BytesIO()
+    rows.to_parquet(buffer, index=False)
+    ref = artifacts.put(buffer.getvalue(), kind=kind, suffix=".parquet")
+    return ArtifactPointer(uri=ref.uri, sha256=ref.sha256)
+
+
+def published(
+    artifacts: ArtifactStore, rows: pd.DataFrame, *, dataset: str = "churn", version: int = 1
+) -> tuple[DataPublished, Envelope]:
+    payload = DataPublished(
+        dataset=dataset,
+        version=version,
+        snapshot=stored(artifacts, rows, "datasets"),
+        rows=len(rows),
+        columns=list(rows.columns),
+        target="label",
+    )
+    event = through_the_wire(new_event(payload, source="tests", subject=dataset))
+    return event.decode(DataPublished), event
+
+
+def drift(recent: ArtifactPointer, *, version: int, rows: int) -> tuple[DriftDetected, Envelope]:
+    payload = DriftDetected(
+        model="churn",
+        version=version,
+        report_id=uuid.uuid4().hex,
+        cause="covariate_shift",
+        action="retrain",
+        summary="x1 drifted",
+        drifted_features=["x1"],
+        evidence={},
+        window_size=rows,
+        recent_data=recent,
+        recent_rows=rows,
+    )
+    event = through_the_wire(new_event(payload, source="tests", subject="churn"))
+    return event.decode(DriftDetected), event
+
+
+def ticking_clock() -> Callable[[], datetime]:
+    now = [datetime(2026, 1, 1, tzinfo=UTC)]
+
+    def tick() -> datetime:
+        now[0] += timedelta(seconds=1)
+        return now[0]
+
+    return tick
+
+
+def trainer(
+    store: MemoryStore[MemoryTrainerUnit],
+    registry: FakeRegistry,
+    artifacts: ArtifactStore,
+    new_pool: Callable[[], Executor] = InlineExecutor,
+) -> Trainer:
+    return Trainer(
+        store=store,
+        registry=registry,
+        artifacts=artifacts,
+        new_pool=new_pool,
+        code_version=CODE_VERSION,
+        clock=ticking_clock(),
+    )
+
+
+async def runs_of(store: MemoryStore[MemoryTrainerUnit], model: str | None = None) -> list[Run]:
+    async with store.transaction() as unit:
+        return await unit.runs(model, 100)
+
+
+async def handled(store: MemoryStore[MemoryTrainerUnit], event: Envelope) -> bool:
+    async with store.transaction() as unit:
+        return await unit.handled(event)
+
+
+async def register(registry: FakeRegistry, trained: ModelTrained) -> int:
+    """What the validator does with a candidate that passed: the registry makes it the production version."""
+    lineage: dict[str, Any] = trained.model_dump(
+        include={
+            "dataset",
+            "dataset_version",
+            "dataset_sha256",
+            "recent_data_sha256",
+            "trigger",
+            "code_version",
+            "estimator_class",
+            "params",
+            "seed",
+            "training_seconds",
+        }
+    )
+    request = RegisterVersion(
+        run_id=trained.run_id,
+        evaluation_id=uuid.uuid4().hex,
+        spec_version=trained.spec_version,
+        task=trained.task,
+        artifact=trained.artifact,
+        profile=trained.profile,
+        features=trained.features,
+        metrics=trained.holdout_metrics,
+        lineage=Lineage(**lineage, trained_event_id=uuid.uuid4().hex, correlation_id=uuid.uuid4().hex),
+    )
+    return (await registry.register(trained.model, request)).version
+
+
+@pytest.fixture
+def artifacts(tmp_path: Path) -> ArtifactStore:
+    return ArtifactStore(tmp_path)
+
+
+@pytest.fixture
+def registry() -> FakeRegistry:
+    registry = FakeRegistry()
+    registry.add_spec(spec("churn", c=0.5))
+    registry.add_spec(spec("churn", c=1.0))  # spec version 2: the one that trains
+    registry.add_spec(spec("churn_small"))
+    registry.add_spec(spec("weather", dataset="weather"))
+    return registry
+
+
+async def test_a_published_dataset_trains_each_model_of_that_dataset_once(artifacts, registry):
+    store = memory_store()
+    payload, event = published(artifacts, frame())
+
+    await trainer(store, registry, artifacts).on_data_published(payload, event)
+
+    runs = {run.model: run for run in await runs_of(store)}
+    assert set(runs) == {"churn", "churn_small"}
+    assert all(run.status == "succeeded" and run.trigger_event_id == event.id for run in runs.values())
+    trained = {t.model: t for t in store.published_payloads(ModelTrained)}
+    assert len(store.published) == 2 and set(trained) == {"churn", "churn_small"}
+    churn = trained["churn"]
+    assert churn.run_id == runs["churn"].run_id and churn.trigger == "data.published"
+    assert churn.dataset == "churn" and churn.dataset_version == 1
+    assert churn.dataset_sha256 == payload.snapshot.sha256 == runs["churn"].dataset_sha256
+    assert churn.spec_version == 2 and churn.params["C"] == 1.0
+    assert churn.code_version == CODE_VERSION == runs["churn"].code_version
+    assert churn.recent_data_sha256 is None and churn.holdout_metrics["accuracy"] > 0.8
+    model = load_model(artifacts.get(churn.artifact.uri, churn.artifact.sha256))
+    assert set(model.predict(frame(rows=5, seed=9)[FEATURES])) <= {"yes", "no"}
+    assert all(e.causationid == event.id and e.correlationid == event.correlationid for e in store.published)
+
+
+async def test_a_redelivered_data_published_trains_nothing_more(artifacts, registry):
+    store = memory_store()
+    handler = trainer(store, registry, artifacts)
+    payload, event = published(artifacts, frame())
+    await handler.on_data_published(payload, event)
+
+    await handler.on_data_published(payload, event)
+
+    assert sorted(run.model for run in await runs_of(store)) == ["churn", "churn_small"]
+    assert sorted(t.model for t in store.published_payloads(ModelTrained)) == ["churn", "churn_small"]
+
+
+async def test_a_dataset_without_the_target_column_records_a_failed_run_and_announces_nothing(artifacts, registry):
+    store = memory_store()
+    payload, event = published(artifacts, frame().rename(columns={"label": "outcome"}))
+
+    await trainer(store, registry, artifacts).on_data_published(payload, event)
+
+    runs = await runs_of(store)
+    assert {run.model for run in runs} == {"churn", "churn_small"}
+    assert all(run.status == "failed" and "'label'" in (run.error or "") for run in runs)
+    assert all(run.details == FailedDetails(seed=42) for run in runs)
+    assert store.published == []
+    assert await handled(store, event)  # a retry could not fix the data: the event is done
+
+
+async def test_drift_with_a_retrain_verdict_trains_on_the_dataset_plus_the_recent_rows(artifacts, registry):
+    store = memory_store()
+    handler = trainer(store, registry, artifacts)
+    dataset, published_event = published(artifacts, frame(rows=120))
+    await handler.on_data_published(dataset, published_event)
+    first = next(t for t in store.published_payloads(ModelTrained) if t.model == "churn")
+    production = await register(registry, first)
+    recent = stored(artifacts, frame(rows=40, seed=7), "recent")
+    payload, event = drift(recent, version=production, rows=40)
+
+    await handler.on_drift_detected(payload, event)
+
+    [retrained] = [t for t in store.published_payloads(ModelTrained) if t.trigger == "drift.detected"]
+    assert retrained.model == "churn" and retrained.run_id != first.run_id
+    assert retrained.recent_data_sha256 == recent.sha256
+    assert retrained.dataset_sha256 == dataset.snapshot.sha256 and retrained.dataset_version == 1
+    assert retrained.spec_version == 2 and retrained.code_version == CODE_VERSION
+    run = next(r for r in await runs_of(store, "churn") if r.trigger == "drift.detected")
+    assert run.run_id == retrained.run_id and run.trigger_event_id == event.id
+    assert isinstance(run.details, TrainedDetails)
+    assert run.details.recent_rows == 40 and run.details.train_rows + run.details.holdout_rows == 160
+
+
+async def test_drift_on_a_version_no_longer_in_production_is_claimed_and_ignored(artifacts, registry):
+    store = memory_store()
+    handler = trainer(store, registry, artifacts)
+    dataset, published_event = published(artifacts, frame())
+    await handler.on_data_published(dataset, published_event)
+    first = next(t for t in store.published_payloads(ModelTrained) if t.model == "churn")
+    old = await register(registry, first)
+    await register(registry, first.model_copy(update={"run_id": uuid.uuid4().hex}))  # a retrain already landed
+    runs_before, events_before = len(await runs_of(store)), len(store.published)
+    payload, event = drift(stored(artifacts, frame(rows=40, seed=7), "recent"), version=old, rows=40)
+
+    await handler.on_drift_detected(payload, event)
+
+    assert len(await runs_of(store)) == runs_before and len(store.published) == events_before
+    assert await handled(store, event)
 
 
 class BrokenPool(Executor):
@@ -18,29 +267,20 @@ class BrokenPool(Executor):
         raise BrokenProcessPool("a worker died")
 
 
-def spec() -> ModelSpec:
-    return ModelSpec.model_validate(
-        {
-            "name": "m",
-            "dataset": "d",
-            "task": "classification",
-            "target": "y",
-            "estimators": [{"class": "LogisticRegression"}],
-            "metric": "accuracy",
-        }
-    )
+async def test_a_dead_training_worker_is_replaced_and_the_event_retried(artifacts, registry):
+    pools: list[Executor] = [BrokenPool(), InlineExecutor()]
+    store = memory_store()
+    handler = trainer(store, registry, artifacts, new_pool=lambda: pools.pop(0))
+    payload, event = published(artifacts, frame())
 
-
-async def test_a_dead_training_worker_is_replaced_and_the_event_retried() -> None:
-    pools: list[Executor] = [BrokenPool(), ThreadPoolExecutor(1)]
-    trainer = Trainer(
-        SimpleNamespace(group_id="mloop-trainer"),
-        registry=None,  # type: ignore[arg-type]
-        new_pool=lambda: pools.pop(0),
-    )
-    dataset = {"name": "d", "version": 1, "snapshot_sha256": "0" * 64}
     with pytest.raises(TransientError):
-        await trainer._train(spec(), 1, dataset, b"", None, trigger="data.published")
-    assert isinstance(trainer.pool, ThreadPoolExecutor)  # the next attempt gets fresh workers
-    assert trainer.active == {}
-    trainer.pool.shutdown()
+        await handler.on_data_published(payload, event)
+
+    assert isinstance(handler.pool, InlineExecutor)  # the next attempt gets fresh workers
+    assert handler.training() == []
+    assert await runs_of(store) == [] and store.published == []
+    assert not await handled(store, event)
+
+    await handler.on_data_published(payload, event)  # the bus retries
+
+    assert len(await runs_of(store)) == 2 and len(store.published_payloads(ModelTrained)) == 2

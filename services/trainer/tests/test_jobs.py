@@ -7,6 +7,7 @@ import pytest
 from sklearn.datasets import make_classification
 
 from mloop_common.modelio import load_model
+from mloop_common.profile import ReferenceProfile
 from mloop_common.spec import ModelSpec
 from mloop_trainer.jobs import combine_with_recent, run_training_job
 from mloop_trainer.training import TrainingError
@@ -145,21 +146,20 @@ def test_training_job_returns_a_loadable_model_and_json_ready_records():
 
     result = run_training_job(spec_body(features=features), dataset, None)
 
-    model = load_model(result["model"])
-    holdout = pd.read_parquet(io.BytesIO(result["holdout"]))
+    model = load_model(result.model)
+    holdout = pd.read_parquet(io.BytesIO(result.holdout))
+    report = result.report
     assert set(model.predict(frame[features].head(5))) <= {"no", "yes"}
-    assert len(holdout) == result["holdout_rows"] == 32 and result["train_rows"] == 128
+    assert len(holdout) == report.holdout_rows == 32 and report.train_rows == 128
     assert set(features + ["churned"]) <= set(holdout.columns)
-    assert result["profile"]["schema_version"] == 1
-    assert list(result["profile"]["features"]) == features
-    assert result["features"] == features and result["estimator_class"] == "LogisticRegression"
-    assert result["params"]["C"] in (0.1, 1.0) and result["recent_rows"] == 0
-    assert 0.0 <= result["holdout_metrics"]["accuracy"] <= 1.0
+    assert set(ReferenceProfile.from_json(result.profile).features) == set(features)
+    assert report.features == features and report.estimator_class == "LogisticRegression"
+    assert report.params["C"] in (0.1, 1.0) and report.recent_rows == 0
+    assert 0.0 <= report.holdout_metrics["accuracy"] <= 1.0
     json.dumps(
-        {
-            key: result[key]
-            for key in ("profile", "params", "holdout_metrics", "candidates", "timings", "library_versions", "cv_score")
-        },
+        report.model_dump(
+            include={"params", "holdout_metrics", "candidates", "timings", "library_versions", "cv_score"}
+        ),
         allow_nan=False,
     )
 
@@ -172,5 +172,5 @@ def test_training_job_learns_from_recent_rows_too():
 
     result = run_training_job(spec_body(features=["usage", "plan"]), dataset, buffer.getvalue())
 
-    assert result["recent_rows"] == 40
-    assert result["train_rows"] + result["holdout_rows"] == 160
+    assert result.report.recent_rows == 40
+    assert result.report.train_rows + result.report.holdout_rows == 160

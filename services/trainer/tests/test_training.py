@@ -3,8 +3,8 @@ import pandas as pd
 import pytest
 from sklearn.datasets import load_diabetes, make_classification
 
-from mloop_common.modelio import dump_model, load_model
-from mloop_common.spec import ModelSpec, estimator_class
+from mloop_common.modelio import dump_model, estimator_class, load_model
+from mloop_common.spec import ModelSpec
 from mloop_trainer.training import (
     TrainingError,
     build_pipeline,

@@ -1,5 +1,6 @@
 from mloop_common.runtime import serve
-from mloop_validator.app import create_validator_app
+from mloop_validator.app import create_app
+from mloop_validator.config import ValidatorSettings
 
-app, settings = create_validator_app()
-serve(app, settings)
+settings = ValidatorSettings()
+serve(create_app(settings), settings)

@@ -1,21 +1,25 @@
-"""Validator's table: one evaluation per training run."""
+"""The validator's table (one evaluation per training run; the migrations' source) and its queries."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Protocol
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncSession
 
+from mloop_common.db import NAMING_CONVENTION, add_messaging_tables
 from mloop_common.errors import NotFound
+from mloop_common.uow import Messaging, SqlUnit
+from mloop_validator.entities import Evaluation
 
-metadata = sa.MetaData()
+metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
+add_messaging_tables(metadata)
+
 evaluations = sa.Table(
     "evaluations",
     metadata,
     sa.Column("id", sa.String(64), primary_key=True),
-    sa.Column("model", sa.String(63), nullable=False),
-    sa.Column("run_id", sa.String(64), nullable=False),
+    sa.Column("model", sa.String(63), nullable=False, index=True),
+    sa.Column("run_id", sa.String(64), nullable=False, unique=True),
     sa.Column("decision", sa.String(16), nullable=False),
     sa.Column("reasons", sa.JSON, nullable=False),
     sa.Column("metric", sa.String(32), nullable=False),
@@ -25,28 +29,33 @@ evaluations = sa.Table(
     sa.Column("slices", sa.JSON, nullable=False),
     sa.Column("registered_version", sa.Integer),
     sa.Column("holdout_rows", sa.Integer, nullable=False),
-    sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.func.now()),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
 )
 
 
-async def add(session: AsyncSession, values: dict[str, Any]) -> None:
-    await session.execute(sa.insert(evaluations).values(**values))
+class ValidatorUnit(Messaging, Protocol):
+    """One transaction on the validator's records."""
+
+    async def add_evaluation(self, evaluation: Evaluation) -> None: ...
+
+    async def evaluation(self, evaluation_id: str) -> Evaluation: ...
+
+    async def evaluations(self, model: str | None, limit: int) -> list[Evaluation]: ...
 
 
-async def by_run(session: AsyncSession, run_id: str) -> dict[str, Any] | None:
-    row = (await session.execute(sa.select(evaluations).where(evaluations.c.run_id == run_id))).first()
-    return dict(row._mapping) if row else None
+class SqlValidatorUnit(SqlUnit):
+    async def add_evaluation(self, evaluation: Evaluation) -> None:
+        values = evaluation.model_dump(mode="json", exclude={"created_at"})
+        await self.session.execute(sa.insert(evaluations).values(**values))
 
+    async def evaluation(self, evaluation_id: str) -> Evaluation:
+        row = (await self.session.execute(sa.select(evaluations).where(evaluations.c.id == evaluation_id))).first()
+        if row is None:
+            raise NotFound(f"evaluation {evaluation_id!r} does not exist", field="evaluation_id")
+        return Evaluation.model_validate(row)
 
-async def list_all(session: AsyncSession, model: str | None, limit: int) -> list[dict[str, Any]]:
-    query = sa.select(evaluations).order_by(evaluations.c.created_at.desc()).limit(limit)
-    if model:
-        query = query.where(evaluations.c.model == model)
-    return [dict(r._mapping) for r in await session.execute(query)]
-
-
-async def get(session: AsyncSession, evaluation_id: str) -> dict[str, Any]:
-    row = (await session.execute(sa.select(evaluations).where(evaluations.c.id == evaluation_id))).first()
-    if row is None:
-        raise NotFound(f"evaluation {evaluation_id!r} does not exist")
-    return dict(row._mapping)
+    async def evaluations(self, model: str | None, limit: int) -> list[Evaluation]:
+        query = sa.select(evaluations).order_by(evaluations.c.created_at.desc()).limit(limit)
+        if model:
+            query = query.where(evaluations.c.model == model)
+        return [Evaluation.model_validate(row) for row in await self.session.execute(query)]

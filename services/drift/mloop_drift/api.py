@@ -1,0 +1,28 @@
+"""Drift HTTP routes: they translate requests into store reads and nothing else."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query
+
+from mloop_common.http import components
+from mloop_drift.bootstrap import DriftService
+from mloop_drift.entities import Report, ReportList
+
+router = APIRouter(tags=["drift"])
+Service = Annotated[DriftService, Depends(components)]
+
+
+@router.get("/v1/drift/{model}/reports")
+async def list_reports(service: Service, model: str, limit: Annotated[int, Query(ge=1, le=500)] = 50) -> ReportList:
+    """Window reports of a model, newest first (summary fields)."""
+    async with service.store.transaction() as unit:
+        return ReportList(reports=await unit.reports(model, limit))
+
+
+@router.get("/v1/drift/{model}/reports/{report_id}")
+async def get_report(service: Service, model: str, report_id: str) -> Report:
+    """One window report with per-feature tests, data quality and performance evidence."""
+    async with service.store.transaction() as unit:
+        return await unit.report(model, report_id)

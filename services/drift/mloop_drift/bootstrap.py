@@ -1,0 +1,60 @@
+"""Drift's composition root: adapters built from settings, handed to the monitor."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from fastapi import FastAPI
+
+from mloop_common.bus import route
+from mloop_common.events import FeedbackReceived, ModelPromoted, PredictionsLogged
+from mloop_common.runtime import Runtime
+from mloop_common.uow import Store
+from mloop_drift.config import DriftSettings
+from mloop_drift.detector import DriftConfig
+from mloop_drift.handlers import DriftMonitor, WindowRules
+from mloop_drift.store import DriftUnit, SqlDriftUnit
+
+
+@dataclass(frozen=True)
+class DriftService:
+    """What the routes use."""
+
+    store: Store[DriftUnit]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@asynccontextmanager
+async def bootstrap(settings: DriftSettings, app: FastAPI) -> AsyncIterator[DriftService]:
+    """Build the database, bus and artifact store; watch promotions, predictions and feedback while running."""
+    runtime = Runtime(settings, migrations="mloop_drift:migrations")
+    store = runtime.store(SqlDriftUnit)
+    monitor = DriftMonitor(
+        store=store,
+        artifacts=runtime.artifacts,
+        rules=WindowRules(
+            min_label_share=settings.min_label_share,
+            label_wait_windows=settings.label_wait_windows,
+            min_labelled_rows=settings.min_labelled_rows,
+            recent_rows=settings.recent_rows,
+        ),
+        detector=DriftConfig(out_of_range_share=settings.out_of_range_share),
+        clock=utc_now,
+    )
+    # One consumer (group) for all three topics: a model's windows are judged by one task at a time.
+    runtime.consume(
+        route(ModelPromoted, monitor.on_model_promoted),
+        route(PredictionsLogged, monitor.on_predictions_logged),
+        route(FeedbackReceived, monitor.on_feedback_received),
+    )
+    await runtime.start(app)
+    try:
+        yield DriftService(store=store)
+    finally:
+        await runtime.stop()

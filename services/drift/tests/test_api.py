@@ -1,0 +1,109 @@
+"""Drift's report routes over the in-memory store: the paths, fields and statuses clients rely on."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
+
+import httpx
+from fastapi import FastAPI
+
+from mloop_common.http import create_app
+from mloop_drift import api
+from mloop_drift.bootstrap import DriftService
+from mloop_drift.entities import Report
+
+from .fakes import memory_store
+
+SUMMARY_FIELDS = {
+    "id",
+    "model",
+    "version",
+    "window_index",
+    "drift_detected",
+    "cause",
+    "action",
+    "emitted",
+    "summary",
+    "created_at",
+}
+
+
+@asynccontextmanager
+async def no_lifespan(_: FastAPI) -> AsyncIterator[None]:
+    yield
+
+
+def report(window: int) -> Report:
+    return Report(
+        id=f"report-{window}",
+        model="churn",
+        version=1,
+        window_index=window,
+        drift_detected=window == 2,
+        cause="covariate_shift" if window == 2 else None,
+        action="retrain" if window == 2 else None,
+        emitted=window == 2,
+        summary="...",
+        report={"n_rows": 100, "drifted_features": ["x1"] if window == 2 else []},
+        created_at=datetime(2026, 1, 1, tzinfo=UTC) + timedelta(minutes=window),
+    )
+
+
+async def client_with(*reports: Report) -> httpx.AsyncClient:
+    store = memory_store()
+    async with store.transaction() as unit:
+        for r in reports:
+            await unit.add_report(r)
+    app = create_app(service="drift", lifespan=no_lifespan)
+    app.include_router(api.router)
+    app.state.service = DriftService(store=store)
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://drift")
+
+
+async def test_reports_are_listed_newest_first_with_their_summary_fields() -> None:
+    async with await client_with(report(1), report(2)) as client:
+        response = await client.get("/v1/drift/churn/reports", params={"limit": 10})
+
+    assert response.status_code == 200
+    listed = response.json()["reports"]
+    assert [r["id"] for r in listed] == ["report-2", "report-1"]
+    assert set(listed[0]) == SUMMARY_FIELDS
+    assert listed[0]["cause"] == "covariate_shift" and listed[0]["emitted"] is True
+
+
+async def test_an_unknown_model_has_no_reports() -> None:
+    async with await client_with(report(1)) as client:
+        response = await client.get("/v1/drift/other/reports")
+
+    assert response.status_code == 200 and response.json() == {"reports": []}
+
+
+async def test_one_report_carries_its_evidence() -> None:
+    async with await client_with(report(1), report(2)) as client:
+        response = await client.get("/v1/drift/churn/reports/report-2")
+
+    assert response.status_code == 200
+    body = response.json()
+    assert set(body) == SUMMARY_FIELDS | {"report"}
+    assert body["report"] == {"n_rows": 100, "drifted_features": ["x1"]}
+
+
+async def test_an_unknown_report_is_not_found() -> None:
+    async with await client_with(report(1)) as client:
+        response = await client.get("/v1/drift/churn/reports/nope")
+
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "not_found"
+
+
+async def test_the_routes_are_documented_with_their_response_models() -> None:
+    async with await client_with() as client:
+        schema = (await client.get("/openapi.json")).json()
+
+    listed = schema["paths"]["/v1/drift/{model}/reports"]["get"]
+    single = schema["paths"]["/v1/drift/{model}/reports/{report_id}"]["get"]
+    assert listed["responses"]["200"]["content"]["application/json"]["schema"]["$ref"].endswith("/ReportList")
+    assert single["responses"]["200"]["content"]["application/json"]["schema"]["$ref"].endswith("/Report")
+    assert single["summary"] and single["description"].startswith("One window report")

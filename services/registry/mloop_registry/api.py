@@ -1,0 +1,165 @@
+"""Registry HTTP routes: they translate requests into registry use cases and answers into contract models."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Body, Depends, Header, Path, Query, Request, Response
+from pydantic import ValidationError
+
+from mloop_common.contracts import (
+    MAX_INT,
+    AliasUpdate,
+    AliasView,
+    AuditPage,
+    LineageView,
+    ModelDetail,
+    ModelList,
+    RegisterVersion,
+    SpecView,
+    Verdict,
+    VersionDetail,
+    VersionList,
+    VersionView,
+)
+from mloop_common.errors import InvalidInput, PayloadTooLarge
+from mloop_common.http import components
+from mloop_common.spec import ModelSpec, SpecError, parse_spec
+from mloop_registry.bootstrap import RegistryService
+
+router = APIRouter()
+Service = Annotated[RegistryService, Depends(components)]
+# Self-asserted: it names the caller in the audit log and nothing checks it (see docs/api.md).
+Actor = Annotated[str, Header(alias="X-Mloop-Actor", max_length=200)]
+VersionNumber = Annotated[int, Path(le=MAX_INT)]
+# The spec body is read by hand (JSON or YAML), so OpenAPI learns its schema from here.
+_SPEC_SCHEMA = {"schema": {"$ref": "#/components/schemas/ModelSpec"}}
+_SPEC_BODY = {"required": True, "content": {"application/json": _SPEC_SCHEMA, "application/yaml": _SPEC_SCHEMA}}
+
+
+@router.post(
+    "/v1/models",
+    status_code=201,
+    tags=["models"],
+    responses={200: {"model": SpecView, "description": "Identical to the latest spec version, which is returned"}},
+    openapi_extra={"requestBody": _SPEC_BODY},
+)
+async def submit_spec(service: Service, request: Request, response: Response, actor: Actor = "anonymous") -> SpecView:
+    """Create a model from a spec (JSON or YAML); a changed spec makes a new spec version (200: unchanged)."""
+    spec = await _spec_of(request, service.max_spec_bytes)
+    stored, created = await service.registry.submit_spec(spec, actor)
+    if not created:
+        response.status_code = 200
+    return stored
+
+
+@router.get("/v1/models", tags=["models"])
+async def list_models(service: Service, dataset: Annotated[str | None, Query(max_length=63)] = None) -> ModelList:
+    """List models, optionally only those trained from ``dataset``, with their latest spec and aliases."""
+    return await service.registry.models(dataset)
+
+
+@router.get("/v1/models/{name}", tags=["models"])
+async def get_model(
+    service: Service, name: str, spec_version: Annotated[int | None, Query(ge=1, le=MAX_INT)] = None
+) -> ModelDetail:
+    """One model: its spec (latest, or ``spec_version``), aliases and version count."""
+    return await service.registry.model(name, spec_version)
+
+
+@router.get("/v1/models/{name}/versions", tags=["versions"])
+async def list_versions(service: Service, name: str) -> VersionList:
+    """Every registered version of a model, oldest first."""
+    return await service.registry.versions(name)
+
+
+@router.post(
+    "/v1/models/{name}/versions",
+    status_code=201,
+    tags=["versions"],
+    responses={200: {"model": VersionView, "description": "This run was already registered: its version"}},
+)
+async def register_version(
+    service: Service, name: str, registration: RegisterVersion, response: Response, actor: Actor = "anonymous"
+) -> VersionView:
+    """Register a validated candidate (called by the validator); idempotent per run id (200: already registered)."""
+    version, created = await service.registry.register(name, registration, actor)
+    if not created:
+        response.status_code = 200
+    return version
+
+
+@router.get("/v1/models/{name}/versions/{version}", tags=["versions"])
+async def get_version(service: Service, name: str, version: VersionNumber) -> VersionDetail:
+    """One version with its metrics, artifact digests, lineage and aliases."""
+    return await service.registry.version(name, version)
+
+
+@router.get("/v1/models/{name}/aliases/{alias}", tags=["aliases"])
+async def get_alias(service: Service, name: str, alias: str) -> AliasView:
+    """The version an alias points at (e.g. ``production``)."""
+    return await service.registry.alias(name, alias)
+
+
+@router.put("/v1/models/{name}/aliases/{alias}", tags=["aliases"])
+async def put_alias(
+    service: Service, name: str, alias: str, update: AliasUpdate, actor: Actor = "anonymous"
+) -> AliasView:
+    """Move an alias: promote a version, or roll back to an older one."""
+    return await service.registry.move_alias(name, alias, update.version, actor)
+
+
+@router.post("/v1/models/{name}/versions/{version}/approve", tags=["approvals"])
+async def approve(
+    service: Service,
+    name: str,
+    version: VersionNumber,
+    verdict: Annotated[Verdict, Body()] = Verdict(),
+    actor: Actor = "anonymous",
+) -> VersionView:
+    """Approve a version waiting for a human; it becomes production."""
+    return await service.registry.decide(name, version, approve=True, comment=verdict.comment, actor=actor)
+
+
+@router.post("/v1/models/{name}/versions/{version}/reject", tags=["approvals"])
+async def reject(
+    service: Service,
+    name: str,
+    version: VersionNumber,
+    verdict: Annotated[Verdict, Body()] = Verdict(),
+    actor: Actor = "anonymous",
+) -> VersionView:
+    """Reject a version waiting for a human."""
+    return await service.registry.decide(name, version, approve=False, comment=verdict.comment, actor=actor)
+
+
+@router.get("/v1/lineage/{name}/{version}", tags=["lineage"])
+async def lineage(service: Service, name: str, version: VersionNumber) -> LineageView:
+    """Where a version came from: run, dataset version and snapshot sha256, code, spec, evaluation."""
+    return await service.registry.lineage(name, version)
+
+
+@router.get("/v1/audit", tags=["audit"])
+async def audit(
+    service: Service,
+    model: Annotated[str | None, Query(max_length=63)] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    before_id: Annotated[int | None, Query(ge=1)] = None,
+) -> AuditPage:
+    """The append-only audit log, newest first (page with ``before_id``)."""
+    return await service.registry.audit(model=model, limit=limit, before_id=before_id)
+
+
+async def _spec_of(request: Request, max_bytes: int) -> ModelSpec:
+    """The model spec in the request body (JSON, or YAML by content type)."""
+    body = await request.body()
+    if len(body) > max_bytes:
+        raise PayloadTooLarge(f"spec over {max_bytes} bytes")
+    try:
+        return parse_spec(body, request.headers.get("content-type", "application/json"))
+    except SpecError as exc:
+        raise InvalidInput(str(exc), field="body") from exc
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(p) for p in first["loc"]) or None
+        raise InvalidInput(f"{field}: {first['msg']}" if field else first["msg"], field=field) from exc

@@ -1,0 +1,34 @@
+"""The registry's composition root: adapters built from settings, handed to the use cases."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from fastapi import FastAPI
+
+from mloop_common.runtime import Runtime
+from mloop_registry.config import RegistrySettings
+from mloop_registry.handlers import ModelRegistry
+from mloop_registry.store import SqlRegistryUnit
+
+
+@dataclass(frozen=True)
+class RegistryService:
+    """What the routes use."""
+
+    registry: ModelRegistry
+    max_spec_bytes: int
+
+
+@asynccontextmanager
+async def bootstrap(settings: RegistrySettings, app: FastAPI) -> AsyncIterator[RegistryService]:
+    """Build the database (migrated) and the outbox relay; the registry consumes no events."""
+    runtime = Runtime(settings, migrations="mloop_registry:migrations")
+    registry = ModelRegistry(store=runtime.store(SqlRegistryUnit))
+    await runtime.start(app)
+    try:
+        yield RegistryService(registry=registry, max_spec_bytes=settings.max_spec_bytes)
+    finally:
+        await runtime.stop()

@@ -1,0 +1,54 @@
+"""The registry's records as they leave its store; the API answers with their views in mloop_common.contracts."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel
+
+from mloop_common.contracts import AliasView, Lineage, VersionDetail, VersionStatus, VersionView
+from mloop_common.events import ArtifactPointer
+from mloop_common.spec import Task
+
+
+class Model(BaseModel):
+    """A declared model: its name, the dataset that trains it and its newest spec version."""
+
+    name: str
+    dataset: str
+    latest_spec_version: int
+    created_at: datetime
+
+
+class Version(BaseModel):
+    """A registered model version as recorded: artifacts, metrics, status and where it came from."""
+
+    model: str
+    version: int
+    run_id: str
+    evaluation_id: str
+    spec_version: int
+    status: VersionStatus
+    task: Task
+    artifact: ArtifactPointer
+    profile: ArtifactPointer
+    features: list[str]
+    metrics: dict[str, float]
+    lineage: Lineage
+    created_at: datetime | None = None  # set by the database when the version is added
+
+    def view(self, aliases: dict[str, int]) -> VersionView:
+        """The version as the API shows it, with the names of the model's ``aliases`` that point at it."""
+        return VersionView.model_validate(self._fields(aliases))
+
+    def detail(self, aliases: dict[str, int]) -> VersionDetail:
+        """The version with its lineage."""
+        return VersionDetail.model_validate({**self._fields(aliases), "lineage": self.lineage})
+
+    def as_alias(self, alias: str, aliases: dict[str, int]) -> AliasView:
+        """The version as the target of ``alias``."""
+        return AliasView.model_validate({**self._fields(aliases), "alias": alias})
+
+    def _fields(self, aliases: dict[str, int]) -> dict[str, object]:
+        pointing_here = sorted(name for name, version in aliases.items() if version == self.version)
+        return {**dict(self), "aliases": pointing_here}

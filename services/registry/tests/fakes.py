@@ -1,0 +1,139 @@
+"""The registry's store in memory, for handler tests; it keeps the uniqueness rules of the real tables."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from mloop_common.contracts import AuditEntry, SpecView, VersionStatus
+from mloop_common.errors import Conflict, NotFound
+from mloop_common.spec import ModelSpec
+from mloop_common.testing import MemoryStore, MemoryUnit
+from mloop_registry.entities import Model, Version
+
+EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+class MemoryRegistryUnit(MemoryUnit):
+    @property
+    def _models(self) -> dict[str, Model]:
+        return self.tables.setdefault("models", {})
+
+    @property
+    def _next_version(self) -> dict[str, int]:
+        return self.tables.setdefault("next_version", {})
+
+    @property
+    def _specs(self) -> dict[tuple[str, int], SpecView]:
+        return self.tables.setdefault("specs", {})
+
+    @property
+    def _versions(self) -> dict[tuple[str, int], Version]:
+        return self.tables.setdefault("model_versions", {})
+
+    @property
+    def _aliases(self) -> dict[tuple[str, str], int]:
+        return self.tables.setdefault("aliases", {})
+
+    @property
+    def _audit(self) -> list[AuditEntry]:
+        return self.tables.setdefault("audit_log", [])
+
+    def _now(self) -> datetime:
+        # Every write gets a later time, like the database's now() in consecutive transactions.
+        ticks = self.tables["ticks"] = self.tables.get("ticks", 0) + 1
+        return EPOCH + timedelta(seconds=ticks)
+
+    async def model(self, name: str, *, for_update: bool = False) -> Model | None:
+        return self._models.get(name)
+
+    async def models(self, dataset: str | None) -> list[Model]:
+        return [m for _, m in sorted(self._models.items()) if dataset in (None, m.dataset)]
+
+    async def add_spec(self, spec: ModelSpec, digest: str, spec_version: int) -> SpecView:
+        if (spec.name, spec_version) in self._specs or (spec_version == 1 and spec.name in self._models):
+            raise Conflict(f"model {spec.name!r} spec version {spec_version} was stored concurrently")
+        if spec_version == 1:
+            self._models[spec.name] = Model(
+                name=spec.name, dataset=spec.dataset, latest_spec_version=1, created_at=self._now()
+            )
+            self._next_version[spec.name] = 1
+        else:
+            self._models[spec.name] = self._models[spec.name].model_copy(
+                update={"latest_spec_version": spec_version, "dataset": spec.dataset}
+            )
+        stored = SpecView(name=spec.name, spec_version=spec_version, digest=digest, spec=spec, created_at=self._now())
+        self._specs[(spec.name, spec_version)] = stored
+        return stored
+
+    async def spec(self, name: str, spec_version: int | None = None) -> SpecView:
+        numbers = [v for (n, v) in self._specs if n == name]
+        wanted = spec_version if spec_version is not None else max(numbers, default=None)
+        if wanted is None or (name, wanted) not in self._specs:
+            which = f" version {spec_version}" if spec_version else ""
+            raise NotFound(f"model {name!r} has no spec{which}")
+        return self._specs[(name, wanted)]
+
+    async def version_by_run(self, model: str, run_id: str) -> Version | None:
+        return next((v for v in self._versions.values() if (v.model, v.run_id) == (model, run_id)), None)
+
+    async def allocate_version(self, model: str) -> int:
+        if model not in self._next_version:
+            raise NotFound(f"model {model!r} does not exist")
+        number = self._next_version[model]
+        self._next_version[model] = number + 1
+        return number
+
+    async def add_version(self, version: Version) -> Version:
+        taken = (version.model, version.version) in self._versions
+        if taken or any((v.model, v.run_id) == (version.model, version.run_id) for v in self._versions.values()):
+            raise Conflict(f"{version.model}: run {version.run_id} is already registered", field="run_id")
+        stored = version.model_copy(update={"created_at": self._now()})
+        self._versions[(version.model, version.version)] = stored
+        return stored
+
+    async def version(self, model: str, version: int, *, for_update: bool = False) -> Version:
+        if (model, version) not in self._versions:
+            raise NotFound(f"model {model!r} has no version {version}")
+        return self._versions[(model, version)]
+
+    async def versions(self, model: str) -> list[Version]:
+        return [v for (m, _), v in sorted(self._versions.items()) if m == model]
+
+    async def set_status(self, model: str, version: int, status: VersionStatus) -> None:
+        self._versions[(model, version)] = self._versions[(model, version)].model_copy(update={"status": status})
+
+    async def alias(self, model: str, alias: str, *, for_update: bool = False) -> int | None:
+        return self._aliases.get((model, alias))
+
+    async def aliases(self, model: str) -> dict[str, int]:
+        return {alias: version for (m, alias), version in self._aliases.items() if m == model}
+
+    async def set_alias(self, model: str, alias: str, version: int) -> None:
+        if (model, version) not in self._versions:
+            raise AssertionError(f"alias {alias} to missing {model} v{version} (a foreign key in the real table)")
+        self._aliases[(model, alias)] = version
+
+    async def audit(
+        self, *, actor: str, action: str, model: str | None, version: int | None, detail: dict[str, Any]
+    ) -> None:
+        entry = AuditEntry(
+            id=len(self._audit) + 1,
+            at=self._now(),
+            actor=actor,
+            action=action,
+            model=model,
+            version=version,
+            detail=detail,
+        )
+        self._audit.append(entry)
+
+    async def audit_entries(self, *, model: str | None, limit: int, before_id: int | None) -> list[AuditEntry]:
+        found = [
+            e for e in reversed(self._audit) if model in (None, e.model) and (before_id is None or e.id < before_id)
+        ]
+        return found[:limit]
+
+
+def memory_store() -> MemoryStore[MemoryRegistryUnit]:
+    return MemoryStore(MemoryRegistryUnit, consumer="mloop-registry")

@@ -1,0 +1,178 @@
+"""The registry's HTTP routes in-process, over the fake store: status codes and the JSON shapes clients rely on."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from mloop_common.contracts import PRODUCTION
+from mloop_common.http import service_app
+from mloop_registry import api
+from mloop_registry.app import create_app
+from mloop_registry.bootstrap import RegistryService
+from mloop_registry.config import RegistrySettings
+from mloop_registry.handlers import ModelRegistry
+
+from .fakes import memory_store
+from .test_handlers import registration
+
+SPEC_YAML = b"""
+name: churn
+dataset: churn
+task: classification
+target: churned
+estimators: [{class: LogisticRegression, params: {C: [1.0]}}]
+metric: accuracy
+"""
+VERSION_FIELDS = {
+    "model",
+    "version",
+    "run_id",
+    "evaluation_id",
+    "spec_version",
+    "status",
+    "task",
+    "features",
+    "metrics",
+    "created_at",
+    "artifact",
+    "profile",
+    "aliases",
+}
+SPEC_FIELDS = {"name", "spec_version", "digest", "spec", "created_at"}
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[httpx.AsyncClient]:
+    settings = RegistrySettings(max_spec_bytes=4096)
+
+    @asynccontextmanager
+    async def fake_bootstrap(settings: RegistrySettings, app: FastAPI) -> AsyncIterator[RegistryService]:
+        yield RegistryService(registry=ModelRegistry(store=memory_store()), max_spec_bytes=settings.max_spec_bytes)
+
+    app = service_app(settings, bootstrap=fake_bootstrap, router=api.router, description="tests")
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://registry") as http,
+    ):
+        yield http
+
+
+async def declare(client: httpx.AsyncClient, body: bytes = SPEC_YAML) -> httpx.Response:
+    return await client.post("/v1/models", content=body, headers={"content-type": "application/yaml"})
+
+
+async def register(client: httpx.AsyncClient, run_id: str | None = None) -> httpx.Response:
+    body = registration(run_id).model_dump(mode="json")
+    return await client.post("/v1/models/churn/versions", json=body, headers={"X-Mloop-Actor": "validator"})
+
+
+async def test_a_new_spec_is_created_and_the_same_spec_again_is_answered_with_200(client):
+    created = await declare(client)
+    again = await declare(client)
+
+    assert (created.status_code, again.status_code) == (201, 200)
+    assert set(created.json()) == SPEC_FIELDS and created.json()["spec_version"] == 1
+    assert created.json()["spec"]["estimators"][0]["class"] == "LogisticRegression"
+    assert again.json() == created.json()
+
+
+async def test_an_invalid_spec_names_the_offending_field(client):
+    response = await declare(client, SPEC_YAML.replace(b"LogisticRegression", b"EvilRegression"))
+
+    assert response.status_code == 422
+    assert response.json()["error"]["field"] == "estimators.0.class"
+
+
+async def test_a_spec_that_is_not_yaml_or_json_is_refused(client):
+    response = await client.post("/v1/models", content=b"name=churn", headers={"content-type": "text/plain"})
+
+    assert response.status_code == 422 and response.json()["error"]["field"] == "body"
+
+
+async def test_a_spec_over_the_size_limit_is_refused(client):
+    response = await declare(client, SPEC_YAML + b"#" * 5000)
+
+    assert response.status_code == 413 and response.json()["error"]["code"] == "payload_too_large"
+
+
+async def test_registering_answers_201_then_200_with_the_same_version(client):
+    await declare(client)
+    first = await register(client, "run-1")
+    again = await register(client, "run-1")
+
+    assert (first.status_code, again.status_code) == (201, 200)
+    assert set(first.json()) == VERSION_FIELDS
+    assert first.json()["aliases"] == [PRODUCTION] and again.json()["version"] == 1
+
+
+async def test_a_registration_with_incomplete_lineage_is_refused(client):
+    await declare(client)
+    body = registration().model_dump(mode="json")
+    body["lineage"] = {"dataset": "churn"}
+
+    response = await client.post("/v1/models/churn/versions", json=body)
+
+    assert response.status_code == 422 and response.json()["error"]["field"].startswith("lineage.")
+
+
+async def test_reads_answer_the_documented_shapes(client):
+    await declare(client)
+    await register(client)
+
+    models = (await client.get("/v1/models", params={"dataset": "churn"})).json()
+    model = (await client.get("/v1/models/churn")).json()
+    versions = (await client.get("/v1/models/churn/versions")).json()
+    version = (await client.get("/v1/models/churn/versions/1")).json()
+    alias = (await client.get(f"/v1/models/churn/aliases/{PRODUCTION}")).json()
+    lineage = (await client.get("/v1/lineage/churn/1")).json()
+    audit = (await client.get("/v1/audit", params={"model": "churn"})).json()
+
+    assert set(models["models"][0]) == SPEC_FIELDS | {"dataset", "aliases"}
+    assert set(model) == SPEC_FIELDS | {"aliases", "versions"} and model["versions"] == 1
+    assert [set(v) for v in versions["versions"]] == [VERSION_FIELDS]
+    assert set(version) == VERSION_FIELDS | {"lineage"} and version["lineage"]["dataset"] == "churn"
+    assert alias["alias"] == PRODUCTION and alias["version"] == 1
+    assert {"model", "version", "run_id", "evaluation_id", "artifact", "spec", "dataset_sha256"} <= set(lineage)
+    assert lineage["spec"] == {"version": 1, "digest": model["digest"]}
+    assert [e["action"] for e in audit["entries"]] == ["alias.moved", "version.registered", "spec.created"]
+    assert audit["entries"][-1]["actor"] == "anonymous"
+
+
+async def test_alias_moves_and_approvals_map_refusals_to_statuses(client):
+    await declare(client)
+    await register(client)
+
+    unknown_alias = await client.put("/v1/models/churn/aliases/staging", json={"version": 1})
+    missing_version = await client.put(f"/v1/models/churn/aliases/{PRODUCTION}", json={"version": 9})
+    not_pending = await client.post("/v1/models/churn/versions/1/approve", json={"comment": "ok"})
+    same_place = await client.put(f"/v1/models/churn/aliases/{PRODUCTION}", json={"version": 1})
+
+    assert (unknown_alias.status_code, unknown_alias.json()["error"]["field"]) == (422, "alias")
+    assert missing_version.status_code == 404
+    assert not_pending.status_code == 409
+    assert same_place.status_code == 200 and same_place.json()["alias"] == PRODUCTION
+
+
+async def test_a_version_number_beyond_the_database_range_is_invalid_not_a_server_error(client):
+    response = await client.get(f"/v1/models/churn/versions/{2**31}")
+
+    assert response.status_code == 422
+
+
+def test_openapi_documents_the_spec_body_and_the_answers():
+    document = create_app(RegistrySettings()).openapi()
+
+    submit = document["paths"]["/v1/models"]["post"]
+    ref = submit["requestBody"]["content"]["application/yaml"]["schema"]["$ref"]
+    assert ref.removeprefix("#/components/schemas/") in document["components"]["schemas"]
+    assert {"200", "201"} <= set(submit["responses"])
+    for path, operations in document["paths"].items():
+        for method, operation in operations.items():
+            if path.startswith("/v1/"):
+                success = next(r for code, r in operation["responses"].items() if code.startswith("2"))
+                assert "$ref" in success["content"]["application/json"]["schema"], f"{method} {path}"

@@ -1,0 +1,79 @@
+"""Serving's composition root: adapters built from settings, handed to the loader and the scorer."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from fastapi import FastAPI
+
+from mloop_common.bus import route
+from mloop_common.clients import RegistryClient
+from mloop_common.events import ModelPromoted
+from mloop_common.retry import Backoff, retry_call
+from mloop_common.runtime import Runtime
+from mloop_serving.config import ServingSettings
+from mloop_serving.handlers import Loader, Scorer
+from mloop_serving.host import ModelHost
+from mloop_serving.logbook import Logbook, RequestIndex
+
+
+@dataclass(frozen=True)
+class ServingService:
+    """What the routes use."""
+
+    host: ModelHost
+    loader: Loader
+    scorer: Scorer
+
+
+@asynccontextmanager
+async def bootstrap(settings: ServingSettings, app: FastAPI) -> AsyncIterator[ServingService]:
+    """Build the bus, registry client and artifact store; load production models and follow model.promoted."""
+    runtime = Runtime(settings)
+    registry = RegistryClient(settings.common.registry_url, actor="serving")
+    host = ModelHost()
+    loader = Loader(registry=registry, artifacts=runtime.artifacts, host=host)
+    logbook = Logbook(
+        runtime.producer,
+        batch_size=settings.log_batch_size,
+        interval=settings.log_interval_seconds,
+        max_event_bytes=settings.log_max_event_bytes,
+    )
+    scorer = Scorer(
+        host=host,
+        requests=RequestIndex(),
+        logbook=logbook,
+        clock=lambda: datetime.now(UTC),
+        new_id=lambda: uuid.uuid4().hex,
+        max_instances=settings.max_instances,
+    )
+    # Every replica must see every promotion, so each has its own consumer group.
+    runtime.consume(route(ModelPromoted, loader.on_model_promoted), group_suffix=f"-{settings.instance_id}")
+    await runtime.start(app)
+    await logbook.start()
+    # The registry may start after us: keep asking until it answers (readiness waits for this).
+    initial_sync = asyncio.create_task(
+        retry_call(loader.sync_all, what="loading production models", backoff=Backoff(initial=0.5, maximum=5.0))
+    )
+
+    async def models_loaded() -> bool | str:
+        return True if loader.synced else "production models not loaded yet"
+
+    app.state.checks["models"] = models_loaded
+    try:
+        yield ServingService(host=host, loader=loader, scorer=scorer)
+    finally:
+        initial_sync.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await initial_sync
+        try:
+            await logbook.stop()
+        finally:
+            await runtime.stop()
+            await registry.aclose()

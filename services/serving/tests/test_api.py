@@ -1,0 +1,196 @@
+"""Serving's HTTP contract (paths, statuses, body shapes) over its routes, with fakes behind them."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pandas as pd
+import pytest
+from fastapi import FastAPI
+from sklearn.linear_model import LinearRegression
+
+from mloop_common.artifacts import ArtifactStore
+from mloop_common.events import PredictionsLogged
+from mloop_common.http import create_app
+from mloop_serving import api
+from mloop_serving.bootstrap import ServingService
+from mloop_serving.host import LoadedModel
+
+from .fakes import FEATURES, Serving, classifier_file, serving
+
+ROW = {"usage": 1.5, "calls": 2.0}
+
+
+@asynccontextmanager
+async def no_lifespan(app: FastAPI) -> AsyncIterator[None]:
+    yield
+
+
+@pytest.fixture
+def svc(tmp_path: Path) -> Serving:
+    return serving(ArtifactStore(tmp_path))
+
+
+@pytest.fixture
+async def client(svc: Serving) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(service="serving", lifespan=no_lifespan)
+    app.include_router(api.router)
+    app.state.service = ServingService(host=svc.host, loader=svc.loader, scorer=svc.scorer)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://serving") as client:
+        yield client
+
+
+async def serving_v1(svc: Serving) -> None:
+    await svc.register(classifier_file(seed=1))
+    await svc.loader.sync_all()
+
+
+async def test_predict_answers_predictions_probabilities_classes_and_request_ids(svc, client):
+    await serving_v1(svc)
+
+    response = await client.post("/v1/models/churn:predict", json={"instances": [ROW]})
+
+    assert response.status_code == 200
+    body = response.json()
+    assert body.keys() == {"predictions", "probabilities", "classes", "model_version", "request_ids"}
+    assert body["predictions"] == ["yes"] and body["model_version"] == 1 and body["classes"] == ["no", "yes"]
+    assert body["request_ids"] == ["req-1"] and len(body["probabilities"][0]) == 2
+
+
+async def test_a_regressor_answers_without_probabilities_or_classes(svc, client):
+    frame = pd.DataFrame({"usage": np.arange(10.0), "calls": np.ones(10)})
+    estimator = LinearRegression().fit(frame, frame["usage"] * 2)
+    kinds = dict.fromkeys(FEATURES, "numeric")
+    svc.host.swap(LoadedModel("demand", 3, "regression", FEATURES, kinds, estimator))  # type: ignore[arg-type]
+
+    response = await client.post("/v1/models/demand:predict", json={"instances": [ROW]})
+
+    assert response.status_code == 200
+    assert response.json().keys() == {"predictions", "model_version", "request_ids"}
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"instances": [{"usage": 1.0}]}, "instances[0].calls"),
+        ({"instances": []}, "instances"),
+        ({"instances": [ROW], "extra": 1}, "extra"),
+    ],
+)
+async def test_bad_predict_requests_are_422_naming_the_field(svc, client, body, field):
+    await serving_v1(svc)
+
+    response = await client.post("/v1/models/churn:predict", json=body)
+
+    assert response.status_code == 422
+    assert response.json()["error"]["code"] == "invalid_input" and response.json()["error"]["field"] == field
+
+
+async def test_predict_for_a_model_not_loaded_is_404(client):
+    response = await client.post("/v1/models/fraud:predict", json={"instances": [ROW]})
+
+    assert response.status_code == 404 and response.json()["error"]["code"] == "not_found"
+
+
+async def test_feedback_is_accepted_with_202_and_unknown_ids_listed(svc, client):
+    await serving_v1(svc)
+    [request_id] = (await client.post("/v1/models/churn:predict", json={"instances": [ROW]})).json()["request_ids"]
+
+    one = await client.post("/v1/feedback", json={"request_id": request_id, "label": "yes"})
+    many = await client.post(
+        "/v1/feedback", json=[{"request_id": request_id, "label": "yes"}, {"request_id": "x", "label": 0}]
+    )
+
+    assert (one.status_code, one.json()) == (202, {"accepted": 1, "unknown": []})
+    assert (many.status_code, many.json()) == (202, {"accepted": 1, "unknown": ["x"]})
+
+
+async def test_feedback_for_unknown_ids_only_is_404_and_an_empty_list_is_422(client):
+    unknown = await client.post("/v1/feedback", json={"request_id": "never-issued", "label": 1})
+    empty = await client.post("/v1/feedback", json=[])
+
+    assert unknown.status_code == 404 and unknown.json()["error"]["field"] == "request_id"
+    assert empty.status_code == 422
+
+
+async def test_oip_health_says_ready_only_once_production_models_are_loaded(svc, client):
+    assert (await client.get("/v2/health/live")).json() == {"live": True}
+    before = await client.get("/v2/health/ready")
+    await serving_v1(svc)
+    after = await client.get("/v2/health/ready")
+
+    assert (before.status_code, before.json()) == (503, {"ready": False})
+    assert (after.status_code, after.json()) == (200, {"ready": True})
+
+
+async def test_oip_metadata_and_readiness_describe_the_loaded_version(svc, client):
+    await serving_v1(svc)
+
+    server = (await client.get("/v2")).json()
+    metadata = (await client.get("/v2/models/churn")).json()
+    versioned = await client.get("/v2/models/churn/versions/1")
+
+    assert server == {"name": "mloop-serving", "version": "0.1.0", "extensions": [], "models": ["churn"]}
+    assert metadata == {
+        "name": "churn",
+        "versions": ["1"],
+        "platform": "sklearn",
+        "inputs": [{"name": f, "datatype": "FP64", "shape": [-1]} for f in FEATURES],
+        "outputs": [
+            {"name": "predict", "datatype": "BYTES", "shape": [-1]},
+            {"name": "predict_proba", "datatype": "FP64", "shape": [-1, 2]},
+        ],
+    }
+    assert versioned.json() == metadata
+    assert (await client.get("/v2/models/churn/ready")).json() == {"name": "churn", "ready": True}
+    assert (await client.get("/v2/models/churn/versions/1/ready")).json() == {
+        "name": "churn",
+        "version": "1",
+        "ready": True,
+    }
+    assert (await client.get("/v2/models/churn/versions/2/ready")).status_code == 404
+    assert (await client.get("/v2/models/fraud/ready")).status_code == 404
+    assert (await client.get("/v2/models/fraud")).status_code == 404
+
+
+async def test_oip_infer_answers_the_protocols_shape_and_logs_the_predictions(svc, client):
+    await serving_v1(svc)
+    request = {
+        "id": "req-a",
+        "inputs": [{"name": f, "shape": [2], "datatype": "FP64", "data": [1.5, -2.0]} for f in FEATURES],
+    }
+
+    body = (await client.post("/v2/models/churn/infer", json=request)).json()
+    only_predict = (
+        await client.post("/v2/models/churn/versions/1/infer", json={**request, "outputs": [{"name": "predict"}]})
+    ).json()
+    await svc.logbook.flush()
+
+    assert body == {
+        "model_name": "churn",
+        "model_version": "1",
+        "id": "req-a",
+        "outputs": [
+            {"name": "predict", "shape": [2], "datatype": "BYTES", "data": ["yes", "no"]},
+            {"name": "predict_proba", "shape": [2, 2], "datatype": "FP64", "data": body["outputs"][1]["data"]},
+        ],
+        "parameters": {"request_ids": ["req-1", "req-2"]},
+    }
+    assert [o["name"] for o in only_predict["outputs"]] == ["predict"]
+    assert (await client.post("/v2/models/churn/versions/2/infer", json=request)).status_code == 404
+    logged = svc.publisher.payloads(PredictionsLogged)
+    assert [r.request_id for p in logged for r in p.records] == ["req-1", "req-2", "req-3", "req-4"]
+
+
+async def test_every_route_documents_its_response_model(client):
+    schema = (await client.get("/openapi.json")).json()
+
+    for path, methods in schema["paths"].items():
+        if path.startswith(("/v1/", "/v2")):
+            for method, operation in methods.items():
+                ok = operation["responses"].get("200") or operation["responses"].get("202")
+                assert "$ref" in ok["content"]["application/json"]["schema"], f"{method.upper()} {path}"

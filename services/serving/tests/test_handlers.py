@@ -1,0 +1,196 @@
+"""Serving's reactions through fakes of its ports (no Kafka, no registry process, no HTTP)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mloop_common.artifacts import ArtifactStore
+from mloop_common.contracts import PRODUCTION
+from mloop_common.errors import DigestMismatch, InvalidInput, NotFound
+from mloop_common.events import FeedbackReceived, PredictionsLogged
+from mloop_common.modelio import UntrustedModelError
+from mloop_serving.oip import InferInput, InferRequest
+from mloop_serving.schemas import Feedback
+
+from .fakes import Serving, classifier_file, promoted_event, serving, untrusted_file
+
+ROWS = [{"usage": 1.5, "calls": 2.0}, {"usage": -2.0, "calls": -1.0}]
+
+
+@pytest.fixture
+def svc(tmp_path: Path) -> Serving:
+    return serving(ArtifactStore(tmp_path))
+
+
+async def serving_v1(svc: Serving) -> None:
+    await svc.register(classifier_file(seed=1))
+    await svc.loader.sync_all()
+
+
+async def test_start_loads_the_production_version_of_every_model(svc: Serving) -> None:
+    await svc.register(classifier_file())
+
+    await svc.loader.sync_all()
+
+    assert svc.loader.synced
+    assert svc.host.current_version("churn") == 1
+
+
+async def test_a_promotion_swaps_in_the_registrys_production_version(svc: Serving) -> None:
+    await serving_v1(svc)
+    v2 = await svc.register(classifier_file(seed=2))
+
+    await svc.loader.on_model_promoted(*promoted_event(v2))
+
+    assert svc.host.current_version("churn") == 2
+    scored = await svc.scorer.score("churn", ROWS)
+    assert scored.model.version == 2 and scored.predictions == ["yes", "no"]
+
+
+async def test_a_replayed_old_promotion_does_not_bring_back_the_old_version(svc: Serving) -> None:
+    await svc.register(classifier_file(seed=1))
+    v1_promoted = promoted_event(svc.registry.version("churn", 1))
+    await svc.register(classifier_file(seed=2))
+    await svc.loader.sync_all()
+
+    await svc.loader.on_model_promoted(*v1_promoted)
+
+    assert svc.host.current_version("churn") == 2
+
+
+async def test_a_rollback_in_the_registry_is_followed(svc: Serving) -> None:
+    await serving_v1(svc)
+    await svc.register(classifier_file(seed=2))
+    await svc.loader.sync_all()
+    svc.registry.promote("churn", 1, PRODUCTION)
+
+    await svc.loader.on_model_promoted(*promoted_event(svc.registry.version("churn", 1)))
+
+    assert svc.host.current_version("churn") == 1
+
+
+async def test_a_promoted_artifact_with_the_wrong_digest_is_refused_and_v1_keeps_serving(svc: Serving) -> None:
+    await serving_v1(svc)
+    v2 = await svc.register(classifier_file(seed=2), sha256="0" * 64)
+
+    with pytest.raises(DigestMismatch):
+        await svc.loader.on_model_promoted(*promoted_event(v2))
+
+    assert svc.host.current_version("churn") == 1
+    assert (await svc.scorer.score("churn", ROWS)).model.version == 1
+
+
+async def test_a_promoted_model_file_with_untrusted_types_is_refused_and_v1_keeps_serving(svc: Serving) -> None:
+    await serving_v1(svc)
+    v2 = await svc.register(untrusted_file())
+
+    with pytest.raises(UntrustedModelError, match="sklearn.svm"):
+        await svc.loader.on_model_promoted(*promoted_event(v2))
+
+    assert svc.host.current_version("churn") == 1
+
+
+async def test_scoring_answers_with_request_ids_and_logs_the_predictions(svc: Serving) -> None:
+    await serving_v1(svc)
+
+    scored = await svc.scorer.score("churn", ROWS)
+    await svc.logbook.flush()
+
+    assert scored.predictions == ["yes", "no"] and scored.request_ids == ["req-1", "req-2"]
+    assert scored.probabilities is not None and scored.probabilities[0][1] > 0.5
+    [logged] = svc.publisher.payloads(PredictionsLogged)
+    assert (logged.model, logged.version) == ("churn", 1)
+    assert [r.request_id for r in logged.records] == scored.request_ids
+    assert [r.inputs for r in logged.records] == ROWS
+    assert [r.prediction for r in logged.records] == ["yes", "no"]
+    assert all(r.timestamp == svc.clock.now for r in logged.records)
+    [event] = svc.publisher.sent
+    assert (event.subject, event.source) == ("churn", "mloop/serving")
+
+
+async def test_a_large_batch_is_scored_off_the_event_loop_with_the_same_answers(svc: Serving) -> None:
+    await serving_v1(svc)
+
+    scored = await svc.scorer.score("churn", ROWS * 50)
+
+    assert scored.predictions == ["yes", "no"] * 50 and len(set(scored.request_ids)) == 100
+
+
+async def test_too_many_instances_are_refused_and_nothing_is_logged(svc: Serving) -> None:
+    await serving_v1(svc)
+
+    with pytest.raises(InvalidInput) as refused:
+        await svc.scorer.score("churn", ROWS * 51)
+    await svc.logbook.flush()
+
+    assert refused.value.field == "instances"
+    assert svc.publisher.sent == []
+
+
+async def test_scoring_a_model_that_is_not_loaded_is_not_found(svc: Serving) -> None:
+    await serving_v1(svc)
+
+    with pytest.raises(NotFound):
+        await svc.scorer.score("fraud", ROWS)
+    with pytest.raises(NotFound):
+        await svc.scorer.score("churn", ROWS, version=2)
+
+
+async def test_an_inference_protocol_request_is_scored_and_logged_like_any_other(svc: Serving) -> None:
+    await serving_v1(svc)
+    request = InferRequest(
+        id="client-1",
+        inputs=[InferInput(name="input-0", shape=[2, 2], datatype="FP64", data=[[1.5, 2.0], [-2.0, -1.0]])],
+    )
+
+    answer = await svc.scorer.infer("churn", request, version=1)
+    await svc.logbook.flush()
+
+    assert answer.id == "client-1" and answer.model_version == "1"
+    assert [(o.name, o.shape) for o in answer.outputs] == [("predict", [2]), ("predict_proba", [2, 2])]
+    assert answer.outputs[0].data == ["yes", "no"]
+    [logged] = svc.publisher.payloads(PredictionsLogged)
+    assert [r.request_id for r in logged.records] == answer.parameters["request_ids"]
+
+
+async def test_feedback_for_a_known_request_goes_to_the_model_that_answered(svc: Serving) -> None:
+    await serving_v1(svc)
+    scored = await svc.scorer.score("churn", ROWS)
+    svc.clock.advance(3600)
+
+    receipt = svc.scorer.record_feedback([Feedback(request_id=scored.request_ids[1], label="no")])
+    await svc.logbook.flush()
+
+    assert (receipt.accepted, receipt.unknown) == (1, [])
+    [received] = svc.publisher.payloads(FeedbackReceived)
+    assert received.model == "churn"
+    assert [(r.request_id, r.label, r.timestamp) for r in received.records] == [
+        (scored.request_ids[1], "no", svc.clock.now)
+    ]
+
+
+async def test_feedback_naming_its_model_is_accepted_without_the_request_being_remembered(svc: Serving) -> None:
+    receipt = svc.scorer.record_feedback(
+        [Feedback(request_id="another-replica-1", label="yes", model="churn"), Feedback(request_id="lost", label=1)]
+    )
+    await svc.logbook.flush()
+
+    assert (receipt.accepted, receipt.unknown) == (1, ["lost"])
+    [received] = svc.publisher.payloads(FeedbackReceived)
+    assert (received.model, [r.request_id for r in received.records]) == ("churn", ["another-replica-1"])
+
+
+async def test_feedback_for_an_unknown_request_without_a_model_is_not_found(svc: Serving) -> None:
+    with pytest.raises(NotFound) as refused:
+        svc.scorer.record_feedback([Feedback(request_id="never-issued", label=1)])
+    await svc.logbook.flush()
+
+    assert refused.value.field == "request_id"
+    assert svc.publisher.sent == []
+
+
+async def test_no_feedback_at_all_is_invalid(svc: Serving) -> None:
+    with pytest.raises(InvalidInput):
+        svc.scorer.record_feedback([])

@@ -1,0 +1,170 @@
+"""The trainer's HTTP routes in-process, over the fake store: status codes and the JSON shapes clients rely on."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from mloop_common.artifacts import ArtifactStore
+from mloop_common.http import service_app
+from mloop_common.spec import ModelSpec
+from mloop_common.testing import FakeRegistry
+from mloop_trainer import api
+from mloop_trainer.bootstrap import TrainerService
+from mloop_trainer.config import TrainerSettings
+from mloop_trainer.handlers import Trainer
+
+from .fakes import InlineExecutor, memory_store
+from .test_handlers import frame, published, spec, trainer
+
+RUN_FIELDS = {
+    "run_id",
+    "model",
+    "status",
+    "trigger",
+    "trigger_event_id",
+    "spec_version",
+    "spec_digest",
+    "dataset",
+    "dataset_version",
+    "dataset_sha256",
+    "recent_data_sha256",
+    "error",
+    "code_version",
+    "started_at",
+    "finished_at",
+}
+LISTED_FIELDS = RUN_FIELDS | {"estimator_class", "cv_score", "holdout_metrics"}
+DETAIL_FIELDS = {
+    "seed",
+    "features",
+    "estimator_class",
+    "params",
+    "cv_score",
+    "candidates",
+    "holdout_metrics",
+    "train_rows",
+    "holdout_rows",
+    "recent_rows",
+    "timings",
+    "library_versions",
+    "artifact",
+    "profile",
+    "holdout",
+}
+
+
+class GatedExecutor(Executor):
+    """Runs jobs on a thread once ``gate`` is set, so a test can look at a run while it is being fitted."""
+
+    def __init__(self) -> None:
+        self.gate = threading.Event()
+        self._thread = ThreadPoolExecutor(1)
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        def gated() -> Any:
+            self.gate.wait(timeout=60)
+            return fn(*args, **kwargs)
+
+        return self._thread.submit(gated)
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        self.gate.set()
+        self._thread.shutdown(wait=wait, cancel_futures=cancel_futures)
+
+
+@pytest.fixture
+def artifacts(tmp_path: Path) -> ArtifactStore:
+    return ArtifactStore(tmp_path)
+
+
+@pytest.fixture
+def registry() -> FakeRegistry:
+    registry = FakeRegistry()
+    registry.add_spec(spec("churn"))
+    wide = spec("churn_wide").model_dump(by_alias=True) | {"features": ["x1", "x2", "x3"]}
+    registry.add_spec(ModelSpec.model_validate(wide))  # x3 is not in the data: this one fails
+    return registry
+
+
+@asynccontextmanager
+async def serving(handler: Trainer) -> AsyncIterator[httpx.AsyncClient]:
+    store = handler.store
+
+    @asynccontextmanager
+    async def fake_bootstrap(settings: TrainerSettings, app: FastAPI) -> AsyncIterator[TrainerService]:
+        yield TrainerService(store=store, trainer=handler)
+
+    app = service_app(TrainerSettings(), bootstrap=fake_bootstrap, router=api.router, description="tests")
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://trainer") as http,
+    ):
+        yield http
+
+
+async def test_the_run_list_shows_each_finished_run_with_its_scores_instead_of_its_details(artifacts, registry):
+    handler = trainer(memory_store(), registry, artifacts, new_pool=InlineExecutor)
+    await handler.on_data_published(*published(artifacts, frame()))
+
+    async with serving(handler) as client:
+        listed = await client.get("/v1/runs")
+        one_model = await client.get("/v1/runs", params={"model": "churn", "limit": 1})
+
+    assert listed.status_code == 200 and listed.json()["training"] == []
+    runs = {run["model"]: run for run in listed.json()["runs"]}
+    assert all(set(run) == LISTED_FIELDS for run in runs.values())
+    assert runs["churn"]["status"] == "succeeded" and runs["churn"]["estimator_class"] == "LogisticRegression"
+    assert 0.0 <= runs["churn"]["cv_score"] <= 1.0 and "accuracy" in runs["churn"]["holdout_metrics"]
+    assert runs["churn_wide"]["status"] == "failed" and "x3" in runs["churn_wide"]["error"]
+    assert runs["churn_wide"]["estimator_class"] is None and runs["churn_wide"]["holdout_metrics"] is None
+    assert [run["model"] for run in one_model.json()["runs"]] == ["churn"]
+
+
+async def test_a_run_shows_its_details_and_an_unknown_run_is_404(artifacts, registry):
+    handler = trainer(memory_store(), registry, artifacts, new_pool=InlineExecutor)
+    await handler.on_data_published(*published(artifacts, frame()))
+
+    async with serving(handler) as client:
+        runs = {run["model"]: run["run_id"] for run in (await client.get("/v1/runs")).json()["runs"]}
+        succeeded = await client.get(f"/v1/runs/{runs['churn']}")
+        failed = await client.get(f"/v1/runs/{runs['churn_wide']}")
+        unknown = await client.get("/v1/runs/no-such-run")
+
+    assert succeeded.status_code == 200 and set(succeeded.json()) == RUN_FIELDS | {"details"}
+    details = succeeded.json()["details"]
+    assert set(details) == DETAIL_FIELDS and details["artifact"]["uri"].startswith("artifact:models/")
+    assert details["candidates"][0]["class"] == "LogisticRegression"
+    assert failed.json()["details"] == {"seed": 42}
+    assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "not_found"
+
+
+async def test_a_run_being_fitted_is_listed_as_training(artifacts, registry):
+    pool = GatedExecutor()
+    handler = trainer(memory_store(), registry, artifacts, new_pool=lambda: pool)
+    payload, event = published(artifacts, frame())
+
+    async with serving(handler) as client:
+        handling = asyncio.create_task(handler.on_data_published(payload, event))
+        async with asyncio.timeout(30):
+            while not handler.training():  # the job waits at the gate
+                await asyncio.sleep(0.01)
+        during = (await client.get("/v1/runs")).json()
+        pool.gate.set()
+        await handling
+        after = (await client.get("/v1/runs")).json()
+    pool.shutdown()
+
+    [active] = during["training"]
+    assert during["runs"] == [] and active["model"] == "churn" and active["trigger"] == "data.published"
+    assert set(active) == {"run_id", "model", "trigger", "dataset", "dataset_version", "started_at"}
+    assert after["training"] == [] and active["run_id"] in {run["run_id"] for run in after["runs"]}
