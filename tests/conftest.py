@@ -24,8 +24,9 @@ from tests.stack import ServiceStack
 
 REPO = Path(__file__).resolve().parents[1]
 LOCAL = REPO / "deploy" / "local"
-TEST_RUN = REPO / ".run" / "test"
+# Another port (and MLOOP_TEST_PORT_OFFSET for the services) lets two test sessions run side by side.
 KAFKA_PORT = int(os.environ.get("MLOOP_TEST_KAFKA_PORT", "19092"))
+TEST_RUN = REPO / ".run" / ("test" if KAFKA_PORT == 19092 else f"test-{KAFKA_PORT}")
 PG_PORT = int(os.environ.get("MLOOP_DATABASE_PORT", "55432"))
 ADMIN_DSN = f"postgresql://mloop:mloop@127.0.0.1:{PG_PORT}/mloop"
 ADMIN_URL = f"postgresql+asyncpg://mloop:mloop@127.0.0.1:{PG_PORT}/mloop"

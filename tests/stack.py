@@ -14,7 +14,8 @@ import httpx
 
 from mloop_common.settings import SERVICE_PORTS
 
-PORT_OFFSET = 10_000  # 18001..18006: clear of a `make up` stack on 8001..8006
+# 18001..18006 by default: clear of a `make up` stack on 8001..8006.
+PORT_OFFSET = int(os.environ.get("MLOOP_TEST_PORT_OFFSET", "10000"))
 
 
 class ServiceStack:

@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from mloop_common.bus import BusConfig, tail
+from mloop_common.contracts import PRODUCTION, AliasView, ModelList, SpecView, VersionList
 from mloop_common.events import ALL_TOPICS, dlq_topic
 from mloop_common.settings import SERVICE_PORTS
 
@@ -120,16 +121,17 @@ def models_create(spec: Annotated[Path, typer.Argument(exists=True, dir_okay=Fal
     """Create a model (or a new spec version of it) from a spec file."""
     content_type = "application/json" if spec.suffix == ".json" else "application/yaml"
     body = call("POST", "registry", "/v1/models", content=spec.read_bytes(), headers={"content-type": content_type})
-    console.print(f"model [bold]{body['name']}[/] spec version {body['spec_version']} ({body['digest'][:12]})")
+    created = SpecView.model_validate(body)
+    console.print(f"model [bold]{created.name}[/] spec version {created.spec_version} ({created.digest[:12]})")
 
 
 @models_app.command("list")
 def models_list() -> None:
     """Every model with its dataset and aliases."""
     table = Table("model", "dataset", "spec", "aliases")
-    for model in call("GET", "registry", "/v1/models")["models"]:
-        aliases = ", ".join(f"{a}=v{v}" for a, v in model["aliases"].items())
-        table.add_row(model["name"], model["dataset"], str(model["spec_version"]), aliases)
+    for model in ModelList.model_validate(call("GET", "registry", "/v1/models")).models:
+        aliases = ", ".join(f"{a}=v{v}" for a, v in model.aliases.items())
+        table.add_row(model.name, model.dataset, str(model.spec_version), aliases)
     console.print(table)
 
 
@@ -137,21 +139,16 @@ def models_list() -> None:
 def models_versions(name: str) -> None:
     """Versions of a model with status, metrics and aliases."""
     table = Table("version", "status", "aliases", "metrics", "created")
-    for version in call("GET", "registry", f"/v1/models/{name}/versions")["versions"]:
-        metrics = ", ".join(f"{k}={v:.4f}" for k, v in sorted(version["metrics"].items()))
-        table.add_row(
-            str(version["version"]),
-            version["status"],
-            ", ".join(version["aliases"]),
-            metrics,
-            version["created_at"][:19],
-        )
+    for version in VersionList.model_validate(call("GET", "registry", f"/v1/models/{name}/versions")).versions:
+        metrics = ", ".join(f"{k}={v:.4f}" for k, v in sorted(version.metrics.items()))
+        created = version.created_at.isoformat(sep=" ", timespec="seconds")
+        table.add_row(str(version.version), version.status, ", ".join(version.aliases), metrics, created)
     console.print(table)
 
 
 def _set_production(name: str, version: int) -> None:
-    body = call("PUT", "registry", f"/v1/models/{name}/aliases/production", json={"version": version})
-    console.print(f"{name}: production -> v{body['version']}")
+    body = call("PUT", "registry", f"/v1/models/{name}/aliases/{PRODUCTION}", json={"version": version})
+    console.print(f"{name}: {PRODUCTION} -> v{AliasView.model_validate(body).version}")
 
 
 @app.command()
