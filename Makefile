@@ -54,9 +54,11 @@ test-unit: setup
 bench: up
 	$(PY) -m tests.perf.run
 
+# Formatting, lint and types of libs/ and services/ (config in pyproject.toml); part of `make test`.
 lint: setup
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 
 format: setup
 	$(VENV)/bin/ruff format .

@@ -23,7 +23,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 from mloop_common.events import MAX_MESSAGE_BYTES, Envelope, Header, ensure_fits, record_size, to_record
-from mloop_common.settings import ServiceSettings, build_settings
+from mloop_common.settings import ServiceSettings
 from mloop_common.telemetry import current_trace_headers
 
 # Constraint names as PostgreSQL itself picks them for unnamed constraints (what the 0001
@@ -140,7 +140,7 @@ def run_migrations_env(service: str, target_metadata: sa.MetaData, settings_clas
         return
     if config.config_file_name is not None:
         logging.config.fileConfig(config.config_file_name, disable_existing_loggers=False)
-    _, own = build_settings(service, settings_class)
+    own = settings_class()
     if context.is_offline_mode():  # `alembic upgrade head --sql`: print the SQL, run nothing
         context.configure(url=own.database_url, target_metadata=target_metadata, literal_binds=True)
         with context.begin_transaction():

@@ -12,24 +12,26 @@ import logging
 import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import uvicorn
 from fastapi import FastAPI
-from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from mloop_common.artifacts import ArtifactStore
 from mloop_common.bus import BusConfig, OutboxRelay, Producer, Route, Subscriber, ensure_topics
-from mloop_common.db import MAX_MESSAGE_BYTES_INFO, Database
 from mloop_common.retry import Backoff, retry_call
 from mloop_common.settings import ServiceSettings
 from mloop_common.telemetry import setup_tracing
-from mloop_common.uow import S, SqlStore
+
+# The database layer is imported only by services that have one: serving installs no database driver.
+if TYPE_CHECKING:
+    from mloop_common.db import Database
+    from mloop_common.uow import SqlStore, SqlUnit
+
+    S = TypeVar("S", bound=SqlUnit)
 
 log = logging.getLogger(__name__)
 
@@ -62,8 +64,12 @@ class Runtime:
             max_message_bytes=common.kafka.max_message_bytes,
         )
         self.uses_database = uses_database
-        self.db = Database(own.database_url or "", schema=own.database_schema) if uses_database else None
-        if self.db is not None:  # enqueue() refuses events over the broker's limit when they are staged
+        self.db: Database | None = None
+        if uses_database:
+            from mloop_common.db import MAX_MESSAGE_BYTES_INFO, Database
+
+            self.db = Database(own.database_url or "", schema=own.database_schema)
+            # enqueue() refuses events over the broker's limit when they are staged
             self.db.sessions.configure(info={MAX_MESSAGE_BYTES_INFO: self.bus_config.max_message_bytes})
         self.artifacts = ArtifactStore(common.artifacts_root)
         self.producer = Producer(self.bus_config)
@@ -86,16 +92,10 @@ class Runtime:
         """Register one consumer (group) for these routes; it starts with the runtime."""
         self._consumers.append(ConsumerSpec(list(routes), group_suffix))
 
-    @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[AsyncSession]:
-        """Transitional: handlers are moving to ``store()`` units of work; delete when none calls this."""
-        assert self.db and self.relay, f"{self.service} runs without a database"
-        async with self.db.transaction() as session:
-            yield session
-        self.relay.wake()
-
     def store(self, unit: type[S]) -> SqlStore[S]:
         """Units of work of type ``unit`` on this service's schema; staged events leave right after commit."""
+        from mloop_common.uow import SqlStore
+
         if self.db is None or self.relay is None:
             raise RuntimeError(f"{self.service} runs without a database")
         return SqlStore(self.db, unit, consumer=self.group_id, on_commit=self.relay.wake)
@@ -111,6 +111,8 @@ class Runtime:
         setup_tracing(self.service)
         db, migrations = self.db, self._migrations
         if db:
+            from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
+
             SQLAlchemyInstrumentor().instrument(engine=db.engine.sync_engine)
         if db and migrations:
             await _retry("database", lambda: db.migrate(migrations))

@@ -9,7 +9,7 @@ the environment.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import ClassVar, Literal, Self, TypeVar
+from typing import ClassVar, Literal, Self
 
 from pydantic import BaseModel, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -84,12 +84,3 @@ class ServiceSettings(BaseSettings):
 def service_config(service: str) -> SettingsConfigDict:
     """The settings config of one service: env prefix ``MLOOP_<SERVICE>_``, nested groups with ``__``."""
     return SettingsConfigDict(env_prefix=f"MLOOP_{service.upper()}_", env_nested_delimiter="__", extra="ignore")
-
-
-S = TypeVar("S", bound=ServiceSettings)
-
-
-def build_settings(service: str, settings_class: type[S]) -> tuple[CommonSettings, S]:
-    """Read a service's settings once: (shared, own)."""
-    own = settings_class()
-    return own.common, own

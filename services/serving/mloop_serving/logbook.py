@@ -21,9 +21,11 @@ from mloop_common.events import (
     PredictionRecord,
     PredictionsLogged,
     new_event,
+    record_size,
     to_record,
 )
 from mloop_common.retry import Backoff
+from mloop_common.telemetry import current_trace_headers
 
 SOURCE = "mloop/serving"
 log = logging.getLogger(__name__)
@@ -44,8 +46,7 @@ class Publisher(Protocol):
 
 def encoded_size(event: Envelope) -> int:
     """Bytes of ``event`` as a Kafka record: key, value and headers, as the CloudEvents codec writes them."""
-    key, value, headers = to_record(event)
-    return len(key) + len(value) + sum(len(name) + len(raw) for name, raw in headers)
+    return record_size(*to_record(event))
 
 
 class RequestIndex:
@@ -175,6 +176,8 @@ class Logbook:
         put_back: Callable[[Sequence[Any]], None],
     ) -> list[_Batch]:
         event = new_event(empty.model_copy(update={"records": list(records)}), source=SOURCE, subject=subject)
+        # Measured with the trace headers the producer would add, so what fits here fits on the wire.
+        event = event.with_trace(*current_trace_headers())
         size = encoded_size(event)
         if size <= self._max_event_bytes:
             return [_Batch(event, records, put_back)]

@@ -2,40 +2,21 @@
 
 Revision ID: registry_0001
 
-Frozen: deployed schemas are at this revision, so it must keep emitting the same DDL. It is
-self-contained on purpose (no import of the current table definitions, which will change).
+Frozen: deployed schemas are at this revision, so it must keep emitting the same DDL. It never
+imports the current table definitions (they will change); the shared steps it uses are frozen too.
 """
 
 import sqlalchemy as sa
 from alembic import op
+
+from mloop_common.migration_steps import create_messaging_tables_v1, drop_messaging_tables_v1
 
 revision = "registry_0001"
 down_revision = None
 
 
 def upgrade() -> None:
-    op.create_table(
-        "inbox",
-        sa.Column("consumer", sa.String(length=200), nullable=False),
-        sa.Column("event_id", sa.String(length=100), nullable=False),
-        sa.Column("event_type", sa.String(length=100), nullable=False),
-        sa.Column("handled_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
-        sa.PrimaryKeyConstraint("consumer", "event_id"),
-    )
-    op.create_table(
-        "outbox",
-        sa.Column("seq", sa.BigInteger(), sa.Identity(always=False), nullable=False),
-        sa.Column("event_id", sa.String(length=100), nullable=False),
-        sa.Column("topic", sa.String(length=200), nullable=False),
-        sa.Column("key", sa.LargeBinary(), nullable=False),
-        sa.Column("value", sa.LargeBinary(), nullable=False),
-        sa.Column("headers", sa.Text(), nullable=False),
-        sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
-        sa.Column("sent_at", sa.DateTime(timezone=True), nullable=True),
-        sa.PrimaryKeyConstraint("seq"),
-        sa.UniqueConstraint("event_id"),
-    )
-    op.create_index("ix_outbox_pending", "outbox", ["seq"], unique=False, postgresql_where=sa.text("sent_at IS NULL"))
+    create_messaging_tables_v1(op)
     op.create_table(
         "models",
         sa.Column("name", sa.String(length=63), nullable=False),
@@ -116,6 +97,5 @@ def downgrade() -> None:
     op.drop_table("model_versions")
     op.drop_table("specs")
     op.drop_table("models")
-    op.drop_table("outbox")
-    op.drop_table("inbox")
+    drop_messaging_tables_v1(op)
     op.execute("DROP FUNCTION IF EXISTS audit_log_append_only()")

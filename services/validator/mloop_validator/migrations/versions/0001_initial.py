@@ -2,40 +2,21 @@
 
 Revision ID: validator_0001
 
-Frozen: deployed schemas are at this revision, so it must keep emitting the same DDL. It is
-self-contained on purpose (no import of the current table definitions, which will change).
+Frozen: deployed schemas are at this revision, so it must keep emitting the same DDL. It never
+imports the current table definitions (they will change); the shared steps it uses are frozen too.
 """
 
 import sqlalchemy as sa
 from alembic import op
+
+from mloop_common.migration_steps import create_messaging_tables_v1, drop_messaging_tables_v1
 
 revision = "validator_0001"
 down_revision = None
 
 
 def upgrade() -> None:
-    op.create_table(
-        "inbox",
-        sa.Column("consumer", sa.String(length=200), nullable=False),
-        sa.Column("event_id", sa.String(length=100), nullable=False),
-        sa.Column("event_type", sa.String(length=100), nullable=False),
-        sa.Column("handled_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
-        sa.PrimaryKeyConstraint("consumer", "event_id"),
-    )
-    op.create_table(
-        "outbox",
-        sa.Column("seq", sa.BigInteger(), sa.Identity(always=False), nullable=False),
-        sa.Column("event_id", sa.String(length=100), nullable=False),
-        sa.Column("topic", sa.String(length=200), nullable=False),
-        sa.Column("key", sa.LargeBinary(), nullable=False),
-        sa.Column("value", sa.LargeBinary(), nullable=False),
-        sa.Column("headers", sa.Text(), nullable=False),
-        sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
-        sa.Column("sent_at", sa.DateTime(timezone=True), nullable=True),
-        sa.PrimaryKeyConstraint("seq"),
-        sa.UniqueConstraint("event_id"),
-    )
-    op.create_index("ix_outbox_pending", "outbox", ["seq"], unique=False, postgresql_where=sa.text("sent_at IS NULL"))
+    create_messaging_tables_v1(op)
     op.create_table(
         "evaluations",
         sa.Column("id", sa.String(length=64), nullable=False),
@@ -59,5 +40,4 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("evaluations")
-    op.drop_table("outbox")
-    op.drop_table("inbox")
+    drop_messaging_tables_v1(op)
