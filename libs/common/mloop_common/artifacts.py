@@ -70,6 +70,29 @@ class ArtifactStore:
                 raise
         return ArtifactRef(uri=SCHEME + relative, sha256=digest, size=len(data))
 
+    def put_file(self, source: Path, *, kind: str, suffix: str = "") -> ArtifactRef:
+        """Store the file at ``source`` under its digest, copied in chunks (never whole in memory)."""
+        if not _KIND.match(kind) or not _SUFFIX.match(suffix):
+            raise InvalidInput(f"bad artifact kind/suffix {kind!r}/{suffix!r}")
+        (self.root / kind).mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self.root / kind, prefix=".tmp-")
+        digest, size = hashlib.sha256(), 0
+        try:
+            with os.fdopen(fd, "wb") as handle, source.open("rb") as reader:
+                while chunk := reader.read(1024 * 1024):
+                    digest.update(chunk)
+                    handle.write(chunk)
+                    size += len(chunk)
+                handle.flush()
+                os.fsync(handle.fileno())
+            relative = f"{kind}/{digest.hexdigest()[:2]}/{digest.hexdigest()}{suffix}"
+            path = self.root / relative
+            path.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(tmp, path)  # the same bytes again replace a file with identical content
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+        return ArtifactRef(uri=SCHEME + relative, sha256=digest.hexdigest(), size=size)
+
     def path_of(self, uri: str) -> Path:
         """The file behind ``uri``; refuses anything that is not a well-formed store URI."""
         if not uri.startswith(SCHEME) or not _RELATIVE.match(uri[len(SCHEME) :]):

@@ -162,3 +162,103 @@ def slice_metrics(
             per_value[label] = {"rows": rows, "value": value}
         result[column] = per_value
     return result
+
+
+def calibration(y_true: Any, y_proba: Any, classes: Sequence[Any], bins: int = 10) -> dict[str, Any]:
+    """Reliability curve and expected calibration error (ECE) of predicted probabilities.
+
+    Binary: the positive class's (``classes[1]``) probability against how often it occurred.
+    Multiclass: the top class's probability (confidence) against how often the top class was right.
+    The curve has one point per non-empty equal-width bin: mean predicted, observed frequency, rows.
+    """
+    y_true = np.asarray(y_true)
+    proba = np.asarray(y_proba, dtype=float)
+    if proba.ndim == 1:
+        proba = np.column_stack([1.0 - proba, proba])
+    labels = np.asarray(classes)
+    if len(labels) == 2:
+        predicted, occurred = proba[:, 1], (y_true == labels[1]).astype(float)
+    else:
+        top = proba.argmax(axis=1)
+        predicted, occurred = proba[np.arange(len(proba)), top], (labels[top] == y_true).astype(float)
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    which = np.clip(np.digitize(predicted, edges[1:-1], right=True), 0, bins - 1)
+    curve, error = [], 0.0
+    for index in range(bins):
+        mask = which == index
+        rows = int(mask.sum())
+        if rows == 0:
+            continue
+        mean_predicted, observed = float(predicted[mask].mean()), float(occurred[mask].mean())
+        error += rows / len(predicted) * abs(observed - mean_predicted)
+        curve.append({"predicted": mean_predicted, "observed": observed, "rows": rows})
+    return {"ece": float(error), "curve": curve}
+
+
+def perturb(frame: pd.DataFrame, features: Sequence[str], *, seed: int, noise: float, swap_rate: float) -> pd.DataFrame:
+    """A copy of ``frame`` with small, seeded changes to its features.
+
+    Numeric features get Gaussian noise of ``noise`` times their standard deviation; categorical
+    ones have a ``swap_rate`` share of their values replaced by another value seen in the column.
+    Missing values stay missing.
+    """
+    rng = np.random.default_rng(seed)
+    changed = frame.copy()
+    for column in features:
+        values = frame[column]
+        present = values.notna().to_numpy()
+        if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
+            spread = float(values.std(skipna=True)) if present.sum() > 1 else 0.0
+            if not math.isfinite(spread) or spread == 0.0:
+                continue
+            shifted = values.to_numpy(dtype=float, na_value=np.nan) + rng.normal(0.0, noise * spread, len(values))
+            changed[column] = np.where(present, shifted, np.nan)
+        else:
+            seen = values[present].unique()
+            if len(seen) < 2:
+                continue
+            swap = present & (rng.random(len(values)) < swap_rate)
+            replacement = seen[rng.integers(0, len(seen), int(swap.sum()))]
+            column_values = values.to_numpy(dtype=object).copy()
+            column_values[swap] = replacement
+            changed[column] = column_values
+    return changed
+
+
+def fairness_gaps(
+    frame: pd.DataFrame,
+    slice_columns: Sequence[str],
+    y_true: Any,
+    y_pred: Any,
+    positive: Any,
+    min_rows: int = 30,
+) -> dict[str, dict[str, Any]]:
+    """Per slice column: each slice's positive-prediction rate and true-positive rate, and the largest gaps.
+
+    Slices with fewer than ``min_rows`` rows (or, for the TPR, fewer than ``min_rows`` positives)
+    are reported but left out of the gaps, so one tiny slice cannot decide them.
+    """
+    y_true = np.asarray(y_true) == positive
+    y_pred = np.asarray(y_pred) == positive
+    result: dict[str, dict[str, Any]] = {}
+    for column in slice_columns:
+        labels = slice_labels(frame[column]).to_numpy()
+        positive_rate: dict[str, float] = {}
+        tpr: dict[str, float | None] = {}
+        rates, tprs = [], []
+        for label in sorted(set(labels)):
+            mask = labels == label
+            positive_rate[label] = float(y_pred[mask].mean())
+            actual = mask & y_true
+            tpr[label] = float(y_pred[actual].mean()) if actual.sum() else None
+            if mask.sum() >= min_rows:
+                rates.append(positive_rate[label])
+            if actual.sum() >= min_rows:
+                tprs.append(y_pred[actual].mean())
+        result[column] = {
+            "positive_rate": positive_rate,
+            "tpr": tpr,
+            "positive_rate_gap": float(max(rates) - min(rates)) if len(rates) >= 2 else None,
+            "tpr_gap": float(max(tprs) - min(tprs)) if len(tprs) >= 2 else None,
+        }
+    return result

@@ -142,6 +142,10 @@ class ModelPromoted(Payload):
     metrics: dict[str, float]
     drift_window: int = 1000
     cooldown_windows: int = 3
+    # The version's spec: its whole drift policy (drift reads what it knows of it), primary metric and time column.
+    drift_policy: dict[str, Any] = Field(default_factory=dict)
+    metric: str | None = None
+    time_column: str | None = None
 
 
 class PredictionRecord(BaseModel):

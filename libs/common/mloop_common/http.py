@@ -6,6 +6,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from fastapi import APIRouter, FastAPI, Request
@@ -21,6 +22,15 @@ from mloop_common.settings import ServiceSettings
 log = logging.getLogger(__name__)
 
 ReadinessCheck = Callable[[], Awaitable[Any]]
+
+
+@dataclass(frozen=True)
+class Degraded:
+    """What a readiness check returns when the service can take traffic but has a problem to report
+    (serving: one model of several failed to load); /readyz stays 200 and shows ``degraded: <detail>``."""
+
+    detail: str
+
 
 REQUESTS = Counter("mloop_http_requests_total", "HTTP requests", ["service", "method", "route", "status"])
 LATENCY = Histogram("mloop_http_request_seconds", "HTTP request latency", ["service", "method", "route"])
@@ -64,6 +74,14 @@ def error_body(code: str, message: str, field: str | None = None) -> dict[str, A
     return {"error": error}
 
 
+def framework_error(request: Request, code: str, message: str, status: int) -> JSONResponse:
+    """An error raised before any route ran; paths under ``app.state.plain_error_prefixes`` speak a protocol
+    whose errors are ``{"error": "<message>"}`` (serving's Open Inference Protocol)."""
+    if request.url.path.startswith(getattr(request.app.state, "plain_error_prefixes", ())):
+        return JSONResponse({"error": message}, status)
+    return JSONResponse(error_body(code, message), status)
+
+
 def create_app(
     *,
     service: str,
@@ -81,7 +99,7 @@ def create_app(
         length = request.headers.get("content-length")
         limit = getattr(request.app.state, "max_body_bytes", max_body_bytes)
         if length and length.isdigit() and int(length) > limit:
-            return JSONResponse(error_body("payload_too_large", f"request body over {limit} bytes"), 413)
+            return framework_error(request, "payload_too_large", f"request body over {limit} bytes", 413)
         started = time.perf_counter()
         response = await call_next(request)
         route = request.scope.get("route")
@@ -105,9 +123,9 @@ def create_app(
         return JSONResponse(error_body("invalid_input", message, field), 422)
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        return JSONResponse(error_body(code, str(exc.detail)), exc.status_code)
+        return framework_error(request, code, str(exc.detail), exc.status_code)
 
     @app.exception_handler(Exception)
     async def unexpected(_: Request, exc: Exception) -> JSONResponse:
@@ -123,13 +141,19 @@ def create_app(
     async def readyz(request: Request) -> JSONResponse:
         """Readiness: database, broker and service-specific checks all pass."""
         results: dict[str, str] = {}
+        failing = []
         for name, check in request.app.state.checks.items():
             try:
                 outcome = await check()
+                if isinstance(outcome, Degraded):
+                    results[name] = f"degraded: {outcome.detail}"
+                    continue
                 results[name] = "ok" if outcome in (None, True) else str(outcome)
             except Exception as exc:
                 results[name] = f"failed: {type(exc).__name__}: {exc}"[:300]
-        ready = all(v == "ok" for v in results.values())
+            if results[name] != "ok":
+                failing.append(name)
+        ready = not failing
         return JSONResponse({"ready": ready, "service": service, "checks": results}, 200 if ready else 503)
 
     @app.get("/metrics", tags=["ops"])

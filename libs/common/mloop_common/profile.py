@@ -21,6 +21,7 @@ SCHEMA_VERSION: Final = 1
 OTHER_CATEGORY = "__other__"
 MAX_CATEGORIES = 50
 N_BINS = 10
+MAX_EVALUATION_ROWS = 5000
 
 FeatureKind = Literal["numeric", "categorical"]
 
@@ -54,13 +55,29 @@ class CategoricalProfile(_Entry):
 FeatureProfile = Annotated[NumericProfile | CategoricalProfile, Field(discriminator="kind")]
 
 
+class EvaluationSet(_Entry):
+    """A classifier's held-out class probabilities with the true labels (at most MAX_EVALUATION_ROWS of them).
+
+    Drift calibrates its label-free performance estimate on them and measures the baseline on them
+    with the validator's metric code. Classes and labels are keyed by `class_key`.
+    """
+
+    classes: list[str]  # predict_proba column order
+    probabilities: list[list[float]]
+    labels: list[str]
+
+
 class ReferenceProfile(_Entry):
-    """What a model version was trained on, in the shape drift is measured against and serving warms with."""
+    """What a model version was trained on, in the shape drift is measured against and serving warms with.
+
+    Fields added after schema_version 1 are optional, so profiles stored before them still load.
+    """
 
     schema_version: Literal[1] = SCHEMA_VERSION
     rows: int
     features: dict[str, FeatureProfile]
     prediction: FeatureProfile | None = None
+    evaluation: EvaluationSet | None = None
 
     def kind_of(self, feature: str) -> FeatureKind:
         """The kind of a feature; one the profile does not describe counts as numeric."""
@@ -188,4 +205,38 @@ def build_reference_profile(
         rows=len(frame),
         features={name: profile_entry(frame[name], sample_size=sample_size, seed=seed) for name in features},
         prediction=prediction,
+    )
+
+
+def class_key(value: Any) -> str:
+    """The text a class label is stored under: integral numbers without ".0", so 1, 1.0 and "1" agree."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def evaluation_set(
+    classes: Any, labels: Any, probabilities: Any, max_rows: int = MAX_EVALUATION_ROWS, seed: int = 0
+) -> EvaluationSet:
+    """A classifier's held-out probabilities and labels, sampled down to ``max_rows`` rows."""
+    proba = np.asarray(probabilities, dtype=float)
+    truth = np.asarray(labels, dtype=object)
+    class_list = list(classes)
+    if proba.ndim != 2 or proba.shape[1] != len(class_list):
+        raise ValueError(f"probabilities of shape {proba.shape} do not match {len(class_list)} classes")
+    if proba.shape[0] != truth.size:
+        raise ValueError(f"{proba.shape[0]} probability rows for {truth.size} labels")
+    if truth.size > max_rows:
+        chosen = np.sort(np.random.default_rng(seed).choice(truth.size, size=max_rows, replace=False))
+        proba, truth = proba[chosen], truth[chosen]
+    return EvaluationSet(
+        classes=[class_key(c) for c in class_list],
+        probabilities=np.round(proba, 6).tolist(),
+        labels=[class_key(v) for v in truth],
     )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -273,25 +274,217 @@ class SearchSpec(BaseModel):
     n_iter: int = Field(default=10, ge=1)
 
 
-class PromotionPolicy(BaseModel):
-    """When a candidate may replace the champion."""
+def _default_param_max() -> dict[str, int]:
+    # Parameters whose size drives a fit's time or memory, with the largest value a spec may ask for.
+    return {
+        "n_estimators": 1000,
+        "max_iter": 10_000,
+        "max_depth": 100,
+        "max_leaf_nodes": 10_000,
+        "n_neighbors": 1000,
+        "n_iter_no_change": 1000,
+    }
+
+
+class SpecLimits(BaseModel):
+    """How much work one spec may ask of a trainer: checked when a spec is submitted and again before it trains.
+
+    A deployment sets the same limits on the registry (``MLOOP_REGISTRY_LIMITS__...``) and the
+    trainer (``MLOOP_TRAINER_LIMITS__...``); the trainer's check catches specs stored under looser ones.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    # Parameter combinations over all estimators (a random search counts min(n_iter, grid) per estimator).
+    max_grid_points: int = Field(default=200, ge=1)
+    max_n_iter: int = Field(default=200, ge=1)
+    # Threads one fit may start (estimators' n_jobs); -1 ("every core") is never allowed.
+    max_n_jobs: int = Field(default=2, ge=1)
+    param_max: dict[str, int] = Field(default_factory=_default_param_max)
+
+
+def grid_points(spec: ModelSpec) -> int:
+    """Parameter combinations the search will try, over all of the spec's estimators."""
+    total = 0
+    for estimator in spec.estimators:
+        points = 1
+        for values in estimator.params.values():
+            points *= len(values)
+        total += min(points, spec.search.n_iter) if spec.search.strategy == "random" else points
+    return total
+
+
+def check_limits(spec: ModelSpec, limits: SpecLimits) -> None:
+    """InvalidInput naming the field when ``spec`` asks for more work than ``limits`` allow."""
+    if spec.search.strategy == "random" and spec.search.n_iter > limits.max_n_iter:
+        raise InvalidInput(
+            f"search.n_iter is {spec.search.n_iter}, more than the limit of {limits.max_n_iter}", field="search.n_iter"
+        )
+    points = grid_points(spec)
+    if points > limits.max_grid_points:
+        raise InvalidInput(
+            f"the search space has {points} parameter combinations, more than the limit of {limits.max_grid_points}; "
+            "list fewer candidate values",
+            field="estimators",
+        )
+    bounds = {**limits.param_max, "n_jobs": limits.max_n_jobs}
+    for index, estimator in enumerate(spec.estimators):
+        for name, values in estimator.params.items():
+            if name not in bounds:
+                continue
+            field = f"estimators.{index}.params.{name}"
+            for value in values:
+                if value is None:
+                    continue  # scikit-learn's default: one thread, or a depth or leaf count the data bounds
+                if isinstance(value, bool) or not isinstance(value, int | float):
+                    raise InvalidInput(f"{field}: {value!r} is not a number", field=field)
+                if not 1 <= value <= bounds[name]:
+                    raise InvalidInput(
+                        f"{field}: {value!r} is outside the allowed range 1..{bounds[name]}", field=field
+                    )
+
+
+class MetricGate(BaseModel):
+    """How much better than the champion a candidate must be on one metric (negative: how much worse it may be)."""
 
     model_config = ConfigDict(extra="forbid")
 
     min_improvement: float = 0.0
+    # relative: a share of the champion's value (0.01 = 1% better); the direction follows the metric.
+    relative: bool = False
+
+
+class PromotionPolicy(BaseModel):
+    """When a candidate may replace the champion (the validator's release gate and the registry's approval rules).
+
+    On the first model of a name the comparisons with a champion are skipped; the absolute bounds apply.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    # Over the champion on the primary metric, absolute, in the metric's own direction.
+    min_improvement: float = 0.0
+    # More gates over the champion, per metric (the primary metric's here replaces min_improvement).
+    improvements: dict[str, MetricGate] = Field(default_factory=dict)
+    # Absolute floors per metric: the least a score (or, for errors such as rmse, the most) may be.
+    floors: dict[str, float] = Field(default_factory=dict)
     slices: list[str] = Field(default_factory=list)
     max_slice_regression: float = Field(default=0.02, ge=0)
+    # Largest gap in positive-prediction rate or true-positive rate across the values of a slice column.
+    max_fairness_gap: float | None = Field(default=None, ge=0, le=1)
+    # Robustness: predictions under small seeded perturbations (Gaussian noise of perturbation_noise times
+    # each numeric feature's standard deviation; a perturbation_swap_rate share of categories swapped).
+    perturbation_noise: float = Field(default=0.05, ge=0, le=1)
+    perturbation_swap_rate: float = Field(default=0.05, ge=0, le=1)
+    max_flip_rate: float | None = Field(default=None, ge=0, le=1)  # share of class predictions that change
+    max_calibration_error: float | None = Field(default=None, ge=0, le=1)  # expected calibration error
+    max_p99_latency_ms: float | None = Field(default=None, gt=0)  # per single-row prediction
+    max_artifact_mb: float | None = Field(default=None, gt=0)
     require_approval: bool = False
     canary_percent: float = Field(default=0, ge=0, le=100)
 
 
-class DriftPolicy(BaseModel):
-    """How production traffic is windowed and how long to wait after an alarm."""
+# Drift tests a spec may name per column kind, and the bounds their statistic thresholds may take.
+# Listed here (not imported from the drift service) so specs validate without it; drift's tests check
+# that every name is one of its registered methods.
+DRIFT_METHODS: dict[str, Literal["numeric", "categorical"]] = {
+    "ks": "numeric",
+    "psi": "numeric",
+    "wasserstein": "numeric",
+    "chi2": "categorical",
+    "jensen_shannon": "categorical",
+}
+MAX_DRIFT_WINDOW = 100_000
+_DURATION_UNITS = {"m": 60, "h": 3600, "d": 86_400, "w": 604_800}
+MIN_WINDOW_TIME_SECONDS = 60
+MAX_WINDOW_TIME_SECONDS = 90 * 86_400
+
+
+def duration_seconds(text: str) -> int:
+    """Seconds in a duration such as ``30m``, ``6h``, ``1d`` or ``2w``; ValueError otherwise."""
+    match = re.fullmatch(r"\s*(\d{1,6})\s*([mhdw])\s*", text)
+    if match is None:
+        raise ValueError(f"{text!r} is not a duration: write a whole number and a unit m, h, d or w (e.g. 1d)")
+    return int(match.group(1)) * _DURATION_UNITS[match.group(2)]
+
+
+class FeatureConstraint(BaseModel):
+    """A feature's declared contract beyond its type: values outside it are broken data, not drift."""
 
     model_config = ConfigDict(extra="forbid")
 
-    window: int = Field(default=1000, ge=50)
-    cooldown_windows: int = Field(default=3, ge=0)
+    min: float | None = None
+    max: float | None = None
+    categories: list[str] | None = Field(default=None, min_length=1)
+    # None: nullable exactly when the training data had missing values.
+    nullable: bool | None = None
+
+    @field_validator("max")
+    @classmethod
+    def _ordered(cls, value: float | None, info: ValidationInfo) -> float | None:
+        low = info.data.get("min")
+        if value is not None and low is not None and value < low:
+            raise ValueError(f"max {value} is below min {low}")
+        return value
+
+
+class DriftPolicy(BaseModel):
+    """How production traffic is windowed and judged, and how long to wait after an alarm (docs/drift.md)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # Predictions per window; a window is held in memory while it is judged, hence the upper bound.
+    window: int = Field(default=1000, ge=50, le=MAX_DRIFT_WINDOW)
+    # Event-time windows (e.g. "1d") instead of counted ones; the event time is the spec's time column in
+    # the request when present, else the prediction's timestamp.
+    window_time: str | None = None
+    cooldown_windows: int = Field(default=3, ge=0, le=1000)
+    # Performance from labels counts once this share of a window (and at least min_labels rows) is labelled.
+    min_label_coverage: float = Field(default=0.5, gt=0, le=1)
+    min_labels: int = Field(default=30, ge=1, le=MAX_DRIFT_WINDOW)
+    # Tolerance before "retrain": an absolute drop of a score (accuracy, roc_auc, f1, r2, ...) or a
+    # relative rise of an error (rmse, mae, log_loss) against the version's baseline.
+    max_metric_drop: float = Field(default=0.05, gt=0, le=1)
+    max_error_increase: float = Field(default=0.2, gt=0, le=10)
+    # Share of features that must drift for a covariate shift.
+    drift_share: float = Field(default=0.3, gt=0, le=1)
+    # A covariate shift with performance holding alerts (investigate); true makes it recommend retraining.
+    retrain_on_covariate_shift: bool = False
+    numeric_tests: list[str] | None = Field(default=None, min_length=1)
+    categorical_tests: list[str] | None = Field(default=None, min_length=1)
+    # Per test name, the statistic bound (psi, wasserstein, jensen_shannon) or minimum effect (ks, chi2).
+    thresholds: dict[str, float] = Field(default_factory=dict)
+    constraints: dict[str, FeatureConstraint] = Field(default_factory=dict)
+
+    @field_validator("window_time")
+    @classmethod
+    def _window_time_in_bounds(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        seconds = duration_seconds(value)
+        if not MIN_WINDOW_TIME_SECONDS <= seconds <= MAX_WINDOW_TIME_SECONDS:
+            raise ValueError(f"window_time {value!r} must be between 1m and 90d")
+        return value.strip()
+
+    @field_validator("numeric_tests", "categorical_tests")
+    @classmethod
+    def _known_tests(cls, value: list[str] | None, info: ValidationInfo) -> list[str] | None:
+        kind = "numeric" if info.field_name == "numeric_tests" else "categorical"
+        for name in value or ():
+            if DRIFT_METHODS.get(name) != kind:
+                known = ", ".join(n for n, k in DRIFT_METHODS.items() if k == kind)
+                raise ValueError(f"{name!r} is not a {kind} drift test; use one of {known}")
+        return value
+
+    @field_validator("thresholds")
+    @classmethod
+    def _thresholds_in_bounds(cls, value: dict[str, float]) -> dict[str, float]:
+        for name, bound in value.items():
+            if name not in DRIFT_METHODS:
+                raise ValueError(f"no drift test named {name!r}; use one of {', '.join(DRIFT_METHODS)}")
+            if not 0 < bound <= 10:
+                raise ValueError(f"threshold of {name} must be in (0, 10], got {bound}")
+        return value
 
 
 class RetrainPolicy(BaseModel):
@@ -368,6 +561,32 @@ class ModelSpec(BaseModel):
             raise ValueError(f"time_column {value!r} cannot also be the target")
         if value in (info.data.get("features") or []):
             raise ValueError(f"time_column {value!r} must not also be listed in features")
+        return value
+
+    @field_validator("drift")
+    @classmethod
+    def _constraints_name_features(cls, value: DriftPolicy, info: ValidationInfo) -> DriftPolicy:
+        features = info.data.get("features")
+        if features is not None:
+            unknown = [name for name in value.constraints if name not in features]
+            if unknown:
+                raise ValueError(f"constraints name {', '.join(unknown)}, which are not among the features")
+        return value
+
+    @field_validator("promotion")
+    @classmethod
+    def _gates_name_metrics_of_the_task(cls, value: PromotionPolicy, info: ValidationInfo) -> PromotionPolicy:
+        task = info.data.get("task")
+        if task is None:
+            return value
+        for where, names in (("improvements", value.improvements), ("floors", value.floors)):
+            unknown = sorted(set(names) - set(METRICS[task]))
+            if unknown:
+                raise ValueError(
+                    f"{where} name {', '.join(unknown)}, not metrics of {task}; use {', '.join(METRICS[task])}"
+                )
+        if task == "regression" and (value.max_calibration_error is not None or value.max_flip_rate is not None):
+            raise ValueError("max_calibration_error and max_flip_rate apply to classification only")
         return value
 
     @field_validator("promotion")

@@ -191,10 +191,15 @@ class FakeRegistry:
         for existing in self.versions[name]:
             if existing.run_id == request.run_id:
                 return self.version(name, existing.version)
-        spec = self.specs[name][request.spec_version - 1]
-        policy = spec.promotion
+        # Like the real registry: the stricter of the run's spec and the model's current spec decides.
+        run_policy, current_policy = (
+            self.specs[name][request.spec_version - 1].promotion,
+            self.specs[name][-1].promotion,
+        )
+        require_approval = run_policy.require_approval or current_policy.require_approval
+        canary_percent = max(run_policy.canary_percent, current_policy.canary_percent)
         number = len(self.versions[name]) + 1
-        status = "pending_approval" if policy.require_approval else "registered"
+        status = "pending_approval" if require_approval else "registered"
         self.versions[name].append(
             VersionView(
                 model=name,
@@ -212,7 +217,7 @@ class FakeRegistry:
             )
         )
         self.lineages[(name, number)] = request.lineage
-        if status == "registered" and policy.canary_percent == 0:
+        if status == "registered" and canary_percent == 0:
             self.aliases[name][PRODUCTION] = number
         return self.version(name, number)
 

@@ -8,6 +8,8 @@ import pytest
 from mloop_common.profile import (
     ReferenceProfile,
     build_reference_profile,
+    class_key,
+    evaluation_set,
     feature_kind,
     histogram_fractions,
     profile_entry,
@@ -34,10 +36,10 @@ def training_frame(rows=500, seed=3):
 def test_profile_has_exactly_the_documented_shape():
     profile = build_reference_profile(training_frame(), ["age", "visits", "plan", "active"]).model_dump()
 
-    assert set(profile) == {"schema_version", "rows", "features", "prediction"}
+    assert set(profile) == {"schema_version", "rows", "features", "prediction", "evaluation"}
     assert profile["schema_version"] == 1
     assert profile["rows"] == 500
-    assert profile["prediction"] is None
+    assert profile["prediction"] is None and profile["evaluation"] is None
     assert set(profile["features"]["age"]) == NUMERIC_KEYS
     assert set(profile["features"]["plan"]) == CATEGORICAL_KEYS
     assert profile["features"]["active"]["kind"] == "categorical"
@@ -178,3 +180,34 @@ def test_histogram_fractions_clip_values_outside_the_edges_into_end_bins():
 def test_missing_feature_column_is_an_error():
     with pytest.raises(ValueError, match="income"):
         build_reference_profile(training_frame(), ["age", "income"])
+
+
+def test_a_profile_stored_before_the_evaluation_set_existed_still_loads():
+    stored = build_reference_profile(training_frame(), ["age", "plan"]).model_dump(mode="json")
+    del stored["evaluation"]
+
+    profile = ReferenceProfile.from_json(json.dumps(stored))
+
+    assert profile.evaluation is None and set(profile.features) == {"age", "plan"}
+
+
+def test_the_evaluation_set_keeps_probabilities_and_labels_row_aligned_and_capped():
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, 8000)
+    probabilities = np.column_stack([1 - labels * 0.9, labels * 0.9])  # row i says the truth of row i
+
+    kept = evaluation_set(np.array([0, 1]), labels, probabilities, max_rows=3000, seed=1)
+
+    assert kept.classes == ["0", "1"]
+    assert len(kept.labels) == len(kept.probabilities) == 3000
+    assert all((p[1] == 0.9) == (y == "1") for p, y in zip(kept.probabilities, kept.labels, strict=True))
+
+
+def test_evaluation_set_rejects_probabilities_that_do_not_match_the_classes():
+    with pytest.raises(ValueError, match="3 classes"):
+        evaluation_set(["a", "b", "c"], ["a"], [[0.5, 0.5]])
+
+
+@pytest.mark.parametrize(("value", "key"), [(1, "1"), (1.0, "1"), (np.int64(2), "2"), ("1", "1"), (True, "True")])
+def test_class_keys_agree_across_label_types(value, key):
+    assert class_key(value) == key

@@ -10,6 +10,7 @@ from mloop_common.errors import InvalidInput
 from mloop_common.spec import (
     ModelSpec,
     SpecError,
+    duration_seconds,
     metric_higher_is_better,
     parse_spec,
     spec_digest,
@@ -257,3 +258,60 @@ def test_an_invalid_spec_is_invalid_input_naming_the_field():
 
     assert raised.value.field == "estimators.0.class"
     assert "allowlist" in raised.value.message
+
+
+@pytest.mark.parametrize(
+    ("drift", "location", "message"),
+    [
+        ({"window": 10_000_000}, "drift.window", "less than or equal to 100000"),
+        ({"window_time": "soon"}, "drift.window_time", "not a duration"),
+        ({"window_time": "10s"}, "drift.window_time", "not a duration"),
+        ({"window_time": "200d"}, "drift.window_time", "between 1m and 90d"),
+        ({"min_label_coverage": 0}, "drift.min_label_coverage", "greater than 0"),
+        ({"max_metric_drop": 2}, "drift.max_metric_drop", "less than or equal to 1"),
+        ({"numeric_tests": ["chi2"]}, "drift.numeric_tests", "'chi2' is not a numeric drift test"),
+        ({"categorical_tests": ["t-test"]}, "drift.categorical_tests", "not a categorical drift test"),
+        ({"thresholds": {"psi": -1}}, "drift.thresholds", "threshold of psi must be in (0, 10]"),
+        ({"thresholds": {"kl": 0.1}}, "drift.thresholds", "no drift test named 'kl'"),
+        ({"constraints": {"age": {"min": 5, "max": 1}}}, "drift.constraints.age.max", "max 1.0 is below min 5.0"),
+        ({"constraints": {"height": {"min": 0}}}, "drift", "constraints name height, which are not among the features"),
+        ({"cooldown": 3}, "drift.cooldown", "Extra inputs are not permitted"),
+    ],
+)
+def test_a_bad_drift_policy_is_refused_at_submission_naming_the_field(drift, location, message):
+    data = example()
+    data["drift"] = {**data["drift"], **drift}
+
+    with pytest.raises(InvalidInput) as caught:
+        parse_spec(json.dumps(data), "application/json")
+
+    assert caught.value.field == location
+    assert message in str(caught.value)
+
+
+def test_drift_policy_options_are_read_with_their_defaults_documented():
+    data = example()
+    data["drift"] = {
+        "window": 500,
+        "window_time": "1d",
+        "numeric_tests": ["wasserstein", "psi"],
+        "thresholds": {"psi": 0.25},
+        "constraints": {"age": {"min": 0, "max": 130, "nullable": False}, "plan": {"categories": ["basic", "pro"]}},
+    }
+
+    drift = ModelSpec.model_validate(data).drift
+
+    assert (drift.window, drift.window_time, drift.numeric_tests, drift.thresholds) == (
+        500,
+        "1d",
+        ["wasserstein", "psi"],
+        {"psi": 0.25},
+    )
+    assert drift.constraints["age"].max == 130 and drift.constraints["plan"].categories == ["basic", "pro"]
+    assert (drift.min_label_coverage, drift.max_metric_drop, drift.max_error_increase) == (0.5, 0.05, 0.2)
+    assert drift.retrain_on_covariate_shift is False
+
+
+@pytest.mark.parametrize(("text", "seconds"), [("30m", 1800), ("6h", 21_600), ("1d", 86_400), (" 2w ", 1_209_600)])
+def test_durations_are_read_in_minutes_hours_days_and_weeks(text, seconds):
+    assert duration_seconds(text) == seconds
