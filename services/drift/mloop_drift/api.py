@@ -16,13 +16,13 @@ Service = Annotated[DriftService, Depends(components)]
 
 @router.get("/v1/drift/{model}/reports")
 async def list_reports(service: Service, model: str, limit: Annotated[int, Query(ge=1, le=500)] = 50) -> ReportList:
-    """Window reports of a model, newest first (summary fields)."""
+    """Window reports of a model, newest window first, each at its latest revision (summary fields)."""
     async with service.store.transaction() as unit:
         return ReportList(reports=await unit.reports(model, limit))
 
 
 @router.get("/v1/drift/{model}/reports/{report_id}")
 async def get_report(service: Service, model: str, report_id: str) -> Report:
-    """One window report with per-feature tests, data quality and performance evidence."""
+    """One window report (a revision) with per-feature tests, data quality, performance and the window's revisions."""
     async with service.store.transaction() as unit:
         return await unit.report(model, report_id)

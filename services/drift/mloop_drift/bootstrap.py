@@ -14,7 +14,6 @@ from mloop_common.events import FeedbackReceived, ModelPromoted, PredictionsLogg
 from mloop_common.runtime import Runtime
 from mloop_common.uow import Store
 from mloop_drift.config import DriftSettings
-from mloop_drift.detector import DriftConfig
 from mloop_drift.handlers import DriftMonitor, WindowRules
 from mloop_drift.store import DriftUnit, SqlDriftUnit
 
@@ -38,13 +37,7 @@ async def bootstrap(settings: DriftSettings, app: FastAPI) -> AsyncIterator[Drif
     monitor = DriftMonitor(
         store=store,
         artifacts=runtime.artifacts,
-        rules=WindowRules(
-            min_label_share=settings.min_label_share,
-            label_wait_windows=settings.label_wait_windows,
-            min_labelled_rows=settings.min_labelled_rows,
-            recent_rows=settings.recent_rows,
-        ),
-        detector=DriftConfig(out_of_range_share=settings.out_of_range_share),
+        rules=WindowRules(min_labelled_rows=settings.min_labelled_rows, recent_rows=settings.recent_rows),
         clock=utc_now,
     )
     # One consumer (group) for all three topics: a model's windows are judged by one task at a time.

@@ -4,6 +4,10 @@ After a window emits a drift event, the next `cooldown_windows` windows cannot e
 another one; their drift is still reported, just not acted upon. Window indexes are
 per model version and increase; a window at or before the last emitting one (a
 replay) never emits again.
+
+Retraining has a cooldown of its own: an "investigate" alert does not hold back a later
+"retrain", so a window first judged a covariate shift (alert) whose labels then show a
+performance drop (a revised verdict) still asks for retraining, once.
 """
 
 from __future__ import annotations
@@ -18,10 +22,15 @@ class CooldownState:
 
     last_emitted_window: int | None = None
     suppressed: int = 0  # drifted windows held back since the last emission
+    last_retrain_window: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON types, for the service's database."""
-        return {"last_emitted_window": self.last_emitted_window, "suppressed": self.suppressed}
+        return {
+            "last_emitted_window": self.last_emitted_window,
+            "suppressed": self.suppressed,
+            "last_retrain_window": self.last_retrain_window,
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> CooldownState:
@@ -29,11 +38,13 @@ class CooldownState:
         data = data or {}
         last = data.get("last_emitted_window")
         suppressed = data.get("suppressed", 0)
-        if last is not None and (isinstance(last, bool) or not isinstance(last, int)):
-            raise ValueError(f"last_emitted_window must be an integer or null, got {last!r}")
+        retrain = data.get("last_retrain_window")
+        for name, value in (("last_emitted_window", last), ("last_retrain_window", retrain)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+                raise ValueError(f"{name} must be an integer or null, got {value!r}")
         if isinstance(suppressed, bool) or not isinstance(suppressed, int) or suppressed < 0:
             raise ValueError(f"suppressed must be a non-negative integer, got {suppressed!r}")
-        return cls(last, suppressed)
+        return cls(last, suppressed, retrain)
 
 
 @dataclass(frozen=True)
@@ -53,10 +64,17 @@ class CooldownPolicy:
         last = state.last_emitted_window
         return last is not None and window_index <= last + self.cooldown_windows
 
-    def should_emit(self, state: CooldownState, drift_detected: bool, window_index: int) -> tuple[bool, CooldownState]:
-        """Decide whether this window emits a drift event, and the state after it."""
+    def should_emit(
+        self, state: CooldownState, drift_detected: bool, window_index: int, *, retrain: bool = False
+    ) -> tuple[bool, CooldownState]:
+        """Decide whether this window emits a drift event (a retrain recommendation or not), and the state after it."""
         if not drift_detected:
             return False, state
-        if self.in_cooldown(state, window_index):
+        last = state.last_retrain_window if retrain else state.last_emitted_window
+        if last is not None and window_index <= last + self.cooldown_windows:
             return False, replace(state, suppressed=state.suppressed + 1)
-        return True, CooldownState(last_emitted_window=window_index, suppressed=0)
+        emitted = max(window_index, state.last_emitted_window or window_index)
+        retrained = (
+            max(window_index, state.last_retrain_window or window_index) if retrain else state.last_retrain_window
+        )
+        return True, CooldownState(last_emitted_window=emitted, suppressed=0, last_retrain_window=retrained)

@@ -1,23 +1,21 @@
-"""The verdict on one window of logged predictions against a model version's reference profile.
+"""The verdict on one window of production traffic against a model version's reference profile.
 
-Decision rules (all thresholds live in `DriftConfig`):
+Triage by evidence (docs/drift.md has the decision table and every default):
 
-* a feature drifts when any of its tests drifts (`stats.default_methods` picks the tests
-  from the column type and the window size unless the config names them);
-* data quality flags per feature: the missing rate rises more than 0.1 above the
-  reference's; more than 1% of a numeric column is not a finite number; more than 5%
-  of numeric values fall outside the reference range widened by 10% of its width on
-  each side; more than 5% of categorical values are categories the reference does not
-  list (beyond the share the reference itself folded into "__other__");
-* performance degrades when, on at least `min_labels` labelled rows, accuracy falls
-  more than 0.05 below the baseline (classification) or rmse rises more than 20% above
-  it (regression);
-* cause, first match wins: "data_quality" (any flag: retraining on a broken feed would
-  bake the fault into the model), "covariate_shift" (at least
-  max(1, ceil(0.3 * number of features)) features drifted, so one feature in a model
-  of up to three), "concept_drift" (performance degraded with fewer features drifted),
-  else no drift. Prediction drift and the confidence-based accuracy estimate are
-  evidence only: neither decides a cause on its own.
+1. data_quality: the window breaks the feature contract the version was trained under: values of
+   the wrong type, nulls where training had none (or a jump in the missing rate), a feature that is
+   not sent at all, a feature gone constant, values outside declared ranges or categories. Retraining
+   is blocked (the window is quarantined) whatever the performance says: a model retrained on a
+   broken feed learns the fault. Action: investigate.
+2. performance drop: performance, measured from labels once enough of the window is labelled or else
+   estimated (CBPE), is worse than the baseline by more than the tolerance. Cause "performance_drop"
+   when features drifted too, "concept_drift" when they did not. Action: retrain.
+3. covariate_shift: enough features drifted (values outside the training range are evidence of this,
+   never data quality by themselves) while performance holds or cannot be judged yet. Action:
+   investigate, or retrain when the policy says so.
+4. otherwise no drift.
+
+Prediction drift is reported as evidence and decides nothing on its own.
 """
 
 from __future__ import annotations
@@ -30,49 +28,62 @@ from typing import Any, Literal
 import numpy as np
 
 from mloop_common.profile import CategoricalProfile, FeatureKind, NumericProfile, ReferenceProfile
+from mloop_common.spec import DriftPolicy, FeatureConstraint
+from mloop_drift.performance import Calibration, Performance, PerformanceRules, Task, assess
 from mloop_drift.stats import (
     METHODS,
-    CategoryCounts,
     CategoryIndex,
-    NumericValues,
+    ChiSquare,
+    JensenShannon,
+    KolmogorovSmirnov,
+    PopulationStabilityIndex,
     ProfileEntry,
+    Significance,
     TestResult,
     Threshold,
-    category_key,
+    UpperBound,
+    Wasserstein,
     default_methods,
     fit_method,
-    parse_numeric,
+    present_mask,
 )
+from mloop_drift.window import CategoricalColumn, Column, NumericColumn, Window, categorical_column, numeric_column
 
-Task = Literal["classification", "regression"]
-Cause = Literal["data_quality", "covariate_shift", "concept_drift"]
+Cause = Literal["data_quality", "performance_drop", "concept_drift", "covariate_shift"]
 Action = Literal["retrain", "investigate"]
 
+# Data-quality checks (violations of the feature contract).
+WRONG_TYPE = "wrong_type"
+UNEXPECTED_NULLS = "unexpected_nulls"
 MISSING_RATE_JUMP = "missing_rate_jump"
-INVALID_VALUES = "invalid_values"
-OUT_OF_RANGE = "out_of_range"
-UNSEEN_CATEGORIES = "unseen_categories"
-
-# Keeps a drop of exactly the allowed size from flagging through floating-point noise.
-_EPS = 1e-12
+SCHEMA_MISMATCH = "schema_mismatch"
+GONE_CONSTANT = "gone_constant"
+OUTSIDE_DECLARED_RANGE = "outside_declared_range"
+UNDECLARED_CATEGORY = "undeclared_category"
 
 
 @dataclass(frozen=True)
 class DriftConfig:
-    """Thresholds for the window verdict; the defaults are the documented policy."""
+    """Thresholds for the window verdict; the defaults are the documented policy (docs/drift.md)."""
 
     drift_share_threshold: float = 0.3
+    # Share of a window's values that may break the contract before it is a data-quality problem.
+    violation_share: float = 0.01
     missing_rate_jump: float = 0.1
-    invalid_share: float = 0.01
-    out_of_range_margin: float = 0.1
-    out_of_range_share: float = 0.05
-    unseen_share: float = 0.05
-    accuracy_drop: float = 0.05
-    rmse_increase: float = 0.2
-    min_labels: int = 30
+    # A feature counts as gone constant when a window of at least this many present values holds one
+    # value, and the reference makes that less likely than `constant_probability`.
+    constant_min_rows: int = 30
+    constant_probability: float = 1e-6
+    # ... and only a feature with at least this many distinct values in training: one with few levels
+    # (a flag, a weekday, a month, a season, a plan) holds one of them for a while in time-ordered
+    # traffic (an off-season, a summer), which is the data, not a broken feed.
+    constant_min_levels: int = 20
+    retrain_on_covariate_shift: bool = False
+    performance: PerformanceRules = PerformanceRules()
     numeric_methods: tuple[str, ...] | None = None
     categorical_methods: tuple[str, ...] | None = None
     thresholds: Mapping[str, Threshold] = field(default_factory=dict)
+    constraints: Mapping[str, FeatureConstraint] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for kind, names in (("numeric", self.numeric_methods), ("categorical", self.categorical_methods)):
@@ -81,6 +92,33 @@ class DriftConfig:
                     raise ValueError(f"{name!r} is not a registered {kind} drift method")
         if not 0 < self.drift_share_threshold <= 1:
             raise ValueError("drift_share_threshold must be in (0, 1]")
+
+    @classmethod
+    def from_policy(cls, policy: DriftPolicy, metric: str | None = None) -> DriftConfig:
+        """The configuration a model spec's drift policy asks for (``metric``: the spec's primary metric)."""
+        thresholds: dict[str, Threshold] = {}
+        for name, bound in policy.thresholds.items():
+            default = METHODS[name].default_threshold
+            thresholds[name] = (
+                Significance(alpha=default.alpha, min_effect=bound)
+                if isinstance(default, Significance)
+                else UpperBound(bound)
+            )
+        return cls(
+            drift_share_threshold=policy.drift_share,
+            retrain_on_covariate_shift=policy.retrain_on_covariate_shift,
+            performance=PerformanceRules(
+                min_label_coverage=policy.min_label_coverage,
+                min_labels=policy.min_labels,
+                max_metric_drop=policy.max_metric_drop,
+                max_error_increase=policy.max_error_increase,
+                metric=metric,
+            ),
+            numeric_methods=tuple(policy.numeric_tests) if policy.numeric_tests else None,
+            categorical_methods=tuple(policy.categorical_tests) if policy.categorical_tests else None,
+            thresholds=thresholds,
+            constraints=dict(policy.constraints),
+        )
 
     def min_drifted_features(self, n_features: int) -> int:
         """How many drifted features make a covariate shift."""
@@ -94,13 +132,20 @@ class DriftConfig:
 
 @dataclass(frozen=True)
 class DataQuality:
-    """Data-quality measurements of one feature in one window; `flags` names the checks that failed."""
+    """Measurements of one feature in one window; `flags` names the contract checks that failed.
+
+    `out_of_range_share` (outside the training range) and `unseen_share` (categories training never
+    had, beyond its own "__other__" share) are covariate-shift evidence, not flags.
+    """
 
     missing_rate: float
     reference_missing_rate: float
-    invalid_share: float | None = None
+    absent_share: float = 0.0
+    wrong_type_share: float | None = None
     out_of_range_share: float | None = None
     unseen_share: float | None = None
+    outside_declared_share: float | None = None
+    distinct_values: int | None = None  # numeric features: 0, 1, or 2 meaning "more than one"
     flags: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
@@ -108,9 +153,12 @@ class DataQuality:
         return {
             "missing_rate": self.missing_rate,
             "reference_missing_rate": self.reference_missing_rate,
-            "invalid_share": self.invalid_share,
+            "absent_share": self.absent_share,
+            "wrong_type_share": self.wrong_type_share,
             "out_of_range_share": self.out_of_range_share,
             "unseen_share": self.unseen_share,
+            "outside_declared_share": self.outside_declared_share,
+            "distinct_values": self.distinct_values,
             "flags": list(self.flags),
         }
 
@@ -137,33 +185,8 @@ class ColumnReport:
 
 
 @dataclass(frozen=True)
-class Performance:
-    """Measured (labels) or estimated (probabilities) model performance on the window."""
-
-    task: Task | None
-    n_labelled: int
-    metrics: Mapping[str, float]
-    baseline: Mapping[str, float]
-    degraded: bool
-    reason: str | None = None
-    estimated_accuracy: float | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain JSON types."""
-        return {
-            "task": self.task,
-            "n_labelled": self.n_labelled,
-            "metrics": dict(self.metrics),
-            "baseline": dict(self.baseline),
-            "degraded": self.degraded,
-            "reason": self.reason,
-            "estimated_accuracy": self.estimated_accuracy,
-        }
-
-
-@dataclass(frozen=True)
 class DataQualityIssue:
-    """One failed data-quality check."""
+    """One failed contract check: what was measured, and the bound it broke."""
 
     feature: str
     check: str
@@ -183,6 +206,39 @@ class DataQualityIssue:
 
 
 @dataclass(frozen=True)
+class Verdict:
+    """The decision-table outcome: the cause, the action, and whether retraining is blocked."""
+
+    cause: Cause | None
+    action: Action | None
+    quarantined: bool = False
+
+    @property
+    def drift_detected(self) -> bool:
+        """Whether anything calls for attention."""
+        return self.cause is not None
+
+
+def triage(
+    *,
+    data_quality_issues: int,
+    drifted_features: int,
+    min_drifted_features: int,
+    performance_degraded: bool,
+    retrain_on_covariate_shift: bool = False,
+) -> Verdict:
+    """The decision table: evidence in, cause and action out (first matching row wins)."""
+    if data_quality_issues:
+        return Verdict("data_quality", "investigate", quarantined=True)
+    shifted = drifted_features >= min_drifted_features and drifted_features > 0
+    if performance_degraded:
+        return Verdict("performance_drop" if shifted else "concept_drift", "retrain")
+    if shifted:
+        return Verdict("covariate_shift", "retrain" if retrain_on_covariate_shift else "investigate")
+    return Verdict(None, None)
+
+
+@dataclass(frozen=True)
 class DriftReport:
     """Everything decided about one window, with its evidence."""
 
@@ -194,10 +250,23 @@ class DriftReport:
     share_drifted: float
     min_drifted_features: int
     data_quality_issues: tuple[DataQualityIssue, ...]
-    cause: Cause | None
-    drift_detected: bool
-    recommended_action: Action | None
+    verdict: Verdict
     summary: str
+
+    @property
+    def cause(self) -> Cause | None:
+        """The likely cause, or None when nothing drifted."""
+        return self.verdict.cause
+
+    @property
+    def recommended_action(self) -> Action | None:
+        """retrain, investigate or None."""
+        return self.verdict.action
+
+    @property
+    def drift_detected(self) -> bool:
+        """Whether anything calls for attention."""
+        return self.verdict.drift_detected
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON types (no NaN, no numpy scalars)."""
@@ -213,6 +282,7 @@ class DriftReport:
             "cause": self.cause,
             "drift_detected": self.drift_detected,
             "recommended_action": self.recommended_action,
+            "quarantined": self.verdict.quarantined,
             "summary": self.summary,
         }
 
@@ -226,76 +296,99 @@ def evaluate_window(
     task: Task | None = None,
     metric_baseline: Mapping[str, float] | None = None,
     config: DriftConfig | None = None,
+    label_delays: Sequence[float | None] | None = None,
 ) -> DriftReport:
-    """Compare one window of inputs, predictions and (optional) labels with the reference profile.
-
-    `labels[i]` and `probabilities[i]` belong to `rows[i]`; a None label means its feedback
-    has not arrived. `task` defaults to what the profile's prediction entry implies
-    (categorical: classification, numeric: regression).
-    """
-    config = config or DriftConfig()
-    prediction_entry = profile.prediction
+    """`evaluate` on rows of JSON objects (turned into columns once)."""
     if not rows:
         raise ValueError("cannot evaluate an empty window: it has no rows")
-    n = len(rows)
-    for i, row in enumerate(rows):
-        if not isinstance(row, Mapping):
-            raise ValueError(f"row {i} is {type(row).__name__}, expected an object of feature values")
-    _same_length("predictions", predictions, n)
-    if labels is not None:
-        _same_length("labels", labels, n)
-    if probabilities is not None:
-        _same_length("probabilities", probabilities, n)
-    task = _resolve_task(task, prediction_entry, labels is not None or probabilities is not None)
+    kinds = {name: entry.kind for name, entry in profile.features.items()}
+    window = Window.from_rows(kinds, rows, predictions, labels, probabilities, label_delays)
+    return evaluate(profile, window, task, metric_baseline, config)
+
+
+def evaluate(
+    profile: ReferenceProfile,
+    window: Window,
+    task: Task | None = None,
+    metric_baseline: Mapping[str, float] | None = None,
+    config: DriftConfig | None = None,
+    calibration: Calibration | None = None,
+) -> DriftReport:
+    """Compare one window (columns of features, predictions, labels, probabilities) with the reference profile.
+
+    `task` defaults to what the profile's prediction entry implies (categorical: classification,
+    numeric: regression). `calibration` defaults to one fitted on the profile's evaluation set;
+    pass one in to fit it once per model version.
+    """
+    config = config or DriftConfig()
+    if window.n == 0:
+        raise ValueError("cannot evaluate an empty window: it has no rows")
+    prediction_entry = profile.prediction
+    needed = window.labels is not None or window.probabilities is not None
+    task = _resolve_task(task, prediction_entry, needed)
 
     reports: dict[str, ColumnReport] = {}
     issues: list[DataQualityIssue] = []
     for name, entry in profile.features.items():
-        values = [row.get(name) for row in rows]
-        report = _column(entry, values, config, with_quality=True)
+        column = window.features.get(name)
+        if column is None:
+            column = _absent_column(entry.kind, window.n)
+        report = _column(entry, column, config, constraint=config.constraints.get(name))
         reports[name] = report
         issues.extend(_issues(name, report.data_quality, config))
 
-    prediction = (
-        _column(prediction_entry, list(predictions), config, with_quality=False)
-        if prediction_entry is not None
-        else None
+    prediction = None
+    if prediction_entry is not None:
+        prediction_column = (
+            categorical_column(window.predictions)
+            if prediction_entry.kind == "categorical"
+            else numeric_column(window.predictions)
+        )
+        prediction = _column(prediction_entry, prediction_column, config, constraint=None, with_quality=False)
+    if calibration is None and task == "classification" and profile.evaluation is not None:
+        calibration = Calibration.fit(profile.evaluation)
+    performance = assess(
+        task,
+        window.predictions,
+        window.labels,
+        window.probabilities if task == "classification" else None,
+        metric_baseline or {},
+        config.performance,
+        calibration,
+        window.label_delays,
+        # The baseline was measured on the held-out rows the profile keeps (classifiers); else taken as exact.
+        baseline_rows=len(profile.evaluation.labels) if profile.evaluation is not None else None,
     )
-    performance = _performance(task, predictions, labels, probabilities, metric_baseline or {}, config)
 
     drifted = tuple(name for name, report in reports.items() if report.drifted)
     share = len(drifted) / len(reports) if reports else 0.0
-    needed = config.min_drifted_features(len(reports))
-    cause: Cause | None
-    if issues:
-        cause = "data_quality"
-    elif reports and len(drifted) >= needed:
-        cause = "covariate_shift"
-    elif performance.degraded:
-        cause = "concept_drift"
-    else:
-        cause = None
-    action: Action | None = None if cause is None else "investigate" if cause == "data_quality" else "retrain"
-    summary = _summary(cause, action, reports, drifted, issues, prediction, performance)
+    min_drifted = config.min_drifted_features(len(reports))
+    verdict = triage(
+        data_quality_issues=len(issues),
+        drifted_features=len(drifted),
+        min_drifted_features=min_drifted,
+        performance_degraded=performance.degraded,
+        retrain_on_covariate_shift=config.retrain_on_covariate_shift,
+    )
+    summary = _summary(verdict, reports, drifted, issues, prediction, performance)
     return DriftReport(
-        n_rows=n,
+        n_rows=window.n,
         features=reports,
         prediction=prediction,
         performance=performance,
         drifted_features=drifted,
         share_drifted=share,
-        min_drifted_features=needed,
+        min_drifted_features=min_drifted,
         data_quality_issues=tuple(issues),
-        cause=cause,
-        drift_detected=cause is not None,
-        recommended_action=action,
+        verdict=verdict,
         summary=summary,
     )
 
 
-def _same_length(what: str, values: Sequence[Any], n: int) -> None:
-    if len(values) != n:
-        raise ValueError(f"{what} has {len(values)} entries for {n} rows")
+def _absent_column(kind: FeatureKind, n: int) -> Column:
+    if kind == "numeric":
+        return NumericColumn(np.zeros(0), n, n, 0, absent=n)
+    return CategoricalColumn(np.full(n, None, dtype=object), n, n, absent=n)
 
 
 def _resolve_task(task: Task | None, prediction_entry: ProfileEntry | None, needed: bool) -> Task | None:
@@ -310,30 +403,45 @@ def _resolve_task(task: Task | None, prediction_entry: ProfileEntry | None, need
     return None
 
 
-def _column(entry: ProfileEntry, values: list[Any], config: DriftConfig, *, with_quality: bool) -> ColumnReport:
-    quality: DataQuality
+def _column(
+    entry: ProfileEntry,
+    column: Column,
+    config: DriftConfig,
+    *,
+    constraint: FeatureConstraint | None,
+    with_quality: bool = True,
+) -> ColumnReport:
+    quality: DataQuality | None = None
     if isinstance(entry, CategoricalProfile):
+        assert isinstance(column, CategoricalColumn)
         index = CategoryIndex(entry.frequencies)
-        tally = index.count(values)
-        present, categories = tally.present, len(index.categories)
-        quality = _categorical_quality(entry, tally, index, config)
+        tally = index.count_keys(column.keys)
+        names = config.methods_for(entry.kind, tally.present, len(index.categories))
+        tests = []
+        for name in names:
+            method = fit_method(name, entry, config.thresholds.get(name))
+            # Both categorical tests score the tally counted once above.
+            assert isinstance(method, ChiSquare | JensenShannon)
+            tests.append(method.score_tally(tally))
+        if with_quality:
+            quality = _categorical_quality(entry, column, tally.unlisted, tally.present, index, config, constraint)
     else:
-        parsed = parse_numeric(values)
-        present, categories = int(parsed.values.size), 0
-        quality = _numeric_quality(entry, parsed, config)
-    names = config.methods_for(entry.kind, present, categories)
-    tests = tuple(fit_method(name, entry, config.thresholds.get(name)).score(values) for name in names)
+        assert isinstance(column, NumericColumn)
+        names = config.methods_for(entry.kind, int(column.values.size), 0)
+        ordered = np.sort(column.values)  # once per column; every numeric test works on it
+        tests = []
+        for name in names:
+            method = fit_method(name, entry, config.thresholds.get(name))
+            assert isinstance(method, KolmogorovSmirnov | PopulationStabilityIndex | Wasserstein)
+            tests.append(method.score_sorted(ordered))
+        if with_quality:
+            quality = _numeric_quality(entry, column, config, constraint)
     return ColumnReport(
         kind=entry.kind,
-        tests=tests,
+        tests=tuple(tests),
         drifted=any(t.drifted for t in tests),
-        data_quality=quality if with_quality else None,
+        data_quality=quality,
     )
-
-
-def _reference_missing_rate(entry: ProfileEntry) -> float:
-    rate = _finite(entry.missing_rate)
-    return rate if rate is not None else 0.0
 
 
 def _finite(value: Any) -> float | None:
@@ -342,46 +450,121 @@ def _finite(value: Any) -> float | None:
     return float(value) if math.isfinite(value) else None
 
 
-def _numeric_quality(entry: NumericProfile, parsed: NumericValues, config: DriftConfig) -> DataQuality:
-    total = parsed.total
-    reference_missing = _reference_missing_rate(entry)
-    # Garbage in a numeric column reaches the model as a missing value.
-    missing_rate = (parsed.missing + parsed.invalid) / total
-    invalid_share = parsed.invalid / total
+def _null_flags(
+    missing_rate: float,
+    reference: float,
+    absent_share: float,
+    constraint: FeatureConstraint | None,
+    config: DriftConfig,
+) -> list[str]:
+    if absent_share > config.violation_share:
+        return [SCHEMA_MISMATCH]  # its nulls are the missing key, not a second problem
+    nullable = constraint.nullable if constraint is not None and constraint.nullable is not None else reference > 0
+    if not nullable and missing_rate > config.violation_share:
+        return [UNEXPECTED_NULLS]
+    if nullable and missing_rate - reference > config.missing_rate_jump:
+        return [MISSING_RATE_JUMP]
+    return []
+
+
+def _numeric_quality(
+    entry: NumericProfile, column: NumericColumn, config: DriftConfig, constraint: FeatureConstraint | None
+) -> DataQuality:
+    total = column.total or 1
+    reference_missing = _finite(entry.missing_rate) or 0.0
+    missing_rate = column.missing / total
+    absent_share = column.absent / total
+    wrong_type = column.wrong_type / total
+    values = column.values
+    flags = _null_flags(missing_rate, reference_missing, absent_share, constraint, config)
+    if wrong_type > config.violation_share:
+        flags.append(WRONG_TYPE)
     out_of_range: float | None = None
     low, high = _finite(entry.min), _finite(entry.max)
-    if low is not None and high is not None and parsed.values.size:
-        width = high - low
-        # A constant training column has no width: take the margin from its magnitude instead.
-        margin = config.out_of_range_margin * (width if width > 0 else max(abs(low), 1.0))
-        outside = (parsed.values < low - margin) | (parsed.values > high + margin)
-        out_of_range = float(outside.mean())
-    flags: list[str] = []
-    if missing_rate - reference_missing > config.missing_rate_jump:
-        flags.append(MISSING_RATE_JUMP)
-    if invalid_share > config.invalid_share:
-        flags.append(INVALID_VALUES)
-    if out_of_range is not None and out_of_range > config.out_of_range_share:
-        flags.append(OUT_OF_RANGE)
-    return DataQuality(missing_rate, reference_missing, invalid_share, out_of_range, None, tuple(flags))
+    if low is not None and high is not None and values.size:
+        out_of_range = float(np.mean((values < low) | (values > high)))
+    outside_declared: float | None = None
+    if constraint is not None and (constraint.min is not None or constraint.max is not None) and values.size:
+        below = values < constraint.min if constraint.min is not None else np.zeros(values.size, dtype=bool)
+        above = values > constraint.max if constraint.max is not None else np.zeros(values.size, dtype=bool)
+        outside_declared = float(np.mean(below | above))
+        if outside_declared > config.violation_share:
+            flags.append(OUTSIDE_DECLARED_RANGE)
+    # Only "one value or more" matters here: min == max is linear where counting distinct values sorts.
+    distinct = 0 if not values.size else 1 if values.min() == values.max() else 2
+    if distinct == 1 and _implausibly_constant(_top_share_numeric(entry, config), values.size, config):
+        flags.append(GONE_CONSTANT)
+    return DataQuality(
+        missing_rate=missing_rate,
+        reference_missing_rate=reference_missing,
+        absent_share=absent_share,
+        wrong_type_share=wrong_type,
+        out_of_range_share=out_of_range,
+        outside_declared_share=outside_declared,
+        distinct_values=distinct,
+        flags=tuple(flags),
+    )
+
+
+def _top_share_numeric(entry: NumericProfile, config: DriftConfig) -> float | None:
+    std = _finite(entry.std)
+    if std is not None and std == 0:
+        return None  # constant in training too: a constant window is what it always was
+    if not entry.sample:
+        return None
+    _, counts = np.unique(np.asarray(entry.sample, dtype=np.float64), return_counts=True)
+    if counts.size < config.constant_min_levels:
+        return None  # few levels: holding one of them is no sign of a broken feed
+    return float(counts.max() / counts.sum())
+
+
+def _implausibly_constant(top_share: float | None, n: int, config: DriftConfig) -> bool:
+    """Whether n equal values are less likely than `constant_probability` under the reference."""
+    if top_share is None or n < config.constant_min_rows or top_share >= 1:
+        return False
+    return n * math.log(max(top_share, 1e-300)) < math.log(config.constant_probability)
 
 
 def _categorical_quality(
-    entry: CategoricalProfile, tally: CategoryCounts, index: CategoryIndex, config: DriftConfig
+    entry: CategoricalProfile,
+    column: CategoricalColumn,
+    unlisted: int,
+    present: int,
+    index: CategoryIndex,
+    config: DriftConfig,
+    constraint: FeatureConstraint | None,
 ) -> DataQuality:
-    reference_missing = _reference_missing_rate(entry)
-    missing_rate = tally.missing / (tally.missing + tally.present)
+    total = column.total or 1
+    reference_missing = _finite(entry.missing_rate) or 0.0
+    missing_rate = column.missing / total
+    absent_share = column.absent / total
+    flags = _null_flags(missing_rate, reference_missing, absent_share, constraint, config)
     unseen: float | None = None
-    if tally.present:
+    if present:
         # Categories the profile folded into "__other__" look unlisted too; only the excess over
         # the reference's own "__other__" share is new.
-        unseen = max(0.0, tally.unlisted / tally.present - index.other_share)
-    flags: list[str] = []
-    if missing_rate - reference_missing > config.missing_rate_jump:
-        flags.append(MISSING_RATE_JUMP)
-    if unseen is not None and unseen > config.unseen_share:
-        flags.append(UNSEEN_CATEGORIES)
-    return DataQuality(missing_rate, reference_missing, None, None, unseen, tuple(flags))
+        unseen = max(0.0, unlisted / present - index.other_share)
+    keys = column.keys[present_mask(column.keys)]
+    outside_declared: float | None = None
+    if constraint is not None and constraint.categories is not None and keys.size:
+        allowed = np.asarray(constraint.categories, dtype=object)
+        outside_declared = float(np.mean(~np.isin(keys.astype(str), allowed.astype(str))))
+        if outside_declared > config.violation_share:
+            flags.append(UNDECLARED_CATEGORY)
+    distinct = int(np.unique(keys.astype(str)).size) if keys.size else 0
+    shares = [v for v in entry.frequencies.values() if v > 0]
+    top_share = max(shares) if len(shares) >= max(2, config.constant_min_levels) else None
+    if distinct == 1 and _implausibly_constant(top_share, int(keys.size), config):
+        flags.append(GONE_CONSTANT)
+    return DataQuality(
+        missing_rate=missing_rate,
+        reference_missing_rate=reference_missing,
+        absent_share=absent_share,
+        unseen_share=unseen,
+        outside_declared_share=outside_declared,
+        distinct_values=distinct,
+        flags=tuple(flags),
+    )
 
 
 def _issues(feature: str, quality: DataQuality | None, config: DriftConfig) -> list[DataQualityIssue]:
@@ -389,96 +572,31 @@ def _issues(feature: str, quality: DataQuality | None, config: DriftConfig) -> l
         return []
     found: list[DataQualityIssue] = []
     for flag in quality.flags:
-        if flag == MISSING_RATE_JUMP:
+        if flag == SCHEMA_MISMATCH:
+            found.append(DataQualityIssue(feature, flag, quality.absent_share, config.violation_share))
+        elif flag == UNEXPECTED_NULLS:
+            found.append(
+                DataQualityIssue(
+                    feature, flag, quality.missing_rate, config.violation_share, quality.reference_missing_rate
+                )
+            )
+        elif flag == MISSING_RATE_JUMP:
             found.append(
                 DataQualityIssue(
                     feature, flag, quality.missing_rate, config.missing_rate_jump, quality.reference_missing_rate
                 )
             )
-        elif flag == INVALID_VALUES:
-            found.append(DataQualityIssue(feature, flag, quality.invalid_share or 0.0, config.invalid_share))
-        elif flag == OUT_OF_RANGE:
-            found.append(DataQualityIssue(feature, flag, quality.out_of_range_share or 0.0, config.out_of_range_share))
-        elif flag == UNSEEN_CATEGORIES:
-            found.append(DataQualityIssue(feature, flag, quality.unseen_share or 0.0, config.unseen_share))
+        elif flag == WRONG_TYPE:
+            found.append(DataQualityIssue(feature, flag, quality.wrong_type_share or 0.0, config.violation_share))
+        elif flag in (OUTSIDE_DECLARED_RANGE, UNDECLARED_CATEGORY):
+            found.append(DataQualityIssue(feature, flag, quality.outside_declared_share or 0.0, config.violation_share))
+        elif flag == GONE_CONSTANT:
+            found.append(DataQualityIssue(feature, flag, float(quality.distinct_values or 0), 1.0))
     return found
 
 
-def _performance(
-    task: Task | None,
-    predictions: Sequence[Any],
-    labels: Sequence[Any] | None,
-    probabilities: Sequence[Sequence[float] | None] | None,
-    metric_baseline: Mapping[str, Any],
-    config: DriftConfig,
-) -> Performance:
-    baseline = {k: v for k, v in ((str(k), _finite(v)) for k, v in metric_baseline.items()) if v is not None}
-    metrics: dict[str, float] = {}
-    n_labelled = 0
-    if labels is not None and task == "classification":
-        pairs = [(category_key(p), category_key(y)) for p, y in zip(predictions, labels, strict=True)]
-        # A row without a usable prediction but with a label counts as a wrong answer.
-        hits = [p == y for p, y in pairs if y is not None]
-        n_labelled = len(hits)
-        if hits:
-            metrics["accuracy"] = float(np.mean(hits))
-    elif labels is not None and task == "regression":
-        pairs_r = [(_number_or_nan(p), _number_or_nan(y)) for p, y in zip(predictions, labels, strict=True)]
-        errors = np.array([p - y for p, y in pairs_r if math.isfinite(p) and math.isfinite(y)], dtype=np.float64)
-        n_labelled = int(errors.size)
-        if errors.size:
-            metrics["rmse"] = float(np.sqrt(np.mean(errors**2)))
-            metrics["mae"] = float(np.mean(np.abs(errors)))
-    estimated = _estimated_accuracy(probabilities) if task == "classification" and probabilities else None
-    degraded, reason = _degradation(task, metrics, baseline, n_labelled, config)
-    return Performance(task, n_labelled, metrics, baseline, degraded, reason, estimated)
-
-
-def _number_or_nan(value: Any) -> float:
-    parsed = parse_numeric([value])
-    return float(parsed.values[0]) if parsed.values.size else math.nan
-
-
-def _estimated_accuracy(probabilities: Sequence[Sequence[float] | None]) -> float | None:
-    # Confidence-based estimate: for a calibrated classifier the expected accuracy on a
-    # window is the mean probability of the predicted (most probable) class.
-    confidences: list[float] = []
-    for vector in probabilities:
-        if vector is None or isinstance(vector, str | bytes):
-            continue
-        parsed = parse_numeric(vector)
-        if parsed.values.size and not parsed.missing and not parsed.invalid:
-            confidences.append(float(parsed.values.max()))
-    return float(np.mean(confidences)) if confidences else None
-
-
-def _degradation(
-    task: Task | None, metrics: Mapping[str, float], baseline: Mapping[str, float], n_labelled: int, config: DriftConfig
-) -> tuple[bool, str | None]:
-    if not metrics:
-        return False, None
-    if n_labelled < config.min_labels:
-        return False, f"only {n_labelled} labelled rows; at least {config.min_labels} are needed to judge performance"
-    if task == "classification":
-        base = baseline.get("accuracy")
-        if base is None:
-            return False, "no accuracy baseline to compare with"
-        accuracy = metrics["accuracy"]
-        if base - accuracy > config.accuracy_drop + _EPS:
-            return True, f"accuracy {accuracy:.3f} is more than {config.accuracy_drop:g} below the baseline {base:.3f}"
-        return False, None
-    base = baseline.get("rmse")
-    if base is None or base <= 0:
-        return False, "no rmse baseline to compare with"
-    rmse = metrics["rmse"]
-    if rmse > base * (1 + config.rmse_increase) + _EPS:
-        return True, f"rmse {rmse:.4g} is more than {config.rmse_increase:.0%} above the baseline {base:.4g}"
-    return False, None
-
-
 def _summary(
-    cause: Cause | None,
-    action: Action | None,
+    verdict: Verdict,
     reports: Mapping[str, ColumnReport],
     drifted: Sequence[str],
     issues: Sequence[DataQualityIssue],
@@ -488,37 +606,59 @@ def _summary(
     counted = f"{len(drifted)} of {len(reports)} features drifted"
     if drifted:
         counted += f" ({_listing(drifted)})"
-    if prediction is None:
-        predicted = ""
-    else:
-        predicted = ", predictions drifted" if prediction.drifted else ", predictions stable"
+    extrapolated = _extrapolation(reports, drifted)
+    if extrapolated:
+        counted += f"; {extrapolated}"
+    if prediction is not None:
+        counted += ", predictions drifted" if prediction.drifted else ", predictions stable"
     perf = _performance_phrase(performance)
+    cause, action = verdict.cause, verdict.action
     if cause == "data_quality":
         described = _listing([_describe(issue) for issue in issues])
-        return f"Data quality problem: {described}; recommended action: {action}."
-    if cause == "covariate_shift":
-        return f"Covariate shift: {counted}{predicted}{perf}; recommended action: {action}."
+        blocked = "retraining is blocked until the feed is fixed (window quarantined)"
+        if performance.degraded:
+            blocked += f", although {performance.reason}"
+        return f"Data quality problem: {described}; {blocked}; recommended action: {action}."
+    if cause == "performance_drop":
+        return f"Performance drop: {performance.reason}; {counted}; recommended action: {action}."
     if cause == "concept_drift":
-        return f"Concept drift: {performance.reason} while {counted}{predicted}; recommended action: {action}."
-    return f"No drift: {counted}{predicted}{perf}."
+        return f"Concept drift: {performance.reason} while {counted}; recommended action: {action}."
+    if cause == "covariate_shift":
+        return f"Covariate shift: {counted}; {perf}; recommended action: {action}."
+    return f"No drift: {counted}; {perf}."
+
+
+def _extrapolation(reports: Mapping[str, ColumnReport], drifted: Sequence[str]) -> str:
+    """Drifted features with many values outside the training range: the model extrapolates there."""
+    parts = []
+    for name in drifted:
+        quality = reports[name].data_quality
+        share = quality.out_of_range_share if quality is not None else None
+        if share is not None and share >= 0.05:
+            parts.append(f"{name} {share:.0%}")
+    return f"outside the training range: {_listing(parts)}" if parts else ""
 
 
 def _performance_phrase(performance: Performance) -> str:
-    parts = [f"{name} {value:.3g}" for name, value in performance.metrics.items()]
-    phrase = f", {' and '.join(parts)} on {performance.n_labelled} labelled rows" if parts else ""
-    if performance.estimated_accuracy is not None:
-        phrase += f", estimated accuracy {performance.estimated_accuracy:.3g}"
-    return phrase
+    if performance.basis is None:
+        return f"performance unknown ({performance.reason})" if performance.reason else "performance unknown"
+    return f"performance {performance.reason}"
 
 
 def _describe(issue: DataQualityIssue) -> str:
+    if issue.check == SCHEMA_MISMATCH:
+        return f"{issue.feature} is not sent in {issue.value:.0%} of requests"
+    if issue.check == UNEXPECTED_NULLS:
+        return f"{issue.feature} is missing in {issue.value:.0%} of rows where training had none"
     if issue.check == MISSING_RATE_JUMP:
-        return f"{issue.feature} missing rate {issue.value:.0%} (reference {issue.reference or 0.0:.0%})"
-    if issue.check == INVALID_VALUES:
-        return f"{issue.feature} has {issue.value:.0%} non-numeric values"
-    if issue.check == OUT_OF_RANGE:
-        return f"{issue.feature} has {issue.value:.0%} values outside the training range"
-    return f"{issue.feature} has {issue.value:.0%} unseen categories"
+        return f"{issue.feature} missing rate {issue.value:.0%} (training {issue.reference or 0.0:.0%})"
+    if issue.check == WRONG_TYPE:
+        return f"{issue.feature} has {issue.value:.0%} values of the wrong type"
+    if issue.check == OUTSIDE_DECLARED_RANGE:
+        return f"{issue.feature} has {issue.value:.0%} values outside its declared range"
+    if issue.check == UNDECLARED_CATEGORY:
+        return f"{issue.feature} has {issue.value:.0%} values outside its declared categories"
+    return f"{issue.feature} has gone constant"
 
 
 def _listing(items: Sequence[str], limit: int = 3) -> str:

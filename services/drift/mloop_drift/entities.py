@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from mloop_common.profile import ReferenceProfile
+from mloop_common.spec import DriftPolicy
 from mloop_drift.cooldown import CooldownState
 from mloop_drift.detector import Action, Cause
 
@@ -24,6 +25,10 @@ class MonitoredVersion(BaseModel):
     baseline: dict[str, float]
     window_size: int
     cooldown_windows: int
+    # The version's spec: drift policy, primary metric (judged when measurable) and time column.
+    policy: DriftPolicy = Field(default_factory=DriftPolicy)
+    metric: str | None = None
+    time_column: str | None = None
     next_window: int = 1
     cooldown: CooldownState = CooldownState()
     retired: bool = False
@@ -38,6 +43,8 @@ class Prediction(BaseModel):
     inputs: dict[str, Any]
     prediction: Any
     probabilities: list[float] | None = None
+    # When the predicted event happened: the spec's time column in the request, else logged_at.
+    event_time: datetime | None = None
 
 
 class Label(BaseModel):
@@ -63,17 +70,16 @@ class Observation(BaseModel):
     label: Any = None
     labelled_at: datetime | None = None
     window_index: int | None = None
-
-
-class OpenWindow(NamedTuple):
-    """A version's predictions not yet in a window, and how many of the oldest window's worth are labelled."""
-
-    total: int
-    labelled: int
+    event_time: datetime | None = None
 
 
 class ReportSummary(BaseModel):
-    """The verdict on one window, without its evidence."""
+    """One revision of the verdict on one window, without its evidence.
+
+    A window is judged when it fills up; labels that arrive later revise it: a changed verdict (or
+    performance newly judged from labels instead of an estimate) is a new revision, anything else
+    refreshes the latest one (`updated_at`).
+    """
 
     model_config = ConfigDict(from_attributes=True)
 
@@ -81,18 +87,41 @@ class ReportSummary(BaseModel):
     model: str
     version: int
     window_index: int
+    revision: int = 1
     drift_detected: bool
     cause: Cause | None
     action: Action | None
     emitted: bool
+    # Why an alarm the verdict calls for was not sent: "cooldown" or "labels" (too few labelled rows to retrain on).
+    held_for: str | None = None
+    # What the performance verdict rests on: "actual" (labels), "estimated" (CBPE) or None.
+    basis: str | None = None
+    label_coverage: float | None = None
     summary: str
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+
+
+class Revision(BaseModel):
+    """One entry of a window's verdict history."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    revision: int
+    cause: Cause | None
+    action: Action | None
+    emitted: bool
+    basis: str | None = None
+    label_coverage: float | None = None
     created_at: datetime | None = None
 
 
 class Report(ReportSummary):
-    """The verdict on one window with its evidence: per-feature tests, data quality, performance."""
+    """One revision of a window's verdict with its evidence, and the window's revisions, oldest first."""
 
     report: dict[str, Any]
+    revisions: list[Revision] = Field(default_factory=list)
 
 
 class ReportList(BaseModel):

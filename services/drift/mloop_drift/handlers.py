@@ -1,4 +1,10 @@
-"""Drift reactions: watch promoted versions, collect predictions and labels, judge full windows."""
+"""Drift reactions: watch promoted versions, collect predictions and labels, judge windows and revise verdicts.
+
+A window is judged as soon as it is complete: by count (`drift.window` predictions) or, with
+`drift.window_time`, once traffic of a later event-time window arrives. Labels that arrive later
+re-decide the windows they belong to (a changed verdict is a new report revision and may raise the
+alarm), and so do late predictions of an event-time window already judged.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +15,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import pandas as pd
 from pydantic import ValidationError
@@ -25,28 +32,32 @@ from mloop_common.events import (
     new_event,
 )
 from mloop_common.profile import ReferenceProfile
+from mloop_common.spec import MAX_DRIFT_WINDOW, duration_seconds
 from mloop_common.uow import Store
 from mloop_drift.cooldown import CooldownPolicy, CooldownState
-from mloop_drift.detector import Action, DriftConfig, DriftReport, evaluate_window
+from mloop_drift.detector import Action, DriftConfig, DriftReport, evaluate
 from mloop_drift.entities import Label, MonitoredVersion, Observation, Prediction, Report
-from mloop_drift.store import DriftUnit
+from mloop_drift.performance import Calibration
+from mloop_drift.store import DriftUnit, known_policy
+from mloop_drift.window import Window, event_time, time_window
 
 SOURCE = "mloop/drift"
 log = logging.getLogger(__name__)
 
+HELD_FOR_COOLDOWN = "cooldown"
+HELD_FOR_LABELS = "labels"
+
 
 @dataclass(frozen=True)
 class WindowRules:
-    """When a full window is judged, and how much labelled evidence a retrain recommendation needs."""
+    """How much labelled evidence a retrain recommendation needs, and what it carries."""
 
-    # A full window waits for labels until this share of it is labelled, or until this many
-    # windows' worth of predictions are queued behind it.
-    min_label_share: float
-    label_wait_windows: int
     # A retrain recommendation needs at least this many labelled production rows of the version.
     min_labelled_rows: int
     # How many of the newest labelled rows a retrain recommendation carries.
     recent_rows: int
+    # An event-time window is judged on at most this many of its newest rows.
+    max_window_rows: int = MAX_DRIFT_WINDOW
 
 
 class DriftMonitor:
@@ -58,17 +69,27 @@ class DriftMonitor:
         store: Store[DriftUnit],
         artifacts: Artifacts,
         rules: WindowRules,
-        detector: DriftConfig,
         clock: Callable[[], datetime],
     ) -> None:
         self.store = store
         self.artifacts = artifacts
         self.rules = rules
-        self.detector = detector
         self.clock = clock
+        # Calibration maps fitted once per version (the profile never changes); a small bounded cache.
+        self._calibrations: dict[tuple[str, int], Calibration | None] = {}
 
     async def on_model_promoted(self, promoted: ModelPromoted, event: Envelope) -> None:
         profile = self._profile(promoted)
+        try:
+            policy = known_policy(
+                {
+                    "window": promoted.drift_window,
+                    "cooldown_windows": promoted.cooldown_windows,
+                    **promoted.drift_policy,
+                }
+            )
+        except ValidationError as exc:
+            raise PermanentError(f"{promoted.model} v{promoted.version} has an invalid drift policy: {exc}") from exc
         async with self.store.transaction() as unit:
             if not await unit.claim(event):
                 return
@@ -81,30 +102,47 @@ class DriftMonitor:
                     features=promoted.features,
                     profile=profile,
                     baseline=promoted.metrics,
-                    window_size=promoted.drift_window,
-                    cooldown_windows=promoted.cooldown_windows,
+                    window_size=policy.window,
+                    cooldown_windows=policy.cooldown_windows,
+                    policy=policy,
+                    metric=promoted.metric,
+                    time_column=promoted.time_column,
                     promoted_at=self.clock(),
                 )
             )
-            await self._judge_windows(unit, promoted.model, promoted.version, event)
+            monitored = await unit.lock_monitored(promoted.model, promoted.version)
+            if monitored is not None and monitored.policy.window_time is not None:
+                # Predictions that raced ahead of the promotion wait unplaced: place them by event time now.
+                await self._place_open(unit, monitored)
+            await self._judge_complete_windows(unit, promoted.model, promoted.version, event)
 
     async def on_predictions_logged(self, logged: PredictionsLogged, event: Envelope) -> None:
-        predictions = [
-            Prediction(
-                request_id=r.request_id,
-                logged_at=r.timestamp,
-                inputs=r.inputs,
-                prediction=r.prediction,
-                probabilities=r.probabilities,
-            )
-            for r in logged.records
-            if r.route != "shadow"
-        ]
         async with self.store.transaction() as unit:
             if not await unit.claim(event):
                 return
+            monitored = await unit.lock_monitored(logged.model, logged.version)
+            time_column = monitored.time_column if monitored is not None else None
+            predictions = [
+                Prediction(
+                    request_id=r.request_id,
+                    logged_at=r.timestamp,
+                    inputs=r.inputs,
+                    prediction=r.prediction,
+                    probabilities=r.probabilities,
+                    event_time=event_time(r.inputs, time_column, r.timestamp),
+                )
+                for r in logged.records
+                if r.route != "shadow"
+            ]
             await unit.record_predictions(logged.model, logged.version, predictions)
-            await self._judge_windows(unit, logged.model, logged.version, event)
+            if monitored is None or monitored.retired:
+                return  # kept; judged once (if ever) the version is promoted
+            late: set[int] = set()
+            if monitored.policy.window_time is not None:
+                late = await self._place_open(unit, monitored)
+            await self._judge_complete_windows(unit, logged.model, logged.version, event)
+            for index in sorted(late):
+                await self._rejudge(unit, logged.model, logged.version, index, event)
 
     async def on_feedback_received(self, feedback: FeedbackReceived, event: Envelope) -> None:
         labels = [Label(request_id=r.request_id, label=r.label, labelled_at=r.timestamp) for r in feedback.records]
@@ -113,7 +151,10 @@ class DriftMonitor:
                 return
             await unit.record_labels(feedback.model, labels)
             for version in await unit.open_versions(feedback.model):
-                await self._judge_windows(unit, feedback.model, version, event)
+                await self._judge_complete_windows(unit, feedback.model, version, event)
+            # Windows judged before these labels came: re-decide them with their performance measured.
+            for version, index in await unit.windows_of(feedback.model, [label.request_id for label in labels]):
+                await self._rejudge(unit, feedback.model, version, index, event)
 
     def _profile(self, promoted: ModelPromoted) -> ReferenceProfile:
         data = self.artifacts.get(promoted.profile.uri, promoted.profile.sha256)
@@ -124,91 +165,167 @@ class DriftMonitor:
                 f"{promoted.model} v{promoted.version} has an unreadable reference profile: {exc}"
             ) from exc
 
-    async def _judge_windows(self, unit: DriftUnit, model: str, version: int, cause: Envelope) -> None:
-        """Close every full window of (model, version); a window waits a while for its labels."""
+    async def _place_open(self, unit: DriftUnit, monitored: MonitoredVersion) -> set[int]:
+        """Put a version's unplaced predictions in their event-time windows; returns the judged windows they reopen."""
+        assert monitored.policy.window_time is not None
+        seconds = duration_seconds(monitored.policy.window_time)
+        rows = await unit.open_rows(monitored.model, monitored.version)
+        placed = {r.request_id: time_window(r.event_time or r.logged_at or self.clock(), seconds) for r in rows}
+        if not placed:
+            return set()
+        await unit.place_in_windows(monitored.model, monitored.version, placed)
+        newest = max(placed.values())
+        if newest + 1 > monitored.next_window:
+            # next_window is the event-time watermark: windows before it are complete.
+            await unit.advance(monitored.model, monitored.version, next_window=newest + 1, cooldown=monitored.cooldown)
+        return {index for index in placed.values() if index < monitored.next_window}
+
+    async def _judge_complete_windows(self, unit: DriftUnit, model: str, version: int, cause: Envelope) -> None:
+        """Judge every complete window of (model, version) not judged yet."""
         monitored = await unit.lock_monitored(model, version)
         if monitored is None:
             return  # predictions raced ahead of the promotion; judged once it arrives
         if monitored.retired:
             return  # a newer version is in production: late predictions of this one are kept, not judged
+        if monitored.policy.window_time is not None:
+            # The window of the newest event is still filling; every earlier one is complete.
+            newest = monitored.next_window - 1
+            for index in await unit.unjudged_windows(model, version, before=newest):
+                monitored = await self._judge_window(unit, monitored, index, cause)
+            return
         size = monitored.window_size
-        index, cooldown = monitored.next_window, monitored.cooldown
-        while True:
-            total, labelled = await unit.open_window(model, version, size)
-            if total < size:
-                return
-            if labelled < size * self.rules.min_label_share and total < size * self.rules.label_wait_windows:
-                return
-            rows = await unit.take_window(model, version, size, index)
-            cooldown = await self._judge(unit, monitored, index, rows, cooldown, cause)
+        index = monitored.next_window
+        while await unit.count_open(model, version) >= size:
+            await unit.take_window(model, version, size, index)
+            monitored = await self._judge_window(unit, monitored, index, cause)
             index += 1
-            await unit.advance(model, version, next_window=index, cooldown=cooldown)
+            await unit.advance(model, version, next_window=index, cooldown=monitored.cooldown)
 
-    async def _judge(
-        self,
-        unit: DriftUnit,
-        monitored: MonitoredVersion,
-        index: int,
-        rows: list[Observation],
-        cooldown: CooldownState,
-        cause: Envelope,
-    ) -> CooldownState:
-        """Report on one window, and raise the alarm unless the cooldown holds it; returns the cooldown after it."""
+    async def _rejudge(self, unit: DriftUnit, model: str, version: int, index: int, cause: Envelope) -> None:
+        """Re-decide a judged window of a watched version after new labels or late rows arrived."""
+        monitored = await unit.lock_monitored(model, version)
+        if monitored is None or monitored.retired:
+            return
+        if await unit.latest_report(model, version, index) is None:
+            return  # not judged yet: it will be once complete
+        await self._judge_window(unit, monitored, index, cause)
+
+    async def _judge_window(
+        self, unit: DriftUnit, monitored: MonitoredVersion, index: int, cause: Envelope
+    ) -> MonitoredVersion:
+        """Decide one window (again), keep the verdict as a report revision, and raise the alarm it calls for."""
         model, version = monitored.model, monitored.version
-        labels = [r.label for r in rows]
-        probabilities = [r.probabilities for r in rows]
+        rows = await unit.window_rows(model, version, index, self.rules.max_window_rows)
+        if not rows:
+            return monitored
+        verdict = await self._evaluate(monitored, index, rows)
+        previous = await unit.latest_report(model, version, index)
+        basis = verdict.performance.basis
+        action = verdict.recommended_action
+        if previous is not None and (previous.cause, previous.action, previous.basis) == (verdict.cause, action, basis):
+            # Same verdict on the same footing: refresh its evidence; only an alarm held for labels is retried.
+            sent, held, cooldown = False, previous.held_for, monitored.cooldown
+            if previous.held_for == HELD_FOR_LABELS:
+                sent, held, cooldown = await self._alarm(unit, monitored, index, action)
+            fields = self._report_fields(verdict, previous.emitted or sent, held)
+            report = previous.model_copy(update={**fields, "updated_at": self.clock()})
+            await unit.update_report(report)
+        else:
+            sent, held, cooldown = await self._alarm(unit, monitored, index, action)
+            report = Report(
+                id=uuid.uuid4().hex,
+                model=model,
+                version=version,
+                window_index=index,
+                revision=1 if previous is None else previous.revision + 1,
+                created_at=self.clock(),
+                **self._report_fields(verdict, sent, held),
+            )
+            await unit.add_report(report)
+        if cooldown != monitored.cooldown:
+            await unit.advance(model, version, next_window=monitored.next_window, cooldown=cooldown)
+            monitored = monitored.model_copy(update={"cooldown": cooldown})
+        log.info(
+            "%s v%s window %d revision %d: %s%s",
+            model,
+            version,
+            index,
+            report.revision,
+            report.summary,
+            " -> drift.detected" if sent else "",
+        )
+        if sent and action is not None:
+            recent: ArtifactPointer | None = None
+            recent_rows = 0
+            if action == "retrain":
+                recent, recent_rows = await self._snapshot_recent(unit, model, monitored.target)
+            detected = _drift_detected(report, verdict, action, len(rows), recent, recent_rows)
+            await unit.stage(new_event(detected, source=SOURCE, subject=model, cause=cause))
+        return monitored
+
+    async def _evaluate(self, monitored: MonitoredVersion, index: int, rows: list[Observation]) -> DriftReport:
+        model, version = monitored.model, monitored.version
+        kinds = {name: entry.kind for name, entry in monitored.profile.features.items()}
+        config = DriftConfig.from_policy(monitored.policy, monitored.metric)
         try:
-            verdict = await asyncio.to_thread(
-                evaluate_window,
-                monitored.profile,
+            window = Window.from_rows(
+                kinds,
                 [r.inputs or {} for r in rows],
                 [r.prediction for r in rows],
-                labels if any(v is not None for v in labels) else None,
-                probabilities if monitored.task == "classification" and all(probabilities) else None,
-                monitored.task,
-                monitored.baseline,
-                self.detector,
+                [r.label for r in rows],
+                [r.probabilities for r in rows] if monitored.task == "classification" else None,
+                [_delay(r) for r in rows],
+            )
+            calibration = self._calibration(monitored)
+            return await asyncio.to_thread(
+                evaluate, monitored.profile, window, monitored.task, monitored.baseline, config, calibration
             )
         except ValueError as exc:
             raise PermanentError(f"window {index} of {model} v{version} cannot be judged: {exc}") from exc
-        action = verdict.recommended_action
-        summary = verdict.summary
-        # Retraining is only worth it with labels this version has not seen: its own predictions' labels.
-        labelled = await unit.count_labelled(model, version) if action == "retrain" else 0
-        if action == "retrain" and labelled < self.rules.min_labelled_rows:
-            # Keep watching without spending the cooldown: retraining needs labelled recent data.
-            emit = False
-            summary += (
-                f" Waiting for labels before retraining: {labelled} of "
-                f"{self.rules.min_labelled_rows} labelled production rows so far."
-            )
-        else:
-            emit, cooldown = CooldownPolicy(monitored.cooldown_windows).should_emit(
-                cooldown, verdict.drift_detected, index
-            )
-        report = Report(
-            id=uuid.uuid4().hex,
-            model=model,
-            version=version,
-            window_index=index,
-            drift_detected=verdict.drift_detected,
-            cause=verdict.cause,
-            action=action,
-            emitted=emit,
-            summary=summary,
-            report=verdict.to_dict(),
-            created_at=self.clock(),
+
+    def _calibration(self, monitored: MonitoredVersion) -> Calibration | None:
+        key = (monitored.model, monitored.version)
+        if key not in self._calibrations:
+            if len(self._calibrations) >= 64:
+                self._calibrations.pop(next(iter(self._calibrations)))
+            evaluation = monitored.profile.evaluation
+            usable = monitored.task == "classification" and evaluation is not None
+            self._calibrations[key] = Calibration.fit(evaluation) if usable and evaluation is not None else None
+        return self._calibrations[key]
+
+    async def _alarm(
+        self, unit: DriftUnit, monitored: MonitoredVersion, index: int, action: Action | None
+    ) -> tuple[bool, str | None, CooldownState]:
+        """Whether the verdict raises the alarm now, why not if it does not, and the cooldown after it."""
+        if action is None:
+            return False, None, monitored.cooldown
+        if action == "retrain":
+            # Retraining is only worth it with labels this version has not seen: its own predictions' labels.
+            labelled = await unit.count_labelled(monitored.model, monitored.version)
+            if labelled < self.rules.min_labelled_rows:
+                return False, HELD_FOR_LABELS, monitored.cooldown  # the cooldown is not spent
+        emit, cooldown = CooldownPolicy(monitored.cooldown_windows).should_emit(
+            monitored.cooldown, True, index, retrain=action == "retrain"
         )
-        recent: ArtifactPointer | None = None
-        recent_rows = 0
-        if emit and action == "retrain":
-            recent, recent_rows = await self._snapshot_recent(unit, model, monitored.target)
-        await unit.add_report(report)
-        log.info("%s v%s window %d: %s%s", model, version, index, summary, " -> drift.detected" if emit else "")
-        if emit and action is not None:
-            detected = _drift_detected(report, verdict, action, len(rows), recent, recent_rows)
-            await unit.stage(new_event(detected, source=SOURCE, subject=model, cause=cause))
-        return cooldown
+        return emit, None if emit else HELD_FOR_COOLDOWN, cooldown
+
+    def _report_fields(self, verdict: DriftReport, emitted: bool, held: str | None) -> dict[str, Any]:
+        summary = verdict.summary
+        if held == HELD_FOR_LABELS:
+            summary += f" Waiting for labels before retraining: at least {self.rules.min_labelled_rows} labelled rows."
+        elif held == HELD_FOR_COOLDOWN:
+            summary += " Alarm held back by the cooldown after an earlier one."
+        return {
+            "drift_detected": verdict.drift_detected,
+            "cause": verdict.cause,
+            "action": verdict.recommended_action,
+            "emitted": emitted,
+            "held_for": held,
+            "basis": verdict.performance.basis,
+            "label_coverage": verdict.performance.coverage,
+            "summary": summary,
+            "report": verdict.to_dict(),
+        }
 
     async def _snapshot_recent(self, unit: DriftUnit, model: str, target: str) -> tuple[ArtifactPointer | None, int]:
         """The newest labelled production rows as a Parquet artifact (inputs plus the target column)."""
@@ -220,6 +337,12 @@ class DriftMonitor:
         frame.to_parquet(buffer, index=False)
         ref = self.artifacts.put(buffer.getvalue(), kind="recent", suffix=".parquet")
         return ArtifactPointer(uri=ref.uri, sha256=ref.sha256), len(frame)
+
+
+def _delay(row: Observation) -> float | None:
+    if row.labelled_at is None or row.logged_at is None or row.label is None:
+        return None
+    return (row.labelled_at - row.logged_at).total_seconds()
 
 
 def _drift_detected(
@@ -245,6 +368,8 @@ def _drift_detected(
             "performance": details["performance"],
             "prediction": details["prediction"],
             "data_quality_issues": details["data_quality_issues"],
+            "revision": report.revision,
+            "window_index": report.window_index,
         },
         window_size=window_size,
         recent_data=recent,

@@ -30,7 +30,10 @@ ProfileEntry = NumericProfile | CategoricalProfile
 # Below these window sizes a test's null distribution sits too close to its threshold
 # (PSI on ~10 bins, Jensen-Shannon on many categories are biased upwards on small samples).
 PSI_MIN_WINDOW = 200
+WASSERSTEIN_MIN_WINDOW = 5000
 JENSEN_SHANNON_MIN_WINDOW = 1000
+# Up to this sample size KS uses scipy's exact p-value; above, its asymptotic one on pre-sorted arrays.
+KS_EXACT_MAX = 10_000
 JENSEN_SHANNON_MIN_PER_CATEGORY = 50
 
 
@@ -132,6 +135,11 @@ def is_missing(value: Any) -> bool:
     return isinstance(value, str) and value.strip() == ""
 
 
+def present_mask(values: NDArray[np.object_]) -> NDArray[np.bool_]:
+    """True where a value is not missing (see `is_missing`)."""
+    return np.fromiter((not is_missing(v) for v in values.tolist()), dtype=bool, count=values.size)
+
+
 def parse_numeric(values: Iterable[Any]) -> NumericValues:
     """Split raw values into finite floats, missing entries and invalid (non-numeric or infinite) entries."""
     if isinstance(values, np.ndarray) and values.dtype.kind in "fiub":
@@ -221,27 +229,32 @@ class CategoryIndex:
         return float(self.shares[self.other]) if self.other is not None else 0.0
 
     def count(self, values: Iterable[Any]) -> CategoryCounts:
-        """Count a window's values per reference cell.
+        """Count a window's raw values per reference cell (see `count_keys`)."""
+        keys = np.array([category_key(v) for v in values], dtype=object)
+        return self.count_keys(keys)
+
+    def count_keys(self, keys: NDArray[np.object_]) -> CategoryCounts:
+        """Count a window's category keys (None: missing) per reference cell.
 
         Values the profile does not list go to "__other__" when it exists (they may be
         rare training categories) and are counted as unseen otherwise.
         """
         counts = np.zeros(len(self.categories), dtype=np.int64)
-        unseen = missing = unlisted = 0
-        for value in values:
-            key = category_key(value)
-            if key is None:
-                missing += 1
-                continue
-            index = self._lookup.get(key)
-            if index is None or index == self.other:
-                unlisted += 1
-            if index is None and key != OTHER_CATEGORY:
-                index = self.other
-            if index is None:
-                unseen += 1
-            else:
-                counts[index] += 1
+        present = keys[present_mask(keys)]
+        missing = int(keys.size - present.size)
+        unseen = unlisted = 0
+        if present.size:
+            uniques, tallies = np.unique(present.astype(str), return_counts=True)
+            for key, tally in zip(uniques.tolist(), tallies.tolist(), strict=True):
+                index = self._lookup.get(key)
+                if index is None or index == self.other:
+                    unlisted += tally
+                if index is None and key != OTHER_CATEGORY:
+                    index = self.other
+                if index is None:
+                    unseen += tally
+                else:
+                    counts[index] += tally
         return CategoryCounts(counts, unseen, missing, unlisted)
 
 
@@ -288,7 +301,9 @@ def _result(name: str, threshold: Threshold, statistic: float, p_value: float | 
 
 
 def _reference_sample(entry: NumericProfile) -> NDArray[np.float64]:
-    sample = parse_numeric(entry.sample).values
+    # The profile holds floats already: one vectorised conversion, not a parse per value.
+    # Sorted once here: the tests that use it work on sorted arrays.
+    sample = np.sort(parse_numeric(np.asarray(entry.sample, dtype=np.float64)).values)
     sample.setflags(write=False)
     return sample
 
@@ -323,11 +338,25 @@ class KolmogorovSmirnov:
 
     def score(self, values: Iterable[Any]) -> TestResult:
         """KS distance and p-value."""
-        window = parse_numeric(values).values
+        return self.score_sorted(np.sort(parse_numeric(values).values))
+
+    def score_sorted(self, window: NDArray[np.float64]) -> TestResult:
+        """The test on a window's finite values, sorted."""
         if window.size == 0 or self.sample.size == 0:
             return _no_result(self.name, self.threshold)
-        outcome = sps.ks_2samp(self.sample, window)
-        return _result(self.name, self.threshold, outcome.statistic, outcome.pvalue)
+        if max(window.size, self.sample.size) <= KS_EXACT_MAX:
+            outcome = sps.ks_2samp(self.sample, window)
+            return _result(self.name, self.threshold, outcome.statistic, outcome.pvalue)
+        # Large windows: scipy's asymptotic two-sided test, on arrays already sorted (no re-sorting).
+        reference = self.sample
+        points = np.concatenate([reference, window])
+        gap = np.abs(
+            np.searchsorted(reference, points, side="right") / reference.size
+            - np.searchsorted(window, points, side="right") / window.size
+        )
+        statistic = float(gap.max())
+        effective = round(reference.size * window.size / (reference.size + window.size))
+        return _result(self.name, self.threshold, statistic, float(sps.kstwo.sf(statistic, effective)))
 
 
 @dataclass(frozen=True, eq=False)
@@ -368,11 +397,15 @@ class PopulationStabilityIndex:
 
     def score(self, values: Iterable[Any]) -> TestResult:
         """Population stability index of the window's bin shares against the reference's."""
-        window = parse_numeric(values).values
+        return self.score_sorted(np.sort(parse_numeric(values).values))
+
+    def score_sorted(self, window: NDArray[np.float64]) -> TestResult:
+        """The test on a window's finite values, sorted: the bin counts are where the edges fall in them."""
         if window.size == 0:
             return _no_result(self.name, self.threshold)
-        bins = np.searchsorted(self.inner_edges, window, side="right")
-        actual = self._smooth(np.bincount(bins, minlength=self.expected.size) / window.size)
+        cuts = np.searchsorted(window, self.inner_edges, side="left")
+        counts = np.diff(np.concatenate([[0], cuts, [window.size]]))
+        actual = self._smooth(counts / window.size)
         psi = float(np.sum((actual - self.expected) * np.log(actual / self.expected)))
         return _result(self.name, self.threshold, psi)
 
@@ -405,11 +438,42 @@ class Wasserstein:
 
     def score(self, values: Iterable[Any]) -> TestResult:
         """Normalised Wasserstein-1 distance."""
-        window = parse_numeric(values).values
+        return self.score_sorted(np.sort(parse_numeric(values).values))
+
+    def score_sorted(self, window: NDArray[np.float64]) -> TestResult:
+        """The test on a window's finite values, sorted."""
         if window.size == 0 or self.sample.size == 0:
             return _no_result(self.name, self.threshold)
-        distance = sps.wasserstein_distance(self.sample, window) / self.scale
-        return _result(self.name, self.threshold, distance)
+        return _result(self.name, self.threshold, wasserstein_sorted(self.sample, window) / self.scale)
+
+
+def wasserstein_sorted(reference: NDArray[np.float64], window: NDArray[np.float64]) -> float:
+    """W1 = integral of |F_ref - F_win| for two sorted samples, in O(n log m) for a reference of n values.
+
+    Between consecutive reference values F_ref is a constant c; there the integral of |c - F_win| splits
+    where F_win crosses c, and each part is a difference of G(x) = integral of F_win up to x, which the
+    window's prefix sums give for any x. No merged sort of the two samples is needed.
+    """
+    m = window.size
+    prefix = np.concatenate([[0.0], np.cumsum(window)])
+
+    def integral_of_window_cdf(x: NDArray[np.float64]) -> NDArray[np.float64]:
+        count = np.searchsorted(window, x, side="right")
+        return (count * x - prefix[count]) / m
+
+    values, counts = np.unique(reference, return_counts=True)
+    low, high = min(values[0], window[0]), max(values[-1], window[-1])
+    starts = np.concatenate([[low], values])
+    ends = np.concatenate([values, [high]])
+    level = np.concatenate([[0.0], np.cumsum(counts) / reference.size])
+    # F_win reaches `level` from the k-th smallest window value on (k = ceil(level * m)).
+    k = np.ceil(level * m - 1e-9).astype(np.int64)
+    crossing = np.where(k >= 1, window[np.clip(k - 1, 0, m - 1)], -np.inf)
+    cross = np.clip(crossing, starts, ends)
+    g_start, g_cross, g_end = (integral_of_window_cdf(x) for x in (starts, cross, ends))
+    below = level * (cross - starts) - (g_cross - g_start)
+    above = (g_end - g_cross) - level * (ends - cross)
+    return float(np.sum(below + above))
 
 
 def _finite_or_none(value: float | None) -> float | None:
@@ -440,7 +504,10 @@ class ChiSquare:
 
     def score(self, values: Iterable[Any]) -> TestResult:
         """Effect size w = sqrt(chi2 / n) (Cramér's V for two categories) and the chi-square p-value."""
-        tally = self.index.count(values)
+        return self.score_tally(self.index.count(values))
+
+    def score_tally(self, tally: CategoryCounts) -> TestResult:
+        """The test on a window already counted against this method's reference categories."""
         n = tally.present
         if n == 0 or self.index.shares.size == 0:
             return _no_result(self.name, self.threshold)
@@ -474,7 +541,10 @@ class JensenShannon:
 
     def score(self, values: Iterable[Any]) -> TestResult:
         """Jensen-Shannon distance; unseen values form a cell the reference gives no mass."""
-        tally = self.index.count(values)
+        return self.score_tally(self.index.count(values))
+
+    def score_tally(self, tally: CategoryCounts) -> TestResult:
+        """The test on a window already counted against this method's reference categories."""
         n = tally.present
         if n == 0 or self.index.shares.size == 0:
             return _no_result(self.name, self.threshold)
@@ -507,6 +577,10 @@ def fit_method(name: str, entry: ProfileEntry, threshold: Threshold | None = Non
 def default_methods(kind: FeatureKind, n: int, *, categories: int = 0) -> tuple[str, ...]:
     """Default tests for a column type, window size n and (categorical) number of reference categories."""
     if kind == "numeric":
+        if n >= WASSERSTEIN_MIN_WINDOW:
+            # On large windows KS finds every difference significant; the distance in reference
+            # standard deviations says whether it matters.
+            return ("wasserstein", "psi")
         return ("ks", "psi") if n >= PSI_MIN_WINDOW else ("ks",)
     if kind == "categorical":
         # Jensen-Shannon is a second opinion for large windows; on small ones its upward bias

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 import sqlalchemy as sa
@@ -11,9 +11,10 @@ from sqlalchemy.dialects.postgresql import insert
 from mloop_common.db import NAMING_CONVENTION, add_messaging_tables
 from mloop_common.errors import NotFound
 from mloop_common.profile import ReferenceProfile
+from mloop_common.spec import DriftPolicy
 from mloop_common.uow import Messaging, SqlUnit
 from mloop_drift.cooldown import CooldownState
-from mloop_drift.entities import Label, MonitoredVersion, Observation, OpenWindow, Prediction, Report, ReportSummary
+from mloop_drift.entities import Label, MonitoredVersion, Observation, Prediction, Report, ReportSummary, Revision
 
 metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
 add_messaging_tables(metadata)
@@ -34,6 +35,10 @@ monitored = sa.Table(
     sa.Column("cooldown", sa.JSON, nullable=False),
     sa.Column("retired", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Column("promoted_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+    # The spec's drift policy; null for versions watched before it was kept (the defaults apply).
+    sa.Column("policy", sa.JSON),
+    sa.Column("metric", sa.String(32)),
+    sa.Column("time_column", sa.String(200)),
 )
 observations = sa.Table(
     "observations",
@@ -48,13 +53,21 @@ observations = sa.Table(
     sa.Column("label", sa.JSON),
     sa.Column("labelled_at", sa.DateTime(timezone=True)),
     sa.Column("window_index", sa.Integer),
-    # predictions not yet in a window, and labelled predictions, per model
+    sa.Column("event_time", sa.DateTime(timezone=True)),
+    # predictions not yet in a window, the rows of a window, and labelled predictions, per model
     sa.Index(
         "ix_observations_open",
         "model",
         "version",
         "logged_at",
         postgresql_where=sa.text("window_index IS NULL AND logged_at IS NOT NULL"),
+    ),
+    sa.Index(
+        "ix_observations_window",
+        "model",
+        "version",
+        "window_index",
+        postgresql_where=sa.text("window_index IS NOT NULL"),
     ),
     sa.Index(
         "ix_observations_labelled",
@@ -70,14 +83,19 @@ reports = sa.Table(
     sa.Column("model", sa.String(63), nullable=False),
     sa.Column("version", sa.Integer, nullable=False),
     sa.Column("window_index", sa.Integer, nullable=False),
+    sa.Column("revision", sa.Integer, nullable=False, server_default="1"),
     sa.Column("drift_detected", sa.Boolean, nullable=False),
     sa.Column("cause", sa.String(32)),
     sa.Column("action", sa.String(32)),
     sa.Column("emitted", sa.Boolean, nullable=False),
+    sa.Column("held_for", sa.String(32)),
+    sa.Column("basis", sa.String(16)),
+    sa.Column("label_coverage", sa.Float),
     sa.Column("summary", sa.Text, nullable=False),
     sa.Column("report", sa.JSON, nullable=False),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
-    sa.UniqueConstraint("model", "version", "window_index"),  # one report per window
+    sa.Column("updated_at", sa.DateTime(timezone=True)),
+    sa.UniqueConstraint("model", "version", "window_index", "revision"),  # a window's verdict history
 )
 
 
@@ -108,12 +126,32 @@ class DriftUnit(Messaging, Protocol):
         """Versions of ``model`` with predictions not yet in a window."""
         ...
 
-    async def open_window(self, model: str, version: int, size: int) -> OpenWindow:
-        """Predictions not yet in a window, and the labelled among the oldest ``size`` of them."""
+    async def count_open(self, model: str, version: int) -> int:
+        """Predictions of a version not yet in a window."""
+        ...
+
+    async def open_rows(self, model: str, version: int) -> list[Observation]:
+        """Predictions of a version not yet in a window (request id and times only), oldest first."""
         ...
 
     async def take_window(self, model: str, version: int, size: int, index: int) -> list[Observation]:
         """Assign the oldest ``size`` open predictions to window ``index`` and return them, oldest first."""
+        ...
+
+    async def place_in_windows(self, model: str, version: int, windows: Mapping[str, int]) -> None:
+        """Put open predictions (by request id) into the given windows: event-time windows place on arrival."""
+        ...
+
+    async def window_rows(self, model: str, version: int, index: int, limit: int) -> list[Observation]:
+        """The rows of window ``index`` (the newest ``limit`` of them), oldest first."""
+        ...
+
+    async def windows_of(self, model: str, request_ids: Sequence[str]) -> list[tuple[int, int]]:
+        """(version, window index) of the windows holding these predictions, ordered."""
+        ...
+
+    async def unjudged_windows(self, model: str, version: int, before: int) -> list[int]:
+        """Indexes below ``before`` of a version's windows that hold rows but have no report yet, ordered."""
         ...
 
     async def count_labelled(self, model: str, version: int) -> int:
@@ -124,12 +162,24 @@ class DriftUnit(Messaging, Protocol):
         """The newest ``limit`` labelled predictions of ``model`` (any version), oldest first."""
         ...
 
-    async def add_report(self, report: Report) -> None: ...
+    async def add_report(self, report: Report) -> None:
+        """Keep a new revision of a window's verdict."""
+        ...
 
-    async def report(self, model: str, report_id: str) -> Report: ...
+    async def update_report(self, report: Report) -> None:
+        """Refresh a kept revision (its evidence, summary and alarm state) in place."""
+        ...
+
+    async def latest_report(self, model: str, version: int, index: int) -> Report | None:
+        """The newest revision of a window's verdict."""
+        ...
+
+    async def report(self, model: str, report_id: str) -> Report:
+        """One revision with the window's revision history."""
+        ...
 
     async def reports(self, model: str, limit: int) -> list[ReportSummary]:
-        """A model's window reports, newest first."""
+        """The newest revision of each of a model's windows, newest window first."""
         ...
 
 
@@ -159,6 +209,7 @@ class SqlDriftUnit(SqlUnit):
                 **row._mapping,
                 "profile": ReferenceProfile.model_validate(row.profile),
                 "cooldown": CooldownState.from_dict(row.cooldown),
+                "policy": known_policy(row.policy),
             }
         )
 
@@ -179,7 +230,8 @@ class SqlDriftUnit(SqlUnit):
             statement.on_conflict_do_update(
                 index_elements=["request_id"],
                 set_={
-                    k: statement.excluded[k] for k in ("version", "logged_at", "inputs", "prediction", "probabilities")
+                    k: statement.excluded[k]
+                    for k in ("version", "logged_at", "inputs", "prediction", "probabilities", "event_time")
                 },
                 where=observations.c.logged_at.is_(None),
             )
@@ -216,16 +268,14 @@ class SqlDriftUnit(SqlUnit):
             observations.c.logged_at.is_not(None),
         )
 
-    async def open_window(self, model: str, version: int, size: int) -> OpenWindow:
-        base = self._open(model, version).with_only_columns(observations.c.label)
-        total = (await self.session.execute(sa.select(sa.func.count()).select_from(base.subquery()))).scalar_one()
-        oldest = base.order_by(observations.c.logged_at, observations.c.request_id).limit(size).subquery()
-        labelled = (
-            await self.session.execute(
-                sa.select(sa.func.count()).select_from(oldest).where(oldest.c.label.is_not(None))
-            )
-        ).scalar_one()
-        return OpenWindow(total=int(total), labelled=int(labelled))
+    async def count_open(self, model: str, version: int) -> int:
+        base = self._open(model, version).with_only_columns(observations.c.request_id)
+        return int((await self.session.execute(sa.select(sa.func.count()).select_from(base.subquery()))).scalar_one())
+
+    async def open_rows(self, model: str, version: int) -> list[Observation]:
+        columns = [observations.c[name] for name in ("request_id", "model", "logged_at", "event_time")]
+        query = self._open(model, version).with_only_columns(*columns).order_by(observations.c.logged_at)
+        return [Observation.model_validate(row) for row in await self.session.execute(query)]
 
     async def take_window(self, model: str, version: int, size: int, index: int) -> list[Observation]:
         oldest = (
@@ -245,6 +295,69 @@ class SqlDriftUnit(SqlUnit):
             .order_by(observations.c.logged_at, observations.c.request_id)
         )
         return [Observation.model_validate(row) for row in await self.session.execute(query)]
+
+    async def place_in_windows(self, model: str, version: int, windows: Mapping[str, int]) -> None:
+        by_window: dict[int, list[str]] = {}
+        for request_id, index in windows.items():
+            by_window.setdefault(index, []).append(request_id)
+        for index, ids in by_window.items():
+            await self.session.execute(
+                sa.update(observations)
+                .where(
+                    observations.c.request_id.in_(ids),
+                    observations.c.model == model,
+                    observations.c.version == version,
+                    observations.c.window_index.is_(None),
+                )
+                .values(window_index=index)
+            )
+
+    async def window_rows(self, model: str, version: int, index: int, limit: int) -> list[Observation]:
+        query = (
+            sa.select(observations)
+            .where(
+                observations.c.model == model,
+                observations.c.version == version,
+                observations.c.window_index == index,
+                observations.c.logged_at.is_not(None),
+            )
+            .order_by(observations.c.logged_at.desc(), observations.c.request_id.desc())
+            .limit(limit)
+        )
+        newest_first = [Observation.model_validate(row) for row in await self.session.execute(query)]
+        return newest_first[::-1]
+
+    async def windows_of(self, model: str, request_ids: Sequence[str]) -> list[tuple[int, int]]:
+        if not request_ids:
+            return []
+        query = (
+            sa.select(observations.c.version, observations.c.window_index)
+            .distinct()
+            .where(
+                observations.c.model == model,
+                observations.c.request_id.in_(list(request_ids)),
+                observations.c.window_index.is_not(None),
+                observations.c.version.is_not(None),
+            )
+            .order_by(observations.c.version, observations.c.window_index)
+        )
+        return [(int(v), int(i)) for v, i in await self.session.execute(query)]
+
+    async def unjudged_windows(self, model: str, version: int, before: int) -> list[int]:
+        judged = sa.select(reports.c.window_index).where(reports.c.model == model, reports.c.version == version)
+        query = (
+            sa.select(observations.c.window_index)
+            .distinct()
+            .where(
+                observations.c.model == model,
+                observations.c.version == version,
+                observations.c.window_index.is_not(None),
+                observations.c.window_index < before,
+                observations.c.window_index.not_in(judged),
+            )
+            .order_by(observations.c.window_index)
+        )
+        return [int(i) for (i,) in await self.session.execute(query)]
 
     async def count_labelled(self, model: str, version: int) -> int:
         query = sa.select(sa.func.count()).where(
@@ -270,23 +383,70 @@ class SqlDriftUnit(SqlUnit):
         return newest_first[::-1]
 
     async def add_report(self, report: Report) -> None:
-        values = report.model_dump(mode="json", exclude={"created_at"})
-        if report.created_at is not None:
-            values["created_at"] = report.created_at
-        await self.session.execute(sa.insert(reports).values(**values))
+        await self.session.execute(sa.insert(reports).values(**_report_values(report)))
+
+    async def update_report(self, report: Report) -> None:
+        values = _report_values(report)
+        await self.session.execute(sa.update(reports).where(reports.c.id == report.id).values(**values))
+
+    async def latest_report(self, model: str, version: int, index: int) -> Report | None:
+        query = (
+            sa.select(reports)
+            .where(reports.c.model == model, reports.c.version == version, reports.c.window_index == index)
+            .order_by(reports.c.revision.desc())
+            .limit(1)
+        )
+        row = (await self.session.execute(query)).first()
+        return None if row is None else Report.model_validate(row)
 
     async def report(self, model: str, report_id: str) -> Report:
         query = sa.select(reports).where(reports.c.model == model, reports.c.id == report_id)
         row = (await self.session.execute(query)).first()
         if row is None:
             raise NotFound(f"drift report {report_id!r} of model {model!r} does not exist")
-        return Report.model_validate(row)
+        history = (
+            sa.select(*[reports.c[name] for name in Revision.model_fields])
+            .where(
+                reports.c.model == model, reports.c.version == row.version, reports.c.window_index == row.window_index
+            )
+            .order_by(reports.c.revision)
+        )
+        revisions = [Revision.model_validate(r) for r in await self.session.execute(history)]
+        return Report.model_validate({**row._mapping, "revisions": revisions})
 
     async def reports(self, model: str, limit: int) -> list[ReportSummary]:
+        newest = (
+            sa.select(reports.c.version, reports.c.window_index, sa.func.max(reports.c.revision).label("revision"))
+            .where(reports.c.model == model)
+            .group_by(reports.c.version, reports.c.window_index)
+            .subquery()
+        )
         query = (
             sa.select(*[c for c in reports.c if c.name != "report"])
+            .join(
+                newest,
+                sa.and_(
+                    reports.c.version == newest.c.version,
+                    reports.c.window_index == newest.c.window_index,
+                    reports.c.revision == newest.c.revision,
+                ),
+            )
             .where(reports.c.model == model)
-            .order_by(reports.c.created_at.desc())
+            .order_by(reports.c.version.desc(), reports.c.window_index.desc())
             .limit(limit)
         )
         return [ReportSummary.model_validate(row) for row in await self.session.execute(query)]
+
+
+def _report_values(report: Report) -> dict[str, Any]:
+    values = report.model_dump(mode="json", exclude={"created_at", "updated_at", "revisions"})
+    for stamp in ("created_at", "updated_at"):
+        if getattr(report, stamp) is not None:
+            values[stamp] = getattr(report, stamp)
+    return values
+
+
+def known_policy(stored: Mapping[str, Any] | None) -> DriftPolicy:
+    """A stored or received drift policy, reading only the options this version of drift knows."""
+    known = {k: v for k, v in (stored or {}).items() if k in DriftPolicy.model_fields}
+    return DriftPolicy.model_validate(known)

@@ -1,13 +1,13 @@
-"""Drift's store in memory, for handler tests: the same upsert and window rules as the SQL queries."""
+"""Drift's store in memory, for handler tests: the same upsert, window and revision rules as the SQL queries."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from mloop_common.errors import NotFound
 from mloop_common.testing import MemoryStore, MemoryUnit
 from mloop_drift.cooldown import CooldownState
-from mloop_drift.entities import Label, MonitoredVersion, Observation, OpenWindow, Prediction, Report, ReportSummary
+from mloop_drift.entities import Label, MonitoredVersion, Observation, Prediction, Report, ReportSummary, Revision
 
 
 class MemoryDriftUnit(MemoryUnit):
@@ -76,14 +76,55 @@ class MemoryDriftUnit(MemoryUnit):
             }
         )
 
-    async def open_window(self, model: str, version: int, size: int) -> OpenWindow:
-        pending = self._open(model, version)
-        return OpenWindow(total=len(pending), labelled=sum(o.label is not None for o in pending[:size]))
+    async def count_open(self, model: str, version: int) -> int:
+        return len(self._open(model, version))
+
+    async def open_rows(self, model: str, version: int) -> list[Observation]:
+        return self._open(model, version)
 
     async def take_window(self, model: str, version: int, size: int, index: int) -> list[Observation]:
         taken = [o.model_copy(update={"window_index": index}) for o in self._open(model, version)[:size]]
         self._observations.update({o.request_id: o for o in taken})
         return taken
+
+    async def place_in_windows(self, model: str, version: int, windows: Mapping[str, int]) -> None:
+        for request_id, index in windows.items():
+            row = self._observations[request_id]
+            if row.model == model and row.version == version and row.window_index is None:
+                self._observations[request_id] = row.model_copy(update={"window_index": index})
+
+    async def window_rows(self, model: str, version: int, index: int, limit: int) -> list[Observation]:
+        rows = [
+            o
+            for o in self._observations.values()
+            if (o.model, o.version, o.window_index) == (model, version, index) and o.logged_at is not None
+        ]
+        return sorted(rows, key=lambda o: (o.logged_at, o.request_id))[-limit:]
+
+    async def windows_of(self, model: str, request_ids: Sequence[str]) -> list[tuple[int, int]]:
+        found = {
+            (o.version, o.window_index)
+            for r in request_ids
+            if (o := self._observations.get(r)) is not None
+            and o.model == model
+            and o.version is not None
+            and o.window_index is not None
+        }
+        return sorted(found)  # type: ignore[arg-type]
+
+    async def unjudged_windows(self, model: str, version: int, before: int) -> list[int]:
+        judged = {r.window_index for r in self._reports.values() if (r.model, r.version) == (model, version)}
+        return sorted(
+            {
+                o.window_index
+                for o in self._observations.values()
+                if o.model == model
+                and o.version == version
+                and o.window_index is not None
+                and o.window_index < before
+                and o.window_index not in judged
+            }
+        )
 
     async def count_labelled(self, model: str, version: int) -> int:
         return sum(
@@ -100,22 +141,41 @@ class MemoryDriftUnit(MemoryUnit):
         return sorted(labelled, key=lambda o: (o.logged_at, o.request_id))[-limit:]
 
     async def add_report(self, report: Report) -> None:
-        window = (report.model, report.version, report.window_index)
-        if any((r.model, r.version, r.window_index) == window for r in self._reports.values()):
-            raise AssertionError(f"window {window} reported twice (unique in the real table)")
+        revision = (report.model, report.version, report.window_index, report.revision)
+        if any((r.model, r.version, r.window_index, r.revision) == revision for r in self._reports.values()):
+            raise AssertionError(f"revision {revision} reported twice (unique in the real table)")
         self._reports[report.id] = report
+
+    async def update_report(self, report: Report) -> None:
+        assert report.id in self._reports, "only a kept revision can be refreshed"
+        self._reports[report.id] = report
+
+    def _window(self, model: str, version: int, index: int) -> list[Report]:
+        found = [r for r in self._reports.values() if (r.model, r.version, r.window_index) == (model, version, index)]
+        return sorted(found, key=lambda r: r.revision)
+
+    async def latest_report(self, model: str, version: int, index: int) -> Report | None:
+        history = self._window(model, version, index)
+        return history[-1] if history else None
 
     async def report(self, model: str, report_id: str) -> Report:
         found = self._reports.get(report_id)
         if found is None or found.model != model:
             raise NotFound(f"drift report {report_id!r} of model {model!r} does not exist")
-        return found
+        history = self._window(model, found.version, found.window_index)
+        revisions = [Revision.model_validate(r.model_dump()) for r in history]
+        return found.model_copy(update={"revisions": revisions})
 
     async def reports(self, model: str, limit: int) -> list[ReportSummary]:
-        newest_first = sorted(
-            (r for r in self._reports.values() if r.model == model), key=lambda r: r.created_at, reverse=True
-        )
-        return [ReportSummary.model_validate(r.model_dump(exclude={"report"})) for r in newest_first[:limit]]
+        latest: dict[tuple[int, int], Report] = {}
+        for r in self._reports.values():
+            key = (r.version, r.window_index)
+            if r.model == model and (key not in latest or latest[key].revision < r.revision):
+                latest[key] = r
+        newest_first = sorted(latest.values(), key=lambda r: (r.version, r.window_index), reverse=True)
+        return [
+            ReportSummary.model_validate(r.model_dump(exclude={"report", "revisions"})) for r in newest_first[:limit]
+        ]
 
 
 def memory_store() -> MemoryStore[MemoryDriftUnit]:

@@ -21,12 +21,17 @@ SUMMARY_FIELDS = {
     "model",
     "version",
     "window_index",
+    "revision",
     "drift_detected",
     "cause",
     "action",
     "emitted",
+    "held_for",
+    "basis",
+    "label_coverage",
     "summary",
     "created_at",
+    "updated_at",
 }
 
 
@@ -35,19 +40,20 @@ async def no_lifespan(_: FastAPI) -> AsyncIterator[None]:
     yield
 
 
-def report(window: int) -> Report:
+def report(window: int, revision: int = 1) -> Report:
     return Report(
-        id=f"report-{window}",
+        id=f"report-{window}" + (f"-r{revision}" if revision > 1 else ""),
         model="churn",
         version=1,
         window_index=window,
+        revision=revision,
         drift_detected=window == 2,
         cause="covariate_shift" if window == 2 else None,
         action="retrain" if window == 2 else None,
         emitted=window == 2,
         summary="...",
         report={"n_rows": 100, "drifted_features": ["x1"] if window == 2 else []},
-        created_at=datetime(2026, 1, 1, tzinfo=UTC) + timedelta(minutes=window),
+        created_at=datetime(2026, 1, 1, tzinfo=UTC) + timedelta(minutes=window, seconds=revision),
     )
 
 
@@ -86,8 +92,28 @@ async def test_one_report_carries_its_evidence() -> None:
 
     assert response.status_code == 200
     body = response.json()
-    assert set(body) == SUMMARY_FIELDS | {"report"}
+    assert set(body) == SUMMARY_FIELDS | {"report", "revisions"}
     assert body["report"] == {"n_rows": 100, "drifted_features": ["x1"]}
+    assert [r["id"] for r in body["revisions"]] == ["report-2"]
+
+
+async def test_the_list_shows_each_window_once_at_its_latest_revision_and_a_report_lists_its_revisions() -> None:
+    async with await client_with(report(1), report(2), report(1, revision=2)) as client:
+        listed = (await client.get("/v1/drift/churn/reports")).json()["reports"]
+        first = (await client.get("/v1/drift/churn/reports/report-1")).json()
+
+    assert [(r["window_index"], r["revision"]) for r in listed] == [(2, 1), (1, 2)]
+    assert [(r["id"], r["revision"]) for r in first["revisions"]] == [("report-1", 1), ("report-1-r2", 2)]
+    assert set(first["revisions"][0]) == {
+        "id",
+        "revision",
+        "cause",
+        "action",
+        "emitted",
+        "basis",
+        "label_coverage",
+        "created_at",
+    }
 
 
 async def test_an_unknown_report_is_not_found() -> None:

@@ -74,10 +74,28 @@ def test_in_cooldown_covers_exactly_the_windows_after_an_emission() -> None:
 
 
 def test_state_round_trips_through_a_dict() -> None:
-    state = CooldownState(last_emitted_window=12, suppressed=2)
+    state = CooldownState(last_emitted_window=12, suppressed=2, last_retrain_window=10)
 
-    assert state.to_dict() == {"last_emitted_window": 12, "suppressed": 2}
+    assert state.to_dict() == {"last_emitted_window": 12, "suppressed": 2, "last_retrain_window": 10}
     assert CooldownState.from_dict(state.to_dict()) == state
+
+
+def test_a_state_stored_before_retrain_cooldowns_existed_still_loads() -> None:
+    assert CooldownState.from_dict({"last_emitted_window": 4, "suppressed": 1}) == CooldownState(4, 1, None)
+
+
+def test_an_alert_does_not_hold_back_a_retrain_but_a_retrain_holds_back_both() -> None:
+    policy = CooldownPolicy(cooldown_windows=3)
+
+    alerted, state = policy.should_emit(CooldownState(), True, 1)
+    escalated, state = policy.should_emit(state, True, 1, retrain=True)  # the same window, revised by its labels
+    again, state = policy.should_emit(state, True, 1, retrain=True)
+    alert_after, state = policy.should_emit(state, True, 3)
+    retrain_after, state = policy.should_emit(state, True, 4, retrain=True)
+
+    assert (alerted, escalated, again, alert_after, retrain_after) == (True, True, False, False, False)
+    assert state == CooldownState(last_emitted_window=1, suppressed=3, last_retrain_window=1)
+    assert policy.should_emit(state, True, 5, retrain=True)[0] is True
 
 
 @pytest.mark.parametrize("stored", [None, {}])
@@ -86,7 +104,14 @@ def test_nothing_stored_is_the_initial_state(stored: dict | None) -> None:
 
 
 @pytest.mark.parametrize(
-    "stored", [{"last_emitted_window": "3"}, {"last_emitted_window": 1.5}, {"suppressed": -1}, {"suppressed": True}]
+    "stored",
+    [
+        {"last_emitted_window": "3"},
+        {"last_emitted_window": 1.5},
+        {"suppressed": -1},
+        {"suppressed": True},
+        {"last_retrain_window": "2"},
+    ],
 )
 def test_a_corrupt_stored_state_is_rejected(stored: dict) -> None:
     with pytest.raises(ValueError):

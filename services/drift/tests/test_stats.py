@@ -4,6 +4,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from scipy import stats as sps
 
 from mloop_common.profile import CategoricalProfile, NumericProfile
 from mloop_drift.stats import (
@@ -19,6 +20,7 @@ from mloop_drift.stats import (
     default_methods,
     fit_method,
     parse_numeric,
+    wasserstein_sorted,
 )
 
 from .profiles import categorical_entry, numeric, numeric_entry
@@ -308,6 +310,7 @@ def test_fitting_rejects_unknown_methods_and_the_wrong_column_kind() -> None:
     [
         ("numeric", 50, 0, ("ks",)),
         ("numeric", 1000, 0, ("ks", "psi")),
+        ("numeric", 50_000, 0, ("wasserstein", "psi")),
         ("categorical", 500, 4, ("chi2",)),
         ("categorical", 1000, 4, ("chi2", "jensen_shannon")),
         ("categorical", 1000, 40, ("chi2",)),
@@ -329,3 +332,23 @@ def test_default_methods_are_registered_for_their_kind() -> None:
 def test_default_methods_reject_an_unknown_kind() -> None:
     with pytest.raises(ValueError, match="unknown column kind"):
         default_methods("text", 100)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("n", "m"), [(1000, 50_000), (5, 7), (100, 3)])
+def test_wasserstein_on_sorted_samples_matches_scipy(n: int, m: int) -> None:
+    rng = np.random.default_rng(n + m)
+    reference = np.sort(np.round(rng.normal(0.0, 1.0, n), 1))  # rounded: ties in the reference too
+    window = np.sort(rng.normal(0.3, 1.5, m))
+
+    assert wasserstein_sorted(reference, window) == pytest.approx(sps.wasserstein_distance(reference, window))
+
+
+def test_ks_on_a_large_window_matches_scipys_asymptotic_test() -> None:
+    entry = numeric_entry(np.random.default_rng(1).normal(0.0, 1.0, 5000))
+    window = np.random.default_rng(2).normal(0.05, 1.0, 20_000)
+
+    result = KolmogorovSmirnov.fit(entry).score(window)
+
+    expected = sps.ks_2samp(np.asarray(entry.sample), window, method="asymp")
+    assert result.statistic == pytest.approx(expected.statistic)
+    assert result.p_value == pytest.approx(expected.pvalue)

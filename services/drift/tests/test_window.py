@@ -1,0 +1,50 @@
+import math
+
+import numpy as np
+import pytest
+
+from mloop_drift.window import Window, categorical_column, numeric_column, probability_matrix
+
+
+def test_a_clean_numeric_column_keeps_its_finite_values_and_counts_the_gaps() -> None:
+    column = numeric_column([1.0, None, 3, math.nan, 5.5])
+
+    assert column.values.tolist() == [1.0, 3.0, 5.5]
+    assert (column.total, column.missing, column.wrong_type, column.absent) == (5, 2, 0, 0)
+
+
+def test_text_booleans_and_infinities_in_a_numeric_column_are_the_wrong_type() -> None:
+    column = numeric_column([1.0, "2.5", "two", True, [3], None, math.inf])
+
+    assert column.values.tolist() == [1.0, 2.5, 1.0]  # number-like text and booleans still measure
+    assert (column.missing, column.wrong_type) == (1, 5)
+
+
+def test_category_keys_agree_across_types_and_missing_values_are_none() -> None:
+    column = categorical_column([1, "1", 1.0, True, "", None, math.nan, "pro", [1, 2]])
+
+    assert column.keys.tolist() == ["1", "1", "1", "True", None, None, None, "pro", "[1, 2]"]
+    assert column.missing == 3
+
+
+def test_rows_become_columns_and_absent_keys_are_told_from_nulls() -> None:
+    rows = [{"age": 30.0, "plan": "pro"}, {"age": None, "plan": "basic"}, {"plan": "pro"}]
+
+    window = Window.from_rows({"age": "numeric", "plan": "categorical"}, rows, ["a", "b", "a"], labels=[None, "b", "a"])
+
+    age = window.features["age"]
+    assert age.missing == 2 and age.absent == 1
+    assert window.features["plan"].absent == 0
+    assert window.labels is not None and window.labels.tolist() == [None, "b", "a"]
+
+
+def test_malformed_probability_vectors_become_nan_rows() -> None:
+    matrix = probability_matrix([[0.2, 0.8], None, [0.5], [0.1, "x"], [1.5, -0.5], [0.3, 0.7]])
+
+    assert matrix.shape == (6, 2)
+    assert np.isnan(matrix[1:5]).all() and matrix[5].tolist() == [0.3, 0.7]
+
+
+def test_columns_must_match_the_rows() -> None:
+    with pytest.raises(ValueError, match="labels has 1 entries for 2 rows"):
+        Window.from_rows({"x": "numeric"}, [{"x": 1}, {"x": 2}], [0, 1], labels=[0])
