@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+import logging
+from collections.abc import Callable, Coroutine
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends, Response
+from fastapi import APIRouter, Body, Depends, FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 
+from mloop_common.errors import InvalidInput, MloopError, NotFound
 from mloop_common.http import components
 from mloop_serving.bootstrap import ServingService
 from mloop_serving.oip import (
-    InferRequest,
-    InferResponse,
+    EXTENSIONS,
+    INFERENCE_HEADER,
+    ErrorBody,
+    InferRequestDoc,
+    InferResponseDoc,
     ModelMetadata,
     ModelReady,
     ModelVersionReady,
@@ -18,9 +26,11 @@ from mloop_serving.oip import (
     ServerMetadata,
     ServerReady,
     model_metadata,
+    parse_infer_request,
 )
 from mloop_serving.schemas import Feedback, FeedbackReceipt, PredictRequest, PredictResponse
 
+log = logging.getLogger(__name__)
 router = APIRouter()
 Service = Annotated[ServingService, Depends(components)]
 
@@ -51,13 +61,63 @@ async def feedback(service: Service, body: Annotated[Feedback | list[Feedback], 
 # --- Open Inference Protocol v2 --------------------------------------------------------
 
 
-@router.get("/v2/health/live", tags=["oip"])
+class OipRoute(APIRoute):
+    """A protocol route: errors are ``{"error": "<message>"}`` (400 bad input, 404 unknown model or version).
+
+    The rest of the service keeps mloop's richer error objects; OIP clients (Triton's, KServe's) read
+    only this shape.
+    """
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def answer(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except InvalidInput as exc:
+                return JSONResponse({"error": exc.message}, 400)
+            except MloopError as exc:
+                if exc.status_code >= 500:
+                    log.error("%s: %s", type(exc).__name__, exc.message)
+                return JSONResponse({"error": exc.message}, exc.status_code)
+            except Exception as exc:
+                log.exception("unhandled error")
+                return JSONResponse({"error": f"internal error: {type(exc).__name__}"}, 500)
+
+        return answer
+
+
+oip_router = APIRouter(
+    route_class=OipRoute, tags=["oip"], responses={400: {"model": ErrorBody}, 404: {"model": ErrorBody}}
+)
+_INFER_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": {"$ref": "#/components/schemas/InferRequestDoc"}},
+            "application/octet-stream": {
+                "schema": {"type": "string", "format": "binary"},
+                "description": f"JSON request, then binary tensor data; {INFERENCE_HEADER} gives the JSON's length",
+            },
+        },
+    }
+}
+
+
+def _version(name: str, version: str) -> int:
+    """An OIP version string as mloop's version number; anything else names no loaded version."""
+    if not version.isdigit():
+        raise NotFound(f"model {name!r} has no version {version!r}")
+    return int(version)
+
+
+@oip_router.get("/v2/health/live")
 async def live() -> ServerLive:
     """OIP server liveness."""
     return ServerLive(live=True)
 
 
-@router.get("/v2/health/ready", tags=["oip"], responses={503: {"model": ServerReady}})
+@oip_router.get("/v2/health/ready", responses={503: {"model": ServerReady}})
 async def ready(service: Service, response: Response) -> ServerReady:
     """OIP server readiness: production models loaded."""
     if not service.loader.synced:
@@ -65,45 +125,76 @@ async def ready(service: Service, response: Response) -> ServerReady:
     return ServerReady(ready=service.loader.synced)
 
 
-@router.get("/v2", tags=["oip"])
+@oip_router.get("/v2")
 async def server_metadata(service: Service) -> ServerMetadata:
     """OIP server metadata."""
-    return ServerMetadata(name="mloop-serving", version="0.1.0", extensions=[], models=service.host.names())
+    return ServerMetadata(name="mloop-serving", version="0.1.0", extensions=EXTENSIONS, models=service.host.names())
 
 
-@router.get("/v2/models/{name}", tags=["oip"])
+@oip_router.get("/v2/models/{name}")
 async def get_model_metadata(service: Service, name: str) -> ModelMetadata:
     """OIP model metadata: inputs (one per feature) and outputs."""
     return model_metadata(service.host.get(name))
 
 
-@router.get("/v2/models/{name}/versions/{version}", tags=["oip"])
-async def get_model_version_metadata(service: Service, name: str, version: int) -> ModelMetadata:
+@oip_router.get("/v2/models/{name}/versions/{version}")
+async def get_model_version_metadata(service: Service, name: str, version: str) -> ModelMetadata:
     """OIP model metadata for a specific loaded version."""
-    return model_metadata(service.host.get(name, version))
+    return model_metadata(service.host.get(name, _version(name, version)))
 
 
-@router.get("/v2/models/{name}/ready", tags=["oip"])
+@oip_router.get("/v2/models/{name}/ready")
 async def model_ready(service: Service, name: str) -> ModelReady:
     """OIP model readiness (a model that is not loaded is 404)."""
     service.host.get(name)
     return ModelReady(name=name, ready=True)
 
 
-@router.get("/v2/models/{name}/versions/{version}/ready", tags=["oip"])
-async def model_version_ready(service: Service, name: str, version: int) -> ModelVersionReady:
-    """OIP model-version readiness (a version that is not the loaded one is 404)."""
-    service.host.get(name, version)
-    return ModelVersionReady(name=name, version=str(version), ready=True)
+@oip_router.get("/v2/models/{name}/versions/{version}/ready")
+async def model_version_ready(service: Service, name: str, version: str) -> ModelVersionReady:
+    """OIP model-version readiness (a version that is not loaded is 404)."""
+    service.host.get(name, _version(name, version))
+    return ModelVersionReady(name=name, version=version, ready=True)
 
 
-@router.post("/v2/models/{name}/infer", tags=["oip"])
-async def infer_latest(service: Service, name: str, request: InferRequest) -> InferResponse:
-    """OIP inference with the production version."""
-    return await service.scorer.infer(name, request)
+@oip_router.post("/v2/models/{name}/infer", response_model=InferResponseDoc, openapi_extra=_INFER_BODY)
+async def infer_latest(service: Service, name: str, request: Request) -> Response:
+    """OIP inference with the production version; JSON or binary tensor data, whatever the content type."""
+    return await _infer(service, name, request, None)
 
 
-@router.post("/v2/models/{name}/versions/{version}/infer", tags=["oip"])
-async def infer_version(service: Service, name: str, version: int, request: InferRequest) -> InferResponse:
+@oip_router.post(
+    "/v2/models/{name}/versions/{version}/infer", response_model=InferResponseDoc, openapi_extra=_INFER_BODY
+)
+async def infer_version(service: Service, name: str, version: str, request: Request) -> Response:
     """OIP inference with a specific loaded version."""
-    return await service.scorer.infer(name, request, version)
+    return await _infer(service, name, request, _version(name, version))
+
+
+async def _infer(service: ServingService, name: str, request: Request, version: int | None) -> Response:
+    # The body is read as bytes: Triton's client sends no Content-Type, and binary tensors follow the JSON.
+    call = parse_infer_request(await request.body(), request.headers.get(INFERENCE_HEADER))
+    encoded = await service.scorer.infer(name, call, version)
+    return Response(encoded.body, headers=encoded.headers)
+
+
+router.include_router(oip_router)
+
+
+def configure_oip(app: FastAPI) -> None:
+    """What the protocol needs beyond its routes: errors raised before a route runs (413, unknown path) in its
+    shape, and the infer request's schema in the OpenAPI document (the route reads raw bytes, so FastAPI
+    cannot learn it from a parameter)."""
+    app.state.plain_error_prefixes = ("/v2",)
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            document = build()
+            schema = InferRequestDoc.model_json_schema(ref_template="#/components/schemas/{model}")
+            schemas = document.setdefault("components", {}).setdefault("schemas", {})
+            schemas.update(schema.pop("$defs", {}))
+            schemas["InferRequestDoc"] = schema
+        return app.openapi_schema  # type: ignore[return-value]
+
+    app.openapi = openapi  # type: ignore[method-assign]

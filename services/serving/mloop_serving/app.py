@@ -11,7 +11,7 @@ from mloop_serving.config import ServingSettings
 
 
 def create_app(settings: ServingSettings) -> FastAPI:
-    return service_app(
+    app = service_app(
         settings,
         bootstrap=bootstrap,
         router=api.router,
@@ -19,3 +19,5 @@ def create_app(settings: ServingSettings) -> FastAPI:
         description="Predictions from the production version of each model (simple JSON API and "
         "Open Inference Protocol v2), and ground-truth feedback.",
     )
+    api.configure_oip(app)
+    return app

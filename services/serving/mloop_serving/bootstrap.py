@@ -15,12 +15,14 @@ from fastapi import FastAPI
 from mloop_common.bus import route
 from mloop_common.clients import RegistryClient
 from mloop_common.events import ModelPromoted
+from mloop_common.http import Degraded, ReadinessCheck
 from mloop_common.retry import Backoff, retry_call
 from mloop_common.runtime import Runtime
 from mloop_serving.config import ServingSettings
 from mloop_serving.handlers import Loader, Scorer
 from mloop_serving.host import ModelHost
 from mloop_serving.logbook import Logbook, RequestIndex
+from mloop_serving.spill import SpillFile
 
 
 @dataclass(frozen=True)
@@ -32,6 +34,19 @@ class ServingService:
     scorer: Scorer
 
 
+def models_check(loader: Loader) -> ReadinessCheck:
+    """Readiness: every production model tried once; ready with the failures as detail if some did not load,
+    so one broken model never keeps the others from taking traffic."""
+
+    async def check() -> bool | str | Degraded:
+        if not loader.synced:
+            return "production models not loaded yet"
+        problems = loader.problems()
+        return Degraded("; ".join(problems)) if problems else True
+
+    return check
+
+
 @asynccontextmanager
 async def bootstrap(settings: ServingSettings, app: FastAPI) -> AsyncIterator[ServingService]:
     """Build the bus, registry client and artifact store; load production models and follow model.promoted."""
@@ -41,9 +56,12 @@ async def bootstrap(settings: ServingSettings, app: FastAPI) -> AsyncIterator[Se
     loader = Loader(registry=registry, artifacts=runtime.artifacts, host=host)
     logbook = Logbook(
         runtime.producer,
+        spill=SpillFile(settings.log_spill_path, max_bytes=settings.log_spill_max_bytes),
         batch_size=settings.log_batch_size,
         interval=settings.log_interval_seconds,
         max_event_bytes=settings.log_max_event_bytes,
+        publish_timeout=settings.log_publish_timeout_seconds,
+        stop_grace=settings.log_stop_grace_seconds,
     )
     scorer = Scorer(
         host=host,
@@ -62,16 +80,14 @@ async def bootstrap(settings: ServingSettings, app: FastAPI) -> AsyncIterator[Se
         retry_call(loader.sync_all, what="loading production models", backoff=Backoff(initial=0.5, maximum=5.0))
     )
 
-    async def models_loaded() -> bool | str:
-        return True if loader.synced else "production models not loaded yet"
-
-    app.state.checks["models"] = models_loaded
+    app.state.checks["models"] = models_check(loader)
     try:
         yield ServingService(host=host, loader=loader, scorer=scorer)
     finally:
         initial_sync.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await initial_sync
+        await loader.close()
         try:
             await logbook.stop()
         finally:

@@ -1,4 +1,6 @@
+import re
 import socket
+from pathlib import Path
 from typing import ClassVar
 
 from pydantic import Field
@@ -21,3 +23,14 @@ class ServingSettings(ServiceSettings):
     log_interval_seconds: float = Field(0.5, gt=0)
     # The broker refuses messages over its limit (1 MiB by default); the rest is room for the trace headers.
     log_max_event_bytes: int = Field(900_000, ge=4096)
+    # Prediction-log events Kafka does not take wait here (one file per instance id) and are replayed in order.
+    log_spill_dir: Path = Path(".run/serving-spill")
+    log_spill_max_bytes: int = Field(1024**3, ge=1024 * 1024)
+    # How long one publish may wait for Kafka before its event is spilled (the producer alone would wait 40 s).
+    log_publish_timeout_seconds: float = Field(5.0, gt=0)
+    # At shutdown: how long to wait for Kafka before spilling what is left.
+    log_stop_grace_seconds: float = Field(5.0, gt=0)
+
+    @property
+    def log_spill_path(self) -> Path:
+        return self.log_spill_dir / (re.sub(r"[^A-Za-z0-9._-]", "_", self.instance_id) + ".spill")

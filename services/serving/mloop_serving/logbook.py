@@ -7,9 +7,8 @@ import contextlib
 import logging
 import math
 from collections import OrderedDict, defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import partial
 from typing import Any, Protocol
 
 from prometheus_client import Counter, Gauge
@@ -26,12 +25,21 @@ from mloop_common.events import (
 )
 from mloop_common.retry import Backoff
 from mloop_common.telemetry import current_trace_headers
+from mloop_serving.spill import MemorySpill, Spill
 
 SOURCE = "mloop/serving"
 log = logging.getLogger(__name__)
 
 PENDING = Gauge("mloop_serving_log_pending_records", "Prediction/feedback records waiting to be published")
-DROPPED = Counter("mloop_serving_log_dropped_records_total", "Records dropped because the log buffer was full")
+DROPPED = Counter(
+    "mloop_serving_log_dropped_records_total", "Records dropped because the log buffer or the spill was full"
+)
+PUBLISHED = Counter("mloop_serving_log_published_records_total", "Records Kafka took (replayed ones included)")
+SPILLED = Counter(
+    "mloop_serving_log_spilled_records_total", "Records set aside in the spill because Kafka did not take them"
+)
+REPLAYED = Counter("mloop_serving_log_replayed_records_total", "Records published from the spill once Kafka took them")
+SPILL_BYTES = Gauge("mloop_serving_log_spill_bytes", "Bytes in the prediction log's spill (events waiting for Kafka)")
 OVERSIZED = Counter(
     "mloop_serving_log_oversized_records_total",
     "Records dropped because one alone makes an event over log_max_event_bytes (the broker would refuse it)",
@@ -67,11 +75,10 @@ class RequestIndex:
 
 @dataclass(frozen=True)
 class _Batch:
-    """One event ready to publish, and how to put its records back if publishing fails."""
+    """One event ready to publish, and how many records it carries."""
 
     event: Envelope
-    records: Sequence[Any]
-    put_back: Callable[[Sequence[Any]], None]
+    records: int
 
 
 class Logbook:
@@ -79,30 +86,41 @@ class Logbook:
 
     A batch whose event would exceed ``max_event_bytes`` once encoded is split until every event
     fits; a record too large to fit even alone can never be published, so it is dropped and counted.
+
+    Events Kafka does not take go to the ``spill`` (a local file in production) and are replayed from
+    there, oldest first, before anything newer is published; while the spill holds events, new ones
+    are appended behind them, so the order in which records were logged is the order Kafka gets them.
     """
 
     def __init__(
         self,
         publisher: Publisher,
         *,
+        spill: Spill | None = None,
         batch_size: int = 500,
         interval: float = 0.5,
         capacity: int = 200_000,
         max_event_bytes: int = 900_000,
         retry_backoff: Backoff = Backoff(initial=1.0, maximum=10.0),
+        publish_timeout: float = 5.0,
+        stop_grace: float = 5.0,
     ) -> None:
         self._publisher = publisher
+        self._spill: Spill = spill if spill is not None else MemorySpill()
         self._batch_size = batch_size
         self._interval = interval
         self._capacity = capacity
         self._max_event_bytes = max_event_bytes
         self._backoff = retry_backoff
+        self._publish_timeout = publish_timeout
+        self._stop_grace = stop_grace
         self._predictions: dict[tuple[str, int], list[PredictionRecord]] = defaultdict(list)
         self._feedback: dict[str, list[FeedbackRecord]] = defaultdict(list)
         self._size = 0
         self._full = asyncio.Event()
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        SPILL_BYTES.set(self._spill.size)
 
     def log_predictions(self, model: str, version: int, records: Sequence[PredictionRecord]) -> None:
         self._add(self._predictions[(model, version)], records)
@@ -123,18 +141,27 @@ class Logbook:
             self._full.set()
 
     async def start(self) -> None:
+        """Start publishing in the background (first what a previous run left in the spill)."""
         self._task = asyncio.create_task(self._run(), name="prediction-logbook")
 
     async def stop(self) -> None:
-        """Flush what is buffered, then stop."""
+        """Publish what is buffered, then stop; what Kafka does not take within the grace period is spilled."""
         self._stopping.set()
         self._full.set()
         if self._task:
-            await self._task
-        await self.flush()
+            try:
+                await asyncio.wait_for(asyncio.shield(self._task), self._stop_grace)
+            except TimeoutError:
+                # Stuck on an unreachable broker: cancelling spills the batch in flight (see flush).
+                self._task.cancel()
+                await asyncio.gather(self._task, return_exceptions=True)
+        try:
+            await asyncio.wait_for(self.flush(), self._stop_grace)
+        except Exception as exc:  # a timeout included: what was taken is in the spill by now
+            log.warning("prediction log not fully published at stop (%r); the spill keeps the rest", exc)
 
     async def flush(self) -> None:
-        """Publish everything buffered; on failure the unpublished records go back for the next flush."""
+        """Publish the spill's backlog, then everything buffered; what Kafka does not take is spilled."""
         predictions, self._predictions = self._predictions, defaultdict(list)
         feedback, self._feedback = self._feedback, defaultdict(list)
         self._size = 0
@@ -142,45 +169,66 @@ class Logbook:
         batches: list[_Batch] = []
         for (model, version), records in predictions.items():
             logged = PredictionsLogged(model=model, version=version, records=[])
-            batches += self._batches(logged, model, records, partial(self.log_predictions, model, version))
+            batches += self._batches(logged, model, records)
         for model, labels in feedback.items():
             received = FeedbackReceived(model=model, records=[])
-            batches += self._batches(received, model, labels, partial(self.log_feedback, model))
+            batches += self._batches(received, model, labels)
+        if not self._spill.empty:
+            self._to_spill(batches)  # behind the backlog, so the order holds
+            await self._replay()
+            return
         for index, batch in enumerate(batches):
             try:
-                await self._publisher.publish(batch.event)
-            except Exception:
-                # The next flush retries what did not leave (duplicates are possible, loss is not).
-                for unsent in batches[index:]:
-                    unsent.put_back(unsent.records)
+                await self._publish(batch.event)
+            except BaseException:  # cancellation too (a stop that could not wait): nothing taken is lost
+                self._to_spill(batches[index:])
                 raise
+            PUBLISHED.inc(batch.records)
+
+    async def _replay(self) -> None:
+        """Publish the spill's events, oldest first; stops at the first failure (the rest stays spilled)."""
+        while (head := self._spill.head()) is not None:
+            event, records = head
+            await self._publish(event)
+            self._spill.pop()
+            PUBLISHED.inc(records)
+            REPLAYED.inc(records)
+            SPILL_BYTES.set(self._spill.size)
+
+    async def _publish(self, event: Envelope) -> None:
+        # The producer itself waits for an unreachable broker for its whole request timeout (40 s): give up
+        # sooner and spill. A send given up on may still reach Kafka later: a duplicate, which consumers absorb.
+        await asyncio.wait_for(self._publisher.publish(event), self._publish_timeout)
+
+    def _to_spill(self, batches: Sequence[_Batch]) -> None:
+        if not batches:
+            return
+        kept = self._spill.append([(batch.event, batch.records) for batch in batches])
+        SPILLED.inc(sum(batch.records for batch in batches[:kept]))
+        SPILL_BYTES.set(self._spill.size)
+        lost = sum(batch.records for batch in batches[kept:])
+        if lost:
+            DROPPED.inc(lost)
+            log.error("prediction log spill full (%d bytes): dropping %d records", self._spill.size, lost)
 
     def _batches(
-        self,
-        empty: PredictionsLogged | FeedbackReceived,
-        subject: str,
-        records: Sequence[Any],
-        put_back: Callable[[Sequence[Any]], None],
+        self, empty: PredictionsLogged | FeedbackReceived, subject: str, records: Sequence[Any]
     ) -> list[_Batch]:
         """``records`` as events of at most ``batch_size`` records and ``max_event_bytes`` bytes."""
         batches: list[_Batch] = []
         for start in range(0, len(records), self._batch_size):
-            batches += self._fitting(empty, subject, records[start : start + self._batch_size], put_back)
+            batches += self._fitting(empty, subject, records[start : start + self._batch_size])
         return batches
 
     def _fitting(
-        self,
-        empty: PredictionsLogged | FeedbackReceived,
-        subject: str,
-        records: Sequence[Any],
-        put_back: Callable[[Sequence[Any]], None],
+        self, empty: PredictionsLogged | FeedbackReceived, subject: str, records: Sequence[Any]
     ) -> list[_Batch]:
         event = new_event(empty.model_copy(update={"records": list(records)}), source=SOURCE, subject=subject)
         # Measured with the trace headers the producer would add, so what fits here fits on the wire.
         event = event.with_trace(*current_trace_headers())
         size = encoded_size(event)
         if size <= self._max_event_bytes:
-            return [_Batch(event, records, put_back)]
+            return [_Batch(event, len(records))]
         if len(records) == 1:
             OVERSIZED.inc()
             log.error(
@@ -198,7 +246,7 @@ class Logbook:
         step = math.ceil(len(records) / parts)
         batches: list[_Batch] = []
         for start in range(0, len(records), step):
-            batches += self._fitting(empty, subject, records[start : start + step], put_back)
+            batches += self._fitting(empty, subject, records[start : start + step])
         return batches
 
     async def _run(self) -> None:
@@ -207,7 +255,7 @@ class Logbook:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._full.wait(), self._interval)
             self._full.clear()
-            if not self._size:
+            if not self._size and self._spill.empty:
                 continue
             try:
                 await self.flush()

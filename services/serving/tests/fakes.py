@@ -55,11 +55,11 @@ def reference_profile() -> bytes:
     return build_reference_profile(training_frame(), FEATURES).to_json()
 
 
-def churn_spec() -> ModelSpec:
+def churn_spec(name: str = "churn") -> ModelSpec:
     return ModelSpec.model_validate(
         {
-            "name": "churn",
-            "dataset": "churn",
+            "name": name,
+            "dataset": name,
             "task": "classification",
             "target": "churned",
             "features": FEATURES,
@@ -101,13 +101,14 @@ class Serving:
     scorer: Scorer
     clock: Clock
 
-    async def register(self, model_file: bytes, *, sha256: str | None = None) -> VersionView:
-        """Register a churn version whose artifact is ``model_file`` (vouched for by ``sha256``, default its own)."""
+    async def register(self, model_file: bytes, *, sha256: str | None = None, model: str = "churn") -> VersionView:
+        """Register a version of ``model`` (churn or fraud, both churn-like) whose artifact is ``model_file``
+        (vouched for by ``sha256``, default its own)."""
         artifact = self.artifacts.put(model_file, kind="models", suffix=".skops")
         profile_ref = self.artifacts.put(reference_profile(), kind="profiles", suffix=".json")
         run_id = uuid.uuid4().hex
         return await self.registry.register(
-            "churn",
+            model,
             RegisterVersion(
                 run_id=run_id,
                 evaluation_id=uuid.uuid4().hex,
@@ -118,7 +119,7 @@ class Serving:
                 features=FEATURES,
                 metrics={"accuracy": 0.9},
                 lineage=Lineage(
-                    dataset="churn",
+                    dataset=model,
                     dataset_version=1,
                     dataset_sha256="e" * 64,
                     trigger="data.published",
@@ -155,6 +156,7 @@ def promoted_event(version: VersionView) -> tuple[ModelPromoted, Envelope]:
 def serving(artifacts: ArtifactStore, *, max_event_bytes: int = 900_000) -> Serving:
     registry = FakeRegistry()
     registry.add_spec(churn_spec())
+    registry.add_spec(churn_spec("fraud"))
     publisher = RecordingPublisher()
     host = ModelHost()
     clock = Clock()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -17,7 +18,7 @@ from mloop_common.artifacts import ArtifactStore
 from mloop_common.events import PredictionsLogged
 from mloop_common.http import create_app
 from mloop_serving import api
-from mloop_serving.bootstrap import ServingService
+from mloop_serving.bootstrap import ServingService, models_check
 from mloop_serving.host import LoadedModel
 
 from .fakes import FEATURES, Serving, classifier_file, serving
@@ -39,6 +40,8 @@ def svc(tmp_path: Path) -> Serving:
 async def client(svc: Serving) -> AsyncIterator[httpx.AsyncClient]:
     app = create_app(service="serving", lifespan=no_lifespan)
     app.include_router(api.router)
+    api.configure_oip(app)
+    app.state.checks["models"] = models_check(svc.loader)
     app.state.service = ServingService(host=svc.host, loader=svc.loader, scorer=svc.scorer)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://serving") as client:
         yield client
@@ -127,6 +130,30 @@ async def test_oip_health_says_ready_only_once_production_models_are_loaded(svc,
     assert (after.status_code, after.json()) == (200, {"ready": True})
 
 
+async def test_readiness_waits_for_the_start_sync_then_reports_a_model_that_failed_without_failing(svc, client):
+    before = await client.get("/readyz")
+    await svc.register(classifier_file(seed=1), sha256="0" * 64)
+    await svc.register(classifier_file(seed=2), model="fraud")
+    await svc.loader.sync_all()
+
+    after = await client.get("/readyz")
+
+    assert before.status_code == 503 and before.json()["checks"]["models"] == "production models not loaded yet"
+    assert after.status_code == 200 and after.json()["ready"] is True
+    assert after.json()["checks"]["models"].startswith("degraded: churn: v1 failed to load (DigestMismatch")
+    assert (await client.get("/v2/health/ready")).json() == {"ready": True}
+    assert (await client.get("/v2/models/fraud/ready")).status_code == 200
+    assert (await client.get("/v2/models/churn/ready")).status_code == 404
+
+
+async def test_readiness_is_plainly_ok_when_every_model_loaded(svc, client):
+    await serving_v1(svc)
+
+    response = await client.get("/readyz")
+
+    assert response.status_code == 200 and response.json()["checks"] == {"models": "ok"}
+
+
 async def test_oip_metadata_and_readiness_describe_the_loaded_version(svc, client):
     await serving_v1(svc)
 
@@ -134,7 +161,12 @@ async def test_oip_metadata_and_readiness_describe_the_loaded_version(svc, clien
     metadata = (await client.get("/v2/models/churn")).json()
     versioned = await client.get("/v2/models/churn/versions/1")
 
-    assert server == {"name": "mloop-serving", "version": "0.1.0", "extensions": [], "models": ["churn"]}
+    assert server == {
+        "name": "mloop-serving",
+        "version": "0.1.0",
+        "extensions": ["binary_tensor_data"],
+        "models": ["churn"],
+    }
     assert metadata == {
         "name": "churn",
         "versions": ["1"],
@@ -186,6 +218,157 @@ async def test_oip_infer_answers_the_protocols_shape_and_logs_the_predictions(sv
     assert [r.request_id for p in logged for r in p.records] == ["req-1", "req-2", "req-3", "req-4"]
 
 
+async def test_oip_infer_reads_the_body_whatever_its_content_type(svc, client):
+    await serving_v1(svc)
+    request = json.dumps({"inputs": [{"name": "input-0", "shape": [1, 2], "datatype": "FP64", "data": [1.5, 2.0]}]})
+
+    answers = [
+        await client.post("/v2/models/churn/infer", content=request, headers=headers)
+        for headers in ({}, {"content-type": "text/plain"}, {"content-type": "application/octet-stream"})
+    ]
+
+    assert [a.status_code for a in answers] == [200, 200, 200]
+    assert {a.json()["outputs"][0]["data"][0] for a in answers} == {"yes"}
+    assert all("id" not in a.json() for a in answers)
+
+
+async def test_oip_infer_with_binary_tensors_answers_binary_outputs_with_their_headers(svc, client):
+    await serving_v1(svc)
+    header = json.dumps(
+        {
+            "id": "bin-1",
+            "inputs": [
+                {"name": f, "shape": [2], "datatype": "FP64", "parameters": {"binary_data_size": 16}} for f in FEATURES
+            ],
+            "outputs": [{"name": "predict_proba", "parameters": {"binary_data": True}}, {"name": "predict"}],
+        }
+    ).encode()
+    tensors = np.array([1.5, -2.0]).tobytes() + np.array([2.0, -1.0]).tobytes()
+
+    response = await client.post(
+        "/v2/models/churn/versions/1/infer",
+        content=header + tensors,
+        headers={"Inference-Header-Content-Length": str(len(header))},
+    )
+
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/octet-stream"
+    length = int(response.headers["inference-header-content-length"])
+    answer = json.loads(response.content[:length])
+    assert answer["id"] == "bin-1"
+    assert answer["outputs"][1] == {"name": "predict", "shape": [2], "datatype": "BYTES", "data": ["yes", "no"]}
+    assert answer["outputs"][0]["parameters"] == {"binary_data_size": 32}
+    probabilities = np.frombuffer(response.content[length:], dtype="<f8").reshape(2, 2)
+    assert probabilities[0, 1] > 0.5 > probabilities[1, 1]
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "status", "message"),
+    [
+        ("/v2/models/churn/infer", b"{not json", 400, "request body is not valid JSON"),
+        ("/v2/models/churn/infer", json.dumps({"inputs": []}).encode(), 400, "inputs: must be a non-empty list"),
+        (
+            "/v2/models/churn/infer",
+            json.dumps({"inputs": [{"name": "usage", "shape": [1], "datatype": "INT8", "data": [300]}]}).encode(),
+            400,
+            "inputs[0].data[0]: 300 is not a valid INT8 value",
+        ),
+        (
+            "/v2/models/churn/infer",
+            json.dumps(
+                {
+                    "inputs": [{"name": "input-0", "shape": [1, 2], "datatype": "FP64", "data": [1.0, 2.0]}],
+                    "outputs": [{"name": "scores"}],
+                }
+            ).encode(),
+            400,
+            "outputs[0].name: model 'churn' has no output 'scores'",
+        ),
+        (
+            "/v2/models/fraud/infer",
+            json.dumps({"inputs": [{"name": "x", "shape": [1], "datatype": "FP64", "data": [1.0]}]}).encode(),
+            404,
+            "model 'fraud' is not served here",
+        ),
+        (
+            "/v2/models/churn/versions/7/infer",
+            json.dumps({"inputs": [{"name": "x", "shape": [1], "datatype": "FP64", "data": [1.0]}]}).encode(),
+            404,
+            "model 'churn' version 7 is not loaded",
+        ),
+        (
+            "/v2/models/churn/versions/latest/infer",
+            json.dumps({"inputs": [{"name": "x", "shape": [1], "datatype": "FP64", "data": [1.0]}]}).encode(),
+            404,
+            "model 'churn' has no version 'latest'",
+        ),
+    ],
+)
+async def test_oip_errors_are_a_single_error_string(svc, client, path, body, status, message):
+    await serving_v1(svc)
+
+    response = await client.post(path, content=body)
+
+    assert response.status_code == status
+    assert response.json().keys() == {"error"} and response.json()["error"].startswith(message)
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/v2/models/fraud",
+        "/v2/models/fraud/ready",
+        "/v2/models/churn/versions/2",
+        "/v2/models/churn/versions/x/ready",
+    ],
+)
+async def test_oip_metadata_and_readiness_of_what_is_not_loaded_is_a_404_error_string(svc, client, path):
+    await serving_v1(svc)
+
+    response = await client.get(path)
+
+    assert response.status_code == 404 and isinstance(response.json()["error"], str)
+
+
+async def test_errors_raised_before_any_oip_route_runs_have_the_protocols_shape_too(client):
+    oversized = await client.post("/v2/models/churn/infer", content=b"x", headers={"content-length": str(10**9)})
+    unknown_path = await client.get("/v2/models/churn/explain")
+
+    assert (oversized.status_code, unknown_path.status_code) == (413, 404)
+    assert oversized.json() == {"error": "request body over 10485760 bytes"}
+    assert isinstance(unknown_path.json()["error"], str)
+
+
+class Broken:
+    """An estimator that fails the way a bug would."""
+
+    def predict(self, frame):
+        raise RuntimeError("boom")
+
+
+async def test_an_unexpected_failure_on_an_oip_path_is_a_500_error_string(svc, client):
+    kinds = dict.fromkeys(FEATURES, "numeric")
+    svc.host.swap(LoadedModel("broken", 1, "regression", FEATURES, kinds, Broken()))  # type: ignore[arg-type]
+    body = {"inputs": [{"name": "x", "shape": [1, 2], "datatype": "FP64", "data": [1.0, 2.0]}]}
+
+    response = await client.post("/v2/models/broken/infer", json=body)
+
+    assert (response.status_code, response.json()) == (500, {"error": "internal error: RuntimeError"})
+
+
+async def test_the_simple_json_api_keeps_its_error_objects(svc, client):
+    await serving_v1(svc)
+
+    response = await client.post(
+        "/v1/models/churn:predict", content=b"{not json", headers={"content-type": "application/json"}
+    )
+
+    oversized = await client.post("/v1/models/churn:predict", content=b"x", headers={"content-length": str(10**9)})
+
+    assert response.status_code == 422 and response.json()["error"]["code"] == "invalid_input"
+    assert oversized.status_code == 413 and oversized.json()["error"]["code"] == "payload_too_large"
+
+
 async def test_every_route_documents_its_response_model(client):
     schema = (await client.get("/openapi.json")).json()
 
@@ -194,3 +377,14 @@ async def test_every_route_documents_its_response_model(client):
             for method, operation in methods.items():
                 ok = operation["responses"].get("200") or operation["responses"].get("202")
                 assert "$ref" in ok["content"]["application/json"]["schema"], f"{method.upper()} {path}"
+
+
+async def test_the_infer_request_body_is_documented_with_resolvable_schemas(client):
+    schema = (await client.get("/openapi.json")).json()
+
+    body = schema["paths"]["/v2/models/{name}/infer"]["post"]["requestBody"]["content"]
+    ref = body["application/json"]["schema"]["$ref"]
+    request = schema["components"]["schemas"][ref.rsplit("/", 1)[1]]
+    inputs_ref = request["properties"]["inputs"]["items"]["$ref"]
+    assert inputs_ref.rsplit("/", 1)[1] in schema["components"]["schemas"]
+    assert "application/octet-stream" in body

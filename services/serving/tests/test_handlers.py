@@ -2,21 +2,29 @@
 
 from __future__ import annotations
 
+import asyncio
+import errno
+import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from prometheus_client import REGISTRY
 
 from mloop_common.artifacts import ArtifactStore
 from mloop_common.contracts import PRODUCTION
-from mloop_common.errors import DigestMismatch, InvalidInput, NotFound
+from mloop_common.errors import DigestMismatch, InvalidInput, NotFound, ServiceUnavailable
 from mloop_common.events import FeedbackReceived, PredictionsLogged
 from mloop_common.modelio import UntrustedModelError
-from mloop_serving.oip import InferInput, InferRequest
+from mloop_common.retry import Backoff
+from mloop_serving.handlers import Loader
+from mloop_serving.oip import parse_infer_request
 from mloop_serving.schemas import Feedback
 
 from .fakes import Serving, classifier_file, promoted_event, serving, untrusted_file
 
 ROWS = [{"usage": 1.5, "calls": 2.0}, {"usage": -2.0, "calls": -1.0}]
+ROW_DATA = [[1.5, 2.0], [-2.0, -1.0]]
 
 
 @pytest.fixture
@@ -92,6 +100,110 @@ async def test_a_promoted_model_file_with_untrusted_types_is_refused_and_v1_keep
     assert svc.host.current_version("churn") == 1
 
 
+def load_failed(model: str) -> float | None:
+    return REGISTRY.get_sample_value("mloop_serving_model_load_failed", {"model": model})
+
+
+async def test_a_model_that_fails_to_load_at_start_is_reported_and_the_models_after_it_still_serve(
+    svc: Serving,
+) -> None:
+    await svc.register(classifier_file(seed=1), sha256="0" * 64)  # churn: its file does not match the digest
+    await svc.register(classifier_file(seed=2), model="fraud")
+
+    await svc.loader.sync_all()
+
+    assert svc.loader.synced
+    assert svc.host.names() == ["fraud"]
+    assert (await svc.scorer.score("fraud", ROWS)).model.version == 1
+    [problem] = svc.loader.problems()
+    assert problem.startswith("churn: v1 failed to load (DigestMismatch: artifact ")
+    assert problem.endswith("; not served")
+    assert load_failed("churn") == 1
+
+
+async def test_a_failed_swap_keeps_the_old_version_serving_until_a_good_one_replaces_it(svc: Serving) -> None:
+    await serving_v1(svc)
+    v2 = await svc.register(classifier_file(seed=2), sha256="0" * 64)
+
+    with pytest.raises(DigestMismatch):
+        await svc.loader.on_model_promoted(*promoted_event(v2))
+
+    assert svc.host.current_version("churn") == 1
+    [problem] = svc.loader.problems()
+    assert problem.startswith("churn: v2 failed to load (DigestMismatch") and problem.endswith("; serving v1")
+    assert load_failed("churn") == 1
+    v3 = await svc.register(classifier_file(seed=3))
+    await svc.loader.on_model_promoted(*promoted_event(v3))
+    assert svc.host.current_version("churn") == 3
+    assert svc.loader.problems() == [] and load_failed("churn") == 0
+
+
+async def test_rolling_production_back_to_the_served_version_clears_a_failed_load(svc: Serving) -> None:
+    await serving_v1(svc)
+    v2 = await svc.register(classifier_file(seed=2), sha256="0" * 64)
+    with pytest.raises(DigestMismatch):
+        await svc.loader.on_model_promoted(*promoted_event(v2))
+
+    svc.registry.promote("churn", 1, PRODUCTION)
+    await svc.loader.on_model_promoted(*promoted_event(svc.registry.version("churn", 1)))
+
+    assert svc.host.current_version("churn") == 1 and svc.loader.problems() == []
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    while not condition():
+        await asyncio.sleep(0.01)
+
+
+class FlakyArtifacts(ArtifactStore):
+    """An artifact store whose reads of some files fail as a network store's do, a given number of times."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.failures_left: dict[str, int] = {}
+
+    def get(self, uri: str, sha256: str) -> bytes:
+        if self.failures_left.get(uri, 0) > 0:
+            self.failures_left[uri] -= 1
+            raise ConnectionResetError(errno.ECONNRESET, "connection reset by peer")
+        return super().get(uri, sha256)
+
+
+async def test_a_transient_failure_at_start_is_retried_in_the_background_while_the_others_serve(
+    tmp_path: Path,
+) -> None:
+    artifacts = FlakyArtifacts(tmp_path)
+    svc = serving(artifacts)
+    churn = await svc.register(classifier_file(seed=1))
+    await svc.register(classifier_file(seed=2), model="fraud")
+    artifacts.failures_left[churn.artifact.uri] = 2
+    loader = Loader(
+        registry=svc.registry, artifacts=artifacts, host=svc.host, retry_backoff=Backoff(initial=0.01, maximum=0.02)
+    )
+
+    await loader.sync_all()
+    first = loader.problems()
+    try:
+        await asyncio.wait_for(until(lambda: svc.host.current_version("churn") == 1), timeout=5)
+    finally:
+        await loader.close()
+
+    assert svc.host.current_version("fraud") == 1
+    assert first == [
+        "churn: v1 failed to load (ConnectionResetError: [Errno 104] connection reset by peer); not served, retrying"
+    ]
+    assert loader.problems() == [] and artifacts.failures_left[churn.artifact.uri] == 0
+
+
+async def test_a_registry_that_cannot_list_models_fails_the_start_sync_to_be_retried(svc: Serving) -> None:
+    svc.registry.unavailable = True
+
+    with pytest.raises(ServiceUnavailable):
+        await svc.loader.sync_all()
+
+    assert not svc.loader.synced
+
+
 async def test_scoring_answers_with_request_ids_and_logs_the_predictions(svc: Serving) -> None:
     await serving_v1(svc)
 
@@ -140,19 +252,41 @@ async def test_scoring_a_model_that_is_not_loaded_is_not_found(svc: Serving) -> 
 
 async def test_an_inference_protocol_request_is_scored_and_logged_like_any_other(svc: Serving) -> None:
     await serving_v1(svc)
-    request = InferRequest(
-        id="client-1",
-        inputs=[InferInput(name="input-0", shape=[2, 2], datatype="FP64", data=[[1.5, 2.0], [-2.0, -1.0]])],
+    call = parse_infer_request(
+        json.dumps(
+            {"id": "client-1", "inputs": [{"name": "input-0", "shape": [2, 2], "datatype": "FP64", "data": ROW_DATA}]}
+        ).encode()
     )
 
-    answer = await svc.scorer.infer("churn", request, version=1)
+    answer = json.loads((await svc.scorer.infer("churn", call, version=1)).body)
     await svc.logbook.flush()
 
-    assert answer.id == "client-1" and answer.model_version == "1"
-    assert [(o.name, o.shape) for o in answer.outputs] == [("predict", [2]), ("predict_proba", [2, 2])]
-    assert answer.outputs[0].data == ["yes", "no"]
+    assert answer["id"] == "client-1" and answer["model_version"] == "1"
+    assert [(o["name"], o["shape"]) for o in answer["outputs"]] == [("predict", [2]), ("predict_proba", [2, 2])]
+    assert answer["outputs"][0]["data"] == ["yes", "no"]
     [logged] = svc.publisher.payloads(PredictionsLogged)
-    assert [r.request_id for r in logged.records] == answer.parameters["request_ids"]
+    assert [r.request_id for r in logged.records] == answer["parameters"]["request_ids"]
+    assert [r.inputs for r in logged.records] == ROWS
+
+
+async def test_an_inference_request_for_an_output_the_model_lacks_is_refused_and_nothing_is_logged(
+    svc: Serving,
+) -> None:
+    await serving_v1(svc)
+    call = parse_infer_request(
+        json.dumps(
+            {
+                "inputs": [{"name": "input-0", "shape": [2, 2], "datatype": "FP64", "data": ROW_DATA}],
+                "outputs": [{"name": "explanation"}],
+            }
+        ).encode()
+    )
+
+    with pytest.raises(InvalidInput, match="has no output 'explanation'"):
+        await svc.scorer.infer("churn", call)
+    await svc.logbook.flush()
+
+    assert svc.publisher.sent == []
 
 
 async def test_feedback_for_a_known_request_goes_to_the_model_that_answered(svc: Serving) -> None:

@@ -8,6 +8,7 @@ from prometheus_client import REGISTRY
 from mloop_common.events import FeedbackReceived, FeedbackRecord, PredictionRecord, PredictionsLogged, to_record
 from mloop_common.testing import through_the_wire
 from mloop_serving.logbook import Logbook, RequestIndex
+from mloop_serving.spill import SpillFile
 
 
 class FakePublisher:
@@ -330,3 +331,123 @@ def test_request_index_forgets_the_oldest_past_capacity():
         index.add(request_id, "churn", 1)
 
     assert [index.get(r) for r in ("r1", "r2", "r3")] == [None, ("churn", 1), ("churn", 1)]
+
+
+class SwitchablePublisher(FakePublisher):
+    """A broker that can be taken away (publish raises) or left hanging (publish never returns)."""
+
+    def __init__(self):
+        super().__init__()
+        self.down = False
+        self.hanging = False
+        self.attempts = 0
+
+    async def publish(self, event):
+        self.attempts += 1
+        if self.hanging:
+            await asyncio.Event().wait()
+        if self.down:
+            raise ConnectionError("broker unreachable")
+        await super().publish(event)
+
+
+def counter(name):
+    return REGISTRY.get_sample_value(name) or 0.0
+
+
+async def test_while_kafka_is_away_records_go_to_the_spill_file_and_come_back_in_order(tmp_path):
+    publish = SwitchablePublisher()
+    spill = SpillFile(tmp_path / "serving.spill", max_bytes=10_000_000)
+    logbook = Logbook(publish, spill=spill, batch_size=2)
+    before, during, after = predictions(3), predictions(4), predictions(2)
+    spilled, replayed = (
+        counter("mloop_serving_log_spilled_records_total"),
+        counter("mloop_serving_log_replayed_records_total"),
+    )
+    logbook.log_predictions("churn", 1, before)
+    await logbook.flush()
+    publish.down = True
+    logbook.log_predictions("churn", 1, during[:2])
+    with pytest.raises(ConnectionError):
+        await logbook.flush()
+    logbook.log_predictions("churn", 1, during[2:])
+    with pytest.raises(ConnectionError):
+        await logbook.flush()
+    on_disk = spill.size
+
+    publish.down = False
+    logbook.log_predictions("churn", 1, after)
+    await logbook.flush()
+
+    assert on_disk > 0 and publish.request_ids() == ids(before + during + after)
+    assert counter("mloop_serving_log_spilled_records_total") - spilled == len(during) + len(after)
+    assert counter("mloop_serving_log_replayed_records_total") - replayed == len(during) + len(after)
+    assert spill.empty and (tmp_path / "serving.spill").stat().st_size == 0
+
+
+async def test_a_restarted_logbook_replays_what_the_previous_one_spilled(tmp_path):
+    down = SwitchablePublisher()
+    down.down = True
+    first = Logbook(down, spill=SpillFile(tmp_path / "serving.spill", max_bytes=10_000_000), stop_grace=0.5)
+    records = predictions(5)
+    await first.start()
+    first.log_predictions("churn", 1, records)
+    await first.stop()
+
+    up = FakePublisher()
+    second = Logbook(up, spill=SpillFile(tmp_path / "serving.spill", max_bytes=10_000_000), interval=0.01)
+    await second.start()
+    await until(lambda: len(up.request_ids()) == 5)
+    await second.stop()
+
+    assert down.events == [] and up.request_ids() == ids(records)
+
+
+async def test_stop_with_a_broker_that_never_answers_spills_within_the_grace_period(tmp_path):
+    publish = SwitchablePublisher()
+    publish.hanging = True
+    spill = SpillFile(tmp_path / "serving.spill", max_bytes=10_000_000)
+    logbook = Logbook(publish, spill=spill, interval=0.01, stop_grace=0.2)
+    first, last = predictions(3), predictions(2)
+    await logbook.start()
+    logbook.log_predictions("churn", 1, first)
+    await until(lambda: publish.attempts == 1)  # the loop is now stuck publishing ``first``
+    logbook.log_predictions("churn", 1, last)
+
+    await asyncio.wait_for(logbook.stop(), timeout=2)
+
+    reopened = SpillFile(tmp_path / "serving.spill", max_bytes=10_000_000)
+    kept = []
+    while (head := reopened.head()) is not None:
+        kept += [r["request_id"] for r in head[0].data["records"]]
+        reopened.pop()
+    assert kept == ids(first + last)
+
+
+async def test_records_beyond_a_full_spill_are_dropped_and_counted(tmp_path):
+    publish = SwitchablePublisher()
+    publish.down = True
+    logbook = Logbook(publish, spill=SpillFile(tmp_path / "serving.spill", max_bytes=3_000), batch_size=5)
+    dropped = dropped_so_far()
+    logbook.log_predictions("churn", 1, predictions(50))
+
+    with pytest.raises(ConnectionError):
+        await logbook.flush()
+
+    assert 0 < dropped_so_far() - dropped < 50
+
+
+async def test_a_publish_the_broker_never_answers_is_given_up_after_the_timeout_and_spilled(tmp_path):
+    publish = SwitchablePublisher()
+    publish.hanging = True
+    spill = SpillFile(tmp_path / "serving.spill", max_bytes=10_000_000)
+    logbook = Logbook(publish, spill=spill, publish_timeout=0.05)
+    records = predictions(3)
+    logbook.log_predictions("churn", 1, records)
+
+    with pytest.raises(TimeoutError):
+        await logbook.flush()
+    publish.hanging = False
+    await logbook.flush()
+
+    assert publish.request_ids() == ids(records) and spill.empty

@@ -1,0 +1,73 @@
+"""A real serving process on the real stack, with real trained models, for inference clients written by others.
+
+Two models go through the whole loop (ingest -> trainer -> validator -> registry -> serving):
+``mixed`` takes a category and two numbers (BYTES + FP64 inputs), ``numeric`` only numbers (so one
+[N, F] tensor can carry a row).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conformance.served import SERVICES, Served, ServedModel, churn_frame, declare_and_publish, wait_until_served
+from tests.conftest import REPO, drop_schemas
+from tests.stack import ServiceStack
+
+
+@pytest.fixture(scope="package")
+def served(kafka_bootstrap: str, postgres: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    """Serving on the real stack, answering for two freshly trained models (version 1 of each)."""
+    stack = ServiceStack(
+        bootstrap=kafka_bootstrap, database_url=postgres, root=tmp_path_factory.mktemp("conformance"), repo=REPO
+    )
+    try:
+        stack.start(*SERVICES)
+        suffix = uuid.uuid4().hex[:6]
+        frame = churn_frame(600, seed=7)
+        mixed = ServedModel(
+            f"mixed-{suffix}", 1, ["plan", "usage", "calls"], churn_frame(5, seed=99).drop(columns="churned")
+        )
+        numeric = ServedModel(f"numeric-{suffix}", 1, ["usage", "calls"], mixed.rows[["usage", "calls"]])
+        declare_and_publish(stack, mixed.name, frame, mixed.features)
+        declare_and_publish(stack, numeric.name, frame[["usage", "calls", "churned"]], numeric.features)
+        wait_until_served(stack, [mixed.name, numeric.name])
+        yield Served(url=stack.urls["serving"], mixed=mixed, numeric=numeric)
+    finally:
+        codes = stack.stop()
+        asyncio.run(drop_schemas(stack.schemas))
+    unclean = {name: code for name, code in codes.items() if code not in (0, -signal.SIGTERM, -signal.SIGKILL)}
+    assert not unclean, f"services exited uncleanly: {unclean} (logs in {stack.logs})"
+
+
+# KServe's SDK pins pandas<3, so it cannot share mloop's lock: it lives in a venv of its own, made once.
+KSERVE_VERSION = "0.21.0"
+KSERVE_VENV = REPO / ".cache" / "kserve-client-venv"
+
+
+@pytest.fixture(scope="session")
+def kserve_python() -> Path:
+    """The Python of a venv holding KServe's SDK from PyPI (created on first use, then reused)."""
+    python = KSERVE_VENV / "bin" / "python"
+    marker = KSERVE_VENV / f".kserve-{KSERVE_VERSION}-installed"
+    if not marker.exists():
+        # Built aside and moved in whole, so an interrupted install is never taken for a finished one.
+        building = KSERVE_VENV.with_name(f"{KSERVE_VENV.name}.building-{os.getpid()}")
+        subprocess.run([sys.executable, "-m", "venv", "--clear", str(building)], check=True)
+        subprocess.run(
+            [str(building / "bin" / "python"), "-m", "pip", "install", "--quiet", f"kserve=={KSERVE_VERSION}"],
+            check=True,
+            timeout=1200,
+        )
+        (building / marker.name).touch()
+        subprocess.run(["rm", "-rf", str(KSERVE_VENV)], check=True)
+        building.rename(KSERVE_VENV)
+    return python

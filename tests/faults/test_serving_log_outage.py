@@ -1,0 +1,245 @@
+"""Kafka goes away while serving answers a steady stream of predictions: no prediction record is lost.
+
+The real broker is stopped and started under load; serving keeps answering, spills what Kafka does not
+take to its local file, and replays it when the broker is back. The test counts request ids end to end:
+every id serving answered must appear in ``predictions.logged``. A SIGTERM during the outage spills
+what is buffered, and the next serving process replays it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import signal
+import subprocess
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+
+import httpx
+import numpy as np
+import pandas as pd
+import pytest
+import pytest_asyncio
+from sklearn.linear_model import LogisticRegression
+
+from mloop_common.artifacts import ArtifactStore
+from mloop_common.bus import BusConfig, tail
+from mloop_common.contracts import Lineage, RegisterVersion
+from mloop_common.events import ArtifactPointer
+from mloop_common.modelio import dump_model
+from mloop_common.profile import build_reference_profile
+from tests.conftest import LOCAL, REPO, _kafka_env, drop_schemas, eventually
+from tests.stack import ServiceStack
+
+pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
+FEATURES = ["usage", "calls"]
+
+
+@pytest.fixture(scope="module")
+def stack(kafka_bootstrap: str, postgres: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceStack]:
+    """Registry and serving only: the model is registered directly, so nothing else needs to run."""
+    root = tmp_path_factory.mktemp("log-outage")
+    services = ServiceStack(bootstrap=kafka_bootstrap, database_url=postgres, root=root, repo=REPO)
+    services.env["MLOOP_SERVING_LOG_SPILL_DIR"] = str(root / "spill")
+    try:
+        services.start("registry", "serving")
+        yield services
+    finally:
+        broker("start")  # whatever a failed test left behind, the session's broker runs again
+        codes = services.stop()
+        asyncio.run(drop_schemas(services.schemas))
+    unclean = {name: code for name, code in codes.items() if code not in (0, -signal.SIGTERM, -signal.SIGKILL)}
+    assert not unclean, f"services exited uncleanly: {unclean} (logs in {services.logs})"
+
+
+def broker(action: str) -> None:
+    subprocess.run([str(LOCAL / "kafka.sh"), action], env=_kafka_env(), check=True, stdout=subprocess.DEVNULL)
+
+
+@pytest_asyncio.fixture(loop_scope="module", scope="module")
+async def model(stack: ServiceStack) -> str:
+    """A fitted classifier registered (and so promoted) as version 1 of a fresh model, served."""
+    name = f"outage-{uuid.uuid4().hex[:6]}"
+    rng = np.random.default_rng(3)
+    frame = pd.DataFrame({"usage": rng.normal(size=300), "calls": rng.normal(size=300)})
+    frame["churned"] = np.where(frame["usage"] + frame["calls"] > 0, "yes", "no")
+    artifacts = ArtifactStore(stack.artifacts)
+    artifact = artifacts.put(dump_model(LogisticRegression().fit(frame[FEATURES], frame["churned"])), kind="models")
+    profile = artifacts.put(build_reference_profile(frame, FEATURES).to_json(), kind="profiles", suffix=".json")
+    spec = {
+        "name": name,
+        "dataset": name,
+        "task": "classification",
+        "target": "churned",
+        "features": FEATURES,
+        "estimators": [{"class": "LogisticRegression"}],
+        "metric": "accuracy",
+    }
+    registration = RegisterVersion(
+        run_id=uuid.uuid4().hex,
+        evaluation_id=uuid.uuid4().hex,
+        spec_version=1,
+        task="classification",
+        artifact=ArtifactPointer(uri=artifact.uri, sha256=artifact.sha256),
+        profile=ArtifactPointer(uri=profile.uri, sha256=profile.sha256),
+        features=FEATURES,
+        metrics={"accuracy": 0.9},
+        lineage=Lineage(
+            dataset=name,
+            dataset_version=1,
+            dataset_sha256="e" * 64,
+            trigger="data.published",
+            code_version="test",
+            estimator_class="LogisticRegression",
+            params={},
+            seed=1,
+            training_seconds=0.1,
+            trained_event_id=uuid.uuid4().hex,
+            correlation_id=uuid.uuid4().hex,
+        ),
+    )
+    async with httpx.AsyncClient(base_url=stack.urls["registry"], timeout=30) as registry:
+        (await registry.post("/v1/models", json=spec)).raise_for_status()
+        (
+            await registry.post(f"/v1/models/{name}/versions", json=registration.model_dump(mode="json"))
+        ).raise_for_status()
+    async with httpx.AsyncClient(base_url=stack.urls["serving"], timeout=5) as serving:
+        await eventually(lambda: _served(serving, name), timeout=60, interval=0.2)
+    return name
+
+
+async def _served(serving: httpx.AsyncClient, name: str) -> bool:
+    return (await serving.get(f"/v2/models/{name}/ready")).status_code == 200
+
+
+@dataclass
+class Load:
+    """Clients asking for one prediction at a time, as fast as serving answers, remembering every request id."""
+
+    url: str
+    model: str
+    answered: list[str] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+    _stop: asyncio.Event = field(default_factory=asyncio.Event)
+    _running: asyncio.Task[None] | None = None
+
+    def start(self, clients: int = 4) -> None:
+        self._running = asyncio.create_task(self._run(clients))
+
+    async def stop(self) -> None:
+        """Stop sending and wait for the answers in flight, so ``answered`` is complete."""
+        self._stop.set()
+        if self._running is not None:
+            await self._running
+
+    async def _run(self, clients: int) -> None:
+        async with httpx.AsyncClient(base_url=self.url, timeout=30) as http:
+            await asyncio.gather(*(self._client(http, seed) for seed in range(clients)))
+
+    async def _client(self, http: httpx.AsyncClient, seed: int) -> None:
+        rng = np.random.default_rng(seed)
+        while not self._stop.is_set():
+            instance = {"usage": float(rng.normal()), "calls": float(rng.normal())}
+            try:
+                response = await http.post(f"/v1/models/{self.model}:predict", json={"instances": [instance]})
+            except httpx.TransportError as exc:  # serving restarting (the SIGTERM test): not an answer
+                self.failures.append(repr(exc))
+                await asyncio.sleep(0.2)
+                continue
+            if response.status_code == 200:
+                self.answered += response.json()["request_ids"]
+            else:
+                self.failures.append(f"{response.status_code} {response.text[:200]}")
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def load(stack: ServiceStack, model: str) -> AsyncIterator[Load]:
+    load = Load(stack.urls["serving"], model)
+    load.start()
+    yield load
+    await load.stop()
+
+
+async def metric(stack: ServiceStack, name: str) -> float:
+    async with httpx.AsyncClient(base_url=stack.urls["serving"], timeout=5) as serving:
+        text = (await serving.get("/metrics")).text
+    match = re.search(rf"^{name} (\S+)$", text, re.MULTILINE)
+    return float(match.group(1)) if match else 0.0
+
+
+async def logged_request_ids(stack: ServiceStack, model: str, wanted: set[str], timeout: float = 120) -> set[str]:
+    """Request ids of ``model`` in predictions.logged, read from the beginning until ``wanted`` are all seen."""
+    seen: set[str] = set()
+
+    async def read() -> None:
+        async with tail(BusConfig(stack.bootstrap), ["predictions.logged"], from_beginning=True) as records:
+            async for _, event in records:
+                if event is not None and event.subject == model:
+                    seen.update(r["request_id"] for r in event.data["records"])
+                    if wanted <= seen:
+                        return
+
+    try:
+        await asyncio.wait_for(read(), timeout)
+    except TimeoutError:
+        pass
+    return seen
+
+
+async def grows(load: Load, by: int) -> None:
+    target = len(load.answered) + by
+    await eventually(lambda: len(load.answered) >= target, timeout=60, interval=0.05)
+
+
+async def test_a_broker_stop_and_start_under_load_loses_no_prediction(stack: ServiceStack, model: str, load: Load):
+    spilled_before = await metric(stack, "mloop_serving_log_spilled_records_total")
+    replayed_before = await metric(stack, "mloop_serving_log_replayed_records_total")
+    await grows(load, 200)
+
+    await asyncio.to_thread(broker, "stop")
+    # Serving keeps answering while Kafka is away, and sets aside what Kafka does not take.
+    await eventually(
+        lambda: _above(stack, "mloop_serving_log_spilled_records_total", spilled_before), timeout=60, interval=0.5
+    )
+    await grows(load, 200)
+    await asyncio.to_thread(broker, "start")
+    await eventually(
+        lambda: _above(stack, "mloop_serving_log_replayed_records_total", replayed_before), timeout=90, interval=0.5
+    )
+    await grows(load, 200)
+    await load.stop()
+
+    answered = set(load.answered)
+    logged = await logged_request_ids(stack, model, answered)
+    assert load.failures == []
+    assert len(answered) == len(load.answered) > 600
+    assert answered - logged == set(), f"{len(answered - logged)} of {len(answered)} answered predictions not logged"
+
+
+async def test_sigterm_while_the_broker_is_away_spills_and_the_next_process_replays(
+    stack: ServiceStack, model: str, load: Load
+):
+    await grows(load, 100)
+    await asyncio.to_thread(broker, "stop")
+    await grows(load, 300)
+    await load.stop()
+    answered = set(load.answered)
+
+    codes = await asyncio.to_thread(_stop_serving, stack)
+    await asyncio.to_thread(broker, "start")
+    await asyncio.to_thread(stack.start, "serving")
+    logged = await logged_request_ids(stack, model, answered)
+
+    assert codes in (0, -signal.SIGTERM)  # uvicorn re-raises the signal once it has shut down cleanly
+    assert answered - logged == set(), f"{len(answered - logged)} of {len(answered)} answered predictions not logged"
+
+
+def _stop_serving(stack: ServiceStack) -> int:
+    process = stack.processes["serving"]
+    process.send_signal(signal.SIGTERM)
+    return process.wait(timeout=60)
+
+
+async def _above(stack: ServiceStack, name: str, floor: float) -> bool:
+    return await metric(stack, name) > floor
