@@ -2,31 +2,95 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, File, Form, Response, UploadFile
+from fastapi import APIRouter, Depends, Header, Request, Response
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from mloop_common.errors import PayloadTooLarge
+from mloop_common.errors import InvalidInput, PayloadTooLarge
 from mloop_common.http import components
 from mloop_ingest.bootstrap import IngestService
+from mloop_ingest.contract import Declaration
 from mloop_ingest.entities import DatasetList, DatasetVersion, DatasetVersionDetail, RejectedVersion, VersionList
-from mloop_ingest.handlers import PublishVersion
-
-CHUNK = 1024 * 1024
+from mloop_ingest.handlers import PublishVersion, check_name
+from mloop_ingest.uploads import receive_form
 
 router = APIRouter(tags=["datasets"])
 Service = Annotated[IngestService, Depends(components)]
+Actor = Annotated[str | None, Header(alias="X-Mloop-Actor", max_length=200)]
 
 
-async def read_limited(upload: UploadFile, limit: int) -> bytes:
-    """The uploaded bytes, refused as soon as they pass ``limit`` (counted while streaming)."""
-    chunks, size = [], 0
-    while chunk := await upload.read(CHUNK):
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"file over the {limit}-byte limit")
-        chunks.append(chunk)
-    return b"".join(chunks)
+class PublishForm(BaseModel):
+    """The text fields of an upload, beside its ``file``."""
+
+    model_config = ConfigDict(extra="forbid")
+    target: str = Field(min_length=1, max_length=200, description="label column")
+    time_column: str | None = Field(None, max_length=200, description="event-time column")
+    description: str | None = Field(None, max_length=2000)
+    contract: str | None = Field(
+        None, description='declarations, JSON: {"id_column": "id", "columns": {"age": {"min": 0, "max": 130}}}'
+    )
+
+    @classmethod
+    def of(cls, fields: dict[str, str]) -> PublishForm:
+        try:
+            return cls.model_validate({k: v for k, v in fields.items() if v != ""})
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            name = ".".join(str(p) for p in first["loc"]) or "form"
+            raise InvalidInput(f"{name}: {first['msg']}", field=name) from exc
+
+
+class RegisterBody(BaseModel):
+    """A version registered by URI: a file under one of the configured source roots."""
+
+    model_config = ConfigDict(extra="forbid")
+    uri: str = Field(min_length=1, max_length=4096, description="file:///... or https://... under a source root")
+    target: str = Field(min_length=1, max_length=200, description="label column")
+    time_column: str | None = Field(None, max_length=200, description="event-time column")
+    description: str | None = Field(None, max_length=2000)
+    contract: Declaration | None = None
+
+
+_REQUEST_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file", "target"],
+                    "properties": {
+                        "file": {"type": "string", "format": "binary", "description": "CSV or Parquet"},
+                        **{
+                            name: {"type": "string", "description": info.description or ""}
+                            for name, info in PublishForm.model_fields.items()
+                        },
+                    },
+                }
+            },
+            "application/json": {"schema": RegisterBody.model_json_schema(ref_template="#/components/schemas/{model}")},
+        },
+    }
+}
+_FIELDS = frozenset(PublishForm.model_fields)
+MAX_JSON_BYTES = 1024 * 1024
+
+
+async def _json_body(request: Request) -> RegisterBody:
+    """The JSON body, read up to MAX_JSON_BYTES (a chunked body is counted as it arrives)."""
+    data = bytearray()
+    async for chunk in request.stream():
+        data.extend(chunk)
+        if len(data) > MAX_JSON_BYTES:
+            raise PayloadTooLarge(f"JSON body over {MAX_JSON_BYTES} bytes")
+    try:
+        return RegisterBody.model_validate_json(bytes(data))
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        name = ".".join(str(p) for p in first["loc"]) or "body"
+        raise InvalidInput(f"{name}: {first['msg']}", field=name) from exc
 
 
 @router.post(
@@ -34,28 +98,61 @@ async def read_limited(upload: UploadFile, limit: int) -> bytes:
     status_code=201,
     responses={
         200: {"model": DatasetVersion, "description": "These bytes were uploaded before: the existing version."},
+        413: {"description": "The file is over the upload limit (counted while it streams) or too wide to announce."},
         422: {"model": RejectedVersion, "description": "The version failed a hard check and is recorded as such."},
     },
+    openapi_extra=_REQUEST_BODY,
 )
 async def publish(
-    service: Service,
-    response: Response,
-    name: str,
-    file: Annotated[UploadFile, File(description="CSV or Parquet")],
-    target: Annotated[str, Form(min_length=1, max_length=200)],
-    time_column: Annotated[str | None, Form(max_length=200)] = None,
-    description: Annotated[str | None, Form(max_length=2000)] = None,
+    service: Service, request: Request, response: Response, name: str, actor: Actor = None
 ) -> DatasetVersion | RejectedVersion:
-    """Publish a version: 201 new, 200 same bytes as an existing version, 422 rejected with its report."""
-    command = PublishVersion(
-        dataset=name,
-        data=await read_limited(file, service.max_upload_bytes),
-        filename=file.filename or "",
-        target=target,
-        time_column=time_column or None,
-        description=description,
-    )
-    published = await service.publisher.publish_version(command)
+    """Publish a version (multipart upload, or JSON naming a URI under a source root): 201 new, 200 same bytes
+    as an existing version, 422 rejected with its report."""
+    check_name(name)  # before reading a byte of the body
+    if request.headers.get("content-type", "").startswith("application/json"):
+        body = await _json_body(request)
+        spooled = await asyncio.to_thread(
+            service.sources.fetch, body.uri, limit=service.max_upload_bytes, directory=service.spool_dir
+        )
+        try:
+            command = PublishVersion(
+                dataset=name,
+                source=spooled.path,
+                upload_sha256=spooled.sha256,
+                filename=spooled.filename,
+                target=body.target,
+                time_column=body.time_column or None,
+                description=body.description,
+                contract=body.contract.model_dump_json() if body.contract else None,
+                publisher=actor,
+                source_uri=body.uri,
+            )
+            published = await service.publisher.publish_version(command)
+        finally:
+            spooled.path.unlink(missing_ok=True)
+    else:
+        async with receive_form(
+            request.stream(),
+            request.headers.get("content-type", ""),
+            fields=_FIELDS,
+            file_limit=service.max_upload_bytes,
+            directory=service.spool_dir,
+        ) as form:
+            if form.file is None:
+                raise InvalidInput("the form has no file: send it as the field 'file'", field="file")
+            fields = PublishForm.of(form.fields)
+            command = PublishVersion(
+                dataset=name,
+                source=form.file.path,
+                upload_sha256=form.file.sha256,
+                filename=form.file.filename,
+                target=fields.target,
+                time_column=fields.time_column,
+                description=fields.description,
+                contract=fields.contract,
+                publisher=actor,
+            )
+            published = await service.publisher.publish_version(command)
     if published.version.status == "rejected":
         response.status_code = 422
         return RejectedVersion.of(published.version)
@@ -79,6 +176,6 @@ async def list_versions(service: Service, name: str) -> VersionList:
 
 @router.get("/v1/datasets/{name}/versions/{version}")
 async def get_version(service: Service, name: str, version: int) -> DatasetVersionDetail:
-    """One version with its schema, column profile and validation report."""
+    """One version with its schema contract, column profile and validation report."""
     async with service.store.transaction() as unit:
         return await unit.version(name, version)

@@ -7,9 +7,43 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, computed_field
 
-from mloop_ingest.checks import ColumnSummary, ColumnType, Report
+from mloop_common.datacontract import ColumnType, DatasetContract
+from mloop_ingest.checks import Report
 
 VersionStatus = Literal["published", "rejected"]
+
+
+class NumericSummary(BaseModel):
+    """A numeric column: moments, quartiles and how many values lie outside the outlier fences."""
+
+    missing: int
+    distinct: int
+    mean: float | None
+    std: float | None
+    min: float | None
+    max: float | None
+    q1: float | None = None
+    median: float | None = None
+    q3: float | None = None
+    outliers: int = 0
+
+
+class DatetimeSummary(BaseModel):
+    missing: int
+    distinct: int
+    first: str | None
+    last: str | None
+
+
+class CategoricalSummary(BaseModel):
+    """A text or boolean column: its ten most frequent values."""
+
+    missing: int
+    distinct: int
+    top: dict[str, int]
+
+
+ColumnSummary = NumericSummary | DatetimeSummary | CategoricalSummary
 
 
 class DatasetVersion(BaseModel):
@@ -27,6 +61,9 @@ class DatasetVersion(BaseModel):
     target: str
     time_column: str | None
     description: str | None
+    parent_version: int | None = Field(None, description="the published version this one was compared with")
+    publisher: str | None = Field(None, description="who published it (the X-Mloop-Actor header)")
+    source_uri: str | None = Field(None, description="the URI it was registered from; null for an upload")
     created_at: datetime | None = None
 
     @computed_field  # type: ignore[prop-decorator]
@@ -37,11 +74,13 @@ class DatasetVersion(BaseModel):
 
 
 class DatasetVersionDetail(DatasetVersion):
-    """A version with its column types and column profile (both empty for a rejected version)."""
+    """A version with its schema contract, column types and profile (contract null, others empty when rejected)."""
 
     # Called "schema" in the API and the table; a pydantic field may not be named so.
     column_types: dict[str, ColumnType] = Field(serialization_alias="schema")
     profile: dict[str, ColumnSummary]
+    contract: DatasetContract | None = None
+    labels: dict[str, int] | None = Field(None, description="count of each target value, if the target is a label")
 
     def summary(self) -> DatasetVersion:
         return DatasetVersion.model_validate({name: getattr(self, name) for name in DatasetVersion.model_fields})
@@ -60,7 +99,7 @@ class RejectedVersion(DatasetVersion):
 
     @classmethod
     def of(cls, version: DatasetVersion) -> RejectedVersion:
-        failed = [c.message for c in version.report.checks if c.status == "fail"]
+        failed = [c.message for c in version.report.failures()]
         return cls(**dict(version), error=RejectionError(message="; ".join(failed)))
 
 

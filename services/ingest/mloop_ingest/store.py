@@ -11,7 +11,6 @@ from sqlalchemy.exc import IntegrityError
 from mloop_common.db import NAMING_CONVENTION, add_messaging_tables
 from mloop_common.errors import Conflict, NotFound
 from mloop_common.uow import Messaging, SqlUnit
-from mloop_ingest.checks import ColumnType
 from mloop_ingest.entities import DatasetSummary, DatasetVersion, DatasetVersionDetail
 
 metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
@@ -41,12 +40,18 @@ versions = sa.Table(
     sa.Column("target", sa.String(200), nullable=False),
     sa.Column("time_column", sa.String(200)),
     sa.Column("description", sa.Text),
+    sa.Column("contract", sa.JSON),
+    sa.Column("labels", sa.JSON),
+    sa.Column("parent_version", sa.Integer),
+    sa.Column("publisher", sa.String(200)),
+    sa.Column("source_uri", sa.Text),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
     sa.UniqueConstraint("name", "upload_sha256"),  # the same upload is one version
 )
 
-# A version list leaves out the two columns that grow with the width of the file.
-SUMMARY = [c for c in versions.c if c.name not in ("stats", "schema")]
+# A version list leaves out the columns that grow with the width of the file.
+WIDE = ("stats", "schema", "contract", "labels")
+SUMMARY = [c for c in versions.c if c.name not in WIDE]
 MAX_VERSION = 2**31 - 1  # PostgreSQL integer
 
 
@@ -57,8 +62,8 @@ class IngestUnit(Messaging, Protocol):
         """The version recorded for these uploaded bytes, if any."""
         ...
 
-    async def latest_published_schema(self, dataset: str) -> dict[str, ColumnType] | None:
-        """Column types of the newest published version, which a new version must keep."""
+    async def latest_published(self, dataset: str) -> DatasetVersionDetail | None:
+        """The newest published version, which a new version is compared with."""
         ...
 
     async def allocate_version(self, dataset: str) -> int:
@@ -84,15 +89,15 @@ class SqlIngestUnit(SqlUnit):
         row = (await self.session.execute(query)).first()
         return _version(row._mapping) if row else None
 
-    async def latest_published_schema(self, dataset: str) -> dict[str, ColumnType] | None:
+    async def latest_published(self, dataset: str) -> DatasetVersionDetail | None:
         query = (
-            sa.select(versions.c.schema)
+            sa.select(versions)
             .where(versions.c.name == dataset, versions.c.status == "published")
             .order_by(versions.c.version.desc())
             .limit(1)
         )
-        schema: dict[str, ColumnType] | None = (await self.session.execute(query)).scalar_one_or_none()
-        return schema
+        row = (await self.session.execute(query)).first()
+        return _detail(row._mapping) if row else None
 
     async def allocate_version(self, dataset: str) -> int:
         # The upsert's row lock serialises concurrent uploads of one dataset.
@@ -143,16 +148,25 @@ class SqlIngestUnit(SqlUnit):
             row = (await self.session.execute(query)).first()
         if row is None:
             raise NotFound(f"dataset {dataset!r} has no version {version}")
-        values = row._mapping
-        return DatasetVersionDetail.model_validate(
-            {**_fields(values), "column_types": values["schema"], "profile": values["stats"]}
-        )
+        return _detail(row._mapping)
 
 
 def _fields(row: Any) -> dict[str, Any]:
     """A row's columns under the entity's names."""
-    values = {key: row[key] for key in row.keys() if key not in ("name", "schema", "stats")}
+    values = {key: row[key] for key in row.keys() if key not in ("name", *WIDE)}
     return {"dataset": row["name"], **values}
+
+
+def _detail(row: Any) -> DatasetVersionDetail:
+    return DatasetVersionDetail.model_validate(
+        {
+            **_fields(row),
+            "column_types": row["schema"],
+            "profile": row["stats"],
+            "contract": row["contract"],
+            "labels": row["labels"],
+        }
+    )
 
 
 def _version(row: Any) -> DatasetVersion:

@@ -6,7 +6,6 @@ from datetime import UTC, datetime
 
 from mloop_common.errors import Conflict, NotFound
 from mloop_common.testing import MemoryStore, MemoryUnit
-from mloop_ingest.checks import ColumnType
 from mloop_ingest.entities import DatasetSummary, DatasetVersion, DatasetVersionDetail
 
 
@@ -26,9 +25,9 @@ class MemoryIngestUnit(MemoryUnit):
         found = [v for v in self._of(dataset) if v.upload_sha256 == upload_sha256]
         return found[0].summary() if found else None
 
-    async def latest_published_schema(self, dataset: str) -> dict[str, ColumnType] | None:
+    async def latest_published(self, dataset: str) -> DatasetVersionDetail | None:
         published = [v for v in self._of(dataset) if v.status == "published"]
-        return dict(published[-1].column_types) if published else None
+        return published[-1] if published else None
 
     async def allocate_version(self, dataset: str) -> int:
         number = self._next_version.get(dataset, 1)

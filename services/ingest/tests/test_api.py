@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import tracemalloc
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -13,11 +15,15 @@ from mloop_ingest.app import create_app
 from mloop_ingest.bootstrap import IngestService
 from mloop_ingest.config import IngestSettings
 from mloop_ingest.handlers import DatasetPublisher
+from mloop_ingest.sources import Sources
 
 from .fakes import memory_store
 from .test_handlers import churn, csv, wide
 
 VERSION_FIELDS = {
+    "parent_version",
+    "publisher",
+    "source_uri",
     "dataset",
     "version",
     "status",
@@ -36,15 +42,31 @@ VERSION_FIELDS = {
 
 
 @pytest.fixture
-async def ingest(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
-    settings = IngestSettings(max_upload_bytes=100_000, max_event_bytes=20_000)
+def spool(tmp_path: Path) -> Path:
+    """Where the service spools uploads and snapshots: empty again after every request."""
+    folder = tmp_path / "spool"
+    folder.mkdir()
+    return folder
+
+
+@pytest.fixture
+async def ingest(tmp_path: Path, spool: Path) -> AsyncIterator[httpx.AsyncClient]:
+    settings = IngestSettings(max_upload_bytes=100_000, max_event_bytes=20_000, spool_dir=spool)
     app = create_app(settings)
     store = memory_store()
     publisher = DatasetPublisher(
-        store=store, artifacts=ArtifactStore(tmp_path), max_event_bytes=settings.max_event_bytes
+        store=store, artifacts=ArtifactStore(tmp_path), max_event_bytes=settings.max_event_bytes, workdir=spool
     )
     # In place of the lifespan's bootstrap (ASGITransport runs no lifespan): the same components over fakes.
-    app.state.service = IngestService(store=store, publisher=publisher, max_upload_bytes=settings.max_upload_bytes)
+    exports = tmp_path / "exports"
+    exports.mkdir()
+    app.state.service = IngestService(
+        store=store,
+        publisher=publisher,
+        max_upload_bytes=settings.max_upload_bytes,
+        spool_dir=spool,
+        sources=Sources.of([f"file://{exports}/"]),
+    )
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://ingest") as client:
         yield client
 
@@ -67,22 +89,38 @@ async def test_a_new_version_is_201_and_the_same_bytes_again_200_with_the_same_b
     assert body["dataset"] == "churn" and body["version"] == 1 and body["status"] == "published"
     assert body["sha256"] == body["snapshot_sha256"] and body["snapshot_uri"].startswith("artifact:datasets/")
     assert body["time_column"] is None and body["description"] == "first"
-    assert body["report"]["accepted"] is True and {"name", "status", "message"} == set(body["report"]["checks"][0])
+    assert body["report"]["accepted"] is True
+    assert {"name", "severity", "message", "observed", "threshold", "columns", "examples"} == set(
+        body["report"]["checks"][0]
+    )
 
 
 async def test_a_rejected_version_is_422_with_the_error_beside_the_recorded_version(ingest):
-    response = await publish(ingest, csv(churn()), target="nope")
+    constant = churn().assign(churned="yes")
+    response = await publish(ingest, csv(constant))
 
     assert response.status_code == 422
     body = response.json()
     assert set(body) == VERSION_FIELDS | {"error"}
     assert body["error"] == {
         "code": "dataset_rejected",
-        "message": "target column 'nope' is not in the file",
+        "message": "target 'churned' has a single value: nothing to learn",
         "field": "file",
     }
     assert body["status"] == "rejected" and body["report"]["accepted"] is False and body["sha256"] is None
-    assert (await publish(ingest, csv(churn()), target="nope")).status_code == 422
+    assert (await publish(ingest, csv(constant))).status_code == 422
+
+
+async def test_a_target_not_in_the_file_is_422_naming_the_target_field_and_records_nothing(ingest):
+    response = await publish(ingest, csv(churn()), target="nope")
+
+    assert response.status_code == 422
+    assert response.json()["error"] == {
+        "code": "invalid_input",
+        "message": "target column 'nope' is not in the file",
+        "field": "target",
+    }
+    assert (await ingest.get("/v1/datasets")).json() == {"datasets": []}
 
 
 async def test_a_file_too_wide_to_announce_is_413_naming_the_file_and_records_nothing(ingest):
@@ -110,7 +148,7 @@ async def test_a_bad_dataset_name_is_422_naming_it(ingest):
 
 async def test_reading_back_lists_datasets_and_versions_and_details_one(ingest):
     await publish(ingest, csv(churn(seed=1)))
-    await publish(ingest, csv(churn(seed=2).drop(columns="churned")))
+    await publish(ingest, csv(churn(seed=2).drop(columns="plan")))
 
     datasets = (await ingest.get("/v1/datasets")).json()
     versions = (await ingest.get("/v1/datasets/churn/versions")).json()["versions"]
@@ -120,11 +158,23 @@ async def test_reading_back_lists_datasets_and_versions_and_details_one(ingest):
     assert datasets == {"datasets": [{"name": "churn", "versions": 2, "latest_published": 1}]}
     assert [(v["version"], v["status"]) for v in versions] == [(1, "published"), (2, "rejected")]
     assert all(set(v) == VERSION_FIELDS for v in versions)
-    assert set(detail) == VERSION_FIELDS | {"schema", "profile"}
+    assert set(detail) == VERSION_FIELDS | {"schema", "profile", "contract", "labels"}
     assert detail["schema"] == {"usage": "numeric", "plan": "string", "churned": "string"}
-    assert set(detail["profile"]["usage"]) == {"missing", "distinct", "mean", "std", "min", "max"}
+    assert set(detail["profile"]["usage"]) == {
+        "missing",
+        "distinct",
+        "mean",
+        "std",
+        "min",
+        "max",
+        "q1",
+        "median",
+        "q3",
+        "outliers",
+    }
     assert set(detail["profile"]["plan"]) == {"missing", "distinct", "top"}
-    assert rejected["schema"] == {} and rejected["profile"] == {}
+    assert sum(detail["labels"].values()) == 40 and set(detail["labels"]) == {"yes", "no"}
+    assert rejected["schema"] == {} and rejected["profile"] == {} and rejected["contract"] is None
 
 
 async def test_unknown_datasets_and_versions_are_404(ingest):
@@ -141,3 +191,195 @@ async def test_every_route_documents_its_response_model(ingest):
     assert {"200", "201", "422"} <= set(publish_responses)
     detail = paths["/v1/datasets/{name}/versions/{version}"]["get"]["responses"]["200"]
     assert detail["content"]["application/json"]["schema"]["$ref"].endswith("/DatasetVersionDetail")
+
+
+BOUNDARY = "mloop-test-boundary"
+
+
+def multipart_head(filename: str = "big.csv", **fields: str) -> bytes:
+    parts = [f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n' for k, v in fields.items()]
+    parts.append(
+        f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="file"; filename="{filename}"\r\n'
+        "Content-Type: text/csv\r\n\r\n"
+    )
+    return "".join(parts).encode()
+
+
+class Stream:
+    """A request body made on the fly: ``total`` bytes of one CSV row repeated, counting what was pulled."""
+
+    def __init__(self, total: int, chunk: int = 64 * 1024) -> None:
+        self.total, self.sent = total, 0
+        self.chunk = b"1.0,basic,yes\n" * (chunk // 14)  # whole rows: the file stays valid CSV
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        head = multipart_head(target="churned") + b"usage,plan,churned\n"
+        self.sent += len(head)
+        yield head
+        while self.sent < self.total:
+            self.sent += len(self.chunk)
+            yield self.chunk  # the same object every time: the test itself allocates nothing per chunk
+        yield f"\r\n--{BOUNDARY}--\r\n".encode()
+
+
+async def test_a_chunked_upload_over_the_limit_is_refused_while_streaming_without_being_buffered(ingest, spool):
+    body = Stream(total=5_000_000)  # 50 times the 100,000-byte limit; no Content-Length: chunked
+    tracemalloc.start()
+    try:
+        response = await ingest.post(
+            "/v1/datasets/churn/versions",
+            content=body,
+            headers={"content-type": f"multipart/form-data; boundary={BOUNDARY}"},
+        )
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+
+    assert response.status_code == 413 and response.json()["error"]["field"] == "file"
+    assert "100000-byte limit" in response.json()["error"]["message"]
+    assert body.sent < 100_000 + 3 * len(body.chunk)  # the server stopped reading at the limit
+    assert peak < 2_000_000  # nothing close to the 5 MB body was held in memory
+    assert list(spool.iterdir()) == []  # the partial file is gone
+    assert (await ingest.get("/v1/datasets")).json() == {"datasets": []}
+
+
+async def test_a_body_larger_than_its_content_length_claims_is_still_refused_at_the_limit(ingest, spool):
+    body = Stream(total=1_000_000)
+
+    response = await ingest.post(
+        "/v1/datasets/churn/versions",
+        content=body,
+        headers={"content-type": f"multipart/form-data; boundary={BOUNDARY}", "content-length": "500"},
+    )
+
+    assert response.status_code == 413 and body.sent < 300_000
+    assert list(spool.iterdir()) == []
+
+
+async def test_a_content_length_over_the_limit_is_refused_before_reading(ingest):
+    body = Stream(total=1_000_000)
+
+    response = await ingest.post(
+        "/v1/datasets/churn/versions",
+        content=body,
+        headers={"content-type": f"multipart/form-data; boundary={BOUNDARY}", "content-length": str(5 * 1024**2)},
+    )
+
+    assert response.status_code == 413 and body.sent == 0
+
+
+async def test_a_chunked_upload_within_the_limit_is_published_and_the_spool_emptied(ingest, spool):
+    data = multipart_head(target="churned") + csv(churn()) + f"\r\n--{BOUNDARY}--\r\n".encode()
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for start in range(0, len(data), 100):  # boundaries and rows split across chunks
+            yield data[start : start + 100]
+
+    response = await ingest.post(
+        "/v1/datasets/churn/versions",
+        content=chunks(),
+        headers={"content-type": f"multipart/form-data; boundary={BOUNDARY}", "x-mloop-actor": "dana"},
+    )
+
+    assert response.status_code == 201, response.text
+    body = response.json()
+    assert body["rows"] == 40 and body["upload_sha256"] == hashlib.sha256(csv(churn())).hexdigest()
+    assert body["publisher"] == "dana" and body["parent_version"] is None and body["source_uri"] is None
+    assert list(spool.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("form", "files", "field", "message"),
+    [
+        ({}, {"file": ("a.csv", b"a,b\n1,2\n")}, "target", "target"),
+        ({"target": "churned", "colour": "red"}, {"file": ("a.csv", b"a,b\n1,2\n")}, "colour", "unknown form field"),
+        ({"target": "churned"}, {"upload": ("a.csv", b"a,b\n1,2\n")}, "upload", "send the file as 'file'"),
+        ({"target": "churned", "contract": "{not json"}, {"file": ("a.csv", b"a,b\n1,2\n")}, "contract", "contract"),
+    ],
+)
+async def test_a_malformed_form_is_422_naming_the_field(ingest, spool, form, files, field, message):
+    response = await ingest.post("/v1/datasets/churn/versions", data=form, files=files)
+
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    assert error["field"] == field and message in error["message"]
+    assert list(spool.iterdir()) == []
+
+
+async def test_a_form_without_a_file_is_422_naming_the_file_field(ingest):
+    body = f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="target"\r\n\r\nchurned\r\n--{BOUNDARY}--\r\n'
+
+    response = await ingest.post(
+        "/v1/datasets/churn/versions",
+        content=body.encode(),
+        headers={"content-type": f"multipart/form-data; boundary={BOUNDARY}"},
+    )
+
+    assert response.status_code == 422 and response.json()["error"]["field"] == "file"
+
+
+async def test_a_body_that_is_not_multipart_is_422(ingest):
+    response = await ingest.post("/v1/datasets/churn/versions", content=b"usage,churned\n1,yes\n")
+
+    assert response.status_code == 422 and "multipart/form-data" in response.json()["error"]["message"]
+
+
+async def test_the_schema_contract_is_served_with_the_version_and_declarations_carry_over(ingest):
+    declared = '{"id_column": "id", "columns": {"usage": {"min": 0, "max": 100, "nullable": false}}}'
+    first = await publish(ingest, csv(churn().assign(id=range(40))), contract=declared)
+    second = await publish(ingest, csv(churn(seed=5).assign(id=range(40))))
+    assert (first.status_code, second.status_code) == (201, 201)
+
+    contract = (await ingest.get("/v1/datasets/churn/versions/2")).json()["contract"]
+
+    assert contract["contract_version"] == 1 and contract["target"] == "churned" and contract["id_column"] == "id"
+    assert len(contract["digest"]) == 64
+    usage = next(c for c in contract["columns"] if c["name"] == "usage")
+    assert usage["type"] == "numeric" and usage["physical_type"] == "double" and usage["nullable"] is False
+    assert usage["declared"] == {"min": 0.0, "max": 100.0, "nullable": False}
+    assert usage["observed_range"]["min"] > 0 and usage["missing_rate"] == 0
+    plan = next(c for c in contract["columns"] if c["name"] == "plan")
+    assert plan["categories"] == ["basic", "pro"] and plan["observed_range"] is None
+    assert (await ingest.get("/v1/datasets/churn/versions/2")).json()["parent_version"] == 1
+
+
+async def test_values_outside_a_declared_range_reject_the_version(ingest):
+    response = await publish(ingest, csv(churn()), contract='{"columns": {"usage": {"max": 5}}}')
+
+    assert response.status_code == 422 and response.json()["error"]["code"] == "dataset_rejected"
+    assert "outside its declared range" in response.json()["error"]["message"]
+
+
+async def test_a_declaration_naming_an_unknown_column_is_422_naming_the_contract_field(ingest):
+    response = await publish(ingest, csv(churn()), contract='{"columns": {"nope": {"max": 5}}}')
+
+    assert response.status_code == 422 and response.json()["error"]["field"] == "contract"
+    assert (await ingest.get("/v1/datasets")).json() == {"datasets": []}
+
+
+async def test_a_file_under_a_source_root_is_registered_by_uri_and_records_where_it_came_from(ingest, tmp_path, spool):
+    (tmp_path / "exports" / "churn.csv").write_bytes(csv(churn()))
+    uri = f"file://{tmp_path}/exports/churn.csv"
+
+    registered = await ingest.post(
+        "/v1/datasets/churn/versions", json={"uri": uri, "target": "churned", "contract": {"columns": {}}}
+    )
+    uploaded = await publish(ingest, csv(churn()))  # the same bytes by upload: the same version
+
+    assert registered.status_code == 201, registered.text
+    assert registered.json()["source_uri"] == uri and registered.json()["rows"] == 40
+    assert uploaded.status_code == 200 and uploaded.json()["version"] == 1
+    assert list(spool.iterdir()) == []
+
+
+async def test_registering_a_uri_outside_the_roots_is_422_naming_the_uri_and_records_nothing(ingest, spool):
+    response = await ingest.post("/v1/datasets/churn/versions", json={"uri": "file:///etc/passwd", "target": "x"})
+
+    assert response.status_code == 422 and response.json()["error"]["field"] == "uri"
+    assert (await ingest.get("/v1/datasets")).json() == {"datasets": []}
+
+
+async def test_a_registration_body_missing_its_target_is_422_naming_it(ingest):
+    response = await ingest.post("/v1/datasets/churn/versions", json={"uri": "file:///x.csv"})
+
+    assert response.status_code == 422 and response.json()["error"]["field"] == "target"

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import io
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -33,8 +35,26 @@ def csv(frame: pd.DataFrame) -> bytes:
     return frame.to_csv(index=False).encode()
 
 
-def upload(data: bytes, dataset: str = "churn", target: str = "churned", **fields: str) -> PublishVersion:
-    return PublishVersion(dataset=dataset, data=data, filename="upload.csv", target=target, **fields)
+SPOOL: list[Path] = []  # this test's folder for uploads (set by the autouse fixture below)
+
+
+@pytest.fixture(autouse=True)
+def spool(tmp_path: Path) -> None:
+    SPOOL[:] = [tmp_path]
+
+
+def upload(data: bytes, dataset: str = "churn", target: str = "churned", **fields: str | None) -> PublishVersion:
+    """The command the route makes once the upload is on disk."""
+    with tempfile.NamedTemporaryFile(dir=SPOOL[0], suffix=".csv", delete=False) as handle:
+        handle.write(data)
+    return PublishVersion(
+        dataset=dataset,
+        source=Path(handle.name),
+        upload_sha256=hashlib.sha256(data).hexdigest(),
+        filename="upload.csv",
+        target=target,
+        **fields,  # type: ignore[arg-type]
+    )
 
 
 def wide(columns: int) -> bytes:
@@ -67,7 +87,7 @@ async def test_a_valid_csv_becomes_version_1_with_a_verified_snapshot_and_is_ann
     assert published.created and version.version == 1 and version.status == "published"
     assert version.rows == 40 and version.columns == ["usage", "plan", "churned"] and version.report.accepted
     snapshot = pd.read_parquet(io.BytesIO(artifacts.get(version.snapshot_uri, version.sha256)))
-    pd.testing.assert_frame_equal(snapshot, frame)
+    pd.testing.assert_frame_equal(snapshot, frame, check_dtype=False)
     [announced] = store.published_payloads(DataPublished)
     assert (announced.dataset, announced.version, announced.rows) == ("churn", 1, 40)
     assert (announced.snapshot.uri, announced.snapshot.sha256) == (version.snapshot_uri, version.snapshot_sha256)
@@ -103,19 +123,31 @@ async def test_a_new_file_becomes_the_next_version(artifacts):
     assert [p.version for p in store.published_payloads(DataPublished)] == [1, 2]
 
 
-async def test_a_file_without_its_target_column_is_recorded_as_rejected_and_announces_nothing(artifacts):
+async def test_a_file_without_its_target_column_is_refused_naming_the_field_and_nothing_is_recorded(artifacts):
     store = memory_store()
     publisher = DatasetPublisher(store=store, artifacts=artifacts, max_event_bytes=900_000)
 
-    published = await publisher.publish_version(upload(csv(churn().drop(columns="churned"))))
+    with pytest.raises(InvalidInput) as refused:
+        await publisher.publish_version(upload(csv(churn().drop(columns="churned"))))
+
+    assert refused.value.field == "target" and "'churned'" in refused.value.message
+    assert await recorded(store) == [] and store.published == []
+
+
+async def test_a_version_failing_a_check_is_recorded_as_rejected_and_announces_nothing(artifacts):
+    store = memory_store()
+    publisher = DatasetPublisher(store=store, artifacts=artifacts, max_event_bytes=900_000)
+    frame = churn()
+    frame["churned"] = "yes"  # a constant target: nothing to learn
+
+    published = await publisher.publish_version(upload(csv(frame)))
 
     version = published.version
     assert published.created and version.status == "rejected" and not version.report.accepted
-    failed = [c for c in version.report.checks if c.status == "fail"]
-    assert [c.name for c in failed] == ["target_present"] and "'churned'" in failed[0].message
+    assert [c.name for c in version.report.failures()] == ["constant_columns"]
     assert version.snapshot_uri is None and version.sha256 is None
     assert [v.status for v in await recorded(store)] == ["rejected"]
-    assert store.published == []
+    assert store.published == [] and not (artifacts.root / "datasets").exists()
 
 
 async def test_a_file_that_drops_a_published_column_is_rejected(artifacts):
@@ -126,7 +158,8 @@ async def test_a_file_that_drops_a_published_column_is_rejected(artifacts):
     published = await publisher.publish_version(upload(csv(churn(seed=3).drop(columns="plan"))))
 
     assert published.version.status == "rejected" and published.version.version == 2
-    assert any(c.name == "schema_matches_previous" and "plan" in c.message for c in published.version.report.checks)
+    assert any(c.name == "schema" and "plan" in c.message for c in published.version.report.failures())
+    assert published.version.parent_version == 1
     assert len(store.published) == 1
 
 
@@ -147,8 +180,8 @@ async def test_an_announcement_grown_past_the_limit_by_its_snapshot_uri_is_never
     class LongUris:
         """An artifact store whose URIs are much longer than the local store's (e.g. a deep S3 prefix)."""
 
-        def put(self, data: bytes, *, kind: str, suffix: str = "") -> ArtifactRef:
-            ref = artifacts.put(data, kind=kind, suffix=suffix)
+        def put_file(self, source: Path, *, kind: str, suffix: str = "") -> ArtifactRef:
+            ref = artifacts.put_file(source, kind=kind, suffix=suffix)
             return ArtifactRef(uri="s3://bucket/" + "deep/" * 2_000 + ref.uri, sha256=ref.sha256, size=ref.size)
 
         def get(self, uri: str, sha256: str) -> bytes:

@@ -1,0 +1,176 @@
+"""Reading an uploaded file from disk into an Arrow-backed frame, refusing what cannot be a dataset version.
+
+Parsing is Arrow's (typed: ISO-8601 dates and timestamps come out as timestamps, as in Parquet; a CSV
+streams through in blocks, see ``mloop_common.tables``); the frame keeps Arrow memory, so nothing is
+copied into NumPy objects. Every refusal is an ``InvalidInput`` naming the form field at fault;
+nothing is stored for it.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import pandas as pd
+
+from mloop_common import tables
+from mloop_common.errors import InvalidInput
+
+ColumnType = Literal["numeric", "boolean", "datetime", "string"]
+Format = Literal["csv", "parquet"]
+PARQUET_MAGIC = b"PAR1"
+CSV_SUFFIXES = (".csv", ".txt")
+# Enough bytes to hold the header line of a file at the column limit with long names.
+HEADER_PROBE_BYTES = 16 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_columns: int = 10_000
+
+
+def detect_format(path: Path, filename: str) -> Format:
+    """Parquet by its magic bytes, CSV otherwise; a name that claims the other format is refused."""
+    with path.open("rb") as handle:
+        head = handle.read(4)
+    if not head:
+        raise InvalidInput("the uploaded file is empty", field="file")
+    is_parquet = head == PARQUET_MAGIC
+    name = filename.lower()
+    if is_parquet and name.endswith(CSV_SUFFIXES):
+        raise InvalidInput(f"{filename!r} is named as CSV but its content is Parquet", field="file")
+    if not is_parquet and name.endswith(".parquet"):
+        raise InvalidInput(f"{filename!r} is named as Parquet but its content is not (no PAR1 header)", field="file")
+    return "parquet" if is_parquet else "csv"
+
+
+def csv_header(path: Path) -> list[str]:
+    """The header row, read with Python's csv module: pandas would silently rename repeated names."""
+    with path.open("rb") as handle:
+        probe = handle.read(HEADER_PROBE_BYTES)
+    first = probe.split(b"\n", 1)[0] if b"\n" in probe else probe
+    try:
+        text = first.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise InvalidInput("the CSV header is not UTF-8 text", field="file") from exc
+    row = next(csv.reader(io.StringIO(text)), [])
+    if not [name for name in row if name.strip()]:
+        raise InvalidInput("the CSV file has no header row", field="file")
+    return row
+
+
+def _refuse_bad_names(names: list[str], limits: Limits) -> None:
+    if len(names) > limits.max_columns:
+        raise InvalidInput(
+            f"the file has {len(names)} columns, over the limit of {limits.max_columns} (MLOOP_INGEST_MAX_COLUMNS)",
+            field="file",
+        )
+    if len(names) < 2:
+        raise InvalidInput("the file has one column: a dataset needs a target and at least one feature", field="file")
+    seen: set[str] = set()
+    repeated = sorted({n for n in names if n in seen or seen.add(n)})  # type: ignore[func-returns-value]
+    if repeated:
+        raise InvalidInput(f"repeated column names: {repeated[:10]}", field="file")
+    if any(not n.strip() for n in names):
+        raise InvalidInput("a column has an empty name", field="file")
+
+
+def arrow_type(series: pd.Series) -> str:
+    """The Arrow type of a column, e.g. ``double``, ``string``, ``timestamp[s]``, ``list<item: int64>``."""
+    dtype = series.dtype
+    if isinstance(dtype, pd.ArrowDtype):
+        return str(dtype.pyarrow_dtype)
+    return str(dtype)
+
+
+def column_type(series: pd.Series) -> ColumnType | None:
+    """The coarse type a version's schema records (None: a type a dataset may not hold)."""
+    name = arrow_type(series)
+    if name == "bool":
+        return "boolean"
+    if name.startswith(("int", "uint", "float", "double", "halffloat", "decimal")):
+        return "numeric"
+    if name.startswith(("timestamp", "date")):
+        return "datetime"
+    if name in ("string", "large_string", "null") or name.startswith("dictionary<values=string"):
+        return "string"
+    return None
+
+
+def _refuse_bad_types(frame: pd.DataFrame) -> None:
+    for name in frame.columns:
+        series = frame[name]
+        kind = arrow_type(series)
+        if kind in ("binary", "large_binary"):
+            raise InvalidInput(f"column {name!r} is not UTF-8 text", field="file")
+        if kind.startswith(("list", "large_list", "struct", "map", "fixed_size_list")):
+            raise InvalidInput(
+                f"column {name!r} has the nested type {kind}: only flat columns are allowed", field="file"
+            )
+        if column_type(series) is None:
+            raise InvalidInput(f"column {name!r} has the unsupported type {kind}", field="file")
+
+
+def mixed_values(series: pd.Series, sample: int = 10_000) -> list[str]:
+    """Examples of the text values of a mostly numeric text column (empty if it is not one).
+
+    A text column in which most distinct values are numbers but some are not is a numeric column with
+    stray text ("n/a", "12 kg"): training would see it as categories. Judged on distinct values (few in a
+    categorical column), at most ``sample`` of them.
+    """
+    values = pd.Series(series.dropna().unique()[:sample]).astype(str)
+    if values.empty:
+        return []
+    numbers = pd.to_numeric(values, errors="coerce")
+    numeric_share = float(numbers.notna().mean())
+    if numeric_share < 0.5 or numeric_share == 1.0:
+        return []
+    return [str(v) for v in values[numbers.isna()].head(3)]
+
+
+def read_table(path: Path, filename: str = "", limits: Limits | None = None) -> pd.DataFrame:
+    """Parse the file at ``path`` (CSV or Parquet) into an Arrow-backed frame, or refuse it naming why."""
+    limits = limits or Limits()
+    fmt = detect_format(path, filename)
+    if fmt == "csv":
+        _refuse_bad_names(csv_header(path), limits)
+    try:
+        if fmt == "parquet":
+            frame = pd.read_parquet(path, dtype_backend="pyarrow")
+        else:
+            frame = tables.read_csv(path)
+    except Exception as exc:  # Arrow and pandas raise many types for malformed input
+        message = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
+        kind = "Parquet" if fmt == "parquet" else "CSV"
+        raise InvalidInput(f"file is not readable as {kind}: {message}", field="file") from exc
+    names = [str(c) for c in frame.columns]
+    if fmt == "parquet":
+        _refuse_bad_names(names, limits)
+    frame.columns = pd.Index(names)
+    if frame.empty:
+        raise InvalidInput("the file has a header but no rows", field="file")
+    _refuse_bad_types(frame)
+    for name in names:
+        if column_type(frame[name]) == "string":
+            examples = mixed_values(frame[name])
+            if examples:
+                raise InvalidInput(
+                    f"column {name!r} mixes numbers and text (e.g. {examples}): fix the values or quote the column "
+                    "consistently",
+                    field="file",
+                )
+    return frame
+
+
+def numeric_values(series: pd.Series) -> Any:
+    """A numeric or datetime column as a float64 NumPy array, NaN for missing (datetimes: seconds since 1970)."""
+    if column_type(series) == "datetime":
+        stamps = series.to_numpy(dtype="datetime64[ns]", na_value=pd.NaT)
+        seconds = stamps.astype("int64") / 1e9
+        seconds[pd.isna(stamps)] = math.nan
+        return seconds
+    return series.to_numpy(dtype="float64", na_value=math.nan)
