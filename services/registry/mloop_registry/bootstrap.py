@@ -26,7 +26,7 @@ class RegistryService:
 async def bootstrap(settings: RegistrySettings, app: FastAPI) -> AsyncIterator[RegistryService]:
     """Build the database (migrated) and the outbox relay; the registry consumes no events."""
     runtime = Runtime(settings, migrations="mloop_registry:migrations")
-    registry = ModelRegistry(store=runtime.store(SqlRegistryUnit))
+    registry = ModelRegistry(store=runtime.store(SqlRegistryUnit), limits=settings.limits)
     await runtime.start(app)
     try:
         yield RegistryService(registry=registry, max_spec_bytes=settings.max_spec_bytes)

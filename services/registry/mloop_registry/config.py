@@ -1,6 +1,7 @@
 from typing import ClassVar
 
 from mloop_common.settings import ServiceSettings, service_config
+from mloop_common.spec import SpecLimits
 
 
 class RegistrySettings(ServiceSettings):
@@ -10,3 +11,5 @@ class RegistrySettings(ServiceSettings):
     service: ClassVar[str] = "registry"
 
     max_spec_bytes: int = 256 * 1024
+    # How much work a spec may ask for; the trainer holds the same limits (MLOOP_TRAINER_LIMITS__...).
+    limits: SpecLimits = SpecLimits()

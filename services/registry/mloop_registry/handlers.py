@@ -23,10 +23,17 @@ from mloop_common.contracts import (
 from mloop_common.errors import Conflict, NotFound
 from mloop_common.events import Envelope, ModelPromoted, ModelRegistered, new_event
 from mloop_common.retry import Backoff, retry_call
-from mloop_common.spec import ModelSpec, spec_digest
+from mloop_common.spec import ModelSpec, SpecLimits, check_limits, spec_digest
 from mloop_common.uow import Store
 from mloop_registry.entities import Version
-from mloop_registry.policy import check_alias_name, initial_status, may_hold_alias, may_promote, move_reason
+from mloop_registry.policy import (
+    check_alias_name,
+    governing_policy,
+    initial_status,
+    may_hold_alias,
+    may_promote,
+    move_reason,
+)
 from mloop_registry.store import RegistryUnit
 
 SOURCE = "mloop/registry"
@@ -36,16 +43,19 @@ T = TypeVar("T")
 class ModelRegistry:
     """Specs, versions, aliases and approvals; its store is passed in by the composition root (or a test)."""
 
-    def __init__(self, *, store: Store[RegistryUnit]) -> None:
+    def __init__(self, *, store: Store[RegistryUnit], limits: SpecLimits | None = None) -> None:
         self.store = store
+        self.limits = limits or SpecLimits()
 
     # --- commands ---------------------------------------------------------------------------
 
     async def submit_spec(self, spec: ModelSpec, actor: str) -> tuple[SpecView, bool]:
         """Store a spec: (its spec version, True), or (the latest, False) when that one is identical.
 
-        Resubmitting an older spec makes it the latest again, as a new spec version.
+        Resubmitting an older spec makes it the latest again, as a new spec version. A spec asking
+        for more work than the limits allow is refused (InvalidInput naming the field).
         """
+        check_limits(spec, self.limits)
         return await _after_a_lost_race(lambda: self._submit_spec(spec, actor), f"spec of {spec.name}")
 
     async def _submit_spec(self, spec: ModelSpec, actor: str) -> tuple[SpecView, bool]:
@@ -82,12 +92,19 @@ class ModelRegistry:
             existing = await unit.version_by_run(name, request.run_id)
             if existing is not None:
                 return existing.view(await unit.aliases(name)), False
-            spec = (await unit.spec(name, request.spec_version)).spec
-            status = initial_status(spec.promotion)
+            # Allocating the number locks the model's row first, which orders this registration with
+            # spec submissions: a spec stored before it commits is the current one read below.
+            number = await unit.allocate_version(name)
+            # The run's spec version comes from the caller: it must exist, but it can only tighten the
+            # rules of the model's current spec, never loosen them.
+            run_spec = (await unit.spec(name, request.spec_version)).spec
+            current = await unit.spec(name)
+            policy = governing_policy(run_spec.promotion, current.spec.promotion)
+            status = initial_status(policy)
             version = await unit.add_version(
                 Version(
                     model=name,
-                    version=await unit.allocate_version(name),
+                    version=number,
                     run_id=request.run_id,
                     evaluation_id=request.evaluation_id,
                     spec_version=request.spec_version,
@@ -105,7 +122,17 @@ class ModelRegistry:
                 action="version.registered",
                 model=name,
                 version=version.version,
-                detail={"run_id": request.run_id, "status": status, "metrics": request.metrics},
+                detail={
+                    "run_id": request.run_id,
+                    "status": status,
+                    "metrics": request.metrics,
+                    "policy": {
+                        "run_spec_version": request.spec_version,
+                        "current_spec_version": current.spec_version,
+                        "require_approval": policy.require_approval,
+                        "canary_percent": policy.canary_percent,
+                    },
+                },
             )
             registered = new_event(
                 ModelRegistered(
@@ -118,7 +145,7 @@ class ModelRegistry:
                     profile=version.profile,
                     features=version.features,
                     metrics=version.metrics,
-                    requires_approval=spec.promotion.require_approval,
+                    requires_approval=policy.require_approval,
                 ),
                 source=SOURCE,
                 subject=name,
@@ -126,7 +153,7 @@ class ModelRegistry:
                 causation_id=request.causation_id,
             )
             await unit.stage(registered)
-            if may_promote(status, spec.promotion):
+            if may_promote(status, policy):
                 await _move_alias(unit, version, PRODUCTION, reason="policy", actor=actor, cause=registered)
             return version.view(await unit.aliases(name)), True
 
@@ -257,6 +284,9 @@ async def _move_alias(
         metrics=version.metrics,
         drift_window=spec.drift.window,
         cooldown_windows=spec.drift.cooldown_windows,
+        drift_policy=spec.drift.model_dump(mode="json"),
+        metric=spec.metric,
+        time_column=spec.time_column,
     )
     await unit.stage(new_event(promoted, source=SOURCE, subject=version.model, cause=cause))
 

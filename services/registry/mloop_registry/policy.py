@@ -11,6 +11,22 @@ from mloop_common.spec import PromotionPolicy
 MoveReason = Literal["manual", "rollback"]
 
 
+def governing_policy(run: PromotionPolicy, current: PromotionPolicy) -> PromotionPolicy:
+    """The release rules a new version is held to: the stricter of its run's spec and the model's current spec.
+
+    Taking the current spec closes two ways around an approver: a registration naming an older spec
+    version that needed none, and a run that started before the spec began to require one. Keeping
+    the run's own rules means dropping approval from the spec does not wave through a candidate
+    that was trained (and judged) under a spec demanding it.
+    """
+    return current.model_copy(
+        update={
+            "require_approval": run.require_approval or current.require_approval,
+            "canary_percent": max(run.canary_percent, current.canary_percent),
+        }
+    )
+
+
 def initial_status(policy: PromotionPolicy) -> VersionStatus:
     """A version that needs a human starts as pending_approval; others are registered."""
     return "pending_approval" if policy.require_approval else "registered"

@@ -48,7 +48,7 @@ SPEC_FIELDS = {"name", "spec_version", "digest", "spec", "created_at"}
 
 @pytest.fixture
 async def client() -> AsyncIterator[httpx.AsyncClient]:
-    settings = RegistrySettings(max_spec_bytes=4096)
+    settings = RegistrySettings(max_spec_bytes=4096)  # default limits: 200 grid points, n_jobs <= 2
 
     @asynccontextmanager
     async def fake_bootstrap(settings: RegistrySettings, app: FastAPI) -> AsyncIterator[RegistryService]:
@@ -86,6 +86,36 @@ async def test_an_invalid_spec_names_the_offending_field(client):
 
     assert response.status_code == 422
     assert response.json()["error"]["field"] == "estimators.0.class"
+
+
+@pytest.mark.parametrize(
+    "estimators, search, field",
+    [
+        (
+            "[{class: RandomForestClassifier, params: {n_estimators: [1000000000]}}]",
+            "{}",
+            "estimators.0.params.n_estimators",
+        ),
+        ("[{class: RandomForestClassifier, params: {n_jobs: [64]}}]", "{}", "estimators.0.params.n_jobs"),
+        ("[{class: RandomForestClassifier, params: {n_jobs: [-1]}}]", "{}", "estimators.0.params.n_jobs"),
+        ("[{class: LogisticRegression, params: {C: [1.0]}}]", "{strategy: random, n_iter: 100000}", "search.n_iter"),
+        (
+            "[{class: LogisticRegression, params: {C: [1, 2, 3, 4, 5, 6, 7, 8, 9, 10], tol: [1, 2, 3, 4, 5, 6, 7, "
+            "8, 9, 10], max_iter: [1, 2, 3]}}]",
+            "{}",
+            "estimators",
+        ),
+    ],
+)
+async def test_a_spec_asking_for_unbounded_work_is_refused_naming_the_field(client, estimators, search, field):
+    body = SPEC_YAML.replace(b"estimators: [{class: LogisticRegression, params: {C: [1.0]}}]", b"")
+    body += f"estimators: {estimators}\nsearch: {search}\n".encode()
+
+    response = await declare(client, body)
+
+    assert response.status_code == 422, response.text
+    assert response.json()["error"]["field"] == field
+    assert (await client.get("/v1/models/churn")).status_code == 404  # nothing was stored
 
 
 async def test_a_spec_that_is_not_yaml_or_json_is_refused(client):

@@ -141,6 +141,46 @@ async def test_a_version_needing_approval_waits_and_is_promoted_only_once_approv
     assert audit.entries[1].action == "version.approved" and audit.entries[1].detail == {"comment": "slices look fine"}
 
 
+async def test_naming_an_older_spec_version_does_not_skip_the_approval_the_current_spec_demands():
+    registry, store = await registry_with(spec())  # spec version 1: no approver
+    await registry.submit_spec(spec(require_approval=True), "alice")  # spec version 2: an approver decides
+    request = registration()  # the caller says spec version 1
+
+    version, _ = await registry.register("churn", request, "validator")
+
+    assert (version.spec_version, version.status, version.aliases) == (1, "pending_approval", [])
+    assert await production_of(registry) is None
+    assert [e.type for e in store.published] == ["model.registered"]
+    assert store.published_payloads(ModelRegistered)[0].requires_approval is True
+    [registered, *_] = (await registry.audit(model="churn", limit=10, before_id=None)).entries
+    assert registered.detail["policy"] == {
+        "run_spec_version": 1,
+        "current_spec_version": 2,
+        "require_approval": True,
+        "canary_percent": 0,
+    }
+
+
+async def test_a_run_trained_under_a_spec_demanding_approval_still_needs_it_after_the_spec_dropped_it():
+    registry, store = await registry_with(spec(require_approval=True))
+    await registry.submit_spec(spec(), "alice")  # spec version 2 no longer asks for approval
+
+    version, _ = await registry.register("churn", registration(), "validator")  # trained under version 1
+
+    assert version.status == "pending_approval" and await production_of(registry) is None
+    assert store.published_payloads(ModelPromoted) == []
+
+
+async def test_a_canary_asked_for_by_the_current_spec_holds_back_a_run_of_an_older_spec():
+    registry, store = await registry_with(spec())
+    await registry.submit_spec(spec(canary_percent=10), "alice")
+
+    version, _ = await registry.register("churn", registration(), "validator")
+
+    assert (version.status, version.aliases) == ("registered", [])
+    assert store.published_payloads(ModelPromoted) == []
+
+
 async def test_a_rejected_version_is_never_promoted():
     registry, store = await registry_with(spec(require_approval=True))
     await registry.register("churn", registration(), "validator")

@@ -3,7 +3,14 @@ import pytest
 from mloop_common.contracts import CHALLENGER, PRODUCTION
 from mloop_common.errors import InvalidInput
 from mloop_common.spec import PromotionPolicy
-from mloop_registry.policy import check_alias_name, initial_status, may_hold_alias, may_promote, move_reason
+from mloop_registry.policy import (
+    check_alias_name,
+    governing_policy,
+    initial_status,
+    may_hold_alias,
+    may_promote,
+    move_reason,
+)
 
 
 def policy(require_approval=False, canary_percent=0):
@@ -71,3 +78,19 @@ def test_only_production_and_challenger_are_aliases():
     check_alias_name(CHALLENGER)
     with pytest.raises(InvalidInput, match="'production' or 'challenger'"):
         check_alias_name("staging")
+
+
+@pytest.mark.parametrize(
+    "run, current, expected",
+    [
+        ((False, 0), (False, 0), (False, 0)),
+        ((False, 0), (True, 0), (True, 0)),
+        ((True, 0), (False, 0), (True, 0)),
+        ((False, 20), (False, 5), (False, 20)),
+        ((False, 0), (False, 5), (False, 5)),
+    ],
+)
+def test_the_governing_policy_is_the_stricter_of_the_runs_and_the_current_spec(run, current, expected):
+    governing = governing_policy(policy(*run), policy(*current))
+
+    assert (governing.require_approval, governing.canary_percent) == expected

@@ -3,6 +3,7 @@ from typing import ClassVar
 from pydantic import Field
 
 from mloop_common.settings import ServiceSettings, service_config
+from mloop_common.spec import SpecLimits
 
 
 class TrainerSettings(ServiceSettings):
@@ -12,3 +13,8 @@ class TrainerSettings(ServiceSettings):
     service: ClassVar[str] = "trainer"
 
     workers: int = Field(1, ge=1, description="training worker processes (each fits one model at a time)")
+    # A run over either budget ends failed, with the reason, and is not retried (see workers.py).
+    memory_budget_mb: int = Field(4096, ge=512, description="private memory of one run's worker process, MB")
+    time_budget_seconds: float = Field(3600, gt=0, description="wall-clock time one run may take")
+    # The registry holds the same limits (MLOOP_REGISTRY_LIMITS__...); a spec stored under looser ones fails here.
+    limits: SpecLimits = SpecLimits()

@@ -42,10 +42,16 @@ class FitReport(BaseModel):
     library_versions: dict[str, str]
 
 
+# Why a run failed: the data or spec could not train ("data"), the spec is beyond the trainer's limits,
+# the run outgrew its memory or time budget, or its worker process died (most often the OOM killer).
+Failure = Literal["data", "limits", "over_budget", "worker_died", "job_failed"]
+
+
 class FailedDetails(BaseModel):
-    """A failed run's details: only what it was asked to do (its ``error`` says why it failed)."""
+    """A failed run's details: what it was asked to do and the kind of failure (its ``error`` says more)."""
 
     seed: int
+    failure: Failure | None = None  # None: recorded before failures had kinds
 
 
 class TrainedDetails(FitReport):

@@ -2,28 +2,30 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import uuid
 from collections.abc import Callable
-from concurrent.futures import Executor
-from concurrent.futures.process import BrokenProcessPool
 from datetime import UTC, datetime
+
+from prometheus_client import Counter
 
 from mloop_common.artifacts import Artifacts
 from mloop_common.clients import Registry
 from mloop_common.contracts import PRODUCTION
-from mloop_common.errors import TransientError
+from mloop_common.errors import InvalidInput
 from mloop_common.events import ArtifactPointer, DataPublished, DriftDetected, Envelope, ModelTrained, new_event
-from mloop_common.spec import ModelSpec, spec_digest
+from mloop_common.spec import ModelSpec, SpecLimits, check_limits, spec_digest
 from mloop_common.uow import Store
-from mloop_trainer.entities import ActiveRun, DatasetRef, FailedDetails, Run, TrainedDetails, Trigger
+from mloop_trainer.entities import ActiveRun, DatasetRef, FailedDetails, Failure, Run, TrainedDetails, Trigger
 from mloop_trainer.jobs import JobOutput, run_training_job
 from mloop_trainer.store import TrainerUnit
 from mloop_trainer.training import TrainingError
+from mloop_trainer.workers import Budget, JobFailed, Workers
 
 SOURCE = "mloop/trainer"
 log = logging.getLogger(__name__)
+# Until alerts have a channel of their own, a failed run is a counter to alert on and an error in the log.
+FAILED_RUNS = Counter("mloop_trainer_failed_runs_total", "Training runs that failed", ["model", "failure"])
 
 Clock = Callable[[], datetime]
 
@@ -35,8 +37,10 @@ def utc_now() -> datetime:
 class Trainer:
     """Trains model specs off the event loop; its ports are passed in by the composition root (or a test).
 
-    ``new_pool`` makes the executor training jobs run in (worker processes in production); a pool
-    whose worker died is replaced by a new one.
+    Jobs run through ``workers`` (worker processes in production), each within ``budget``; a spec
+    beyond ``limits`` is not run. A run that cannot succeed (bad data, over its limits or budget, its
+    worker died) is recorded as failed with the reason and announces nothing: the event is done and
+    the consumer moves on, since running it again would end the same way.
     """
 
     def __init__(
@@ -45,25 +49,25 @@ class Trainer:
         store: Store[TrainerUnit],
         registry: Registry,
         artifacts: Artifacts,
-        new_pool: Callable[[], Executor],
+        workers: Workers,
+        budget: Budget,
+        limits: SpecLimits,
         code_version: str,
         clock: Clock = utc_now,
     ) -> None:
         self.store = store
         self.registry = registry
         self.artifacts = artifacts
+        self.workers = workers
+        self.budget = budget
+        self.limits = limits
         self.code_version = code_version
         self.clock = clock
-        self._new_pool = new_pool
-        self.pool = new_pool()
         self._active: dict[str, ActiveRun] = {}
 
     def training(self, model: str | None = None) -> list[ActiveRun]:
         """The runs being fitted right now, of one model or of all."""
         return [run for run in self._active.values() if model in (None, run.model)]
-
-    def close(self) -> None:
-        self.pool.shutdown(cancel_futures=True)
 
     async def on_data_published(self, published: DataPublished, event: Envelope) -> None:
         async with self.store.transaction() as unit:
@@ -130,7 +134,7 @@ class Trainer:
         *,
         recent: ArtifactPointer | None = None,
     ) -> Run:
-        """Fit ``spec`` in the pool and store its artifacts; a spec the data cannot train is a failed run."""
+        """Fit ``spec`` in a worker and store its artifacts; a run that cannot succeed is a failed run."""
         recent_data = self.artifacts.get(recent.uri, recent.sha256) if recent is not None else None
         run_id, started_at = uuid.uuid4().hex, self.clock()
 
@@ -154,6 +158,15 @@ class Trainer:
                 finished_at=self.clock(),
             )
 
+        def failed(failure: Failure, error: str) -> Run:
+            log.error("ALERT run %s for %s failed (%s): %s", run_id, spec.name, failure, error)
+            FAILED_RUNS.labels(model=spec.name, failure=failure).inc()
+            return finished(FailedDetails(seed=spec.seed, failure=failure), error=error)
+
+        try:
+            check_limits(spec, self.limits)
+        except InvalidInput as exc:
+            return failed("limits", f"the spec asks for more than this trainer allows: {exc.message}")
         log.info("training %s on %s v%s (%s)", spec.name, dataset.name, dataset.version, trigger)
         self._active[run_id] = ActiveRun(
             run_id=run_id,
@@ -163,21 +176,15 @@ class Trainer:
             dataset_version=dataset.version,
             started_at=started_at,
         )
-        pool = self.pool
         try:
-            output: JobOutput = await asyncio.get_running_loop().run_in_executor(
-                pool, run_training_job, spec.model_dump(by_alias=True), data, recent_data
+            output: JobOutput = await self.workers.run(
+                self.budget, run_training_job, spec.model_dump(by_alias=True), data, recent_data
             )
         except TrainingError as exc:
-            log.warning("run %s for %s failed: %s", run_id, spec.name, exc)
-            return finished(FailedDetails(seed=spec.seed), error=str(exc))
-        except BrokenProcessPool as exc:
-            # A worker died (out of memory, killed): start fresh workers and let the bus retry the event.
-            log.error("training worker died during run %s; restarting the pool", run_id)
-            if self.pool is pool:  # a concurrent run may have replaced it already
-                pool.shutdown(wait=False, cancel_futures=True)
-                self.pool = self._new_pool()
-            raise TransientError("training worker died; the run will be retried") from exc
+            return failed("data", str(exc))
+        except JobFailed as exc:
+            # Over budget, or the worker died (the kernel's OOM killer): the same run would end the same way.
+            return failed(exc.kind, exc.message)
         finally:
             self._active.pop(run_id, None)
         details = TrainedDetails(

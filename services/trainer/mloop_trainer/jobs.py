@@ -16,7 +16,7 @@ import pandas as pd
 
 from mloop_common.evaluation import compute_metrics
 from mloop_common.modelio import dump_model
-from mloop_common.profile import build_reference_profile
+from mloop_common.profile import build_reference_profile, evaluation_set
 from mloop_common.spec import ModelSpec
 from mloop_trainer.entities import FitReport
 from mloop_trainer.training import TrainingError, train
@@ -98,6 +98,10 @@ def run_training_job(spec_body: dict[str, Any], dataset: bytes, recent: bytes | 
         if spec.task == "classification" and hasattr(result.model, "predict_proba")
         else None
     )
+    if probabilities is not None and result.classes is not None:
+        # Drift calibrates its label-free performance estimate on the held-out probabilities.
+        evaluation = evaluation_set(result.classes, holdout_y.to_numpy(), probabilities, seed=spec.seed)
+        profile = profile.model_copy(update={"evaluation": evaluation})
     holdout_metrics = compute_metrics(
         spec.task, holdout_y, result.model.predict(holdout_x), probabilities, classes=result.classes
     )

@@ -1,14 +1,16 @@
-"""The trainer's store in memory, and an executor that runs jobs in place, for handler tests."""
+"""The trainer's store in memory, and workers that run jobs in place (or fail them), for handler tests."""
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from collections.abc import Callable
-from concurrent.futures import Executor, Future
 from typing import Any, TypeVar
 
 from mloop_common.errors import NotFound
 from mloop_common.testing import MemoryStore, MemoryUnit
 from mloop_trainer.entities import DatasetRef, Run
+from mloop_trainer.workers import Budget, JobFailed
 
 T = TypeVar("T")
 
@@ -51,13 +53,47 @@ def memory_store() -> MemoryStore[MemoryTrainerUnit]:
     return MemoryStore(MemoryTrainerUnit, consumer="mloop-trainer")
 
 
-class InlineExecutor(Executor):
+class InlineWorkers:
     """Runs each job where it is submitted: a real training job, without worker processes."""
 
-    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
-        future: Future[T] = Future()
-        try:
-            future.set_result(fn(*args, **kwargs))
-        except BaseException as exc:
-            future.set_exception(exc)
-        return future
+    def __init__(self) -> None:
+        self.budgets: list[Budget] = []
+
+    async def run(self, budget: Budget, fn: Callable[..., T], /, *args: Any) -> T:
+        self.budgets.append(budget)
+        return fn(*args)
+
+    def close(self) -> None:
+        pass
+
+
+class FailingWorkers(InlineWorkers):
+    """Workers whose next jobs fail as given (e.g. the OOM killer), then run normally."""
+
+    def __init__(self, *failures: JobFailed) -> None:
+        super().__init__()
+        self.failures = list(failures)
+
+    async def run(self, budget: Budget, fn: Callable[..., T], /, *args: Any) -> T:
+        if self.failures:
+            self.budgets.append(budget)
+            raise self.failures.pop(0)
+        return await super().run(budget, fn, *args)
+
+
+class GatedWorkers(InlineWorkers):
+    """Runs jobs on a thread once ``gate`` is set, so a test can look at a run while it is being fitted."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = threading.Event()
+
+    async def run(self, budget: Budget, fn: Callable[..., T], /, *args: Any) -> T:
+        def gated() -> T:
+            self.gate.wait(timeout=60)
+            return fn(*args)
+
+        return await asyncio.to_thread(gated)
+
+    def close(self) -> None:
+        self.gate.set()

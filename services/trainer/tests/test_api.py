@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import threading
-from collections.abc import AsyncIterator, Callable
-from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -23,7 +20,7 @@ from mloop_trainer.bootstrap import TrainerService
 from mloop_trainer.config import TrainerSettings
 from mloop_trainer.handlers import Trainer
 
-from .fakes import InlineExecutor, memory_store
+from .fakes import GatedWorkers, memory_store
 from .test_handlers import frame, published, spec, trainer
 
 RUN_FIELDS = {
@@ -63,25 +60,6 @@ DETAIL_FIELDS = {
 }
 
 
-class GatedExecutor(Executor):
-    """Runs jobs on a thread once ``gate`` is set, so a test can look at a run while it is being fitted."""
-
-    def __init__(self) -> None:
-        self.gate = threading.Event()
-        self._thread = ThreadPoolExecutor(1)
-
-    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
-        def gated() -> Any:
-            self.gate.wait(timeout=60)
-            return fn(*args, **kwargs)
-
-        return self._thread.submit(gated)
-
-    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
-        self.gate.set()
-        self._thread.shutdown(wait=wait, cancel_futures=cancel_futures)
-
-
 @pytest.fixture
 def artifacts(tmp_path: Path) -> ArtifactStore:
     return ArtifactStore(tmp_path)
@@ -113,7 +91,7 @@ async def serving(handler: Trainer) -> AsyncIterator[httpx.AsyncClient]:
 
 
 async def test_the_run_list_shows_each_finished_run_with_its_scores_instead_of_its_details(artifacts, registry):
-    handler = trainer(memory_store(), registry, artifacts, new_pool=InlineExecutor)
+    handler = trainer(memory_store(), registry, artifacts)
     await handler.on_data_published(*published(artifacts, frame()))
 
     async with serving(handler) as client:
@@ -131,7 +109,7 @@ async def test_the_run_list_shows_each_finished_run_with_its_scores_instead_of_i
 
 
 async def test_a_run_shows_its_details_and_an_unknown_run_is_404(artifacts, registry):
-    handler = trainer(memory_store(), registry, artifacts, new_pool=InlineExecutor)
+    handler = trainer(memory_store(), registry, artifacts)
     await handler.on_data_published(*published(artifacts, frame()))
 
     async with serving(handler) as client:
@@ -144,13 +122,13 @@ async def test_a_run_shows_its_details_and_an_unknown_run_is_404(artifacts, regi
     details = succeeded.json()["details"]
     assert set(details) == DETAIL_FIELDS and details["artifact"]["uri"].startswith("artifact:models/")
     assert details["candidates"][0]["class"] == "LogisticRegression"
-    assert failed.json()["details"] == {"seed": 42}
+    assert failed.json()["details"] == {"seed": 42, "failure": "data"}
     assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "not_found"
 
 
 async def test_a_run_being_fitted_is_listed_as_training(artifacts, registry):
-    pool = GatedExecutor()
-    handler = trainer(memory_store(), registry, artifacts, new_pool=lambda: pool)
+    workers = GatedWorkers()
+    handler = trainer(memory_store(), registry, artifacts, workers=workers)
     payload, event = published(artifacts, frame())
 
     async with serving(handler) as client:
@@ -159,10 +137,10 @@ async def test_a_run_being_fitted_is_listed_as_training(artifacts, registry):
             while not handler.training():  # the job waits at the gate
                 await asyncio.sleep(0.01)
         during = (await client.get("/v1/runs")).json()
-        pool.gate.set()
+        workers.gate.set()
         await handling
         after = (await client.get("/v1/runs")).json()
-    pool.shutdown()
+    workers.close()
 
     [active] = during["training"]
     assert during["runs"] == [] and active["model"] == "churn" and active["trigger"] == "data.published"

@@ -5,8 +5,6 @@ from __future__ import annotations
 import io
 import uuid
 from collections.abc import Callable
-from concurrent.futures import Executor
-from concurrent.futures.process import BrokenProcessPool
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -14,21 +12,23 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+from prometheus_client import REGISTRY
 
 from mloop_common.artifacts import ArtifactStore
 from mloop_common.contracts import Lineage, RegisterVersion
-from mloop_common.errors import TransientError
 from mloop_common.events import ArtifactPointer, DataPublished, DriftDetected, Envelope, ModelTrained, new_event
 from mloop_common.modelio import load_model
-from mloop_common.spec import ModelSpec
+from mloop_common.spec import ModelSpec, SpecLimits
 from mloop_common.testing import FakeRegistry, MemoryStore, through_the_wire
 from mloop_trainer.entities import FailedDetails, Run, TrainedDetails
 from mloop_trainer.handlers import Trainer
+from mloop_trainer.workers import Budget, OverBudget, WorkerDied, Workers
 
-from .fakes import InlineExecutor, MemoryTrainerUnit, memory_store
+from .fakes import FailingWorkers, InlineWorkers, MemoryTrainerUnit, memory_store
 
 FEATURES = ["x1", "x2"]
 CODE_VERSION = "abc123-test"
+BUDGET = Budget(memory_mb=2048, seconds=600)
 
 
 def frame(rows: int = 120, seed: int = 0) -> pd.DataFrame:
@@ -106,13 +106,16 @@ def trainer(
     store: MemoryStore[MemoryTrainerUnit],
     registry: FakeRegistry,
     artifacts: ArtifactStore,
-    new_pool: Callable[[], Executor] = InlineExecutor,
+    workers: Workers | None = None,
+    limits: SpecLimits | None = None,
 ) -> Trainer:
     return Trainer(
         store=store,
         registry=registry,
         artifacts=artifacts,
-        new_pool=new_pool,
+        workers=workers or InlineWorkers(),
+        budget=BUDGET,
+        limits=limits or SpecLimits(),
         code_version=CODE_VERSION,
         clock=ticking_clock(),
     )
@@ -217,7 +220,7 @@ async def test_a_dataset_without_the_target_column_records_a_failed_run_and_anno
     runs = await runs_of(store)
     assert {run.model for run in runs} == {"churn", "churn_small"}
     assert all(run.status == "failed" and "'label'" in (run.error or "") for run in runs)
-    assert all(run.details == FailedDetails(seed=42) for run in runs)
+    assert all(run.details == FailedDetails(seed=42, failure="data") for run in runs)
     assert store.published == []
     assert await handled(store, event)  # a retry could not fix the data: the event is done
 
@@ -262,25 +265,48 @@ async def test_drift_on_a_version_no_longer_in_production_is_claimed_and_ignored
     assert await handled(store, event)
 
 
-class BrokenPool(Executor):
-    def submit(self, fn, /, *args, **kwargs):  # type: ignore[no-untyped-def]
-        raise BrokenProcessPool("a worker died")
+def failed_runs(model: str, failure: str) -> float:
+    """The counter an alert rule watches, as /metrics shows it."""
+    return REGISTRY.get_sample_value("mloop_trainer_failed_runs_total", {"model": model, "failure": failure}) or 0.0
 
 
-async def test_a_dead_training_worker_is_replaced_and_the_event_retried(artifacts, registry):
-    pools: list[Executor] = [BrokenPool(), InlineExecutor()]
+async def test_a_run_killed_for_memory_fails_once_is_not_retried_and_the_next_dataset_trains(artifacts, registry):
+    killed = WorkerDied(
+        "the training worker was killed by SIGKILL during the run, most likely by the kernel's OOM killer"
+    )
+    workers = FailingWorkers(killed, OverBudget("the run needed more memory than its budget of 2048 MB"))
     store = memory_store()
-    handler = trainer(store, registry, artifacts, new_pool=lambda: pools.pop(0))
+    handler = trainer(store, registry, artifacts, workers=workers)
+    payload, event = published(artifacts, frame())
+    died_before = failed_runs("churn", "worker_died")
+
+    await handler.on_data_published(payload, event)  # returns: the bus has nothing to retry
+
+    failed = {run.model: run for run in await runs_of(store)}
+    assert {run.status for run in failed.values()} == {"failed"} and set(failed) == {"churn", "churn_small"}
+    assert failed["churn"].details == FailedDetails(seed=42, failure="worker_died")
+    assert failed["churn_small"].details == FailedDetails(seed=42, failure="over_budget")
+    assert "SIGKILL" in (failed["churn"].error or "") and "2048 MB" in (failed["churn_small"].error or "")
+    assert store.published == [] and await handled(store, event)
+    assert workers.budgets == [BUDGET, BUDGET]
+    assert failed_runs("churn", "worker_died") == died_before + 1
+    assert handler.training() == []
+
+    await handler.on_data_published(*published(artifacts, frame(seed=1), version=2))
+
+    trained = store.published_payloads(ModelTrained)
+    assert sorted((t.model, t.dataset_version) for t in trained) == [("churn", 2), ("churn_small", 2)]
+
+
+async def test_a_spec_beyond_the_trainers_limits_fails_without_running(artifacts, registry):
+    workers = InlineWorkers()
+    store = memory_store()
+    handler = trainer(store, registry, artifacts, workers=workers, limits=SpecLimits(param_max={"C": 0}))
     payload, event = published(artifacts, frame())
 
-    with pytest.raises(TransientError):
-        await handler.on_data_published(payload, event)
+    await handler.on_data_published(payload, event)
 
-    assert isinstance(handler.pool, InlineExecutor)  # the next attempt gets fresh workers
-    assert handler.training() == []
-    assert await runs_of(store) == [] and store.published == []
-    assert not await handled(store, event)
-
-    await handler.on_data_published(payload, event)  # the bus retries
-
-    assert len(await runs_of(store)) == 2 and len(store.published_payloads(ModelTrained)) == 2
+    runs = await runs_of(store)
+    assert len(runs) == 2 and all(run.details == FailedDetails(seed=42, failure="limits") for run in runs)
+    assert all("estimators.0.params.C" in (run.error or "") for run in runs)
+    assert workers.budgets == [] and store.published == [] and await handled(store, event)

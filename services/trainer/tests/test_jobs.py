@@ -152,7 +152,13 @@ def test_training_job_returns_a_loadable_model_and_json_ready_records():
     assert set(model.predict(frame[features].head(5))) <= {"no", "yes"}
     assert len(holdout) == report.holdout_rows == 32 and report.train_rows == 128
     assert set(features + ["churned"]) <= set(holdout.columns)
-    assert set(ReferenceProfile.from_json(result.profile).features) == set(features)
+    profile = ReferenceProfile.from_json(result.profile)
+    assert set(profile.features) == set(features)
+    # drift calibrates its label-free estimate on the held-out probabilities and labels
+    assert profile.evaluation is not None and profile.evaluation.classes == ["no", "yes"]
+    assert profile.evaluation.labels == holdout["churned"].tolist()
+    expected = model.predict_proba(holdout[features])
+    assert np.allclose(profile.evaluation.probabilities, expected, atol=1e-6)
     assert report.features == features and report.estimator_class == "LogisticRegression"
     assert report.params["C"] in (0.1, 1.0) and report.recent_rows == 0
     assert 0.0 <= report.holdout_metrics["accuracy"] <= 1.0

@@ -15,6 +15,7 @@ from mloop_common.runtime import Runtime
 from mloop_common.uow import Store
 from mloop_validator.config import ValidatorSettings
 from mloop_validator.handlers import Validator
+from mloop_validator.infra import CleanProcessCheck
 from mloop_validator.store import SqlValidatorUnit, ValidatorUnit
 
 
@@ -32,7 +33,12 @@ async def bootstrap(settings: ValidatorSettings, app: FastAPI) -> AsyncIterator[
     runtime = Runtime(settings, migrations="mloop_validator:migrations")
     registry = RegistryClient(settings.common.registry_url, actor="validator")
     store = runtime.store(SqlValidatorUnit)
-    validator = Validator(store=store, registry=registry, artifacts=runtime.artifacts)
+    validator = Validator(
+        store=store,
+        registry=registry,
+        artifacts=runtime.artifacts,
+        infra_check=CleanProcessCheck(settings.infra_python, settings.infra_timeout_seconds),
+    )
     runtime.consume(route(ModelTrained, validator.on_model_trained))
     await runtime.start(app)
     try:

@@ -16,8 +16,22 @@ class SlicePair(BaseModel):
     champion: SliceMetrics | None = None
 
 
+class CheckResult(BaseModel):
+    """One rule of the release gate applied to the candidate."""
+
+    name: str  # e.g. improvement.roc_auc, floor.accuracy, slice.plan=pro, flip_rate, calibration, infra
+    passed: bool
+    message: str
+    value: float | None = None
+    bound: float | None = None
+
+
 class Evaluation(BaseModel):
-    """One training run's candidate judged against the champion on the same held-out rows."""
+    """One training run's candidate judged against the champion on the same held-out rows.
+
+    The verdict is stored before anything is registered or announced (``settled_at`` unset); a
+    replay of the run's event reuses it, then registers or announces and settles it.
+    """
 
     model_config = ConfigDict(from_attributes=True)
 
@@ -33,7 +47,15 @@ class Evaluation(BaseModel):
     slices: SlicePair
     registered_version: int | None
     holdout_rows: int
+    checks: list[CheckResult] = []
+    # The candidate's robustness, calibration, fairness, latency, size and clean-process load.
+    report: dict[str, Any] = {}
     created_at: datetime | None = None
+    settled_at: datetime | None = None  # when its registration or rejection was done
+
+    @property
+    def failed_checks(self) -> list[CheckResult]:
+        return [check for check in self.checks if not check.passed]
 
 
 class EvaluationList(BaseModel):

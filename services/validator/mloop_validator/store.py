@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Protocol
 
 import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
 
 from mloop_common.db import NAMING_CONVENTION, add_messaging_tables
-from mloop_common.errors import NotFound
+from mloop_common.errors import Conflict, NotFound
 from mloop_common.uow import Messaging, SqlUnit
 from mloop_validator.entities import Evaluation
 
@@ -30,13 +32,26 @@ evaluations = sa.Table(
     sa.Column("registered_version", sa.Integer),
     sa.Column("holdout_rows", sa.Integer, nullable=False),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+    sa.Column("checks", sa.JSON, nullable=False),
+    sa.Column("report", sa.JSON, nullable=False),
+    sa.Column("settled_at", sa.DateTime(timezone=True)),
 )
 
 
 class ValidatorUnit(Messaging, Protocol):
     """One transaction on the validator's records."""
 
-    async def add_evaluation(self, evaluation: Evaluation) -> None: ...
+    async def add_evaluation(self, evaluation: Evaluation) -> None:
+        """Store a verdict; Conflict when its run already has one."""
+        ...
+
+    async def evaluation_of_run(self, run_id: str) -> Evaluation | None:
+        """The verdict stored for a training run, if any."""
+        ...
+
+    async def settle(self, evaluation_id: str, registered_version: int | None, at: datetime) -> None:
+        """Record that the verdict's registration or rejection is done (and the version registered)."""
+        ...
 
     async def evaluation(self, evaluation_id: str) -> Evaluation: ...
 
@@ -45,8 +60,22 @@ class ValidatorUnit(Messaging, Protocol):
 
 class SqlValidatorUnit(SqlUnit):
     async def add_evaluation(self, evaluation: Evaluation) -> None:
-        values = evaluation.model_dump(mode="json", exclude={"created_at"})
-        await self.session.execute(sa.insert(evaluations).values(**values))
+        values = evaluation.model_dump(mode="json", exclude={"created_at", "settled_at"})
+        try:
+            await self.session.execute(sa.insert(evaluations).values(**values))
+        except IntegrityError as exc:
+            raise Conflict(f"run {evaluation.run_id} already has a verdict", field="run_id") from exc
+
+    async def evaluation_of_run(self, run_id: str) -> Evaluation | None:
+        row = (await self.session.execute(sa.select(evaluations).where(evaluations.c.run_id == run_id))).first()
+        return Evaluation.model_validate(row) if row is not None else None
+
+    async def settle(self, evaluation_id: str, registered_version: int | None, at: datetime) -> None:
+        await self.session.execute(
+            sa.update(evaluations)
+            .where(evaluations.c.id == evaluation_id)
+            .values(registered_version=registered_version, settled_at=at)
+        )
 
     async def evaluation(self, evaluation_id: str) -> Evaluation:
         row = (await self.session.execute(sa.select(evaluations).where(evaluations.c.id == evaluation_id))).first()

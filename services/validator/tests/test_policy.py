@@ -1,7 +1,7 @@
 import pytest
 
-from mloop_common.spec import PromotionPolicy
-from mloop_validator.policy import decide
+from mloop_common.spec import MetricGate, PromotionPolicy
+from mloop_validator.policy import Measured, decide
 
 
 def slices(**per_value):
@@ -172,3 +172,78 @@ def test_champion_without_the_primary_metric_does_not_block_the_candidate():
 
     assert decision.register
     assert decision.improvement is None
+
+
+# --- more gates: per-metric improvements, floors, measured bounds ----------------------------
+
+
+def test_a_relative_improvement_follows_the_direction_of_each_metric():
+    policy = PromotionPolicy(
+        improvements={"rmse": MetricGate(min_improvement=0.05, relative=True), "mae": MetricGate(min_improvement=0.0)}
+    )
+
+    enough = decide("rmse", {"rmse": 9.4, "mae": 5.0}, {"rmse": 10.0, "mae": 5.0}, None, None, policy)
+    short = decide("rmse", {"rmse": 9.6, "mae": 5.0}, {"rmse": 10.0, "mae": 5.0}, None, None, policy)
+
+    assert enough.register and enough.improvement == pytest.approx(0.6)
+    assert not short.register and [c.name for c in short.failed] == ["improvement.rmse"]
+    assert short.failed[0].bound == pytest.approx(0.5)
+
+
+def test_a_secondary_metric_may_not_get_worse_than_its_gate_allows():
+    policy = PromotionPolicy(improvements={"log_loss": MetricGate(min_improvement=-0.01)})
+
+    decision = decide(
+        "roc_auc", {"roc_auc": 0.91, "log_loss": 0.40}, {"roc_auc": 0.90, "log_loss": 0.35}, None, None, policy
+    )
+
+    assert not decision.register and [c.name for c in decision.failed] == ["improvement.log_loss"]
+
+
+def test_floors_bound_scores_from_below_and_errors_from_above_even_for_a_first_model():
+    policy = PromotionPolicy(floors={"accuracy": 0.8})
+
+    assert decide("accuracy", {"accuracy": 0.81}, None, None, None, policy).register
+    low = decide("accuracy", {"accuracy": 0.79}, None, None, None, policy)
+    assert not low.register and [c.name for c in low.failed] == ["floor.accuracy"]
+    errors = PromotionPolicy(floors={"rmse": 5.0})
+    assert decide("rmse", {"rmse": 4.0}, None, None, None, errors).register
+    assert not decide("rmse", {"rmse": 6.0}, None, None, None, errors).register
+
+
+def test_measured_bounds_reject_a_candidate_that_beats_the_champion():
+    policy = PromotionPolicy(
+        max_flip_rate=0.05,
+        max_calibration_error=0.1,
+        max_fairness_gap=0.2,
+        max_p99_latency_ms=5.0,
+        max_artifact_mb=10.0,
+    )
+    measured = Measured(
+        flip_rate=0.2,
+        calibration_error=0.05,
+        fairness={"plan": {"positive_rate_gap": 0.3, "tpr_gap": 0.1}},
+        p99_latency_ms=7.5,
+        artifact_mb=2.0,
+        infra_checked=True,
+        infra_error="ModuleNotFoundError: No module named 'sklearn'",
+    )
+
+    decision = decide("accuracy", {"accuracy": 0.95}, {"accuracy": 0.9}, None, None, policy, measured=measured)
+
+    assert not decision.register
+    assert [c.name for c in decision.failed] == ["flip_rate", "latency_p99", "fairness.plan.positive_rate_gap", "infra"]
+    assert {c.name for c in decision.checks if c.passed} == {
+        "improvement.accuracy",
+        "calibration",
+        "artifact_size",
+        "fairness.plan.tpr_gap",
+    }
+
+
+def test_unbounded_measurements_are_reported_but_never_reject():
+    measured = Measured(flip_rate=0.9, calibration_error=0.5, p99_latency_ms=1000.0, artifact_mb=500.0)
+
+    decision = decide("accuracy", {"accuracy": 0.9}, None, None, None, PromotionPolicy(), measured=measured)
+
+    assert decision.register and decision.failed == []

@@ -1,0 +1,82 @@
+"""The training worker processes (real ones, spawned): results, errors, and jobs over their memory or time budget.
+
+The jobs are standard-library callables, so the spawned workers can import them by name.
+"""
+
+from __future__ import annotations
+
+import io
+import operator
+import signal
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+
+from mloop_trainer.jobs import run_training_job, warm_up
+from mloop_trainer.workers import Budget, JobFailed, OverBudget, WorkerDied, WorkerPool
+
+from .test_handlers import frame, spec
+
+ROOMY = Budget(memory_mb=4096, seconds=120)
+
+
+@pytest.fixture
+async def pool() -> AsyncIterator[WorkerPool]:
+    workers = WorkerPool(1)
+    await workers.start()
+    yield workers
+    workers.close()
+
+
+async def test_a_job_returns_its_result_and_its_error(pool):
+    assert await pool.run(ROOMY, operator.add, 2, 3) == 5
+    with pytest.raises(ValueError, match="invalid literal"):
+        await pool.run(ROOMY, int, "not a number")
+    assert await pool.run(ROOMY, operator.mul, 4, 5) == 20  # an error leaves the worker usable
+
+
+async def test_a_job_allocating_beyond_its_memory_budget_fails_and_the_next_job_runs(pool):
+    with pytest.raises(OverBudget, match="budget of 256 MB") as over:
+        await pool.run(Budget(memory_mb=256, seconds=120), bytearray, 2 * 1024**3)
+
+    assert over.value.kind == "over_budget"
+    assert await pool.run(ROOMY, bytearray, 1024) == bytearray(1024)
+
+
+async def test_a_job_over_its_time_budget_is_stopped_and_the_next_job_runs(pool):
+    started = time.monotonic()
+
+    with pytest.raises(OverBudget, match="time budget of 0.5 s"):
+        await pool.run(Budget(memory_mb=4096, seconds=0.5), time.sleep, 60)
+
+    assert time.monotonic() - started < 30  # stopped, not waited out
+    assert await pool.run(ROOMY, operator.add, 1, 1) == 2
+
+
+async def test_a_worker_killed_mid_job_is_reported_as_such_and_replaced(pool):
+    with pytest.raises(WorkerDied, match="SIGKILL.*out-of-memory killer") as died:
+        await pool.run(ROOMY, signal.raise_signal, signal.SIGKILL)
+
+    assert died.value.kind == "worker_died"
+    assert await pool.run(ROOMY, operator.add, 1, 1) == 2
+
+
+async def test_a_real_training_job_over_its_memory_budget_fails_with_the_reason():
+    workers = WorkerPool(1, warm_up=warm_up)
+    await workers.start()
+    rows = frame(rows=200_000)
+    buffer = io.BytesIO()
+    rows.to_parquet(buffer, index=False)
+    try:
+        # Python code raises MemoryError (OverBudget); native code may exit instead (WorkerDied): both say why.
+        with pytest.raises(JobFailed, match="memory budget 400 MB|budget of 400 MB"):
+            await workers.run(
+                Budget(memory_mb=400, seconds=120),
+                run_training_job,
+                spec().model_dump(by_alias=True),
+                buffer.getvalue(),
+                None,
+            )
+    finally:
+        workers.close()
