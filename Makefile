@@ -53,6 +53,7 @@ test-unit: setup
 
 bench: up
 	$(PY) -m tests.perf.run
+	$(PY) -m tests.perf.drift_speed
 
 # Formatting, lint and types of libs/ and services/ (config in pyproject.toml); part of `make test`.
 lint: setup
