@@ -72,3 +72,90 @@ class DatasetContract(BaseModel):
 
     def column(self, name: str) -> ColumnContract | None:
         return next((c for c in self.columns if c.name == name), None)
+
+
+class Retyped(BaseModel):
+    name: str
+    before: ColumnType
+    after: ColumnType
+
+
+class NullabilityChange(BaseModel):
+    name: str
+    before: bool
+    after: bool
+
+
+class CategoryChange(BaseModel):
+    name: str
+    added: list[str]
+    removed: list[str]
+
+
+class RangeChange(BaseModel):
+    name: str
+    before: ValueRange | None
+    after: ValueRange | None
+
+
+class DeclarationChange(BaseModel):
+    name: str
+    before: Declared | None
+    after: Declared | None
+
+
+class ContractDiff(BaseModel):
+    """What changed from one contract to another, column by column (columns in both, in the later order)."""
+
+    same_schema: bool = Field(description="equal digests: same names, types and nullability in the same order")
+    roles: dict[str, list[str | None]] = Field(
+        default_factory=dict, description="target, time_column or id_column that changed: [before, after]"
+    )
+    added: list[str] = []
+    removed: list[str] = []
+    retyped: list[Retyped] = []
+    nullability: list[NullabilityChange] = []
+    categories: list[CategoryChange] = []
+    ranges: list[RangeChange] = Field([], description="observed ranges that moved (evidence of shift, not errors)")
+    declarations: list[DeclarationChange] = []
+
+
+def diff_contracts(before: DatasetContract, after: DatasetContract) -> ContractDiff:
+    """The changes from ``before`` to ``after`` (pure)."""
+    old = {c.name: c for c in before.columns}
+    new = {c.name: c for c in after.columns}
+    both = [n for n in new if n in old]
+    roles: dict[str, list[str | None]] = {
+        role: [getattr(before, role), getattr(after, role)]
+        for role in ("target", "time_column", "id_column")
+        if getattr(before, role) != getattr(after, role)
+    }
+    categories = []
+    for name in both:
+        if old[name].categories is not None and new[name].categories is not None:
+            was, now = set(old[name].categories or ()), set(new[name].categories or ())
+            if was != now:
+                categories.append(CategoryChange(name=name, added=sorted(now - was), removed=sorted(was - now)))
+    return ContractDiff(
+        same_schema=before.digest == after.digest,
+        roles=roles,
+        added=[n for n in new if n not in old],
+        removed=[n for n in old if n not in new],
+        retyped=[Retyped(name=n, before=old[n].type, after=new[n].type) for n in both if old[n].type != new[n].type],
+        nullability=[
+            NullabilityChange(name=n, before=old[n].nullable, after=new[n].nullable)
+            for n in both
+            if old[n].nullable != new[n].nullable
+        ],
+        categories=categories,
+        ranges=[
+            RangeChange(name=n, before=old[n].observed_range, after=new[n].observed_range)
+            for n in both
+            if old[n].observed_range != new[n].observed_range
+        ],
+        declarations=[
+            DeclarationChange(name=n, before=old[n].declared if n in old else None, after=new[n].declared)
+            for n in new
+            if (old[n].declared if n in old else None) != new[n].declared
+        ],
+    )

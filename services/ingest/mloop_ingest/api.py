@@ -3,17 +3,26 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Request, Response
+from fastapi import APIRouter, Body, Depends, Header, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from mloop_common.datacontract import ContractDiff, DatasetContract
 from mloop_common.errors import InvalidInput, PayloadTooLarge
 from mloop_common.http import components
 from mloop_ingest.bootstrap import IngestService
+from mloop_ingest.checks import CheckPolicy
 from mloop_ingest.contract import Declaration
-from mloop_ingest.entities import DatasetList, DatasetVersion, DatasetVersionDetail, RejectedVersion, VersionList
-from mloop_ingest.handlers import PublishVersion, check_name
+from mloop_ingest.entities import (
+    DatasetList,
+    DatasetPolicy,
+    DatasetVersion,
+    DatasetVersionDetail,
+    RejectedVersion,
+    VersionList,
+)
+from mloop_ingest.handlers import PublishVersion, check_name, read_contract, read_diff
 from mloop_ingest.uploads import receive_form
 
 router = APIRouter(tags=["datasets"])
@@ -179,3 +188,53 @@ async def get_version(service: Service, name: str, version: int) -> DatasetVersi
     """One version with its schema contract, column profile and validation report."""
     async with service.store.transaction() as unit:
         return await unit.version(name, version)
+
+
+@router.get("/v1/datasets/{name}/versions/{version}/contract")
+async def get_version_contract(service: Service, name: str, version: int) -> DatasetContract:
+    """The schema contract of one version (404 for a rejected version: it has none)."""
+    return await read_contract(service.store, name, version)
+
+
+@router.get("/v1/datasets/{name}/contract")
+async def get_contract(service: Service, name: str) -> DatasetContract:
+    """The schema contract of the newest published version: what the next version is compared with."""
+    return await read_contract(service.store, name)
+
+
+@router.get("/v1/datasets/{name}/diff")
+async def diff(
+    service: Service,
+    name: str,
+    before: Annotated[int, Query(alias="from", ge=1, description="earlier version")],
+    after: Annotated[int, Query(alias="to", ge=1, description="later version")],
+) -> ContractDiff:
+    """How the schema contract changed from one version to another."""
+    return await read_diff(service.store, name, before, after)
+
+
+@router.get("/v1/datasets/{name}/policy")
+async def get_policy(service: Service, name: str) -> DatasetPolicy:
+    """The check thresholds the dataset's next versions are judged with, and which of them it overrides."""
+    return await service.publisher.dataset_policy(name)
+
+
+@router.put(
+    "/v1/datasets/{name}/policy",
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "description": "CheckPolicy fields to override, each replaced whole; {} restores the defaults",
+            "content": {
+                "application/json": {
+                    "schema": CheckPolicy.model_json_schema(ref_template="#/components/schemas/{model}")
+                }
+            },
+        }
+    },
+)
+async def put_policy(
+    service: Service, name: str, overrides: Annotated[dict[str, Any], Body()], actor: Actor = None
+) -> DatasetPolicy:
+    """Replace the dataset's threshold overrides (422 naming the field); recorded versions keep their reports."""
+    return await service.publisher.set_dataset_policy(name, overrides, actor)

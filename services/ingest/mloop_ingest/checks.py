@@ -7,13 +7,14 @@ threshold that decided its severity and a few example rows (0-based data rows, h
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, computed_field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, computed_field, model_validator
 
 from mloop_common.datacontract import DatasetContract
+from mloop_common.errors import InvalidInput
 from mloop_ingest.profiling import ColumnFacts, TableFacts
 
 Severity = Literal["error", "warning", "info"]
@@ -24,8 +25,14 @@ class Limit(BaseModel):
     """Thresholds of one measure: above ``warning`` warns, above ``error`` rejects; ``None`` never does."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-    warning: float | None = None
-    error: float | None = None
+    warning: float | None = Field(None, ge=0)
+    error: float | None = Field(None, ge=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Self:
+        if self.warning is not None and self.error is not None and self.warning > self.error:
+            raise ValueError("warning threshold is above the error threshold")
+        return self
 
     def judge(self, observed: float) -> tuple[Severity, float | None]:
         """The severity of ``observed`` and the threshold it passed (or the one it stayed under)."""
@@ -71,6 +78,20 @@ class CheckPolicy(BaseModel):
     new_categories: Severity = "info"
     range_changes: Severity = "info"
     category_limit: int = Field(100, gt=0, description="a text column with more distinct values has an open domain")
+
+
+def with_overrides(default: CheckPolicy, overrides: Mapping[str, Any]) -> CheckPolicy:
+    """A dataset's policy: ``default`` with each field named in ``overrides`` replaced whole.
+
+    A replaced limit is the given one (``{"label_shift": {"warning": 0.05}}`` has no error threshold);
+    InvalidInput names the first bad field, e.g. ``label_shift.warning``.
+    """
+    try:
+        return CheckPolicy.model_validate({**default.model_dump(), **overrides})
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        name = ".".join(str(p) for p in first["loc"]) or "policy"
+        raise InvalidInput(f"{name}: {first['msg']}", field=name) from exc
 
 
 class CheckResult(BaseModel):

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, computed_field
 
 from mloop_common.datacontract import ColumnType, DatasetContract
-from mloop_ingest.checks import Report
+from mloop_ingest.checks import CheckPolicy, Report
 
 VersionStatus = Literal["published", "rejected"]
 
@@ -115,3 +115,18 @@ class DatasetSummary(BaseModel):
 
 class DatasetList(BaseModel):
     datasets: list[DatasetSummary]
+
+
+class PolicyOverrides(BaseModel):
+    """The check thresholds one dataset sets over the service's defaults, as stored."""
+
+    overrides: dict[str, Any] = Field(description="CheckPolicy fields this dataset replaces, each whole")
+    updated_by: str | None = None
+    updated_at: datetime | None = None
+
+
+class DatasetPolicy(PolicyOverrides):
+    """A dataset's policy: its overrides and the thresholds its next versions are checked with."""
+
+    dataset: str
+    effective: CheckPolicy

@@ -6,27 +6,40 @@ import asyncio
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from mloop_common.artifacts import ArtifactRef
-from mloop_common.errors import Conflict, InvalidInput, PayloadTooLarge
-from mloop_common.events import ArtifactPointer, DataPublished, Envelope, new_event, to_record
+from mloop_common.datacontract import ContractDiff, DatasetContract, diff_contracts
+from mloop_common.errors import Conflict, InvalidInput, NotFound, PayloadTooLarge
+from mloop_common.events import (
+    MAX_WARNING_CHARS,
+    ArtifactPointer,
+    DataPublished,
+    DataWarning,
+    Envelope,
+    new_event,
+    to_record,
+)
 from mloop_common.uow import Store
 from mloop_ingest import checks
 from mloop_ingest.contract import parse_declaration
-from mloop_ingest.entities import DatasetVersion, DatasetVersionDetail
+from mloop_ingest.entities import DatasetPolicy, DatasetVersion, DatasetVersionDetail, PolicyOverrides
 from mloop_ingest.prepare import Prepared, prepare
 from mloop_ingest.reading import Limits
 from mloop_ingest.store import MAX_VERSION, IngestUnit
 
 SOURCE = "mloop/ingest"
 NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
-# Stands in for the snapshot while sizing the announcement before the snapshot exists (a local store's shape).
+# Stand in for the snapshot and the contract while sizing the announcement before they are stored (a local
+# store's shape).
 _SNAPSHOT_STAND_IN = ArtifactPointer(uri=f"artifact:datasets/00/{'0' * 64}.parquet", sha256="0" * 64)
+_CONTRACT_STAND_IN = ArtifactPointer(uri=f"artifact:contracts/00/{'0' * 64}.json", sha256="0" * 64)
 
 
 class SnapshotStore(Protocol):
     """Where snapshots go: the artifact store, taking a file (a snapshot may be gigabytes)."""
+
+    def put(self, data: bytes, *, kind: str, suffix: str = "") -> ArtifactRef: ...
 
     def put_file(self, source: Path, *, kind: str, suffix: str = "") -> ArtifactRef: ...
 
@@ -60,22 +73,45 @@ def check_name(name: str) -> None:
         raise InvalidInput("dataset name must be 1-63 lowercase letters, digits, '-' or '_'", field="name")
 
 
+async def read_contract(store: Store[IngestUnit], dataset: str, version: int | None = None) -> DatasetContract:
+    """The contract of ``version``, or of the newest published version; NotFound if there is none."""
+    async with store.transaction() as unit:
+        detail = await unit.latest_published(dataset) if version is None else await unit.version(dataset, version)
+    if detail is None:
+        raise NotFound(f"dataset {dataset!r} has no published version")
+    if detail.contract is None:
+        why = "was rejected" if detail.status == "rejected" else "was recorded before contracts were"
+        raise NotFound(f"version {detail.version} of {dataset!r} {why}: it has no contract")
+    return detail.contract
+
+
+async def read_diff(store: Store[IngestUnit], dataset: str, before: int, after: int) -> ContractDiff:
+    """How the contract changed from version ``before`` to version ``after``."""
+    return diff_contracts(await read_contract(store, dataset, before), await read_contract(store, dataset, after))
+
+
 def _previous(detail: DatasetVersionDetail | None) -> checks.Previous | None:
     if detail is None or detail.contract is None:
         return None  # none published yet, or published before contracts were recorded: nothing to compare
     return checks.Previous(version=detail.version, rows=detail.rows, contract=detail.contract, labels=detail.labels)
 
 
-def _announcement(command: PublishVersion, version: int, snapshot: ArtifactPointer, prepared: Prepared) -> Envelope:
+def _announcement(
+    command: PublishVersion, version: int, snapshot: ArtifactPointer, contract: ArtifactPointer, prepared: Prepared
+) -> Envelope:
+    """data.published: the schema as a digest and a pointer, so its size does not grow with the columns."""
     published = DataPublished(
         dataset=command.dataset,
         version=version,
         snapshot=snapshot,
         rows=prepared.rows,
-        columns=prepared.columns,
+        column_count=len(prepared.columns),
+        schema_digest=prepared.contract.digest,
+        contract=contract,
         target=command.target,
         time_column=command.time_column,
         description=command.description,
+        warnings=[DataWarning(check=c.name, message=c.message[:MAX_WARNING_CHARS]) for c in prepared.report.warnings()],
     )
     return new_event(published, source=SOURCE, subject=command.dataset)
 
@@ -106,15 +142,35 @@ class DatasetPublisher:
         self.limits = limits or Limits()
         self.workdir = workdir
 
-    def _refuse_if_unsendable(self, event: Envelope, prepared: Prepared) -> None:
+    def _refuse_if_unsendable(self, event: Envelope) -> None:
+        # The event's size is bounded by its text fields, not by the file: only a small configured limit trips this.
         size = encoded_size(event)
         if size > self.max_event_bytes:
             raise PayloadTooLarge(
-                f"the file has {len(prepared.columns)} columns and data.published lists every column name: "
-                f"the event would be {size} bytes, over the {self.max_event_bytes}-byte limit of the message bus; "
-                "publish fewer columns or shorter column names",
-                field="file",
+                f"data.published would be {size} bytes, over the {self.max_event_bytes}-byte limit of the message "
+                "bus (MLOOP_INGEST_MAX_EVENT_BYTES); shorten the description",
+                field="description",
             )
+
+    async def dataset_policy(self, dataset: str) -> DatasetPolicy:
+        """The thresholds ``dataset``'s next versions are checked with, and what it overrides."""
+        check_name(dataset)
+        async with self.store.transaction() as unit:
+            stored = await unit.policy(dataset)
+        stored = stored or PolicyOverrides(overrides={})
+        return DatasetPolicy(
+            dataset=dataset, effective=checks.with_overrides(self.policy, stored.overrides), **dict(stored)
+        )
+
+    async def set_dataset_policy(self, dataset: str, overrides: dict[str, Any], actor: str | None) -> DatasetPolicy:
+        """Replace ``dataset``'s overrides (validated: InvalidInput names the field); versions already recorded
+        keep the reports they were checked with."""
+        check_name(dataset)
+        effective = checks.with_overrides(self.policy, overrides)
+        normalised = {name: value for name, value in effective.model_dump(mode="json").items() if name in overrides}
+        async with self.store.transaction() as unit:
+            stored = await unit.set_policy(dataset, PolicyOverrides(overrides=normalised, updated_by=actor))
+        return DatasetPolicy(dataset=dataset, effective=effective, **dict(stored))
 
     async def publish_version(self, command: PublishVersion) -> Published:
         """Record a new version (or return the one with the same bytes); announce it if it passes the checks."""
@@ -123,8 +179,10 @@ class DatasetPublisher:
         async with self.store.transaction() as unit:
             existing = await unit.version_by_upload(command.dataset, command.upload_sha256)
             latest = await unit.latest_published(command.dataset)
+            overrides = await unit.policy(command.dataset)
         if existing is not None:
             return Published(existing, created=False)
+        policy = checks.with_overrides(self.policy, overrides.overrides) if overrides else self.policy
         previous = _previous(latest)
         prepared = await asyncio.to_thread(
             prepare,
@@ -134,7 +192,7 @@ class DatasetPublisher:
             time_column=command.time_column,
             declaration=declaration,
             previous=previous,
-            policy=self.policy,
+            policy=policy,
             limits=self.limits,
             workdir=self.workdir,
         )
@@ -145,23 +203,28 @@ class DatasetPublisher:
                 prepared.snapshot.unlink(missing_ok=True)
 
     async def _record(self, command: PublishVersion, prepared: Prepared, previous: checks.Previous | None) -> Published:
-        # Refuse an unsendable file (even one the checks rejected) before storing anything; sized with the
-        # largest version number, so only a longer snapshot URI can make the exact check below refuse it.
-        self._refuse_if_unsendable(_announcement(command, MAX_VERSION, _SNAPSHOT_STAND_IN, prepared), prepared)
-        snapshot = None
+        # Refuse an unsendable announcement (even for a version the checks rejected) before storing anything;
+        # sized with the largest version number, so only longer artifact URIs can make the check below refuse it.
+        self._refuse_if_unsendable(
+            _announcement(command, MAX_VERSION, _SNAPSHOT_STAND_IN, _CONTRACT_STAND_IN, prepared)
+        )
+        snapshot = contract = None
         if prepared.snapshot is not None:  # a file copy of up to the upload size: off the event loop
             snapshot = await asyncio.to_thread(
                 self.artifacts.put_file, prepared.snapshot, kind="datasets", suffix=".parquet"
             )
+            contract_json = prepared.contract.model_dump_json().encode()
+            contract = await asyncio.to_thread(self.artifacts.put, contract_json, kind="contracts", suffix=".json")
         accepted = snapshot is not None
         try:
             async with self.store.transaction() as unit:
                 number = await unit.allocate_version(command.dataset)
                 event = None
-                if snapshot is not None:
+                if snapshot is not None and contract is not None:
                     pointer = ArtifactPointer(uri=snapshot.uri, sha256=snapshot.sha256)
-                    event = _announcement(command, number, pointer, prepared)
-                    self._refuse_if_unsendable(event, prepared)  # never an outbox row the broker would refuse
+                    schema = ArtifactPointer(uri=contract.uri, sha256=contract.sha256)
+                    event = _announcement(command, number, pointer, schema, prepared)
+                    self._refuse_if_unsendable(event)  # never an outbox row the broker would refuse
                 recorded = await unit.add_version(
                     DatasetVersionDetail(
                         dataset=command.dataset,

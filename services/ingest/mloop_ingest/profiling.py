@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import cached_property
+from itertools import pairwise
 from typing import Any
 
 import pandas as pd
@@ -240,8 +241,9 @@ def _numeric(
             if facts.out_of_range:
                 facts.out_of_range_examples = _examples((values < low) | (values > high))
         if facts.distinct <= NUMERIC_CLASS_LIMIT:
-            counts = pd.Series(ordered).value_counts(sort=False).sort_index()
-            facts.counts = {_label(float(u)): int(c) for u, c in counts.items()}
+            # Runs of equal values in the sorted copy (no pandas Series per column: wide files have many).
+            edges = [0, *(int(i) + 1 for i in (ordered[1:] != ordered[:-1]).nonzero()[0]), n]
+            facts.counts = {_label(float(ordered[a])): b - a for a, b in pairwise(edges)}
         del ordered
         train = values[split.train & ~missing_mask] if missing else values[split.train]
         held = values[split.holdout & ~missing_mask] if missing else values[split.holdout]

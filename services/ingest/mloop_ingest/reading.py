@@ -48,8 +48,9 @@ def detect_format(path: Path, filename: str) -> Format:
     return "parquet" if is_parquet else "csv"
 
 
-def csv_header(path: Path) -> list[str]:
-    """The header row, read with Python's csv module: pandas would silently rename repeated names."""
+def csv_header(path: Path) -> tuple[list[str], int]:
+    """The header row, read with Python's csv module (pandas would silently rename repeated names), and its
+    length in bytes."""
     with path.open("rb") as handle:
         probe = handle.read(HEADER_PROBE_BYTES)
     first = probe.split(b"\n", 1)[0] if b"\n" in probe else probe
@@ -60,7 +61,7 @@ def csv_header(path: Path) -> list[str]:
     row = next(csv.reader(io.StringIO(text)), [])
     if not [name for name in row if name.strip()]:
         raise InvalidInput("the CSV file has no header row", field="file")
-    return row
+    return row, len(first)
 
 
 def _refuse_bad_names(names: list[str], limits: Limits) -> None:
@@ -136,13 +137,17 @@ def read_table(path: Path, filename: str = "", limits: Limits | None = None) -> 
     """Parse the file at ``path`` (CSV or Parquet) into an Arrow-backed frame, or refuse it naming why."""
     limits = limits or Limits()
     fmt = detect_format(path, filename)
+    block_bytes = tables.BLOCK_BYTES
     if fmt == "csv":
-        _refuse_bad_names(csv_header(path), limits)
+        names, header_bytes = csv_header(path)
+        _refuse_bad_names(names, limits)
+        # Arrow needs whole rows in a block: a wide file's rows (as long as its header, give or take) get room.
+        block_bytes = max(block_bytes, 4 * header_bytes)
     try:
         if fmt == "parquet":
             frame = pd.read_parquet(path, dtype_backend="pyarrow")
         else:
-            frame = tables.read_csv(path)
+            frame = tables.read_csv(path, block_bytes=block_bytes)
     except Exception as exc:  # Arrow and pandas raise many types for malformed input
         message = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
         kind = "Parquet" if fmt == "parquet" else "CSV"

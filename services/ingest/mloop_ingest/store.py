@@ -11,7 +11,7 @@ from sqlalchemy.exc import IntegrityError
 from mloop_common.db import NAMING_CONVENTION, add_messaging_tables
 from mloop_common.errors import Conflict, NotFound
 from mloop_common.uow import Messaging, SqlUnit
-from mloop_ingest.entities import DatasetSummary, DatasetVersion, DatasetVersionDetail
+from mloop_ingest.entities import DatasetSummary, DatasetVersion, DatasetVersionDetail, PolicyOverrides
 
 metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
 add_messaging_tables(metadata)
@@ -48,6 +48,15 @@ versions = sa.Table(
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
     sa.UniqueConstraint("name", "upload_sha256"),  # the same upload is one version
 )
+# Check thresholds a dataset overrides (PUT /v1/datasets/{name}/policy); may precede the dataset's first version.
+policies = sa.Table(
+    "dataset_policies",
+    metadata,
+    sa.Column("name", sa.String(63), primary_key=True),
+    sa.Column("overrides", sa.JSON, nullable=False),
+    sa.Column("updated_by", sa.String(200)),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+)
 
 # A version list leaves out the columns that grow with the width of the file.
 WIDE = ("stats", "schema", "contract", "labels")
@@ -81,6 +90,14 @@ class IngestUnit(Messaging, Protocol):
         ...
 
     async def version(self, dataset: str, version: int) -> DatasetVersionDetail: ...
+
+    async def policy(self, dataset: str) -> PolicyOverrides | None:
+        """The thresholds ``dataset`` overrides, if it has set any."""
+        ...
+
+    async def set_policy(self, dataset: str, overrides: PolicyOverrides) -> PolicyOverrides:
+        """Replace ``dataset``'s overrides; returns them with their timestamp."""
+        ...
 
 
 class SqlIngestUnit(SqlUnit):
@@ -149,6 +166,20 @@ class SqlIngestUnit(SqlUnit):
         if row is None:
             raise NotFound(f"dataset {dataset!r} has no version {version}")
         return _detail(row._mapping)
+
+    async def policy(self, dataset: str) -> PolicyOverrides | None:
+        row = (await self.session.execute(sa.select(policies).where(policies.c.name == dataset))).first()
+        return PolicyOverrides.model_validate(row._mapping) if row else None
+
+    async def set_policy(self, dataset: str, overrides: PolicyOverrides) -> PolicyOverrides:
+        values = {"overrides": overrides.overrides, "updated_by": overrides.updated_by, "updated_at": sa.func.now()}
+        statement = (
+            insert(policies)
+            .values(name=dataset, **values)
+            .on_conflict_do_update(index_elements=["name"], set_=values)
+            .returning(policies)
+        )
+        return PolicyOverrides.model_validate((await self.session.execute(statement)).one()._mapping)
 
 
 def _fields(row: Any) -> dict[str, Any]:

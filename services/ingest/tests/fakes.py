@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 from mloop_common.errors import Conflict, NotFound
 from mloop_common.testing import MemoryStore, MemoryUnit
-from mloop_ingest.entities import DatasetSummary, DatasetVersion, DatasetVersionDetail
+from mloop_ingest.entities import DatasetSummary, DatasetVersion, DatasetVersionDetail, PolicyOverrides
 
 
 class MemoryIngestUnit(MemoryUnit):
@@ -61,6 +61,17 @@ class MemoryIngestUnit(MemoryUnit):
         if (dataset, version) not in self._versions:
             raise NotFound(f"dataset {dataset!r} has no version {version}")
         return self._versions[(dataset, version)]
+
+    @property
+    def _policies(self) -> dict[str, PolicyOverrides]:
+        return self.tables.setdefault("dataset_policies", {})
+
+    async def policy(self, dataset: str) -> PolicyOverrides | None:
+        return self._policies.get(dataset)
+
+    async def set_policy(self, dataset: str, overrides: PolicyOverrides) -> PolicyOverrides:
+        self._policies[dataset] = overrides.model_copy(update={"updated_at": datetime.now(UTC)})
+        return self._policies[dataset]
 
 
 def memory_store() -> MemoryStore[MemoryIngestUnit]:

@@ -18,7 +18,7 @@ from mloop_ingest.handlers import DatasetPublisher
 from mloop_ingest.sources import Sources
 
 from .fakes import memory_store
-from .test_handlers import churn, csv, wide
+from .test_handlers import churn, csv
 
 VERSION_FIELDS = {
     "parent_version",
@@ -123,12 +123,13 @@ async def test_a_target_not_in_the_file_is_422_naming_the_target_field_and_recor
     assert (await ingest.get("/v1/datasets")).json() == {"datasets": []}
 
 
-async def test_a_file_too_wide_to_announce_is_413_naming_the_file_and_records_nothing(ingest):
-    response = await publish(ingest, wide(1_000))
+async def test_a_file_over_the_column_limit_is_422_naming_the_file_and_records_nothing(ingest):
+    header = ",".join(f"c{i}" for i in range(10_000)) + ",churned\n"
+    response = await publish(ingest, (header + "1," * 10_000 + "yes\n").encode())
 
-    assert response.status_code == 413
+    assert response.status_code == 422
     error = response.json()["error"]
-    assert error["code"] == "payload_too_large" and error["field"] == "file" and "columns" in error["message"]
+    assert error["field"] == "file" and "10001 columns, over the limit of 10000" in error["message"]
     assert (await ingest.get("/v1/datasets")).json() == {"datasets": []}
 
 
@@ -383,3 +384,110 @@ async def test_a_registration_body_missing_its_target_is_422_naming_it(ingest):
     response = await ingest.post("/v1/datasets/churn/versions", json={"uri": "file:///x.csv"})
 
     assert response.status_code == 422 and response.json()["error"]["field"] == "target"
+
+
+def labelled(yes: int, no: int, seed: int = 0) -> bytes:
+    frame = churn(rows=yes + no, seed=seed)
+    frame["churned"] = ["yes"] * yes + ["no"] * no
+    return csv(frame.sample(frac=1, random_state=seed))
+
+
+async def test_a_dataset_policy_is_stored_served_and_judges_its_later_versions(ingest):
+    assert (await publish(ingest, labelled(20, 20))).status_code == 201
+    default = (await ingest.get("/v1/datasets/churn/policy")).json()
+    assert default["overrides"] == {} and default["effective"]["label_shift"] == {"warning": 0.1, "error": 0.25}
+
+    put = await ingest.put(
+        "/v1/datasets/churn/policy", json={"label_shift": {"warning": 0.05, "error": 0.15}, "holdout": 0.25}
+    )
+    served = (await ingest.get("/v1/datasets/churn/policy")).json()
+    shifted = await publish(ingest, labelled(28, 12, seed=1))  # 50/50 -> 70/30: distance 0.2
+
+    assert put.status_code == 200 and served == put.json()
+    assert served["overrides"] == {"label_shift": {"warning": 0.05, "error": 0.15}, "holdout": 0.25}
+    assert served["effective"]["label_shift"] == {"warning": 0.05, "error": 0.15}
+    assert served["effective"]["missing_rate"] == default["effective"]["missing_rate"]  # not overridden
+    assert shifted.status_code == 422 and "label shares" in shifted.json()["error"]["message"]
+    [balance] = [c for c in shifted.json()["report"]["checks"] if c["name"] == "label_balance"]
+    assert (balance["severity"], balance["threshold"]) == ("error", 0.15)
+
+
+async def test_the_default_policy_publishes_the_same_shift_with_a_warning(ingest):
+    await publish(ingest, labelled(20, 20))
+
+    shifted = await publish(ingest, labelled(28, 12, seed=1))
+
+    assert shifted.status_code == 201
+    [balance] = [c for c in shifted.json()["report"]["checks"] if c["name"] == "label_balance"]
+    assert balance["severity"] == "warning"
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"label_shift": {"warning": 0.3, "error": 0.2}}, "label_shift"),
+        ({"label_shift": {"warning": -1}}, "label_shift.warning"),
+        ({"label_shift": {"warnings": 0.1}}, "label_shift.warnings"),
+        ({"holdout": 2}, "holdout"),
+        ({"constant_columns": "fatal"}, "constant_columns"),
+        ({"no_such_threshold": 1}, "no_such_threshold"),
+    ],
+)
+async def test_an_invalid_policy_is_422_naming_the_field_and_changes_nothing(ingest, body, field):
+    response = await ingest.put("/v1/datasets/churn/policy", json=body)
+
+    assert response.status_code == 422 and response.json()["error"]["field"] == field
+    assert (await ingest.get("/v1/datasets/churn/policy")).json()["overrides"] == {}
+
+
+async def test_a_policy_body_that_is_not_an_object_is_422(ingest):
+    response = await ingest.put("/v1/datasets/churn/policy", json=[1, 2])
+
+    assert response.status_code == 422
+
+
+async def test_the_contract_is_served_latest_and_per_version_and_a_rejected_version_has_none(ingest):
+    await publish(ingest, csv(churn(seed=1)))
+    await publish(ingest, csv(churn(seed=2)))
+    await publish(ingest, csv(churn(seed=3).drop(columns="plan")))  # rejected: a column removed
+
+    latest = await ingest.get("/v1/datasets/churn/contract")
+    first = await ingest.get("/v1/datasets/churn/versions/1/contract")
+    detail = (await ingest.get("/v1/datasets/churn/versions/2")).json()
+    rejected = await ingest.get("/v1/datasets/churn/versions/3/contract")
+
+    assert latest.status_code == first.status_code == 200
+    assert latest.json() == detail["contract"] and latest.json()["digest"] == first.json()["digest"]
+    assert [c["name"] for c in first.json()["columns"]] == ["usage", "plan", "churned"]
+    assert rejected.status_code == 404 and "rejected" in rejected.json()["error"]["message"]
+    assert (await ingest.get("/v1/datasets/other/contract")).status_code == 404
+
+
+async def test_the_diff_between_versions_names_added_columns_new_categories_and_moved_ranges(ingest):
+    await publish(ingest, csv(churn(seed=1)))
+    grown = churn(seed=2).assign(region="north")
+    grown.loc[0, "plan"], grown.loc[1, "usage"] = "team", 1_000.0
+    assert (await publish(ingest, csv(grown))).status_code == 201
+
+    response = await ingest.get("/v1/datasets/churn/diff", params={"from": 1, "to": 2})
+    same = (await ingest.get("/v1/datasets/churn/diff", params={"from": 2, "to": 2})).json()
+
+    diff = response.json()
+    assert response.status_code == 200 and diff["same_schema"] is False
+    assert diff["added"] == ["region"] and diff["removed"] == [] and diff["retyped"] == []
+    assert diff["categories"] == [{"name": "plan", "added": ["team"], "removed": []}]
+    [usage] = [r for r in diff["ranges"] if r["name"] == "usage"]
+    assert usage["after"]["max"] == 1_000.0
+    assert same["same_schema"] is True and same["added"] == same["ranges"] == same["categories"] == []
+
+
+async def test_a_diff_needs_both_versions_as_positive_numbers(ingest):
+    await publish(ingest, csv(churn()))
+
+    missing = await ingest.get("/v1/datasets/churn/diff", params={"from": 1})
+    zero = await ingest.get("/v1/datasets/churn/diff", params={"from": 0, "to": 1})
+    unknown = await ingest.get("/v1/datasets/churn/diff", params={"from": 1, "to": 9})
+
+    assert (missing.status_code, missing.json()["error"]["field"]) == (422, "to")
+    assert (zero.status_code, zero.json()["error"]["field"]) == (422, "from")
+    assert unknown.status_code == 404

@@ -146,6 +146,8 @@ def test_repeated_ids_in_a_declared_id_column_reject():
     found = result(report, "duplicate_ids")
     assert (found.severity, found.observed, found.examples) == ("error", pytest.approx(0.01), [50])
     assert "duplicate_ids" not in {c.name for c in run(clean(100)).checks}  # no id column, no check
+    unique = result(run(clean(100).assign(customer=np.arange(100)), id_column="customer"), "duplicate_ids")
+    assert (unique.severity, unique.observed) == ("info", 0)
 
 
 def test_outliers_beyond_the_iqr_fences_are_counted_per_column():

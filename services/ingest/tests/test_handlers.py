@@ -13,9 +13,11 @@ import pandas as pd
 import pytest
 
 from mloop_common.artifacts import ArtifactRef, ArtifactStore
+from mloop_common.datacontract import DatasetContract
 from mloop_common.errors import InvalidInput, NotFound, PayloadTooLarge
 from mloop_common.events import DataPublished
-from mloop_ingest.handlers import DatasetPublisher, PublishVersion
+from mloop_ingest.handlers import DatasetPublisher, PublishVersion, encoded_size
+from mloop_ingest.reading import Limits
 
 from .fakes import memory_store
 
@@ -57,10 +59,13 @@ def upload(data: bytes, dataset: str = "churn", target: str = "churned", **field
     )
 
 
-def wide(columns: int) -> bytes:
-    """A one-row CSV whose column names alone make a large data.published event."""
+def wide(columns: int, rows: int = 1) -> bytes:
+    """A CSV of ``columns`` numeric features (long names) and an alternating label."""
     names = [f"sensor_reading_{i:06d}" for i in range(columns)]
-    return csv(pd.DataFrame([[1.0] * columns + ["yes"]], columns=[*names, "churned"]))
+    values = np.random.default_rng(0).integers(0, 100, (rows, columns))
+    frame = pd.DataFrame(values, columns=names)
+    frame["churned"] = ["yes", "no"] * (rows // 2) + ["yes"] * (rows % 2)
+    return csv(frame)
 
 
 @pytest.fixture
@@ -91,7 +96,10 @@ async def test_a_valid_csv_becomes_version_1_with_a_verified_snapshot_and_is_ann
     [announced] = store.published_payloads(DataPublished)
     assert (announced.dataset, announced.version, announced.rows) == ("churn", 1, 40)
     assert (announced.snapshot.uri, announced.snapshot.sha256) == (version.snapshot_uri, version.snapshot_sha256)
-    assert announced.columns == version.columns and announced.target == "churned"
+    assert announced.column_count == 3 and announced.target == "churned" and announced.warnings == []
+    assert announced.contract is not None and announced.schema_digest is not None
+    served = DatasetContract.model_validate_json(artifacts.get(announced.contract.uri, announced.contract.sha256))
+    assert [c.name for c in served.columns] == version.columns and served.digest == announced.schema_digest
     assert announced.description == "first"
     assert store.published[0].subject == "churn"
     async with store.transaction() as unit:
@@ -163,15 +171,55 @@ async def test_a_file_that_drops_a_published_column_is_rejected(artifacts):
     assert len(store.published) == 1
 
 
-async def test_a_file_too_wide_to_announce_is_refused_and_nothing_is_recorded(artifacts):
+async def test_warnings_travel_in_the_announcement(artifacts):
     store = memory_store()
-    publisher = DatasetPublisher(store=store, artifacts=artifacts, max_event_bytes=20_000)
+    publisher = DatasetPublisher(store=store, artifacts=artifacts, max_event_bytes=900_000)
+    frame = churn()
+    frame["region"] = "north"  # a constant column warns
+
+    published = await publisher.publish_version(upload(csv(frame)))
+
+    [announced] = store.published_payloads(DataPublished)
+    assert [w.check for w in announced.warnings] == [c.name for c in published.version.report.warnings()]
+    assert any(w.check == "constant_columns" and "region" in w.message for w in announced.warnings)
+
+
+async def test_a_50_000_column_file_is_refused_by_the_default_column_limit_before_it_is_parsed(artifacts):
+    store = memory_store()
+    publisher = DatasetPublisher(store=store, artifacts=artifacts, max_event_bytes=900_000)
+
+    with pytest.raises(InvalidInput) as refused:
+        await publisher.publish_version(upload(wide(50_000, rows=10)))
+
+    assert refused.value.field == "file" and "50001 columns, over the limit of 10000" in refused.value.message
+    assert await recorded(store) == [] and store.published == []
+
+
+async def test_a_50_000_column_file_under_a_raised_limit_is_published_with_a_small_event(artifacts):
+    store = memory_store()
+    publisher = DatasetPublisher(
+        store=store, artifacts=artifacts, max_event_bytes=900_000, limits=Limits(max_columns=60_000)
+    )
+
+    published = await publisher.publish_version(upload(wide(50_000, rows=10)))
+
+    assert published.version.status == "published" and len(published.version.columns) == 50_001
+    [event] = store.published
+    assert encoded_size(event) < 5_000  # the same size as for three columns: nothing in it grows with the width
+    announced = event.decode(DataPublished)
+    assert announced.column_count == 50_001 and announced.contract is not None
+    stored = DatasetContract.model_validate_json(artifacts.get(announced.contract.uri, announced.contract.sha256))
+    assert len(stored.columns) == 50_001 and stored.digest == announced.schema_digest
+
+
+async def test_an_announcement_over_a_small_configured_event_limit_is_refused_and_nothing_is_recorded(artifacts):
+    store = memory_store()
+    publisher = DatasetPublisher(store=store, artifacts=artifacts, max_event_bytes=1_500)
 
     with pytest.raises(PayloadTooLarge) as refused:
-        await publisher.publish_version(upload(wide(1_000)))
+        await publisher.publish_version(upload(csv(churn()), description="x" * 1_000))
 
-    assert refused.value.field == "file"
-    assert "1001 columns" in refused.value.message and "20000-byte limit" in refused.value.message
+    assert refused.value.field == "description" and "1500-byte limit" in refused.value.message
     assert await recorded(store) == [] and store.published == []
     assert not (artifacts.root / "datasets").exists()  # refused before a snapshot was written
 
@@ -183,6 +231,9 @@ async def test_an_announcement_grown_past_the_limit_by_its_snapshot_uri_is_never
         def put_file(self, source: Path, *, kind: str, suffix: str = "") -> ArtifactRef:
             ref = artifacts.put_file(source, kind=kind, suffix=suffix)
             return ArtifactRef(uri="s3://bucket/" + "deep/" * 2_000 + ref.uri, sha256=ref.sha256, size=ref.size)
+
+        def put(self, data: bytes, *, kind: str, suffix: str = "") -> ArtifactRef:
+            return artifacts.put(data, kind=kind, suffix=suffix)
 
         def get(self, uri: str, sha256: str) -> bytes:
             raise AssertionError("not read here")
