@@ -13,7 +13,6 @@ from mloop_common.contracts import (
     AliasView,
     AuditPage,
     LineageView,
-    ModelDetail,
     ModelList,
     RegisterVersion,
     SpecView,
@@ -26,6 +25,7 @@ from mloop_common.errors import InvalidInput, PayloadTooLarge
 from mloop_common.http import components
 from mloop_common.spec import ModelSpec, SpecError, parse_spec
 from mloop_registry.bootstrap import RegistryService
+from mloop_registry.entities import ModelStatus
 
 router = APIRouter()
 Service = Annotated[RegistryService, Depends(components)]
@@ -62,8 +62,11 @@ async def list_models(service: Service, dataset: Annotated[str | None, Query(max
 @router.get("/v1/models/{name}", tags=["models"])
 async def get_model(
     service: Service, name: str, spec_version: Annotated[int | None, Query(ge=1, le=MAX_INT)] = None
-) -> ModelDetail:
-    """One model: its spec (latest, or ``spec_version``), aliases and version count."""
+) -> ModelStatus:
+    """One model: its spec (latest, or ``spec_version``), aliases, version count and what serving reports.
+
+    ``problems`` lists every serving instance that could not load the version an alias names.
+    """
     return await service.registry.model(name, spec_version)
 
 
@@ -105,8 +108,18 @@ async def get_alias(service: Service, name: str, alias: str) -> AliasView:
 async def put_alias(
     service: Service, name: str, alias: str, update: AliasUpdate, actor: Actor = "anonymous"
 ) -> AliasView:
-    """Move an alias: promote a version, or roll back to an older one."""
+    """Move an alias: promote a version, or roll back to an older one.
+
+    ``production`` is what serves; ``canary``, ``shadow`` and ``challenger`` are served beside it. A version
+    made production leaves the rollout aliases it held.
+    """
     return await service.registry.move_alias(name, alias, update.version, actor)
+
+
+@router.delete("/v1/models/{name}/aliases/{alias}", status_code=204, tags=["aliases"])
+async def delete_alias(service: Service, name: str, alias: str, actor: Actor = "anonymous") -> None:
+    """Clear a rollout alias (``canary``, ``shadow``, ``challenger``): roll the candidate back out of serving."""
+    await service.registry.clear_alias(name, alias, actor)
 
 
 @router.post("/v1/models/{name}/versions/{version}/approve", tags=["approvals"])

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 
 from fastapi import FastAPI
 
+from mloop_common.bus import route
+from mloop_common.events import ModelServed
 from mloop_common.runtime import Runtime
 from mloop_registry.config import RegistrySettings
 from mloop_registry.handlers import ModelRegistry
@@ -24,10 +26,12 @@ class RegistryService:
 
 @asynccontextmanager
 async def bootstrap(settings: RegistrySettings, app: FastAPI) -> AsyncIterator[RegistryService]:
-    """Build the database (migrated) and the outbox relay; the registry consumes no events."""
+    """Build the database (migrated) and the outbox relay; consume serving's load reports (model.served)."""
     runtime = Runtime(settings, migrations="mloop_registry:migrations")
     registry = ModelRegistry(store=runtime.store(SqlRegistryUnit), limits=settings.limits)
+    runtime.consume(route(ModelServed, registry.on_model_served))
     await runtime.start(app)
+    await registry.load_metrics()
     try:
         yield RegistryService(registry=registry, max_spec_bytes=settings.max_spec_bytes)
     finally:

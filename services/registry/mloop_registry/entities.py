@@ -6,7 +6,7 @@ from datetime import datetime
 
 from pydantic import BaseModel
 
-from mloop_common.contracts import AliasView, Lineage, VersionDetail, VersionStatus, VersionView
+from mloop_common.contracts import AliasView, Lineage, ModelDetail, VersionDetail, VersionStatus, VersionView
 from mloop_common.events import ArtifactPointer
 from mloop_common.spec import Task
 
@@ -52,3 +52,23 @@ class Version(BaseModel):
     def _fields(self, aliases: dict[str, int]) -> dict[str, object]:
         pointing_here = sorted(name for name, version in aliases.items() if version == self.version)
         return {**dict(self), "aliases": pointing_here}
+
+
+class ServingReport(BaseModel):
+    """What a serving instance last reported on loading the version an alias names."""
+
+    model: str
+    instance: str
+    alias: str
+    version: int  # the version the alias named when serving tried it
+    loaded: bool
+    error: str | None = None
+    serving_version: int | None = None  # what that instance serves under the alias (an older one after a failure)
+    at: datetime
+
+
+class ModelStatus(ModelDetail):
+    """A model as ``GET /v1/models/{name}`` shows it: its spec, aliases, and what serving made of them."""
+
+    serving: list[ServingReport]
+    problems: list[str]  # e.g. "serving-1 failed to load production v3 (...); serving v2"

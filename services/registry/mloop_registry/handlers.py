@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
+
+from prometheus_client import Gauge
 
 from mloop_common.contracts import (
     PRODUCTION,
     AliasView,
     AuditPage,
     LineageView,
-    ModelDetail,
     ModelList,
     ModelSummary,
     RegisterVersion,
@@ -21,23 +23,33 @@ from mloop_common.contracts import (
     VersionView,
 )
 from mloop_common.errors import Conflict, NotFound
-from mloop_common.events import Envelope, ModelPromoted, ModelRegistered, new_event
+from mloop_common.events import Envelope, ModelPromoted, ModelRegistered, ModelRollout, ModelServed, new_event
 from mloop_common.retry import Backoff, retry_call
-from mloop_common.spec import ModelSpec, SpecLimits, check_limits, spec_digest
+from mloop_common.spec import ModelSpec, PromotionPolicy, SpecLimits, check_limits, spec_digest
 from mloop_common.uow import Store
-from mloop_registry.entities import Version
+from mloop_registry.entities import ModelStatus, ServingReport, Version
 from mloop_registry.policy import (
+    ROLLOUT_ALIASES,
+    canary_share,
     check_alias_name,
+    check_clearable,
     governing_policy,
     initial_status,
     may_hold_alias,
     may_promote,
     move_reason,
+    release_alias,
 )
 from mloop_registry.store import RegistryUnit
 
 SOURCE = "mloop/registry"
 T = TypeVar("T")
+# For the "model stale" alert. Each registry process knows the moves it made and, from its start, the table's.
+PRODUCTION_SINCE = Gauge(
+    "mloop_registry_production_since_timestamp_seconds",
+    "When each model's production alias last moved (Unix time)",
+    ["model"],
+)
 
 
 class ModelRegistry:
@@ -48,6 +60,13 @@ class ModelRegistry:
         self.limits = limits or SpecLimits()
 
     # --- commands ---------------------------------------------------------------------------
+
+    async def load_metrics(self) -> None:
+        """Set the gauges that describe stored state, at start."""
+        async with self.store.transaction() as unit:
+            moved = await unit.alias_moved_at(PRODUCTION)
+        for model, at in moved.items():
+            PRODUCTION_SINCE.labels(model).set(at.timestamp())
 
     async def submit_spec(self, spec: ModelSpec, actor: str) -> tuple[SpecView, bool]:
         """Store a spec: (its spec version, True), or (the latest, False) when that one is identical.
@@ -154,7 +173,8 @@ class ModelRegistry:
             )
             await unit.stage(registered)
             if may_promote(status, policy):
-                await _move_alias(unit, version, PRODUCTION, reason="policy", actor=actor, cause=registered)
+                alias = release_alias(policy, await unit.alias(name, PRODUCTION))
+                await _move_alias(unit, version, alias, reason="policy", actor=actor, cause=registered)
             return version.view(await unit.aliases(name)), True
 
     async def move_alias(self, name: str, alias: str, version: int, actor: str) -> AliasView:
@@ -165,6 +185,35 @@ class ModelRegistry:
             current = await unit.alias(name, alias, for_update=True)
             await _move_alias(unit, target, alias, reason=move_reason(current, version), actor=actor)
             return target.as_alias(alias, await unit.aliases(name))
+
+    async def clear_alias(self, name: str, alias: str, actor: str) -> None:
+        """Take a rollout alias off its version (a canary or shadow rolled back): serving stops hosting it."""
+        check_clearable(alias)
+        async with self.store.transaction() as unit:
+            previous = await unit.alias(name, alias, for_update=True)
+            if previous is None:
+                raise NotFound(f"model {name!r} has no {alias!r} alias")
+            await _clear_alias(unit, name, alias, previous, reason="rollback", actor=actor)
+
+    async def on_model_served(self, served: ModelServed, event: Envelope) -> None:
+        """Remember what a serving instance made of an alias: the version it loaded, or why it could not."""
+        async with self.store.transaction() as unit:
+            if not await unit.claim(event):
+                return
+            if await unit.model(served.model) is None:
+                return  # a model this registry does not know (another deployment's topic): nothing to attach it to
+            await unit.report_serving(
+                ServingReport(
+                    model=served.model,
+                    instance=served.instance,
+                    alias=served.alias,
+                    version=served.version,
+                    loaded=served.loaded,
+                    error=served.error,
+                    serving_version=served.serving_version,
+                    at=event.time,
+                )
+            )
 
     async def decide(self, name: str, version: int, *, approve: bool, comment: str, actor: str) -> VersionView:
         """An approver's verdict on a version waiting for one; an approved version becomes production."""
@@ -182,7 +231,9 @@ class ModelRegistry:
                 detail={"comment": comment},
             )
             if approve:
-                await _move_alias(unit, decided, PRODUCTION, reason="approval", actor=actor)
+                policy = await _policy_of(unit, decided)
+                alias = release_alias(policy, await unit.alias(name, PRODUCTION))
+                await _move_alias(unit, decided, alias, reason="approval", actor=actor)
             return decided.view(await unit.aliases(name))
 
     # --- queries ----------------------------------------------------------------------------
@@ -198,13 +249,22 @@ class ModelRegistry:
                 )
             return ModelList(models=summaries)
 
-    async def model(self, name: str, spec_version: int | None) -> ModelDetail:
-        """A model's spec (the latest, or ``spec_version``), its aliases and its number of versions."""
+    async def model(self, name: str, spec_version: int | None) -> ModelStatus:
+        """A model's spec (the latest, or ``spec_version``), aliases, number of versions and serving's reports."""
         async with self.store.transaction() as unit:
             if await unit.model(name) is None:
                 raise NotFound(f"model {name!r} does not exist")
             spec = await unit.spec(name, spec_version)
-            return ModelDetail(**dict(spec), aliases=await unit.aliases(name), versions=len(await unit.versions(name)))
+            aliases = await unit.aliases(name)
+            # A cleared alias's reports are history, not state: only those of aliases still set are shown.
+            reports = [r for r in await unit.serving_reports(name) if r.alias in aliases]
+            return ModelStatus(
+                **dict(spec),
+                aliases=aliases,
+                versions=len(await unit.versions(name)),
+                serving=reports,
+                problems=serving_problems(aliases, reports),
+            )
 
     async def versions(self, name: str) -> VersionList:
         """Every version of a model, oldest first."""
@@ -250,12 +310,31 @@ class ModelRegistry:
             return AuditPage(entries=await unit.audit_entries(model=model, limit=limit, before_id=before_id))
 
 
+def serving_problems(aliases: dict[str, int], reports: list[ServingReport]) -> list[str]:
+    """One line per serving instance that failed to load the version an alias still names."""
+    return [
+        f"{r.instance} failed to load {r.alias} v{r.version} ({r.error}); "
+        + (f"serving v{r.serving_version}" if r.serving_version is not None else f"{r.alias} not served there")
+        for r in reports
+        if not r.loaded and aliases.get(r.alias) == r.version
+    ]
+
+
+async def _policy_of(unit: RegistryUnit, version: Version) -> PromotionPolicy:
+    run_spec = await unit.spec(version.model, version.spec_version)
+    return governing_policy(run_spec.spec.promotion, (await unit.spec(version.model)).spec.promotion)
+
+
 async def _move_alias(
     unit: RegistryUnit, version: Version, alias: str, *, reason: str, actor: str, cause: Envelope | None = None
 ) -> None:
-    """Point ``alias`` at ``version`` and, for production, announce it; where it already points, nothing happens."""
+    """Point ``alias`` at ``version`` and announce it (model.promoted for production, else model.rollout).
+
+    Where it already points, nothing happens. A version becoming production leaves its rollout aliases.
+    """
     if not may_hold_alias(version.status):
         raise Conflict(f"{version.model} v{version.version} is {version.status} and cannot become {alias}")
+    share = canary_share(alias, await _policy_of(unit, version))
     previous = await unit.alias(version.model, alias, for_update=True)
     if previous == version.version:
         return
@@ -268,7 +347,20 @@ async def _move_alias(
         detail={"alias": alias, "previous_version": previous, "reason": reason},
     )
     if alias != PRODUCTION:
-        return  # only production is served; other aliases are bookkeeping
+        rollout = ModelRollout(
+            model=version.model,
+            alias=alias,
+            version=version.version,
+            previous_version=previous,
+            reason=reason,
+            canary_percent=share,
+        )
+        await unit.stage(new_event(rollout, source=SOURCE, subject=version.model, cause=cause))
+        return
+    PRODUCTION_SINCE.labels(version.model).set(time.time())
+    for rollout_alias in ROLLOUT_ALIASES:
+        if await unit.alias(version.model, rollout_alias, for_update=True) == version.version:
+            await _clear_alias(unit, version.model, rollout_alias, version.version, reason="promoted", actor=actor)
     spec = (await unit.spec(version.model, version.spec_version)).spec
     promoted = ModelPromoted(
         model=version.model,
@@ -289,6 +381,19 @@ async def _move_alias(
         time_column=spec.time_column,
     )
     await unit.stage(new_event(promoted, source=SOURCE, subject=version.model, cause=cause))
+
+
+async def _clear_alias(unit: RegistryUnit, model: str, alias: str, previous: int, *, reason: str, actor: str) -> None:
+    await unit.clear_alias(model, alias)
+    await unit.audit(
+        actor=actor,
+        action="alias.cleared",
+        model=model,
+        version=previous,
+        detail={"alias": alias, "reason": reason},
+    )
+    cleared = ModelRollout(model=model, alias=alias, version=None, previous_version=previous, reason=reason)
+    await unit.stage(new_event(cleared, source=SOURCE, subject=model))
 
 
 # The loser of a race (two first submissions of one model, or two registrations of one run) gets a

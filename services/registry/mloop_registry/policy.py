@@ -4,11 +4,16 @@ from __future__ import annotations
 
 from typing import Literal
 
-from mloop_common.contracts import ALIASES, VersionStatus
-from mloop_common.errors import InvalidInput
+from mloop_common.contracts import VersionStatus
+from mloop_common.errors import Conflict, InvalidInput
+from mloop_common.events import CANARY, CHALLENGER, PRODUCTION, SHADOW
 from mloop_common.spec import PromotionPolicy
 
 MoveReason = Literal["manual", "rollback"]
+# Aliases serving hosts beside production: canary takes a share of traffic, shadow scores a copy of every
+# request, challenger answers only requests that address it.
+ROLLOUT_ALIASES: tuple[str, ...] = (CANARY, SHADOW, CHALLENGER)
+ALIASES: tuple[str, ...] = (PRODUCTION, *ROLLOUT_ALIASES)
 
 
 def governing_policy(run: PromotionPolicy, current: PromotionPolicy) -> PromotionPolicy:
@@ -23,6 +28,7 @@ def governing_policy(run: PromotionPolicy, current: PromotionPolicy) -> Promotio
         update={
             "require_approval": run.require_approval or current.require_approval,
             "canary_percent": max(run.canary_percent, current.canary_percent),
+            "shadow": run.shadow or current.shadow,
         }
     )
 
@@ -33,8 +39,37 @@ def initial_status(policy: PromotionPolicy) -> VersionStatus:
 
 
 def may_promote(status: VersionStatus, policy: PromotionPolicy) -> bool:
-    """Auto-promote only registered versions that need neither an approver nor a canary phase."""
-    return status == "registered" and not policy.require_approval and policy.canary_percent == 0
+    """Auto-promote (to production, or to the rollout alias) registered versions that need no approver."""
+    return status == "registered" and not policy.require_approval
+
+
+def release_alias(policy: PromotionPolicy, champion: int | None) -> str:
+    """Where a version cleared for release goes: its rollout alias beside a champion, else production.
+
+    With no champion there is nothing to compare with nor to fall back on, so the first version goes
+    straight to production whatever the rollout.
+    """
+    if champion is None:
+        return PRODUCTION
+    if policy.canary_percent > 0:
+        return CANARY
+    return SHADOW if policy.shadow else PRODUCTION
+
+
+def canary_share(alias: str, policy: PromotionPolicy) -> float:
+    """The traffic share a version under ``alias`` takes; a canary with no share in its spec is refused."""
+    if alias != CANARY:
+        return 0.0
+    if policy.canary_percent <= 0:
+        raise Conflict("the model's spec sets no promotion.canary_percent: a canary would take no traffic")
+    return policy.canary_percent
+
+
+def check_clearable(alias: str) -> None:
+    """Only rollout aliases can be cleared; production is moved (rolled back), never removed."""
+    check_alias_name(alias)
+    if alias == PRODUCTION:
+        raise InvalidInput("production cannot be cleared: roll back by moving it to an older version", field="alias")
 
 
 def may_hold_alias(status: VersionStatus) -> bool:

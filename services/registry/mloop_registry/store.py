@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any, Protocol
 
 import sqlalchemy as sa
@@ -13,7 +14,7 @@ from mloop_common.db import NAMING_CONVENTION, add_messaging_tables
 from mloop_common.errors import Conflict, NotFound
 from mloop_common.spec import ModelSpec
 from mloop_common.uow import Messaging, SqlUnit
-from mloop_registry.entities import Model, Version
+from mloop_registry.entities import Model, ServingReport, Version
 
 metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
 add_messaging_tables(metadata)
@@ -64,6 +65,19 @@ aliases = sa.Table(
     sa.Column("version", sa.Integer, nullable=False),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
     sa.ForeignKeyConstraint(["model", "version"], ["model_versions.model", "model_versions.version"]),
+)
+# What each serving instance last said about loading each alias of a model (events model.served).
+serving_reports = sa.Table(
+    "serving_reports",
+    metadata,
+    sa.Column("model", sa.String(63), sa.ForeignKey("models.name"), primary_key=True),
+    sa.Column("instance", sa.String(200), primary_key=True),
+    sa.Column("alias", sa.String(63), primary_key=True),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("loaded", sa.Boolean, nullable=False),
+    sa.Column("error", sa.Text),
+    sa.Column("serving_version", sa.Integer),
+    sa.Column("at", sa.DateTime(timezone=True), nullable=False),
 )
 audit_log = sa.Table(
     "audit_log",
@@ -147,6 +161,20 @@ class RegistryUnit(Messaging, Protocol):
         ...
 
     async def set_alias(self, model: str, alias: str, version: int) -> None: ...
+
+    async def clear_alias(self, model: str, alias: str) -> None: ...
+
+    async def alias_moved_at(self, alias: str) -> dict[str, datetime]:
+        """When ``alias`` last moved, for every model that has it."""
+        ...
+
+    async def report_serving(self, report: ServingReport) -> None:
+        """Keep ``report`` as the latest word of its serving instance on its model's alias."""
+        ...
+
+    async def serving_reports(self, model: str) -> list[ServingReport]:
+        """The latest report of every serving instance on every alias of ``model``."""
+        ...
 
     async def audit(
         self, *, actor: str, action: str, model: str | None, version: int | None, detail: dict[str, Any]
@@ -278,6 +306,36 @@ class SqlRegistryUnit(SqlUnit):
                 index_elements=["model", "alias"], set_={"version": version, "updated_at": sa.func.now()}
             )
         )
+
+    async def clear_alias(self, model: str, alias: str) -> None:
+        await self.session.execute(sa.delete(aliases).where(aliases.c.model == model, aliases.c.alias == alias))
+
+    async def alias_moved_at(self, alias: str) -> dict[str, datetime]:
+        rows = await self.session.execute(
+            sa.select(aliases.c.model, aliases.c.updated_at).where(aliases.c.alias == alias)
+        )
+        return dict(rows.tuples().all())
+
+    async def report_serving(self, report: ServingReport) -> None:
+        values = report.model_dump()
+        statement = pg_insert(serving_reports).values(**values)
+        keys = ["model", "instance", "alias"]
+        await self.session.execute(
+            statement.on_conflict_do_update(
+                index_elements=keys,
+                set_={k: v for k, v in values.items() if k not in keys},
+                # Events of one model arrive in order, but a redelivered older one must not win.
+                where=serving_reports.c.at <= statement.excluded.at,
+            )
+        )
+
+    async def serving_reports(self, model: str) -> list[ServingReport]:
+        query = (
+            sa.select(serving_reports)
+            .where(serving_reports.c.model == model)
+            .order_by(serving_reports.c.alias, serving_reports.c.instance)
+        )
+        return [ServingReport.model_validate(row._mapping) for row in await self.session.execute(query)]
 
     async def audit(
         self, *, actor: str, action: str, model: str | None, version: int | None, detail: dict[str, Any]

@@ -9,7 +9,7 @@ from mloop_common.contracts import AuditEntry, SpecView, VersionStatus
 from mloop_common.errors import Conflict, NotFound
 from mloop_common.spec import ModelSpec
 from mloop_common.testing import MemoryStore, MemoryUnit
-from mloop_registry.entities import Model, Version
+from mloop_registry.entities import Model, ServingReport, Version
 
 EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -113,6 +113,27 @@ class MemoryRegistryUnit(MemoryUnit):
         if (model, version) not in self._versions:
             raise AssertionError(f"alias {alias} to missing {model} v{version} (a foreign key in the real table)")
         self._aliases[(model, alias)] = version
+        self.tables.setdefault("alias_moved_at", {})[(model, alias)] = datetime.now(UTC)
+
+    async def clear_alias(self, model: str, alias: str) -> None:
+        self._aliases.pop((model, alias), None)
+        self.tables.setdefault("alias_moved_at", {}).pop((model, alias), None)
+
+    async def alias_moved_at(self, alias: str) -> dict[str, datetime]:
+        moved = self.tables.get("alias_moved_at", {})
+        return {model: at for (model, name), at in moved.items() if name == alias}
+
+    @property
+    def _reports(self) -> dict[tuple[str, str, str], ServingReport]:
+        return self.tables.setdefault("serving_reports", {})
+
+    async def report_serving(self, report: ServingReport) -> None:
+        key = (report.model, report.instance, report.alias)
+        if key not in self._reports or self._reports[key].at <= report.at:
+            self._reports[key] = report
+
+    async def serving_reports(self, model: str) -> list[ServingReport]:
+        return [r for (m, _, _), r in sorted(self._reports.items(), key=lambda kv: (kv[0][2], kv[0][1])) if m == model]
 
     async def audit(
         self, *, actor: str, action: str, model: str | None, version: int | None, detail: dict[str, Any]

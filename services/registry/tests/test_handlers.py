@@ -2,14 +2,27 @@
 
 from __future__ import annotations
 
+import time
 import uuid
+from dataclasses import replace
+from datetime import timedelta
 from typing import Any
 
 import pytest
 
 from mloop_common.contracts import CHALLENGER, PRODUCTION, Lineage, RegisterVersion
 from mloop_common.errors import Conflict, InvalidInput, NotFound
-from mloop_common.events import ArtifactPointer, ModelPromoted, ModelRegistered
+from mloop_common.events import (
+    CANARY,
+    SHADOW,
+    ArtifactPointer,
+    Envelope,
+    ModelPromoted,
+    ModelRegistered,
+    ModelRollout,
+    ModelServed,
+    new_event,
+)
 from mloop_common.spec import ModelSpec
 from mloop_common.testing import MemoryStore
 from mloop_registry.handlers import ModelRegistry
@@ -171,14 +184,17 @@ async def test_a_run_trained_under_a_spec_demanding_approval_still_needs_it_afte
     assert store.published_payloads(ModelPromoted) == []
 
 
-async def test_a_canary_asked_for_by_the_current_spec_holds_back_a_run_of_an_older_spec():
+async def test_a_canary_asked_for_by_the_current_spec_holds_a_run_of_an_older_spec_to_a_canary():
     registry, store = await registry_with(spec())
+    await registry.register("churn", registration(), "validator")
     await registry.submit_spec(spec(canary_percent=10), "alice")
 
     version, _ = await registry.register("churn", registration(), "validator")
 
-    assert (version.status, version.aliases) == ("registered", [])
-    assert store.published_payloads(ModelPromoted) == []
+    assert (version.status, version.aliases) == ("registered", [CANARY])
+    assert [p.version for p in store.published_payloads(ModelPromoted)] == [1]
+    [rollout] = store.published_payloads(ModelRollout)
+    assert (rollout.alias, rollout.version, rollout.canary_percent, rollout.reason) == (CANARY, 2, 10, "policy")
 
 
 async def test_a_rejected_version_is_never_promoted():
@@ -194,14 +210,146 @@ async def test_a_rejected_version_is_never_promoted():
     assert store.published_payloads(ModelPromoted) == []
 
 
-async def test_a_canary_policy_registers_without_promoting():
+async def test_the_first_version_of_a_canary_policy_goes_to_production_having_no_champion_beside_it():
     registry, store = await registry_with(spec(canary_percent=10))
 
     version, _ = await registry.register("churn", registration(), "validator")
 
-    assert version.status == "registered" and version.aliases == []
-    assert await production_of(registry) is None
-    assert [e.type for e in store.published] == ["model.registered"]
+    assert version.status == "registered" and version.aliases == [PRODUCTION]
+    assert [e.type for e in store.published] == ["model.registered", "model.promoted"]
+
+
+@pytest.mark.parametrize("rollout, alias", [({"canary_percent": 20}, CANARY), ({"shadow": True}, SHADOW)])
+async def test_a_rollout_policy_never_stops_promotion_it_serves_the_candidate_beside_the_champion(rollout, alias):
+    registry, store = await registry_with(spec(**rollout))
+    await registry.register("churn", registration(), "validator")
+
+    candidate, _ = await registry.register("churn", registration(), "validator")
+
+    assert candidate.aliases == [alias]
+    assert await production_of(registry) == 1
+    assert [e.type for e in store.published][-2:] == ["model.registered", "model.rollout"]
+
+
+async def test_an_approved_candidate_of_a_canary_policy_becomes_the_canary():
+    registry, store = await registry_with(spec(canary_percent=10, require_approval=True))
+    await registry.register("churn", registration(), "validator")
+    await registry.decide("churn", 1, approve=True, comment="", actor="bob")
+    await registry.register("churn", registration(), "validator")
+
+    approved = await registry.decide("churn", 2, approve=True, comment="ok", actor="bob")
+
+    assert approved.aliases == [CANARY]
+    assert await production_of(registry) == 1
+
+
+async def test_promoting_the_canary_by_hand_makes_it_production_and_clears_the_canary_alias():
+    registry, store = await registry_with(spec(canary_percent=10))
+    await registry.register("churn", registration(), "validator")
+    await registry.register("churn", registration(), "validator")
+
+    promoted = await registry.move_alias("churn", PRODUCTION, 2, "alice")
+
+    assert promoted.aliases == [PRODUCTION]
+    [*_, announced] = store.published_payloads(ModelPromoted)
+    assert (announced.version, announced.previous_version, announced.reason) == (2, 1, "manual")
+    [*_, cleared] = store.published_payloads(ModelRollout)
+    assert (cleared.alias, cleared.version, cleared.previous_version, cleared.reason) == (CANARY, None, 2, "promoted")
+
+
+async def test_rolling_back_a_canary_clears_its_alias_and_tells_serving():
+    registry, store = await registry_with(spec(canary_percent=10))
+    await registry.register("churn", registration(), "validator")
+    await registry.register("churn", registration(), "validator")
+    report, event = served(2, loaded=True, serving_version=2)
+    await registry.on_model_served(report.model_copy(update={"alias": CANARY}), event)
+    assert [r.alias for r in (await registry.model("churn", None)).serving] == [CANARY]
+
+    await registry.clear_alias("churn", CANARY, "alice")
+
+    assert (await registry.model("churn", None)).serving == []
+
+    with pytest.raises(NotFound):
+        await registry.alias("churn", CANARY)
+    assert await production_of(registry) == 1
+    [*_, cleared] = store.published_payloads(ModelRollout)
+    assert (cleared.alias, cleared.version, cleared.reason) == (CANARY, None, "rollback")
+    [entry, *_] = (await registry.audit(model="churn", limit=10, before_id=None)).entries
+    assert (entry.action, entry.actor, entry.version) == ("alias.cleared", "alice", 2)
+    with pytest.raises(NotFound):
+        await registry.clear_alias("churn", CANARY, "alice")
+
+
+async def test_production_cannot_be_cleared_only_rolled_back():
+    registry, _ = await registry_with(spec())
+    await registry.register("churn", registration(), "validator")
+
+    with pytest.raises(InvalidInput):
+        await registry.clear_alias("churn", PRODUCTION, "alice")
+    assert await production_of(registry) == 1
+
+
+async def test_a_canary_by_hand_needs_a_share_in_the_spec():
+    registry, _ = await registry_with(spec())
+    await registry.register("churn", registration(), "validator")
+
+    with pytest.raises(Conflict, match="canary_percent"):
+        await registry.move_alias("churn", CANARY, 1, "alice")
+
+
+def served(version: int, *, loaded: bool, serving_version: int | None, at: int = 0) -> tuple[ModelServed, Envelope]:
+    payload = ModelServed(
+        model="churn",
+        alias=PRODUCTION,
+        version=version,
+        instance="serving-1",
+        loaded=loaded,
+        error=None if loaded else "UnsafeModel: untrusted type",
+        serving_version=serving_version,
+    )
+    event = new_event(payload, source="mloop/serving", subject="churn")
+    event = replace(event, time=event.time + timedelta(seconds=at))
+    return payload, event
+
+
+async def test_a_version_serving_failed_to_load_shows_on_the_model_until_it_loads():
+    registry, _ = await registry_with(spec())
+    await registry.register("churn", registration(), "validator")
+    await registry.register("churn", registration(), "validator")
+
+    await registry.on_model_served(*served(2, loaded=False, serving_version=1))
+    failing = await registry.model("churn", None)
+    await registry.on_model_served(*served(2, loaded=True, serving_version=2, at=1))
+    healed = await registry.model("churn", None)
+
+    assert failing.problems == ["serving-1 failed to load production v2 (UnsafeModel: untrusted type); serving v1"]
+    assert [(r.version, r.loaded) for r in failing.serving] == [(2, False)]
+    assert healed.problems == [] and [(r.version, r.loaded) for r in healed.serving] == [(2, True)]
+
+
+async def test_a_failed_load_of_a_version_no_longer_aliased_is_no_problem():
+    registry, _ = await registry_with(spec())
+    await registry.register("churn", registration(), "validator")
+    await registry.register("churn", registration(), "validator")
+    await registry.on_model_served(*served(2, loaded=False, serving_version=1))
+
+    await registry.move_alias("churn", PRODUCTION, 1, "alice")
+
+    assert (await registry.model("churn", None)).problems == []
+
+
+async def test_an_older_report_delivered_late_does_not_replace_a_newer_one():
+    registry, _ = await registry_with(spec())
+    await registry.register("churn", registration(), "validator")
+    await registry.register("churn", registration(), "validator")
+    newer = served(2, loaded=True, serving_version=2, at=5)
+    older = served(2, loaded=False, serving_version=1)
+
+    await registry.on_model_served(*newer)
+    await registry.on_model_served(*older)
+    await registry.on_model_served(*older)  # redelivered
+
+    assert (await registry.model("churn", None)).problems == []
 
 
 async def test_registering_the_same_run_twice_returns_the_same_version_and_announces_nothing_new():
@@ -275,25 +423,17 @@ async def test_rolling_back_moves_production_to_the_older_version_and_announces_
     assert moved.detail == {"alias": PRODUCTION, "previous_version": 2, "reason": "rollback"}
 
 
-async def test_promoting_a_newer_version_by_hand_is_a_manual_promotion():
-    registry, store = await registry_with(spec(canary_percent=10))
+async def test_moving_the_challenger_alias_is_audited_and_announced_to_serving_as_a_rollout():
+    registry, store = await registry_with(spec(require_approval=True))
     await registry.register("churn", registration(), "validator")
-
-    await registry.move_alias("churn", PRODUCTION, 1, "alice")
-
-    [promoted] = store.published_payloads(ModelPromoted)
-    assert (promoted.version, promoted.previous_version, promoted.reason) == (1, None, "manual")
-
-
-async def test_moving_the_challenger_alias_is_audited_but_announces_nothing():
-    registry, store = await registry_with(spec(canary_percent=10))
-    await registry.register("churn", registration(), "validator")
+    await registry.decide("churn", 1, approve=True, comment="", actor="bob")
+    published = len(store.published)
 
     view = await registry.move_alias("churn", CHALLENGER, 1, "alice")
 
-    assert view.aliases == [CHALLENGER]
+    assert view.aliases == [CHALLENGER, PRODUCTION]
     assert (await registry.alias("churn", CHALLENGER)).version == 1
-    assert [e.type for e in store.published] == ["model.registered"]
+    assert [e.type for e in store.published[published:]] == ["model.rollout"]
     [moved, *_] = (await registry.audit(model="churn", limit=10, before_id=None)).entries
     assert moved.detail["alias"] == CHALLENGER
 
@@ -309,7 +449,7 @@ async def test_an_unknown_alias_name_is_refused():
 
 
 async def test_an_alias_that_is_not_set_is_not_found():
-    registry, _ = await registry_with(spec(canary_percent=10))
+    registry, _ = await registry_with(spec(require_approval=True))
     await registry.register("churn", registration(), "validator")
 
     with pytest.raises(NotFound):
@@ -439,3 +579,22 @@ async def test_the_audit_log_records_every_change_newest_first_and_pages_back():
     actions = [e.action for e in page.entries + older.entries]
     assert actions == ["alias.moved", "version.registered", "spec.created"]
     assert [e.actor for e in page.entries + older.entries] == ["validator", "validator", "alice"]
+
+
+async def test_when_production_last_moved_is_a_metric_kept_across_a_restart():
+    from prometheus_client import REGISTRY
+
+    def since() -> float | None:
+        return REGISTRY.get_sample_value("mloop_registry_production_since_timestamp_seconds", {"model": "churn"})
+
+    registry, store = await registry_with(spec())
+    await registry.register("churn", registration(), "validator")
+    promoted = since()
+    assert promoted is not None and abs(promoted - time.time()) < 60
+
+    from mloop_registry.handlers import PRODUCTION_SINCE
+
+    PRODUCTION_SINCE.clear()  # a new process: the gauge is empty until the stored state is read
+    assert since() is None
+    await ModelRegistry(store=store).load_metrics()
+    assert since() == pytest.approx(promoted, abs=60)

@@ -1,15 +1,19 @@
 import pytest
 
 from mloop_common.contracts import CHALLENGER, PRODUCTION
-from mloop_common.errors import InvalidInput
+from mloop_common.errors import Conflict, InvalidInput
+from mloop_common.events import CANARY, SHADOW
 from mloop_common.spec import PromotionPolicy
 from mloop_registry.policy import (
+    canary_share,
     check_alias_name,
+    check_clearable,
     governing_policy,
     initial_status,
     may_hold_alias,
     may_promote,
     move_reason,
+    release_alias,
 )
 
 
@@ -37,14 +41,14 @@ def test_default_policy_promotes_a_registered_version_straight_away():
     "require_approval, canary_percent, promoted",
     [
         (False, 0, True),
-        (False, 0.5, False),
-        (False, 10, False),
-        (False, 100, False),
+        (False, 0.5, True),
+        (False, 10, True),
+        (False, 100, True),
         (True, 0, False),
         (True, 10, False),
     ],
 )
-def test_new_version_is_auto_promoted_only_without_approval_or_canary(require_approval, canary_percent, promoted):
+def test_new_version_is_auto_released_unless_it_waits_for_an_approver(require_approval, canary_percent, promoted):
     rules = policy(require_approval, canary_percent)
 
     assert may_promote(initial_status(rules), rules) is promoted
@@ -73,11 +77,39 @@ def test_moving_an_alias_back_to_an_older_version_is_a_rollback(current, target,
     assert move_reason(current, target) == reason
 
 
-def test_only_production_and_challenger_are_aliases():
-    check_alias_name(PRODUCTION)
-    check_alias_name(CHALLENGER)
-    with pytest.raises(InvalidInput, match="'production' or 'challenger'"):
+def test_production_and_the_rollout_aliases_are_the_only_aliases():
+    for alias in (PRODUCTION, CANARY, SHADOW, CHALLENGER):
+        check_alias_name(alias)
+    with pytest.raises(InvalidInput, match="'production' or 'canary' or 'shadow' or 'challenger'"):
         check_alias_name("staging")
+
+
+@pytest.mark.parametrize(
+    "rules, champion, alias",
+    [
+        (PromotionPolicy(), 1, PRODUCTION),
+        (PromotionPolicy(canary_percent=20), 1, CANARY),
+        (PromotionPolicy(shadow=True), 1, SHADOW),
+        (PromotionPolicy(canary_percent=20), None, PRODUCTION),
+        (PromotionPolicy(shadow=True), None, PRODUCTION),
+    ],
+)
+def test_a_released_version_goes_to_its_rollout_alias_beside_a_champion_else_to_production(rules, champion, alias):
+    assert release_alias(rules, champion) == alias
+
+
+def test_a_canary_takes_its_specs_share_and_other_aliases_none():
+    assert canary_share(CANARY, PromotionPolicy(canary_percent=20)) == 20
+    assert canary_share(SHADOW, PromotionPolicy(canary_percent=20)) == 0
+    with pytest.raises(Conflict, match="canary_percent"):
+        canary_share(CANARY, PromotionPolicy())
+
+
+def test_only_rollout_aliases_can_be_cleared():
+    check_clearable(CANARY)
+    with pytest.raises(InvalidInput) as refused:
+        check_clearable(PRODUCTION)
+    assert refused.value.field == "alias"
 
 
 @pytest.mark.parametrize(

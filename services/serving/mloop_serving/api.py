@@ -6,13 +6,14 @@ import logging
 from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends, FastAPI, Request, Response
+from fastapi import APIRouter, Body, Depends, FastAPI, Header, Path, Request, Response
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 
 from mloop_common.errors import InvalidInput, MloopError, NotFound
 from mloop_common.http import components
 from mloop_serving.bootstrap import ServingService
+from mloop_serving.handlers import Scored
 from mloop_serving.oip import (
     EXTENSIONS,
     INFERENCE_HEADER,
@@ -33,16 +34,51 @@ from mloop_serving.schemas import Feedback, FeedbackReceipt, PredictRequest, Pre
 log = logging.getLogger(__name__)
 router = APIRouter()
 Service = Annotated[ServingService, Depends(components)]
+VersionNumber = Annotated[int, Path(ge=1, le=2**31 - 1)]
+
+
+# Requests with the same routing key take the same route (canary or production); without one, the first
+# request id is the key, which spreads anonymous traffic by the canary's share.
+RoutingKey = Annotated[str | None, Header(alias="X-Mloop-Routing-Key", max_length=200)]
+VERSION_HEADER = "X-Mloop-Model-Version"
+ROUTE_HEADER = "X-Mloop-Route"
 
 
 @router.post("/v1/models/{name}:predict", tags=["predict"], response_model_exclude_none=True)
-async def predict(service: Service, name: str, request: PredictRequest) -> PredictResponse:
-    """Predict for a list of instances (objects of feature values) with the production version."""
-    scored = await service.scorer.score(name, request.instances)
+async def predict(
+    service: Service, name: str, request: PredictRequest, response: Response, key: RoutingKey = None
+) -> PredictResponse:
+    """Predict for a list of instances (objects of feature values) with production, or its canary for its share.
+
+    ``X-Mloop-Routing-Key`` makes a client sticky: the same key always takes the same route.
+    """
+    return _answer(await service.scorer.score(name, request.instances, key=key), response)
+
+
+@router.post("/v1/models/{name}/versions/{version}:predict", tags=["predict"], response_model_exclude_none=True)
+async def predict_version(
+    service: Service, name: str, version: VersionNumber, request: PredictRequest, response: Response
+) -> PredictResponse:
+    """Predict with a loaded version named by number (production or a challenger, canary or shadow beside it)."""
+    return _answer(await service.scorer.score(name, request.instances, version), response)
+
+
+@router.post("/v1/models/{name}/aliases/{alias}:predict", tags=["predict"], response_model_exclude_none=True)
+async def predict_alias(
+    service: Service, name: str, alias: str, request: PredictRequest, response: Response
+) -> PredictResponse:
+    """Predict with the version an alias names here (``production``, ``canary``, ``shadow``, ``challenger``)."""
+    return _answer(await service.scorer.score(name, request.instances, alias=alias), response)
+
+
+def _answer(scored: Scored, response: Response) -> PredictResponse:
+    response.headers[VERSION_HEADER] = str(scored.model.version)
+    response.headers[ROUTE_HEADER] = scored.route
     classifier = scored.probabilities is not None
     return PredictResponse(
         predictions=scored.predictions,
         model_version=scored.model.version,
+        route=scored.route,
         request_ids=scored.request_ids,
         probabilities=scored.probabilities,
         classes=scored.model.classes if classifier else None,
@@ -159,7 +195,8 @@ async def model_version_ready(service: Service, name: str, version: str) -> Mode
 
 @oip_router.post("/v2/models/{name}/infer", response_model=InferResponseDoc, openapi_extra=_INFER_BODY)
 async def infer_latest(service: Service, name: str, request: Request) -> Response:
-    """OIP inference with the production version; JSON or binary tensor data, whatever the content type."""
+    """OIP inference with production (or its canary, by ``X-Mloop-Routing-Key`` or the request ``id``); JSON or
+    binary tensor data, whatever the content type. The ``route`` response parameter says how it was chosen."""
     return await _infer(service, name, request, None)
 
 
@@ -174,8 +211,10 @@ async def infer_version(service: Service, name: str, version: str, request: Requ
 async def _infer(service: ServingService, name: str, request: Request, version: int | None) -> Response:
     # The body is read as bytes: Triton's client sends no Content-Type, and binary tensors follow the JSON.
     call = parse_infer_request(await request.body(), request.headers.get(INFERENCE_HEADER))
-    encoded = await service.scorer.infer(name, call, version)
-    return Response(encoded.body, headers=encoded.headers)
+    key = request.headers.get("X-Mloop-Routing-Key")
+    encoded, routed = await service.scorer.infer(name, call, version, key=key)
+    headers = {**encoded.headers, VERSION_HEADER: str(routed.model.version), ROUTE_HEADER: routed.route}
+    return Response(encoded.body, headers=headers)
 
 
 router.include_router(oip_router)

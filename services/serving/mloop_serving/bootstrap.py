@@ -14,7 +14,7 @@ from fastapi import FastAPI
 
 from mloop_common.bus import route
 from mloop_common.clients import RegistryClient
-from mloop_common.events import ModelPromoted
+from mloop_common.events import ModelPromoted, ModelRollout
 from mloop_common.http import Degraded, ReadinessCheck
 from mloop_common.retry import Backoff, retry_call
 from mloop_common.runtime import Runtime
@@ -49,11 +49,18 @@ def models_check(loader: Loader) -> ReadinessCheck:
 
 @asynccontextmanager
 async def bootstrap(settings: ServingSettings, app: FastAPI) -> AsyncIterator[ServingService]:
-    """Build the bus, registry client and artifact store; load production models and follow model.promoted."""
+    """Build the bus, registry client and artifact store; load production models and their rollouts and follow
+    model.promoted and model.rollout; report each load to the registry (model.served)."""
     runtime = Runtime(settings)
     registry = RegistryClient(settings.common.registry_url, actor="serving")
     host = ModelHost()
-    loader = Loader(registry=registry, artifacts=runtime.artifacts, host=host)
+    loader = Loader(
+        registry=registry,
+        artifacts=runtime.artifacts,
+        host=host,
+        reports=runtime.producer,
+        instance=settings.instance_id,
+    )
     logbook = Logbook(
         runtime.producer,
         spill=SpillFile(settings.log_spill_path, max_bytes=settings.log_spill_max_bytes),
@@ -70,9 +77,14 @@ async def bootstrap(settings: ServingSettings, app: FastAPI) -> AsyncIterator[Se
         clock=lambda: datetime.now(UTC),
         new_id=lambda: uuid.uuid4().hex,
         max_instances=settings.max_instances,
+        max_shadow_pending=settings.max_shadow_pending,
     )
     # Every replica must see every promotion, so each has its own consumer group.
-    runtime.consume(route(ModelPromoted, loader.on_model_promoted), group_suffix=f"-{settings.instance_id}")
+    runtime.consume(
+        route(ModelPromoted, loader.on_model_promoted),
+        route(ModelRollout, loader.on_model_rollout),
+        group_suffix=f"-{settings.instance_id}",
+    )
     await runtime.start(app)
     await logbook.start()
     # The registry may start after us: keep asking until it answers (readiness waits for this).
@@ -88,6 +100,7 @@ async def bootstrap(settings: ServingSettings, app: FastAPI) -> AsyncIterator[Se
         with contextlib.suppress(asyncio.CancelledError):
             await initial_sync
         await loader.close()
+        await scorer.close()
         try:
             await logbook.stop()
         finally:

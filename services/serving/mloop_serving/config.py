@@ -19,6 +19,8 @@ class ServingSettings(ServiceSettings):
     instance_id: str = Field(default_factory=socket.gethostname)
     max_instances: int = Field(10_000, ge=1)
     max_body_bytes: int = 20 * 1024 * 1024
+    # Shadow scorings running at once; a request arriving past it is not shadowed (counted), never delayed.
+    max_shadow_pending: int = Field(8, ge=1)
     log_batch_size: int = Field(500, ge=1)
     log_interval_seconds: float = Field(0.5, gt=0)
     # The broker refuses messages over its limit (1 MiB by default); the rest is room for the trace headers.

@@ -9,26 +9,39 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from prometheus_client import Counter, Gauge
 
 from mloop_common.artifacts import Artifacts
 from mloop_common.bus import classify
 from mloop_common.clients import Registry
-from mloop_common.contracts import PRODUCTION, VersionView
+from mloop_common.contracts import PRODUCTION, AliasView, VersionView
 from mloop_common.errors import InvalidInput, NotFound
-from mloop_common.events import Envelope, FeedbackRecord, ModelPromoted, PredictionRecord
+from mloop_common.events import (
+    CANARY,
+    CHALLENGER,
+    SHADOW,
+    Envelope,
+    FeedbackRecord,
+    ModelPromoted,
+    ModelRollout,
+    ModelServed,
+    PredictionRecord,
+    new_event,
+)
 from mloop_common.modelio import load_model
 from mloop_common.profile import ReferenceProfile
 from mloop_common.retry import Backoff
 from mloop_serving import oip
-from mloop_serving.host import LoadedModel, ModelHost, warmup_instance
-from mloop_serving.logbook import Logbook, RequestIndex
+from mloop_serving.host import LoadedModel, ModelHost, Rollout, Routed, warmup_instance
+from mloop_serving.logbook import SOURCE, Logbook, Publisher, RequestIndex
 from mloop_serving.oip import Encoded, InferCall, check_outputs
 from mloop_serving.schemas import Feedback, FeedbackReceipt
 
 INLINE_ROWS = 64  # bigger batches are predicted in a thread so the event loop keeps serving
+ROLLOUT_ALIASES = (CANARY, SHADOW, CHALLENGER)  # served beside production
+REPORT_TIMEOUT = 5.0  # seconds a load report may wait for Kafka; it is a status line, not worth stalling a load
 log = logging.getLogger(__name__)
 
 
@@ -38,6 +51,13 @@ LOAD_FAILED = Gauge(
     ["model"],
 )
 LOAD_FAILURES = Counter("mloop_serving_model_load_failures_total", "Failed attempts to load a model version", ["model"])
+ROUTED = Counter("mloop_serving_routed_requests_total", "Requests answered, by model and route", ["model", "route"])
+SHADOW_SCORED = Counter("mloop_serving_shadow_scored_total", "Requests scored by a shadow version", ["model"])
+SHADOW_SKIPPED = Counter(
+    "mloop_serving_shadow_skipped_total",
+    "Requests a shadow version did not score: too many shadow scorings pending, or the shadow failed",
+    ["model", "reason"],
+)
 
 
 @dataclass(frozen=True)
@@ -72,10 +92,16 @@ class Loader:
         artifacts: Artifacts,
         host: ModelHost,
         retry_backoff: Backoff = Backoff(initial=1.0, maximum=60.0),
+        reports: Publisher | None = None,
+        instance: str = "serving",
     ) -> None:
         self.registry = registry
         self.artifacts = artifacts
         self.host = host
+        # Each load outcome goes to the registry as model.served, so it can show a version nobody serves.
+        self._reports = reports
+        self._instance = instance
+        self.rollout_failures: dict[tuple[str, str], str] = {}
         self.synced = False
         self.failures: dict[str, LoadFailure] = {}
         self._backoff = retry_backoff
@@ -89,18 +115,27 @@ class Loader:
         Returns when each has been tried once; failures are recorded, and those caused by a dependency
         being away are retried in the background. Only the registry's list of models must answer.
         """
-        names = [model.name for model in await self.registry.list_models() if PRODUCTION in model.aliases]
+        models = await self.registry.list_models()
+        names = [model.name for model in models if PRODUCTION in model.aliases]
         outcomes = await asyncio.gather(*(self.ensure_production(name) for name in names), return_exceptions=True)
         for name, outcome in zip(names, outcomes, strict=True):
             failure = self.failures.get(name)
             if isinstance(outcome, BaseException) and failure is not None and failure.retrying:
                 self._retry_later(name)
+        # Rollouts come second: production answers first. A rollout that fails is reported and waits for its
+        # next model.rollout event (or a restart); it never holds up readiness.
+        rolled_out = [m.name for m in models if PRODUCTION in m.aliases and set(m.aliases) & set(ROLLOUT_ALIASES)]
+        await asyncio.gather(*(self.ensure_rollouts(name) for name in rolled_out), return_exceptions=True)
         self.synced = True
 
     async def on_model_promoted(self, promoted: ModelPromoted, event: Envelope) -> None:
         # Ask the registry rather than trust event order: a replayed old promotion must not win. A failure is
         # recorded and raised, so the consumer retries it (until back, if transient) or dead-letters it.
         await self.ensure_production(promoted.model)
+
+    async def on_model_rollout(self, rollout: ModelRollout, event: Envelope) -> None:
+        # As for promotions, the registry says where every rollout alias points now; the event is only the cue.
+        await self.ensure_rollouts(rollout.model)
 
     async def ensure_production(self, name: str) -> None:
         """Load, warm and swap in ``name``'s production version; one that fails to load swaps nothing."""
@@ -112,17 +147,92 @@ class Loader:
                     self._loaded(name)  # e.g. a rollback to the version served makes a failed newer one moot
                     return
                 version = current.version
-                loaded = await asyncio.to_thread(self._load, current)
+                # A canary made production is already loaded and warm.
+                loaded = await self._hosted_or_load(current)
             except Exception as exc:
                 self._failed(name, version, exc)
+                if version is not None:
+                    await self._report(name, PRODUCTION, version, error=self.failures[name].reason)
                 raise
             previous = self.host.swap(loaded)
             self._loaded(name)
             log.info("serving %s v%s (was v%s)", name, loaded.version, previous.version if previous else None)
+            await self._report(name, PRODUCTION, loaded.version)
+
+    async def ensure_rollouts(self, name: str) -> None:
+        """Host the versions ``name``'s rollout aliases name (canary, shadow, challenger), and only those.
+
+        One alias failing to load leaves it as it was and the others still sync; the first failure is raised.
+        """
+        async with self._locks[name]:
+            failed: Exception | None = None
+            for alias in ROLLOUT_ALIASES:
+                try:
+                    await self._sync_rollout(name, alias)
+                    self.rollout_failures.pop((name, alias), None)
+                except Exception as exc:
+                    failed = failed or exc
+                    LOAD_FAILURES.labels(name).inc()
+                    self.rollout_failures[(name, alias)] = f"{type(exc).__name__}: {exc}"[:300]
+                    log.error("could not load %s %s: %s", name, alias, self.rollout_failures[(name, alias)])
+            if failed is not None:
+                raise failed
+
+    async def _sync_rollout(self, name: str, alias: str) -> None:
+        target = await self.registry.alias(name, alias)
+        if target is None:
+            if self.host.set_rollout(name, None, alias) is not None:
+                log.info("%s %s no longer served", name, alias)
+            return
+        percent = await self._canary_share(name, target) if alias == CANARY else 0.0
+        hosted = self.host.rollout(name, alias)
+        if hosted is not None and hosted.model.version == target.version and hosted.percent == percent:
+            return
+        try:
+            model = await self._hosted_or_load(target)
+        except Exception as exc:
+            await self._report(name, alias, target.version, error=f"{type(exc).__name__}: {exc}"[:300])
+            raise
+        self.host.set_rollout(name, Rollout(alias, model, percent), alias)
+        log.info("serving %s v%s as %s%s", name, model.version, alias, f" ({percent}%)" if alias == CANARY else "")
+        await self._report(name, alias, model.version)
+
+    async def _hosted_or_load(self, version: VersionView) -> LoadedModel:
+        hosted = self.host.loaded(version.model, version.version)
+        return hosted if hosted is not None else await asyncio.to_thread(self._load, version)
+
+    async def _canary_share(self, name: str, target: AliasView) -> float:
+        """The canary's share: the larger of its own spec's and the model's current spec's, as the registry rules."""
+        own = await self.registry.model(name, target.spec_version)
+        current = await self.registry.model(name)
+        return max(own.spec.promotion.canary_percent, current.spec.promotion.canary_percent)
+
+    async def _report(self, name: str, alias: str, version: int, *, error: str | None = None) -> None:
+        """Tell the registry (model.served) what this instance made of ``alias``; a lost report is only logged."""
+        if self._reports is None:
+            return
+        served = ModelServed(
+            model=name,
+            alias=alias,
+            version=version,
+            instance=self._instance,
+            loaded=error is None,
+            error=error,
+            serving_version=self.host.current_version(name, alias),
+        )
+        try:
+            await asyncio.wait_for(
+                self._reports.publish(new_event(served, source=SOURCE, subject=name)), REPORT_TIMEOUT
+            )
+        except Exception as exc:
+            log.warning("could not report loading %s %s v%s to the registry: %r", name, alias, version, exc)
 
     def problems(self) -> list[str]:
-        """One line per model whose production version is not the one served here."""
-        return [failure.describe() for _, failure in sorted(self.failures.items())]
+        """One line per model whose production version (or a rollout) is not the one served here."""
+        return [failure.describe() for _, failure in sorted(self.failures.items())] + [
+            f"{name}: {alias} failed to load ({reason})"
+            for (name, alias), reason in sorted(self.rollout_failures.items())
+        ]
 
     async def close(self) -> None:
         for task in self._retries.values():
@@ -174,16 +284,21 @@ class Loader:
 
 @dataclass(frozen=True)
 class Scored:
-    """A model's answer to some instances, one request id per instance."""
+    """A model's answer to some instances, one request id per instance, and the route that chose the model."""
 
     model: LoadedModel
     predictions: list[Any]
     probabilities: list[list[float]] | None
     request_ids: list[str]
+    route: str
 
 
 class Scorer:
-    """Scores instances with a loaded model, logs every prediction, and routes labels to their model."""
+    """Scores instances with a loaded model, logs every prediction, and routes labels to their model.
+
+    Requests without a version go to production or, for its share of routing keys, the canary; a shadow
+    version scores a copy of them in the background. A version (or alias) named by the client answers itself.
+    """
 
     def __init__(
         self,
@@ -194,6 +309,7 @@ class Scorer:
         clock: Callable[[], datetime],
         new_id: Callable[[], str],
         max_instances: int = 10_000,
+        max_shadow_pending: int = 8,
     ) -> None:
         self.host = host
         self.requests = requests
@@ -201,43 +317,124 @@ class Scorer:
         self.clock = clock
         self.new_id = new_id
         self.max_instances = max_instances
+        self.max_shadow_pending = max_shadow_pending
+        self._shadows: set[asyncio.Task[None]] = set()
 
-    async def score(self, name: str, instances: list[dict[str, Any]], version: int | None = None) -> Scored:
-        """Predict ``instances`` with model ``name`` (production, or ``version`` if that is the one loaded)."""
-        return await self._score(self.host.get(name, version), instances)
+    async def score(
+        self,
+        name: str,
+        instances: list[dict[str, Any]],
+        version: int | None = None,
+        *,
+        alias: str | None = None,
+        key: str | None = None,
+    ) -> Scored:
+        """Predict ``instances`` with model ``name``: routed by ``key``, or the ``version`` or ``alias`` named."""
+        request_ids = self._ids(instances)
+        routed = self._pick(name, version, alias, key or request_ids[0])
+        scored = await self._score(routed, instances, request_ids)
+        if version is None and alias is None:
+            self._shadow(name, instances, request_ids)
+        return scored
 
-    async def infer(self, name: str, call: InferCall, version: int | None = None) -> Encoded:
-        """An Open Inference Protocol request scored like any other, answered in the protocol's encoding."""
-        model = self.host.get(name, version)
-        check_outputs(call, model)
-        scored = await self._score(model, oip.instances(call, model))
-        return oip.encode_response(call, model, scored.predictions, scored.probabilities, scored.request_ids)
+    async def infer(
+        self, name: str, call: InferCall, version: int | None = None, *, key: str | None = None
+    ) -> tuple[Encoded, Routed]:
+        """An Open Inference Protocol request scored like any other, answered in the protocol's encoding.
 
-    async def _score(self, model: LoadedModel, instances: list[dict[str, Any]]) -> Scored:
-        """Predict, give each instance a request id, and log the predictions (published later, in batches)."""
+        Routed by ``key``, else by the request's ``id``, so a client that reuses its ids is sticky too.
+        """
+        routed = self._pick(name, version, None, key or call.id or self.new_id())
+        check_outputs(call, routed.model)
+        instances = oip.instances(call, routed.model)
+        request_ids = self._ids(instances)
+        scored = await self._score(routed, instances, request_ids)
+        if version is None:
+            self._shadow(name, instances, request_ids)
+        encoded = oip.encode_response(
+            call, routed.model, scored.predictions, scored.probabilities, scored.request_ids, route=routed.route
+        )
+        return encoded, routed
+
+    async def close(self) -> None:
+        """Let pending shadow scorings finish (their records are logged before the log stops)."""
+        await asyncio.gather(*self._shadows, return_exceptions=True)
+
+    def _ids(self, instances: list[dict[str, Any]]) -> list[str]:
         if len(instances) > self.max_instances:
             raise InvalidInput(f"at most {self.max_instances} instances per request", field="instances")
+        return [self.new_id() for _ in instances]
+
+    def _pick(self, name: str, version: int | None, alias: str | None, key: str) -> Routed:
+        if alias is not None:
+            return self.host.explicit(self.host.by_alias(name, alias))
+        if version is not None:
+            return self.host.explicit(self.host.get(name, version))
+        return self.host.route(name, key)
+
+    async def _score(self, routed: Routed, instances: list[dict[str, Any]], request_ids: list[str]) -> Scored:
+        """Predict, and log the predictions under the version that answered (published later, in batches)."""
+        model = routed.model
         frame = model.frame(instances)
         if len(instances) <= INLINE_ROWS:
             predictions, probabilities = model.predict(frame)
         else:
             predictions, probabilities = await asyncio.to_thread(model.predict, frame)
-        now = self.clock()
-        request_ids = [self.new_id() for _ in instances]
-        records = []
-        for i, request_id in enumerate(request_ids):
+        for request_id in request_ids:
             self.requests.add(request_id, model.name, model.version)
-            records.append(
-                PredictionRecord(
-                    request_id=request_id,
-                    timestamp=now,
-                    inputs=instances[i],
-                    prediction=predictions[i],
-                    probabilities=probabilities[i] if probabilities else None,
-                )
+        self._log(model, instances, request_ids, predictions, probabilities, routed.route)
+        ROUTED.labels(model.name, routed.route).inc()
+        return Scored(model, predictions, probabilities, request_ids, routed.route)
+
+    def _log(
+        self,
+        model: LoadedModel,
+        instances: list[dict[str, Any]],
+        request_ids: list[str],
+        predictions: list[Any],
+        probabilities: list[list[float]] | None,
+        route: Literal["champion", "canary", "shadow", "challenger"],
+    ) -> None:
+        now = self.clock()
+        records = [
+            PredictionRecord(
+                request_id=request_id,
+                timestamp=now,
+                inputs=instances[i],
+                prediction=predictions[i],
+                probabilities=probabilities[i] if probabilities else None,
+                route=route,
             )
+            for i, request_id in enumerate(request_ids)
+        ]
         self.logbook.log_predictions(model.name, model.version, records)
-        return Scored(model, predictions, probabilities, request_ids)
+
+    def _shadow(self, name: str, instances: list[dict[str, Any]], request_ids: list[str]) -> None:
+        """Score a copy of a production request with the shadow version, off the response path.
+
+        Bounded: with ``max_shadow_pending`` scorings already running, the copy is skipped (and counted)
+        rather than queued, so a slow shadow can never build a backlog that slows production.
+        """
+        shadow = self.host.shadow(name)
+        if shadow is None:
+            return
+        if len(self._shadows) >= self.max_shadow_pending:
+            SHADOW_SKIPPED.labels(name, "busy").inc()
+            return
+        task = asyncio.create_task(self._score_shadow(shadow, instances, request_ids), name=f"shadow-{name}")
+        self._shadows.add(task)
+        task.add_done_callback(self._shadows.discard)
+
+    async def _score_shadow(self, model: LoadedModel, instances: list[dict[str, Any]], request_ids: list[str]) -> None:
+        try:
+            frame = model.frame(instances)
+            predictions, probabilities = await asyncio.to_thread(model.predict, frame)
+        except Exception as exc:  # the shadow's failure is its own: the client already has its answer
+            SHADOW_SKIPPED.labels(model.name, "failed").inc()
+            log.warning("shadow %s v%s failed: %r", model.name, model.version, exc)
+            return
+        self._log(model, instances, request_ids, predictions, probabilities, "shadow")
+        SHADOW_SCORED.labels(model.name).inc()
 
     def record_feedback(self, items: Sequence[Feedback]) -> FeedbackReceipt:
         """Log each label for the model that answered its request (remembered here, or named by the item).

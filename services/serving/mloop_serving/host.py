@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 
 from mloop_common.errors import InvalidInput, NotFound
+from mloop_common.events import CANARY, PRODUCTION, SHADOW
 from mloop_common.profile import CategoricalProfile, FeatureKind, ReferenceProfile
+from mloop_serving.routing import takes_canary
+
+Route = Literal["champion", "canary", "challenger"]  # how a returned answer was chosen (shadow never returns)
 
 
 @dataclass(frozen=True)
@@ -81,28 +85,116 @@ def warmup_instance(profile: ReferenceProfile, features: list[str]) -> dict[str,
     return row
 
 
+@dataclass(frozen=True)
+class Rollout:
+    """A version served beside production under a rollout alias (canary, shadow or challenger)."""
+
+    alias: str
+    model: LoadedModel
+    percent: float = 0.0  # the canary's share of traffic
+
+
+@dataclass(frozen=True)
+class Routed:
+    """The version that answers a request, and by which route it was chosen."""
+
+    model: LoadedModel
+    route: Route
+
+
+@dataclass(frozen=True)
+class _Hosted:
+    production: LoadedModel | None = None
+    rollouts: dict[str, Rollout] = field(default_factory=dict)
+
+
 class ModelHost:
-    """The models this process serves; replacing one is a single dict assignment, hence atomic."""
+    """The versions this process serves, per model: production and its rollouts.
+
+    Every change replaces a model's whole entry in one dict assignment, hence is atomic: a request sees
+    the versions of before a change, or of after it, never a mix.
+    """
 
     def __init__(self) -> None:
-        self._models: dict[str, LoadedModel] = {}
+        self._models: dict[str, _Hosted] = {}
 
     def get(self, name: str, version: int | None = None) -> LoadedModel:
-        model = self._models.get(name)
-        if model is None:
-            raise NotFound(f"model {name!r} is not served here (no production version loaded)")
-        if version is not None and version != model.version:
-            raise NotFound(f"model {name!r} version {version} is not loaded; serving version {model.version}")
-        return model
+        """Production, or the hosted ``version`` (production or a rollout)."""
+        hosted = self._models.get(name, _Hosted())
+        if version is None or (hosted.production is not None and hosted.production.version == version):
+            if hosted.production is None:
+                raise NotFound(f"model {name!r} is not served here (no production version loaded)")
+            return hosted.production
+        for rollout in hosted.rollouts.values():
+            if rollout.model.version == version:
+                return rollout.model
+        loaded = sorted(self.versions(name))
+        raise NotFound(f"model {name!r} version {version} is not loaded; loaded versions: {loaded}")
 
-    def current_version(self, name: str) -> int | None:
-        model = self._models.get(name)
-        return model.version if model else None
+    def by_alias(self, name: str, alias: str) -> LoadedModel:
+        """The version hosted under ``alias``."""
+        if alias == PRODUCTION:
+            return self.get(name)
+        rollout = self._models.get(name, _Hosted()).rollouts.get(alias)
+        if rollout is None:
+            raise NotFound(f"model {name!r} has no {alias!r} version loaded here")
+        return rollout.model
+
+    def route(self, name: str, key: str) -> Routed:
+        """Production, or the canary for the share of routing keys it takes."""
+        production = self.get(name)
+        canary = self._models[name].rollouts.get(CANARY)
+        if canary is not None and takes_canary(key, canary.percent):
+            return Routed(canary.model, "canary")
+        return Routed(production, "champion")
+
+    def explicit(self, model: LoadedModel) -> Routed:
+        """A version the client named: the champion route if it is production, else the challenger route."""
+        production = self._models.get(model.name, _Hosted()).production
+        return Routed(model, "champion" if production is model else "challenger")
+
+    def shadow(self, name: str) -> LoadedModel | None:
+        """The version that scores a copy of every production request, if any."""
+        rollout = self._models.get(name, _Hosted()).rollouts.get(SHADOW)
+        return rollout.model if rollout is not None else None
+
+    def current_version(self, name: str, alias: str = PRODUCTION) -> int | None:
+        hosted = self._models.get(name, _Hosted())
+        if alias == PRODUCTION:
+            return hosted.production.version if hosted.production else None
+        rollout = hosted.rollouts.get(alias)
+        return rollout.model.version if rollout else None
+
+    def rollout(self, name: str, alias: str) -> Rollout | None:
+        return self._models.get(name, _Hosted()).rollouts.get(alias)
+
+    def versions(self, name: str) -> set[int]:
+        hosted = self._models.get(name, _Hosted())
+        found = {r.model.version for r in hosted.rollouts.values()}
+        return found | ({hosted.production.version} if hosted.production else set())
+
+    def loaded(self, name: str, version: int) -> LoadedModel | None:
+        """The hosted ``version`` of ``name`` under any alias (a canary becoming production is not loaded again)."""
+        try:
+            return self.get(name, version)
+        except NotFound:
+            return None
 
     def swap(self, model: LoadedModel) -> LoadedModel | None:
-        previous = self._models.get(model.name)
-        self._models[model.name] = model
-        return previous
+        """Make ``model`` production; returns the version it replaced."""
+        hosted = self._models.get(model.name, _Hosted())
+        self._models[model.name] = _Hosted(model, hosted.rollouts)
+        return hosted.production
+
+    def set_rollout(self, name: str, rollout: Rollout | None, alias: str) -> Rollout | None:
+        """Host ``rollout`` under ``alias`` (None: stop hosting it); returns what it replaced."""
+        hosted = self._models.get(name, _Hosted())
+        rollouts = {a: r for a, r in hosted.rollouts.items() if a != alias}
+        if rollout is not None:
+            rollouts[alias] = rollout
+        self._models[name] = _Hosted(hosted.production, rollouts)
+        return hosted.rollouts.get(alias)
 
     def names(self) -> list[str]:
-        return sorted(self._models)
+        """Models with a production version served."""
+        return sorted(name for name, hosted in self._models.items() if hosted.production is not None)

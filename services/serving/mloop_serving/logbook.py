@@ -14,6 +14,7 @@ from typing import Any, Protocol
 from prometheus_client import Counter, Gauge
 
 from mloop_common.events import (
+    TOPIC_OF,
     Envelope,
     FeedbackReceived,
     FeedbackRecord,
@@ -42,8 +43,9 @@ REPLAYED = Counter("mloop_serving_log_replayed_records_total", "Records publishe
 SPILL_BYTES = Gauge("mloop_serving_log_spill_bytes", "Bytes in the prediction log's spill (events waiting for Kafka)")
 OVERSIZED = Counter(
     "mloop_serving_log_oversized_records_total",
-    "Records dropped because one alone makes an event over log_max_event_bytes (the broker would refuse it)",
+    "Records that alone make an event over log_max_event_bytes (the broker would refuse it): inputs truncated",
 )
+TRUNCATED = "_truncated"  # the key replacing an oversized record's inputs; its value is the record's encoded size
 
 
 class Publisher(Protocol):
@@ -85,7 +87,8 @@ class Logbook:
     """Buffers records and publishes them in batches every ``interval`` seconds or ``batch_size`` records.
 
     A batch whose event would exceed ``max_event_bytes`` once encoded is split until every event
-    fits; a record too large to fit even alone can never be published, so it is dropped and counted.
+    fits; a prediction record too large to fit even alone is published with its inputs replaced by a
+    marker (``truncated``), and one that does not fit even so is dropped and counted.
 
     Events Kafka does not take go to the ``spill`` (a local file in production) and are replayed from
     there, oldest first, before anything newer is published; while the spill holds events, new ones
@@ -230,16 +233,7 @@ class Logbook:
         if size <= self._max_event_bytes:
             return [_Batch(event, len(records))]
         if len(records) == 1:
-            OVERSIZED.inc()
-            log.error(
-                "dropping a %s record of %s (request %s): %d bytes encoded, over log_max_event_bytes=%d",
-                event.type,
-                subject,
-                records[0].request_id,
-                size,
-                self._max_event_bytes,
-            )
-            return []
+            return self._truncated(empty, subject, records[0], size)
         # Records of one model are usually alike, so splitting in proportion to the size makes parts that fit
         # at the first try; a part that still does not (one outsized record) is split again.
         parts = min(len(records), max(2, math.ceil(size / self._max_event_bytes)))
@@ -248,6 +242,37 @@ class Logbook:
         for start in range(0, len(records), step):
             batches += self._fitting(empty, subject, records[start : start + step])
         return batches
+
+    def _truncated(
+        self, empty: PredictionsLogged | FeedbackReceived, subject: str, record: Any, size: int
+    ) -> list[_Batch]:
+        """A record too large for one event on its own: its inputs give way to a marker, once, never retried.
+
+        The prediction, its id and its route are kept, so the answer stays traceable and feedback still joins it;
+        a record that does not fit even so (a label or prediction that large) is dropped and counted.
+        """
+        OVERSIZED.inc()
+        if isinstance(record, PredictionRecord) and not record.truncated:
+            log.warning(
+                "truncating the inputs of a prediction record of %s (request %s): %d bytes encoded, over "
+                "log_max_event_bytes=%d",
+                subject,
+                record.request_id,
+                size,
+                self._max_event_bytes,
+            )
+            marker = record.model_copy(update={"inputs": {TRUNCATED: size}, "truncated": True})
+            return self._fitting(empty, subject, [marker])
+        DROPPED.inc()
+        log.error(
+            "dropping a %s record of %s (request %s): %d bytes encoded even truncated, over log_max_event_bytes=%d",
+            TOPIC_OF[type(empty)],
+            subject,
+            record.request_id,
+            size,
+            self._max_event_bytes,
+        )
+        return []
 
     async def _run(self) -> None:
         failures = 0

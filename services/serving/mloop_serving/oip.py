@@ -440,11 +440,13 @@ def encode_response(
     predictions: list[Any],
     probabilities: list[list[float]] | None,
     request_ids: list[str],
+    *,
+    route: str = "champion",
 ) -> Encoded:
     """The answer to ``call``: the outputs it asked for (default all) as JSON or binary, as it asked.
 
     The request's ``id`` is echoed (none is made up); the ids under which each row's prediction was
-    logged (for feedback) are the ``request_ids`` parameter.
+    logged (for feedback) are the ``request_ids`` parameter, and how its version was chosen ``route``.
     """
     datatypes = output_datatypes(model)
     tensors: dict[str, tuple[list[int], list[Any]]] = {PREDICT: ([len(predictions)], predictions)}
@@ -469,7 +471,7 @@ def encode_response(
     if call.id is not None:
         answer["id"] = call.id
     answer["outputs"] = outputs
-    answer["parameters"] = {"request_ids": request_ids}
+    answer["parameters"] = {"request_ids": request_ids, "route": route}
     header = json.dumps(answer, separators=(",", ":")).encode()
     if not chunks:
         return Encoded(header, None)

@@ -17,7 +17,8 @@ class PredictResponse(BaseModel):
     """One prediction and one request id per instance; ``probabilities`` and ``classes`` for classifiers only."""
 
     predictions: list[Any]
-    model_version: int
+    model_version: int = Field(description="the version that answered")
+    route: str = Field(description="how it was chosen: champion, canary, or challenger (a version named by the client)")
     request_ids: list[str]
     probabilities: list[list[float]] | None = None
     classes: list[Any] | None = Field(None, description="the column order of probabilities")

@@ -59,7 +59,7 @@ async def test_predict_answers_predictions_probabilities_classes_and_request_ids
 
     assert response.status_code == 200
     body = response.json()
-    assert body.keys() == {"predictions", "probabilities", "classes", "model_version", "request_ids"}
+    assert body.keys() == {"predictions", "probabilities", "classes", "model_version", "route", "request_ids"}
     assert body["predictions"] == ["yes"] and body["model_version"] == 1 and body["classes"] == ["no", "yes"]
     assert body["request_ids"] == ["req-1"] and len(body["probabilities"][0]) == 2
 
@@ -73,7 +73,7 @@ async def test_a_regressor_answers_without_probabilities_or_classes(svc, client)
     response = await client.post("/v1/models/demand:predict", json={"instances": [ROW]})
 
     assert response.status_code == 200
-    assert response.json().keys() == {"predictions", "model_version", "request_ids"}
+    assert response.json().keys() == {"predictions", "model_version", "route", "request_ids"}
 
 
 @pytest.mark.parametrize(
@@ -210,7 +210,7 @@ async def test_oip_infer_answers_the_protocols_shape_and_logs_the_predictions(sv
             {"name": "predict", "shape": [2], "datatype": "BYTES", "data": ["yes", "no"]},
             {"name": "predict_proba", "shape": [2, 2], "datatype": "FP64", "data": body["outputs"][1]["data"]},
         ],
-        "parameters": {"request_ids": ["req-1", "req-2"]},
+        "parameters": {"request_ids": ["req-1", "req-2"], "route": "champion"},
     }
     assert [o["name"] for o in only_predict["outputs"]] == ["predict"]
     assert (await client.post("/v2/models/churn/versions/2/infer", json=request)).status_code == 404
@@ -388,3 +388,35 @@ async def test_the_infer_request_body_is_documented_with_resolvable_schemas(clie
     inputs_ref = request["properties"]["inputs"]["items"]["$ref"]
     assert inputs_ref.rsplit("/", 1)[1] in schema["components"]["schemas"]
     assert "application/octet-stream" in body
+
+
+async def test_every_answer_names_the_version_and_route_in_headers_and_body(svc, client):
+    await serving_v1(svc)
+    await svc.register(classifier_file(seed=2))
+    svc.registry.aliases["churn"] = {"production": 1, "challenger": 2}
+    await svc.loader.ensure_rollouts("churn")
+
+    routed = await client.post(
+        "/v1/models/churn:predict", json={"instances": [ROW]}, headers={"X-Mloop-Routing-Key": "a"}
+    )
+    named = await client.post("/v1/models/churn/versions/2:predict", json={"instances": [ROW]})
+    aliased = await client.post("/v1/models/churn/aliases/challenger:predict", json={"instances": [ROW]})
+    oip = await client.post(
+        "/v2/models/churn/versions/2/infer",
+        json={"inputs": [{"name": f, "shape": [1], "datatype": "FP64", "data": [ROW[f]]} for f in FEATURES]},
+    )
+
+    answers = [(r.headers["X-Mloop-Model-Version"], r.headers["X-Mloop-Route"]) for r in (routed, named, aliased, oip)]
+    assert answers == [("1", "champion"), ("2", "challenger"), ("2", "challenger"), ("2", "challenger")]
+    assert (routed.json()["model_version"], routed.json()["route"]) == (1, "champion")
+    assert (named.json()["model_version"], named.json()["route"]) == (2, "challenger")
+    assert (oip.json()["model_version"], oip.json()["parameters"]["route"]) == ("2", "challenger")
+
+
+async def test_a_version_that_is_not_loaded_is_not_found_by_number_or_alias(svc, client):
+    await serving_v1(svc)
+
+    by_number = await client.post("/v1/models/churn/versions/9:predict", json={"instances": [ROW]})
+    by_alias = await client.post("/v1/models/churn/aliases/canary:predict", json={"instances": [ROW]})
+
+    assert (by_number.status_code, by_alias.status_code) == (404, 404)

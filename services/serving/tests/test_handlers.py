@@ -258,7 +258,7 @@ async def test_an_inference_protocol_request_is_scored_and_logged_like_any_other
         ).encode()
     )
 
-    answer = json.loads((await svc.scorer.infer("churn", call, version=1)).body)
+    answer = json.loads((await svc.scorer.infer("churn", call, version=1))[0].body)
     await svc.logbook.flush()
 
     assert answer["id"] == "client-1" and answer["model_version"] == "1"

@@ -288,7 +288,7 @@ async def test_feedback_batches_are_split_by_size_too():
     assert publish.request_ids() == ids(labels)
 
 
-async def test_a_record_too_large_to_publish_alone_is_dropped_and_counted_not_retried(caplog):
+async def test_a_record_too_large_to_publish_alone_is_sent_truncated_with_a_flag_once(caplog):
     publish = FakePublisher()
     logbook = Logbook(publish, max_event_bytes=900_000)
     before, huge, after = predictions(3), predictions(1), predictions(3)
@@ -299,8 +299,30 @@ async def test_a_record_too_large_to_publish_alone_is_dropped_and_counted_not_re
     await logbook.flush()
     await logbook.flush()
 
-    assert publish.request_ids() == ids(before) + ids(after)
+    assert publish.request_ids() == ids(before + huge + after)
+    records = {r.request_id: r for payload, _ in publish.sent for r in payload.records}
+    cut = records[huge[0].request_id]
+    assert cut.truncated and set(cut.inputs) == {"_truncated"} and cut.inputs["_truncated"] > 1_000_000
+    assert (cut.prediction, cut.route) == (huge[0].prediction, huge[0].route)
+    assert not any(records[rid].truncated for rid in ids(before + after))
+    assert all(record_bytes(event) <= 900_000 for event in publish.events)
     assert oversized_so_far() - oversized_before == 1
+    assert any(r.levelname == "WARNING" and huge[0].request_id in r.getMessage() for r in caplog.records)
+
+
+async def test_a_record_too_large_even_truncated_is_dropped_and_counted_not_retried(caplog):
+    publish = FakePublisher()
+    logbook = Logbook(publish, max_event_bytes=900_000)
+    kept, huge = predictions(2), predictions(1)
+    huge = [huge[0].model_copy(update={"prediction": "x" * 1_000_000})]
+    dropped_before = dropped_so_far()
+    logbook.log_predictions("churn", 1, kept + huge)
+
+    await logbook.flush()
+    await logbook.flush()
+
+    assert publish.request_ids() == ids(kept)
+    assert dropped_so_far() - dropped_before == 1
     assert any(r.levelname == "ERROR" and huge[0].request_id in r.getMessage() for r in caplog.records)
 
 

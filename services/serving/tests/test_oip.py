@@ -421,7 +421,7 @@ def test_a_json_answer_echoes_the_request_id_and_lists_every_output():
             {"name": "predict", "shape": [2], "datatype": "BYTES", "data": ["yes", "no"]},
             {"name": "predict_proba", "shape": [2, 2], "datatype": "FP64", "data": [0.25, 0.75, 0.9, 0.1]},
         ],
-        "parameters": {"request_ids": ["r-1", "r-2"]},
+        "parameters": {"request_ids": ["r-1", "r-2"], "route": "champion"},
     }
     assert result.as_numpy("predict_proba").tolist() == PROBABILITIES
 
