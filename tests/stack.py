@@ -64,6 +64,22 @@ class ServiceStack:
                 )
         self.wait_ready(*(names or tuple(self.ports)))
 
+    def start_replica(self, service: str, replica: str, port: int) -> None:
+        """Another process of ``service`` named ``replica``: its own port, the same schema and consumer groups."""
+        self.ports[replica] = port
+        self.urls[replica] = f"http://127.0.0.1:{port}"
+        env = {**self.env, f"MLOOP_{service.upper()}_PORT": str(port)}
+        with (self.logs / f"{replica}.log").open("ab") as log:
+            self.processes[replica] = subprocess.Popen(
+                [sys.executable, "-m", f"mloop_{service}"],
+                cwd=self.repo,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        self.wait_ready(replica)
+
     def wait_ready(self, *names: str, timeout: float = 120) -> None:
         deadline = time.monotonic() + timeout
         pending = set(names)

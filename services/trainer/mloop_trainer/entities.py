@@ -79,6 +79,8 @@ class RunRecord(BaseModel):
     dataset_version: int
     dataset_sha256: str
     recent_data_sha256: str | None = None
+    dataset_uri: str | None = None  # None: recorded before the inputs' locations were kept
+    recent_data_uri: str | None = None
     error: str | None = None
     code_version: str
     started_at: datetime
@@ -110,14 +112,18 @@ class RunSummary(RunRecord):
 
 
 class ActiveRun(BaseModel):
-    """A run being fitted right now."""
+    """A run being fitted right now, and how far it is."""
 
     run_id: str
     model: str
+    status: Literal["training"] = "training"
     trigger: Trigger
     dataset: str
     dataset_version: int
     started_at: datetime
+    trials_done: int = 0  # parameter combinations tried so far
+    trials_total: int | None = None  # known once the job has started
+    stage: str = "waiting for a training worker"
 
 
 class RunList(BaseModel):

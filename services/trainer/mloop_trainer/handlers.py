@@ -2,30 +2,51 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import functools
+import io
 import logging
+import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any
 
-from prometheus_client import Counter
+import pandas as pd
+from prometheus_client import Counter, Gauge, Histogram
 
-from mloop_common.artifacts import Artifacts
+from mloop_common.artifacts import Artifacts, sha256_hex
 from mloop_common.clients import Registry
 from mloop_common.contracts import PRODUCTION
-from mloop_common.errors import InvalidInput
+from mloop_common.errors import Conflict, InvalidInput
 from mloop_common.events import ArtifactPointer, DataPublished, DriftDetected, Envelope, ModelTrained, new_event
+from mloop_common.modelio import load_model
 from mloop_common.spec import ModelSpec, SpecLimits, check_limits, spec_digest
 from mloop_common.uow import Store
 from mloop_trainer.entities import ActiveRun, DatasetRef, FailedDetails, Failure, Run, TrainedDetails, Trigger
 from mloop_trainer.jobs import JobOutput, run_training_job
+from mloop_trainer.reproduce import Reproduction, compare_predictions, differences, inputs_of, outputs_of
 from mloop_trainer.store import TrainerUnit
-from mloop_trainer.training import TrainingError
+from mloop_trainer.training import SearchProgress, TrainingError
 from mloop_trainer.workers import Budget, JobFailed, Workers
 
 SOURCE = "mloop/trainer"
 log = logging.getLogger(__name__)
 # Until alerts have a channel of their own, a failed run is a counter to alert on and an error in the log.
 FAILED_RUNS = Counter("mloop_trainer_failed_runs_total", "Training runs that failed", ["model", "failure"])
+RUNS = Counter("mloop_trainer_runs_total", "Training runs that finished, by status", ["model", "status"])
+RUN_SECONDS = Histogram(
+    "mloop_trainer_run_seconds",
+    "Wall time of a training run, queueing for a worker included",
+    ["model"],
+    buckets=(1, 5, 15, 60, 300, 900, 1800, 3600, 7200, 14400, 28800),
+)
+
+TRIALS_DONE = Gauge(
+    "mloop_trainer_active_trials_done", "Parameter combinations tried by the run in progress", ["model"]
+)
+TRIALS_TOTAL = Gauge("mloop_trainer_active_trials_total", "Parameter combinations the run in progress plans", ["model"])
 
 Clock = Callable[[], datetime]
 
@@ -139,6 +160,9 @@ class Trainer:
         run_id, started_at = uuid.uuid4().hex, self.clock()
 
         def finished(details: TrainedDetails | FailedDetails, error: str | None = None) -> Run:
+            finished_at = self.clock()
+            RUNS.labels(model=spec.name, status="succeeded" if error is None else "failed").inc()
+            RUN_SECONDS.labels(model=spec.name).observe((finished_at - started_at).total_seconds())
             return Run(
                 run_id=run_id,
                 model=spec.name,
@@ -151,11 +175,13 @@ class Trainer:
                 dataset_version=dataset.version,
                 dataset_sha256=dataset.snapshot_sha256,
                 recent_data_sha256=recent.sha256 if recent else None,
+                dataset_uri=dataset.snapshot_uri,
+                recent_data_uri=recent.uri if recent else None,
                 details=details,
                 error=error,
                 code_version=self.code_version,
                 started_at=started_at,
-                finished_at=self.clock(),
+                finished_at=finished_at,
             )
 
         def failed(failure: Failure, error: str) -> Run:
@@ -178,7 +204,12 @@ class Trainer:
         )
         try:
             output: JobOutput = await self.workers.run(
-                self.budget, run_training_job, spec.model_dump(by_alias=True), data, recent_data
+                self.budget,
+                run_training_job,
+                spec.model_dump(by_alias=True),
+                data,
+                recent_data,
+                progress=functools.partial(self._progressed, run_id),
             )
         except TrainingError as exc:
             return failed("data", str(exc))
@@ -187,6 +218,9 @@ class Trainer:
             return failed(exc.kind, exc.message)
         finally:
             self._active.pop(run_id, None)
+            for gauge in (TRIALS_DONE, TRIALS_TOTAL):
+                with contextlib.suppress(KeyError):
+                    gauge.remove(spec.name)
         details = TrainedDetails(
             **output.report.model_dump(),
             seed=spec.seed,
@@ -199,6 +233,66 @@ class Trainer:
         )
         return finished(details)
 
+    def _progressed(self, run_id: str, progress: SearchProgress) -> None:
+        """A worker's word on how far a run is (called on a thread while the job runs)."""
+        active = self._active.get(run_id)
+        if active is None:
+            return
+        self._active[run_id] = active.model_copy(
+            update={"trials_done": progress.trials_done, "trials_total": progress.trials_total, "stage": progress.stage}
+        )
+        TRIALS_DONE.labels(active.model).set(progress.trials_done)
+        TRIALS_TOTAL.labels(active.model).set(progress.trials_total)
+
+    def active_run(self, run_id: str) -> ActiveRun | None:
+        return self._active.get(run_id)
+
+    async def reproduce(self, run_id: str) -> Reproduction:
+        """Train ``run_id`` again from its recorded inputs and say whether the model and numbers are the same."""
+        started = time.perf_counter()
+        async with self.store.transaction() as unit:
+            run = await unit.run(run_id)
+        details = run.details
+        if not isinstance(details, TrainedDetails):
+            raise Conflict(f"run {run_id} failed ({run.error}): there is no model to reproduce", field="run_id")
+        if run.dataset_uri is None or (run.recent_data_sha256 is not None and run.recent_data_uri is None):
+            raise Conflict(
+                f"run {run_id} was recorded before runs kept where their inputs are; it cannot be reproduced",
+                field="run_id",
+            )
+        spec = (await self.registry.model(run.model, run.spec_version)).spec
+        if spec_digest(spec) != run.spec_digest:
+            raise Conflict(f"spec v{run.spec_version} of {run.model} is not the one run {run_id} trained on")
+        data = self.artifacts.get(run.dataset_uri, run.dataset_sha256)
+        recent = (
+            self.artifacts.get(run.recent_data_uri, run.recent_data_sha256)
+            if run.recent_data_uri and run.recent_data_sha256
+            else None
+        )
+        output: JobOutput = await self.workers.run(
+            self.budget, run_training_job, spec.model_dump(by_alias=True), data, recent
+        )
+        recorded_model = self.artifacts.get(details.artifact.uri, details.artifact.sha256)
+        holdout = self.artifacts.get(details.holdout.uri, details.holdout.sha256)
+        outcome, gap, rows = await asyncio.to_thread(
+            _predict_both, recorded_model, output.model, holdout, details.features
+        )
+        found = differences(
+            inputs_of(details.library_versions, run.code_version),
+            inputs_of(output.report.library_versions, self.code_version),
+            {**outputs_of(details), "holdout_sha256": details.holdout.sha256},
+            {**outputs_of(output.report), "holdout_sha256": sha256_hex(output.holdout)},
+        )
+        return Reproduction(
+            run_id=run_id,
+            matches=outcome != "different" and not [d for d in found if d.kind == "output"],
+            predictions=outcome,
+            max_prediction_difference=gap,
+            rows_compared=rows,
+            differences=found,
+            seconds=time.perf_counter() - started,
+        )
+
     def _put(self, data: bytes, kind: str, suffix: str) -> ArtifactPointer:
         ref = self.artifacts.put(data, kind=kind, suffix=suffix)
         return ArtifactPointer(uri=ref.uri, sha256=ref.sha256)
@@ -209,6 +303,16 @@ class Trainer:
         if isinstance(run.details, TrainedDetails):
             trained = model_trained(spec, run, run.details)
             await unit.stage(new_event(trained, source=SOURCE, subject=spec.name, cause=cause))
+
+
+def _predict_both(recorded: bytes, reproduced: bytes, holdout: bytes, features: list[str]) -> tuple[Any, Any, int]:
+    """Both models' outputs on the recorded held-out rows: labels or values, and probabilities when there are."""
+    rows = pd.read_parquet(io.BytesIO(holdout))[features]
+    first, second = load_model(recorded), load_model(reproduced)
+    outcome, gap = compare_predictions(first.predict(rows), second.predict(rows))
+    if outcome != "different" and hasattr(first, "predict_proba") and hasattr(second, "predict_proba"):
+        outcome, gap = compare_predictions(first.predict_proba(rows), second.predict_proba(rows))
+    return outcome, gap, len(rows)
 
 
 def model_trained(spec: ModelSpec, run: Run, details: TrainedDetails) -> ModelTrained:

@@ -20,6 +20,7 @@ from mloop_common.profile import build_reference_profile, evaluation_set
 from mloop_common.spec import ModelSpec
 from mloop_trainer.entities import FitReport
 from mloop_trainer.training import TrainingError, train
+from mloop_trainer.workers import report_progress
 
 
 @dataclass(frozen=True)
@@ -86,7 +87,7 @@ def run_training_job(spec_body: dict[str, Any], dataset: bytes, recent: bytes | 
         recent_frame = pd.read_parquet(io.BytesIO(recent))
         frame = combine_with_recent(frame, recent_frame, spec)
         recent_rows = len(recent_frame)
-    result = train(spec, frame)
+    result = train(spec, frame, progress=report_progress)
     features = result.features
     train_predictions = result.model.predict(result.train[features])
     profile = build_reference_profile(

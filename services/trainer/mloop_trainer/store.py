@@ -41,6 +41,8 @@ runs = sa.Table(
     sa.Column("dataset_version", sa.Integer, nullable=False),
     sa.Column("dataset_sha256", sa.String(64), nullable=False),
     sa.Column("recent_data_sha256", sa.String(64)),
+    sa.Column("dataset_uri", sa.Text),
+    sa.Column("recent_data_uri", sa.Text),
     sa.Column("details", sa.JSON, nullable=False),
     sa.Column("error", sa.Text),
     sa.Column("code_version", sa.String(80), nullable=False),

@@ -20,7 +20,7 @@ from sklearn.base import BaseEstimator
 from sklearn.compose import ColumnTransformer
 from sklearn.experimental import enable_halving_search_cv  # noqa: F401  (makes HalvingGridSearchCV importable)
 from sklearn.impute import SimpleImputer
-from sklearn.metrics import f1_score, make_scorer
+from sklearn.metrics import check_scoring, f1_score, make_scorer
 from sklearn.model_selection import (
     GridSearchCV,
     HalvingGridSearchCV,
@@ -39,7 +39,17 @@ from mloop_common.modelio import as_category_strings, estimator_class
 from mloop_common.profile import feature_kind
 from mloop_common.spec import ESTIMATOR_ALLOWLIST, ModelSpec, metric_higher_is_better
 
-Progress = Callable[[str], None]
+
+@dataclass(frozen=True)
+class SearchProgress:
+    """How far a run is: parameter combinations tried out of those planned, and what it does now."""
+
+    trials_done: int
+    trials_total: int
+    stage: str  # e.g. "RandomForestClassifier: searching 6 parameter combination(s)", "refitting ..."
+
+
+Progress = Callable[[SearchProgress], None]
 
 _MAX_WARNINGS = 20
 
@@ -204,6 +214,29 @@ def _cv_splitter(spec: ModelSpec, y: pd.Series) -> Any:
     return KFold(n_splits=spec.search.cv, shuffle=True, random_state=spec.seed)
 
 
+class _CountingScorer:
+    """A scorer that counts its calls: one per fitted fold, which is how far a search has got.
+
+    Counted in this process only: with ``n_jobs > 1`` the folds score in joblib's workers and progress
+    moves per estimator instead.
+    """
+
+    def __init__(self, scorer: Any, on_score: Callable[[], None]) -> None:
+        self.scorer = scorer
+        self.on_score = on_score
+
+    def __call__(self, estimator: Any, X: Any, y: Any) -> float:
+        score = self.scorer(estimator, X, y)
+        self.on_score()
+        return float(score)
+
+
+def planned_trials(spec: ModelSpec, grid: dict[str, list[Any]]) -> int:
+    """Parameter combinations a search tries at least once (halving tries every one in its first round)."""
+    combinations = len(ParameterGrid(grid))
+    return min(spec.search.n_iter, combinations) if spec.search.strategy == "random" else combinations
+
+
 def _search(spec: ModelSpec, pipeline: Pipeline, grid: dict[str, list[Any]], scoring: Any, cv: Any, n_jobs: int) -> Any:
     common = {
         "scoring": scoring,
@@ -256,9 +289,19 @@ def _candidates(name: str, search: Any, metric: str) -> list[dict[str, Any]]:
     return list(by_params.values())
 
 
+def _grid(spec: ModelSpec, estimator_spec: Any) -> dict[str, list[Any]]:
+    grid = {f"model__{k}": list(v) for k, v in estimator_spec.params.items()}
+    if (
+        "random_state" in ESTIMATOR_ALLOWLIST[estimator_spec.class_].params
+        and "random_state" not in estimator_spec.params
+    ):
+        grid["model__random_state"] = [spec.seed]
+    return grid
+
+
 def train(spec: ModelSpec, frame: pd.DataFrame, n_jobs: int = 1, progress: Progress | None = None) -> TrainingResult:
     """Split, search every candidate estimator with CV on the training part, refit the best on all of it."""
-    report = progress or (lambda _message: None)
+    report = progress or (lambda _progress: None)
     started = time.perf_counter()
     features = resolve_features(frame, spec)
     train_part, holdout = split_holdout(frame, spec)
@@ -276,19 +319,31 @@ def train(spec: ModelSpec, frame: pd.DataFrame, n_jobs: int = 1, progress: Progr
     candidates: list[dict[str, Any]] = []
     best: tuple[float, str, dict[str, Any]] | None = None
     caught: list[str] = []
+    grids = [_grid(spec, estimator_spec) for estimator_spec in spec.estimators]
+    total = sum(planned_trials(spec, grid) for grid in grids)
+    folds = cv.get_n_splits()
+    finished = 0  # trials of the estimators searched so far
     with warnings.catch_warnings(record=True) as recorded:
         warnings.simplefilter("always")
-        for estimator_spec in spec.estimators:
+        for estimator_spec, grid in zip(spec.estimators, grids, strict=True):
             name = estimator_spec.class_
             estimator = estimator_class(name)()
-            grid = {f"model__{k}": list(v) for k, v in estimator_spec.params.items()}
-            if "random_state" in ESTIMATOR_ALLOWLIST[name].params and "random_state" not in estimator_spec.params:
-                grid["model__random_state"] = [spec.seed]
             pipeline = build_pipeline(estimator, X, features)
-            report(f"{name}: searching {len(ParameterGrid(grid))} parameter combination(s)")
+            planned = planned_trials(spec, grid)
+            stage = f"{name}: searching {planned} parameter combination(s)"
+            report(SearchProgress(finished, total, stage))
+            fits = 0
+
+            def scored(name_stage: str = stage, base: int = finished, planned: int = planned) -> None:
+                nonlocal fits
+                fits += 1
+                if fits % folds == 0:
+                    report(SearchProgress(base + min(fits // folds, planned), total, name_stage))
+
             t0 = time.perf_counter()
             try:
-                search = _search(spec, pipeline, grid, scoring, cv, n_jobs).fit(X, y)
+                counting = _CountingScorer(check_scoring(pipeline, scoring=scoring), scored)
+                search = _search(spec, pipeline, grid, counting, cv, n_jobs).fit(X, y)
             except ValueError as exc:
                 # Every fit of this estimator failed; the others may still succeed.
                 candidates.append(
@@ -300,13 +355,16 @@ def train(spec: ModelSpec, frame: pd.DataFrame, n_jobs: int = 1, progress: Progr
                         "error": _last_line(exc),
                     }
                 )
-                report(f"{name}: failed ({candidates[-1]['error']})")
+                finished += planned
+                report(SearchProgress(finished, total, f"{name}: failed ({candidates[-1]['error']})"))
                 continue
             tried = _candidates(name, search, spec.metric)
             candidates.extend(tried)
             score = _natural(spec.metric, float(search.best_score_))
             params = {k.removeprefix("model__"): _plain(v) for k, v in search.best_params_.items()}
-            report(f"{name}: best {spec.metric}={score:.4f} in {time.perf_counter() - t0:.1f}s")
+            finished += planned
+            elapsed = time.perf_counter() - t0
+            report(SearchProgress(finished, total, f"{name}: best {spec.metric}={score:.4f} in {elapsed:.1f}s"))
             if math.isfinite(score) and (best is None or (score > best[0] if higher_is_better else score < best[0])):
                 best = (score, name, params)
         search_s = time.perf_counter() - search_started
@@ -314,7 +372,7 @@ def train(spec: ModelSpec, frame: pd.DataFrame, n_jobs: int = 1, progress: Progr
             errors = "; ".join(f"{c['class']}: {c.get('error', 'no valid score')}" for c in candidates)
             raise TrainingError(f"no candidate estimator could be fitted ({errors})")
         cv_score, best_class, best_params = best
-        report(f"refitting {best_class} on {len(train_part)} rows")
+        report(SearchProgress(total, total, f"refitting {best_class} on {len(train_part)} rows"))
         t0 = time.perf_counter()
         model = build_pipeline(estimator_class(best_class)(), X, features)
         model.set_params(**{f"model__{k}": v for k, v in best_params.items()})

@@ -20,6 +20,7 @@ import logging
 import multiprocessing
 import resource
 import signal
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
@@ -62,18 +63,35 @@ class WorkerDied(JobFailed):
     kind: ClassVar[Failure] = "worker_died"
 
 
+ProgressSink = Callable[[Any], None]
+
+
 class Workers(Protocol):
     """The port the trainer runs its jobs through (worker processes here, in place in tests)."""
 
-    async def run(self, budget: Budget, fn: Callable[..., T], /, *args: Any) -> T:
-        """``fn(*args)`` within ``budget``; JobFailed when the budget or the worker gave out."""
+    async def run(self, budget: Budget, fn: Callable[..., T], /, *args: Any, progress: ProgressSink | None = None) -> T:
+        """``fn(*args)`` within ``budget``; JobFailed when the budget or the worker gave out.
+
+        What the job passes to ``report_progress`` while it runs reaches ``progress`` (on a thread)."""
         ...
 
     def close(self) -> None: ...
 
 
+# Where report_progress sends to: the pipe to the service in a worker process; set by in-place runners in tests.
+progress_sink: ProgressSink | None = None
+
+
+def report_progress(value: Any) -> None:
+    """Tell the service how far the running job is (``value`` must pickle); nothing outside a job."""
+    if progress_sink is not None:
+        progress_sink(value)
+
+
 def _serve(connection: Connection, warm_up: Callable[[], None] | None) -> None:
     """A worker's life: warm up, say so, then run jobs until the pool closes the pipe."""
+    global progress_sink
+    progress_sink = lambda value: connection.send(("progress", value))  # noqa: E731
     if warm_up is not None:
         warm_up()
     connection.send(("ready", None))
@@ -146,10 +164,10 @@ class WorkerPool:
         except EOFError:
             pass  # died while starting: the first job on it fails over to a replacement
 
-    async def run(self, budget: Budget, fn: Callable[..., T], /, *args: Any) -> T:
+    async def run(self, budget: Budget, fn: Callable[..., T], /, *args: Any, progress: ProgressSink | None = None) -> T:
         worker = await self._idle.get()
         try:
-            return await asyncio.to_thread(self._run_on, worker, budget, fn, args)
+            return await asyncio.to_thread(self._run_on, worker, budget, fn, args, progress)
         finally:
             if not worker.process.is_alive():
                 self._all.remove(worker)
@@ -157,16 +175,34 @@ class WorkerPool:
                 worker = self._spawn()
             self._idle.put_nowait(worker)
 
-    def _run_on(self, worker: _Worker, budget: Budget, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
+    def _run_on(
+        self,
+        worker: _Worker,
+        budget: Budget,
+        fn: Callable[..., T],
+        args: tuple[Any, ...],
+        progress: ProgressSink | None,
+    ) -> T:
         if not worker.ready:
             self._await_ready(worker)
+        deadline = time.monotonic() + budget.seconds
         try:
             worker.connection.send((budget.memory_mb * MB, fn, args))
-            if not worker.connection.poll(budget.seconds):
-                worker.process.kill()
-                worker.process.join()
-                raise OverBudget(f"the run took longer than its time budget of {budget.seconds:g} s and was stopped")
-            kind, value = worker.connection.recv()
+            while True:
+                if not worker.connection.poll(max(deadline - time.monotonic(), 0)):
+                    worker.process.kill()
+                    worker.process.join()
+                    raise OverBudget(
+                        f"the run took longer than its time budget of {budget.seconds:g} s and was stopped"
+                    )
+                kind, value = worker.connection.recv()
+                if kind != "progress":
+                    break
+                if progress is not None:
+                    try:
+                        progress(value)
+                    except Exception:  # progress is for people watching; it never fails a run
+                        log.exception("progress callback failed")
         except (EOFError, BrokenPipeError, ConnectionResetError) as exc:
             worker.process.join()
             raise WorkerDied(_death(worker.process.exitcode, budget)) from exc

@@ -9,8 +9,9 @@ from typing import Any, TypeVar
 
 from mloop_common.errors import NotFound
 from mloop_common.testing import MemoryStore, MemoryUnit
+from mloop_trainer import workers
 from mloop_trainer.entities import DatasetRef, Run
-from mloop_trainer.workers import Budget, JobFailed
+from mloop_trainer.workers import Budget, JobFailed, ProgressSink
 
 T = TypeVar("T")
 
@@ -59,9 +60,13 @@ class InlineWorkers:
     def __init__(self) -> None:
         self.budgets: list[Budget] = []
 
-    async def run(self, budget: Budget, fn: Callable[..., T], /, *args: Any) -> T:
+    async def run(self, budget: Budget, fn: Callable[..., T], /, *args: Any, progress: ProgressSink | None = None) -> T:
         self.budgets.append(budget)
-        return fn(*args)
+        workers.progress_sink = progress
+        try:
+            return fn(*args)
+        finally:
+            workers.progress_sink = None
 
     def close(self) -> None:
         pass
@@ -74,11 +79,11 @@ class FailingWorkers(InlineWorkers):
         super().__init__()
         self.failures = list(failures)
 
-    async def run(self, budget: Budget, fn: Callable[..., T], /, *args: Any) -> T:
+    async def run(self, budget: Budget, fn: Callable[..., T], /, *args: Any, progress: ProgressSink | None = None) -> T:
         if self.failures:
             self.budgets.append(budget)
             raise self.failures.pop(0)
-        return await super().run(budget, fn, *args)
+        return await super().run(budget, fn, *args, progress=progress)
 
 
 class GatedWorkers(InlineWorkers):
@@ -88,12 +93,45 @@ class GatedWorkers(InlineWorkers):
         super().__init__()
         self.gate = threading.Event()
 
-    async def run(self, budget: Budget, fn: Callable[..., T], /, *args: Any) -> T:
+    async def run(self, budget: Budget, fn: Callable[..., T], /, *args: Any, progress: ProgressSink | None = None) -> T:
         def gated() -> T:
             self.gate.wait(timeout=60)
-            return fn(*args)
+            workers.progress_sink = progress
+            try:
+                return fn(*args)
+            finally:
+                workers.progress_sink = None
 
         return await asyncio.to_thread(gated)
 
     def close(self) -> None:
         self.gate.set()
+
+
+class PausingWorkers(InlineWorkers):
+    """Runs each job on a thread and holds it just after it reports its first trial done, until ``resume``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.paused = threading.Event()
+        self.resume = threading.Event()
+
+    async def run(self, budget: Budget, fn: Callable[..., T], /, *args: Any, progress: ProgressSink | None = None) -> T:
+        def sink(value: Any) -> None:
+            if progress is not None:
+                progress(value)
+            if value.trials_done >= 1 and not self.paused.is_set():
+                self.paused.set()
+                self.resume.wait(timeout=60)
+
+        def job() -> T:
+            workers.progress_sink = sink
+            try:
+                return fn(*args)
+            finally:
+                workers.progress_sink = None
+
+        return await asyncio.to_thread(job)
+
+    def close(self) -> None:
+        self.resume.set()

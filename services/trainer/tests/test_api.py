@@ -10,6 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 from fastapi import FastAPI
+from prometheus_client import REGISTRY
 
 from mloop_common.artifacts import ArtifactStore
 from mloop_common.http import service_app
@@ -20,7 +21,7 @@ from mloop_trainer.bootstrap import TrainerService
 from mloop_trainer.config import TrainerSettings
 from mloop_trainer.handlers import Trainer
 
-from .fakes import GatedWorkers, memory_store
+from .fakes import GatedWorkers, PausingWorkers, memory_store
 from .test_handlers import frame, published, spec, trainer
 
 RUN_FIELDS = {
@@ -35,6 +36,8 @@ RUN_FIELDS = {
     "dataset_version",
     "dataset_sha256",
     "recent_data_sha256",
+    "dataset_uri",
+    "recent_data_uri",
     "error",
     "code_version",
     "started_at",
@@ -144,5 +147,60 @@ async def test_a_run_being_fitted_is_listed_as_training(artifacts, registry):
 
     [active] = during["training"]
     assert during["runs"] == [] and active["model"] == "churn" and active["trigger"] == "data.published"
-    assert set(active) == {"run_id", "model", "trigger", "dataset", "dataset_version", "started_at"}
+    assert set(active) == {
+        "run_id",
+        "model",
+        "status",
+        "trigger",
+        "dataset",
+        "dataset_version",
+        "started_at",
+        "trials_done",
+        "trials_total",
+        "stage",
+    }
     assert after["training"] == [] and active["run_id"] in {run["run_id"] for run in after["runs"]}
+
+
+async def test_a_run_in_progress_shows_how_many_trials_are_done_in_the_api_and_the_metrics(artifacts, registry):
+    workers = PausingWorkers()
+    handler = trainer(memory_store(), registry, artifacts, workers=workers)
+    payload, event = published(artifacts, frame())
+
+    async with serving(handler) as client:
+        handling = asyncio.create_task(handler.on_data_published(payload, event))
+        async with asyncio.timeout(60):
+            while not workers.paused.is_set():  # the job holds after its first trial
+                await asyncio.sleep(0.01)
+        [active] = handler.training()
+        during = (await client.get(f"/v1/runs/{active.run_id}")).json()
+        gauges = (
+            REGISTRY.get_sample_value("mloop_trainer_active_trials_done", {"model": "churn"}),
+            REGISTRY.get_sample_value("mloop_trainer_active_trials_total", {"model": "churn"}),
+        )
+        workers.resume.set()
+        await handling
+        after = (await client.get(f"/v1/runs/{active.run_id}")).json()
+    workers.close()
+
+    assert during["status"] == "training" and during["trials_done"] == 1 and during["trials_total"] == 1
+    assert during["stage"].startswith("LogisticRegression")
+    assert gauges == (1.0, 1.0)
+    assert after["status"] == "succeeded"
+    assert REGISTRY.get_sample_value("mloop_trainer_active_trials_done", {"model": "churn"}) is None
+
+
+async def test_reproducing_a_run_over_http_answers_with_the_comparison(artifacts, registry):
+    handler = trainer(memory_store(), registry, artifacts)
+    await handler.on_data_published(*published(artifacts, frame()))
+
+    async with serving(handler) as client:
+        runs = {run["model"]: run for run in (await client.get("/v1/runs")).json()["runs"]}
+        reproduced = await client.post(f"/v1/runs/{runs['churn']['run_id']}/reproduce")
+        failed = await client.post(f"/v1/runs/{runs['churn_wide']['run_id']}/reproduce")
+        unknown = await client.post("/v1/runs/nope/reproduce")
+
+    assert reproduced.status_code == 200
+    assert reproduced.json()["matches"] is True and reproduced.json()["predictions"] == "identical"
+    assert failed.status_code == 409 and "no model to reproduce" in failed.json()["error"]["message"]
+    assert unknown.status_code == 404

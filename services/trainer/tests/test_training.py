@@ -278,14 +278,20 @@ def test_multiclass_roc_auc_search():
     assert 0.5 < result.cv_score <= 1.0
 
 
-def test_progress_is_reported_for_each_candidate_estimator():
-    messages = []
+def test_progress_counts_parameter_combinations_tried_out_of_those_planned():
+    reports = []
+    spec = make_spec()  # LogisticRegression with 2 values of C, RandomForestClassifier with 2 of max_depth
 
-    train(make_spec(), churn_frame(), progress=messages.append)
+    train(spec, churn_frame(), progress=reports.append)
 
-    assert any(m.startswith("LogisticRegression: searching 2") for m in messages)
-    assert any(m.startswith("RandomForestClassifier: best roc_auc=") for m in messages)
-    assert messages[-1].startswith("refitting ")
+    stages = [r.stage for r in reports]
+    assert {r.trials_total for r in reports} == {4}
+    done = [r.trials_done for r in reports]
+    assert done == sorted(done) and done[0] == 0 and done[-1] == 4
+    assert {1, 2, 3} <= set(done)  # moved per combination, not only per estimator
+    assert any(s.startswith("LogisticRegression: searching 2") for s in stages)
+    assert any(s.startswith("RandomForestClassifier: best roc_auc=") for s in stages)
+    assert stages[-1].startswith("refitting ")
 
 
 def test_a_candidate_whose_every_fit_fails_does_not_sink_the_run():

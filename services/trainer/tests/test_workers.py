@@ -80,3 +80,18 @@ async def test_a_real_training_job_over_its_memory_budget_fails_with_the_reason(
             )
     finally:
         workers.close()
+
+
+async def test_a_training_job_reports_its_progress_from_the_worker_before_its_result(pool):
+    buffer = io.BytesIO()
+    frame().to_parquet(buffer, index=False)
+    reports: list = []
+
+    output = await pool.run(
+        ROOMY, run_training_job, spec().model_dump(by_alias=True), buffer.getvalue(), None, progress=reports.append
+    )
+
+    assert output.report.estimator_class == "LogisticRegression"
+    assert [r.trials_done for r in reports] == sorted(r.trials_done for r in reports)
+    assert reports[0].trials_done == 0 and reports[-1].stage.startswith("refitting")
+    assert {r.trials_total for r in reports} == {1}
