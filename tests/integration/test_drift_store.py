@@ -164,3 +164,14 @@ async def test_event_time_windows_on_postgres(db: Database, tmp_path: Path) -> N
         ]
     assert report.window_index == int(hour.timestamp()) // 3600
     assert (report.revision, report.cause) == (2, "covariate_shift")
+
+
+async def test_watching_only_the_version_that_answers_on_postgres(db: Database, tmp_path: Path) -> None:
+    drift = Drift(db, tmp_path)
+    await drift.promote()
+
+    async with drift.store.transaction() as unit:
+        assert await unit.watch_only(MODEL, 1) is True
+        assert await unit.watch_only(MODEL, 7) is False  # never promoted here: nothing changes
+        watched = await unit.lock_monitored(MODEL, 1)
+    assert watched is not None and not watched.retired

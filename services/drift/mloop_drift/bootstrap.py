@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from fastapi import FastAPI
 
 from mloop_common.bus import route
-from mloop_common.events import FeedbackReceived, ModelPromoted, PredictionsLogged
+from mloop_common.events import FeedbackReceived, ModelPromoted, ModelServed, PredictionsLogged
 from mloop_common.runtime import Runtime
 from mloop_common.uow import Store
 from mloop_drift.config import DriftSettings
@@ -40,9 +40,10 @@ async def bootstrap(settings: DriftSettings, app: FastAPI) -> AsyncIterator[Drif
         rules=WindowRules(min_labelled_rows=settings.min_labelled_rows, recent_rows=settings.recent_rows),
         clock=utc_now,
     )
-    # One consumer (group) for all three topics: a model's windows are judged by one task at a time.
+    # One consumer (group) for every topic: a model's windows are judged by one task at a time.
     runtime.consume(
         route(ModelPromoted, monitor.on_model_promoted),
+        route(ModelServed, monitor.on_model_served),
         route(PredictionsLogged, monitor.on_predictions_logged),
         route(FeedbackReceived, monitor.on_feedback_received),
     )

@@ -492,7 +492,11 @@ def _numeric_quality(
             flags.append(OUTSIDE_DECLARED_RANGE)
     # Only "one value or more" matters here: min == max is linear where counting distinct values sorts.
     distinct = 0 if not values.size else 1 if values.min() == values.max() else 2
-    if distinct == 1 and _implausibly_constant(_top_share_numeric(entry, config), values.size, config):
+    if (
+        distinct == 1
+        and not _is_mass_point(entry, float(values[0]))
+        and _implausibly_constant(_top_share_numeric(entry, config), values.size, config)
+    ):
         flags.append(GONE_CONSTANT)
     return DataQuality(
         missing_rate=missing_rate,
@@ -516,6 +520,19 @@ def _top_share_numeric(entry: NumericProfile, config: DriftConfig) -> float | No
     if counts.size < config.constant_min_levels:
         return None  # few levels: holding one of them is no sign of a broken feed
     return float(counts.max() / counts.sum())
+
+
+def _is_mass_point(entry: NumericProfile, value: float) -> bool:
+    """Whether ``value`` is the training data's most common value and repeats there, like 0 for snowfall.
+
+    Such a zero-inflated feature holds that value for whole seasons or dry spells: its values come in runs,
+    so the independent-draws bound of `_implausibly_constant` does not apply to a window of it.
+    """
+    if not entry.sample:
+        return False
+    levels, counts = np.unique(np.asarray(entry.sample, dtype=np.float64), return_counts=True)
+    top = counts.max()
+    return bool(top > 1 and np.any(levels[counts == top] == value))
 
 
 def _implausibly_constant(top_share: float | None, n: int, config: DriftConfig) -> bool:

@@ -18,9 +18,11 @@ from datetime import datetime
 from typing import Any
 
 import pandas as pd
+from prometheus_client import Counter
 from pydantic import ValidationError
 
 from mloop_common.artifacts import Artifacts
+from mloop_common.contracts import PRODUCTION
 from mloop_common.errors import PermanentError
 from mloop_common.events import (
     ArtifactPointer,
@@ -28,6 +30,7 @@ from mloop_common.events import (
     Envelope,
     FeedbackReceived,
     ModelPromoted,
+    ModelServed,
     PredictionsLogged,
     new_event,
 )
@@ -43,6 +46,9 @@ from mloop_drift.window import Window, event_time, time_window
 
 SOURCE = "mloop/drift"
 log = logging.getLogger(__name__)
+DETECTED = Counter(
+    "mloop_drift_detected_total", "drift.detected alarms raised, by cause and action", ["model", "cause", "action"]
+)
 
 HELD_FOR_COOLDOWN = "cooldown"
 HELD_FOR_LABELS = "labels"
@@ -115,6 +121,29 @@ class DriftMonitor:
                 # Predictions that raced ahead of the promotion wait unplaced: place them by event time now.
                 await self._place_open(unit, monitored)
             await self._judge_complete_windows(unit, promoted.model, promoted.version, event)
+
+    async def on_model_served(self, served: ModelServed, event: Envelope) -> None:
+        """Serving's word on loading a production version: watch the version that really answers.
+
+        A failed load leaves the previous version answering: its windows are judged again, the new one's
+        are not (it gets no predictions). The latest report wins, so with several serving replicas that
+        disagree, drift follows the last one that spoke.
+        """
+        if served.alias != PRODUCTION:
+            return
+        answering = served.version if served.loaded else served.serving_version
+        async with self.store.transaction() as unit:
+            if not await unit.claim(event) or answering is None:
+                return
+            if await unit.watch_only(served.model, answering) and not served.loaded:
+                log.warning(
+                    "%s v%s could not be loaded by %s (%s): judging v%s, which still answers",
+                    served.model,
+                    served.version,
+                    served.instance,
+                    served.error,
+                    answering,
+                )
 
     async def on_predictions_logged(self, logged: PredictionsLogged, event: Envelope) -> None:
         async with self.store.transaction() as unit:
@@ -261,6 +290,7 @@ class DriftMonitor:
                 recent, recent_rows = await self._snapshot_recent(unit, model, monitored.target)
             detected = _drift_detected(report, verdict, action, len(rows), recent, recent_rows)
             await unit.stage(new_event(detected, source=SOURCE, subject=model, cause=cause))
+            DETECTED.labels(model=model, cause=report.cause or "none", action=action).inc()
         return monitored
 
     async def _evaluate(self, monitored: MonitoredVersion, index: int, rows: list[Observation]) -> DriftReport:

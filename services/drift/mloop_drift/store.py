@@ -110,6 +110,10 @@ class DriftUnit(Messaging, Protocol):
         """A monitored version, locked until the unit ends so that one task at a time judges its windows."""
         ...
 
+    async def watch_only(self, model: str, version: int) -> bool:
+        """Judge ``version``'s windows and retire the model's others; False (nothing changed) if it is not known."""
+        ...
+
     async def advance(self, model: str, version: int, *, next_window: int, cooldown: CooldownState) -> None:
         """Record that the windows before ``next_window`` are judged, and the cooldown after them."""
         ...
@@ -198,6 +202,20 @@ class SqlDriftUnit(SqlUnit):
             .where(monitored.c.model == monitored_version.model, monitored.c.version != monitored_version.version)
             .values(retired=True)
         )
+
+    async def watch_only(self, model: str, version: int) -> bool:
+        known = await self.session.execute(
+            sa.update(monitored)
+            .where(monitored.c.model == model, monitored.c.version == version)
+            .values(retired=False)
+            .returning(monitored.c.version)
+        )
+        if known.first() is None:
+            return False
+        await self.session.execute(
+            sa.update(monitored).where(monitored.c.model == model, monitored.c.version != version).values(retired=True)
+        )
+        return True
 
     async def lock_monitored(self, model: str, version: int) -> MonitoredVersion | None:
         query = sa.select(monitored).where(monitored.c.model == model, monitored.c.version == version).with_for_update()

@@ -34,6 +34,14 @@ class MemoryDriftUnit(MemoryUnit):
             if model == monitored_version.model and version != monitored_version.version:
                 self._monitored[(model, version)] = other.model_copy(update={"retired": True})
 
+    async def watch_only(self, model: str, version: int) -> bool:
+        if (model, version) not in self._monitored:
+            return False
+        for key, other in self._monitored.items():
+            if key[0] == model:
+                self._monitored[key] = other.model_copy(update={"retired": key[1] != version})
+        return True
+
     async def lock_monitored(self, model: str, version: int) -> MonitoredVersion | None:
         return self._monitored.get((model, version))
 

@@ -590,6 +590,22 @@ def test_a_feature_of_few_levels_holding_one_of_them_is_not_a_data_quality_probl
     assert report.cause != "data_quality"
 
 
+def test_a_zero_inflated_feature_holding_its_usual_zero_is_not_flagged_but_stuck_elsewhere_is() -> None:
+    # Chicago's daily snow share: 0 on most training days, varied on the others; a summer window is all 0.
+    rng = np.random.default_rng(11)
+    snow = np.where(rng.random(5000) < 0.8, 0.0, rng.uniform(0.01, 1.0, 5000))
+    full = churn_profile()
+    profile = full.model_copy(update={"features": {**full.features, "snow": numeric_entry(snow)}})
+    summer = [{**row, "snow": 0.0} for row in churn_rows(n=200)]
+    stuck = [{**row, "snow": 0.37} for row in churn_rows(n=200)]
+
+    held = evaluate_window(profile, summer, class_predictions(n=200), task="classification")
+    broken = evaluate_window(profile, stuck, class_predictions(n=200), task="classification")
+
+    assert ("snow", "gone_constant") not in issues_of(held)
+    assert ("snow", "gone_constant") in issues_of(broken)
+
+
 def test_a_constant_window_of_a_feature_that_is_usually_one_value_is_not_flagged() -> None:
     full = churn_profile()
     profile = full.model_copy(

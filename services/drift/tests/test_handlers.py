@@ -25,6 +25,7 @@ from mloop_common.events import (
     FeedbackReceived,
     FeedbackRecord,
     ModelPromoted,
+    ModelServed,
     Payload,
     PredictionRecord,
     PredictionsLogged,
@@ -501,6 +502,36 @@ async def test_late_predictions_of_a_retired_version_are_kept_but_not_judged(tmp
     assert await drift.reports() == []
     assert await drift.unit().count_labelled(MODEL, 1) == WINDOW
     assert drift.store.published == []
+
+
+async def test_a_version_serving_failed_to_load_leaves_the_one_that_still_answers_watched(tmp_path: Path) -> None:
+    drift = Drift(tmp_path)
+    await drift.promote(1)
+    await drift.promote(2)
+    failed = ModelServed(model=MODEL, alias="production", version=2, instance="s-1", loaded=False, error="boom")
+    await drift.monitor.on_model_served(*wire(failed.model_copy(update={"serving_version": 1})))
+
+    await drift.serve(1, drifted(seed=1))
+
+    assert [(r.version, r.window_index) for r in await drift.reports()] == [(1, 1)]
+    old, new = await drift.unit().lock_monitored(MODEL, 1), await drift.unit().lock_monitored(MODEL, 2)
+    assert old is not None and not old.retired and new is not None and new.retired
+    # Once a serving instance loads v2 after all, v2 is the one watched again.
+    loaded = ModelServed(model=MODEL, alias="production", version=2, instance="s-1", loaded=True, serving_version=2)
+    await drift.monitor.on_model_served(*wire(loaded))
+    old, new = await drift.unit().lock_monitored(MODEL, 1), await drift.unit().lock_monitored(MODEL, 2)
+    assert old is not None and old.retired and new is not None and not new.retired
+
+
+async def test_load_reports_of_other_aliases_change_nothing(tmp_path: Path) -> None:
+    drift = Drift(tmp_path)
+    await drift.promote(1)
+    canary = ModelServed(model=MODEL, alias="canary", version=1, instance="s-1", loaded=False, serving_version=None)
+
+    await drift.monitor.on_model_served(*wire(canary))
+
+    watched = await drift.unit().lock_monitored(MODEL, 1)
+    assert watched is not None and not watched.retired
 
 
 async def test_shadow_predictions_are_not_watched(tmp_path: Path) -> None:
