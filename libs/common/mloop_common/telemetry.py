@@ -23,13 +23,21 @@ def setup_tracing(service: str) -> TracerProvider:
     current = trace.get_tracer_provider()
     if isinstance(current, TracerProvider):
         return current
-    provider = TracerProvider(resource=Resource.create({"service.name": f"mloop-{service}"}))
+    provider = TracerProvider(resource=service_resource(service))
     if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
         provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
     trace.set_tracer_provider(provider)
     return provider
+
+
+def service_resource(service: str) -> Resource:
+    """Named by ``OTEL_SERVICE_NAME`` (or service.name in ``OTEL_RESOURCE_ATTRIBUTES``), else ``mloop-<service>``."""
+    from_environment = Resource.create()
+    if not str(from_environment.attributes.get("service.name", "")).startswith("unknown_service"):
+        return from_environment
+    return from_environment.merge(Resource({"service.name": f"mloop-{service}"}))
 
 
 def tracer() -> trace.Tracer:
