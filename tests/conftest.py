@@ -121,3 +121,12 @@ async def eventually(predicate, timeout: float = 20.0, interval: float = 0.1):  
             return value
         await asyncio.sleep(interval)
     raise AssertionError(f"condition not met within {timeout}s (last value: {value!r})")
+
+
+@pytest.fixture(scope="session")
+def promtool() -> Path:
+    """promtool from Debian's prometheus package (fetched into .cache/ when none is installed)."""
+    done = subprocess.run(
+        [str(REPO / "deploy" / "local" / "promtool.sh")], capture_output=True, text=True, check=True, timeout=600
+    )
+    return Path(done.stdout.strip().splitlines()[-1])

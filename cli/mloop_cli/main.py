@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import getpass
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -13,9 +11,10 @@ from typing import Annotated, Any
 
 import httpx
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from mloop_cli import datasets, rollouts, runs
+from mloop_cli.client import bootstrap, call, console, err, url
 from mloop_common.bus import BusConfig, tail
 from mloop_common.contracts import PRODUCTION, AliasView, ModelList, SpecView, VersionList
 from mloop_common.events import ALL_TOPICS, dlq_topic
@@ -28,43 +27,12 @@ models_app = typer.Typer(help="Model specs and versions (registry).", no_args_is
 events_app = typer.Typer(help="Inspect the Kafka event stream.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
 app.add_typer(events_app, name="events")
+app.add_typer(datasets.app, name="datasets")
+app.add_typer(rollouts.app, name="rollouts")
+app.add_typer(runs.app, name="runs")
+app.command("publish")(datasets.publish)
 
-console = Console()
-err = Console(stderr=True)
 REPO = Path(__file__).resolve().parents[2]
-
-
-def url(service: str) -> str:
-    """Base URL of a service: MLOOP_<SERVICE>_URL, else the local default port."""
-    return os.environ.get(f"MLOOP_{service.upper()}_URL", f"http://127.0.0.1:{SERVICE_PORTS[service]}")
-
-
-def bootstrap() -> str:
-    return os.environ.get("MLOOP_KAFKA__BOOTSTRAP_SERVERS", "127.0.0.1:9092")
-
-
-def actor() -> str:
-    """Who the audit log records for this command."""
-    return os.environ.get("MLOOP_ACTOR") or getpass.getuser()
-
-
-def call(method: str, service: str, path: str, **kwargs: Any) -> Any:
-    """One HTTP call; errors become a one-line message and exit code 1."""
-    headers = {"X-Mloop-Actor": actor(), **kwargs.pop("headers", {})}
-    try:
-        response = httpx.request(
-            method, url(service) + path, timeout=kwargs.pop("timeout", 30), headers=headers, **kwargs
-        )
-    except httpx.TransportError as exc:
-        err.print(f"[red]error:[/] {service} is not reachable at {url(service)} ({exc}). Is the stack up (`mloop up`)?")
-        raise typer.Exit(1) from exc
-    body = response.json() if response.headers.get("content-type", "").startswith("application/json") else {}
-    if response.status_code >= 400:
-        error = body.get("error", {}) if isinstance(body, dict) else {}
-        field = f" (field: {error['field']})" if error.get("field") else ""
-        err.print(f"[red]error {response.status_code}:[/] {error.get('message', response.text)}{field}")
-        raise typer.Exit(1)
-    return body
 
 
 def _script(name: str, *args: str) -> int:
@@ -164,48 +132,21 @@ def rollback(name: str, version: int) -> None:
 
 
 @app.command()
-def approve(name: str, version: int, comment: Annotated[str, typer.Option()] = "") -> None:
+def approve(
+    name: str, version: int, comment: Annotated[str, typer.Option(help="why, kept in the audit log")] = ""
+) -> None:
     """Approve a version waiting for a human; it becomes production."""
     body = call("POST", "registry", f"/v1/models/{name}/versions/{version}/approve", json={"comment": comment})
     console.print(f"{name} v{version}: {body['status']}")
 
 
 @app.command()
-def publish(
-    name: str,
-    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="CSV or Parquet file")],
-    target: Annotated[str, typer.Option(help="label column")],
-    time_column: Annotated[str | None, typer.Option(help="event-time column")] = None,
-    description: Annotated[str | None, typer.Option()] = None,
+def reject(
+    name: str, version: int, comment: Annotated[str, typer.Option(help="why, kept in the audit log")] = ""
 ) -> None:
-    """Publish a new version of dataset NAME."""
-    data = {
-        "target": target,
-        **({"time_column": time_column} if time_column else {}),
-        **({"description": description} if description else {}),
-    }
-    with console.status(f"uploading {file.name} ({file.stat().st_size:,} bytes)"), file.open("rb") as handle:
-        try:
-            response = httpx.post(
-                f"{url('ingest')}/v1/datasets/{name}/versions",
-                data=data,
-                files={"file": (file.name, handle)},
-                timeout=300,
-            )
-        except httpx.TransportError as exc:
-            err.print(f"[red]error:[/] ingest is not reachable at {url('ingest')} ({exc})")
-            raise typer.Exit(1) from exc
-    body = response.json()
-    if response.status_code == 422 and "report" in body:
-        err.print(f"[red]rejected:[/] {body['error']['message']}")
-        for check in body["report"]["checks"]:
-            err.print(f"  {check['status']:>4}  {check['name']}: {check['message']}")
-        raise typer.Exit(1)
-    if response.status_code >= 400:
-        err.print(f"[red]error {response.status_code}:[/] {body.get('error', {}).get('message', response.text)}")
-        raise typer.Exit(1)
-    state = "published" if response.status_code == 201 else "already published (same bytes)"
-    console.print(f"{name} v{body['version']} {state}: {body['rows']} rows, sha256 {body['sha256'][:12]}")
+    """Reject a version waiting for a human; production stays as it is."""
+    body = call("POST", "registry", f"/v1/models/{name}/versions/{version}/reject", json={"comment": comment})
+    console.print(f"{name} v{version}: {body['status']}")
 
 
 @app.command()

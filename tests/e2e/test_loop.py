@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import subprocess
 from pathlib import Path
 
 import httpx
@@ -193,6 +194,18 @@ async def test_cli_shows_models_and_explains_refusals(
     assert refused.exit_code == 1 and "rain" in refused.output
     predicted = runner.invoke(app, ["predict", loop_result.model, "--json", "{not json"])
     assert predicted.exit_code == 2 and "not valid JSON" in predicted.output
+    from mloop_cli.main import console as cli_console
+
+    monkeypatch.setattr(cli_console, "width", 200)  # a wide table, not wrapped at 80 columns
+    runs = runner.invoke(app, ["runs", "list", "--model", loop_result.model])
+    assert runs.exit_code == 0 and runs.output.count("succeeded") == 2
+    lineage = loop_result.lineage
+    shown = runner.invoke(app, ["runs", "show", lineage["run_id"]])
+    assert shown.exit_code == 0 and "succeeded" in shown.output and lineage["dataset_sha256"] in shown.output
+    reproduced = runner.invoke(app, ["runs", "reproduce", lineage["run_id"]])
+    assert reproduced.exit_code == 0 and "matches" in reproduced.output and "identical" in reproduced.output
+    missing = runner.invoke(app, ["runs", "show", "no-such-run"])
+    assert missing.exit_code == 1 and "404" in missing.output
 
 
 async def test_feedback_naming_its_model_is_accepted_by_any_serving_process(
@@ -207,3 +220,21 @@ async def test_feedback_naming_its_model_is_accepted_by_any_serving_process(
     )
     assert response.status_code == 202
     assert response.json() == {"accepted": 1, "unknown": ["unknown-and-no-model"]}
+
+
+async def test_every_service_exposes_metrics_promtool_accepts(
+    loop_result: DemoResult, clients: dict[str, httpx.AsyncClient], promtool: Path
+) -> None:
+
+    for name, client in clients.items():
+        response = await client.get("/metrics")
+        assert response.status_code == 200
+        checked = subprocess.run(
+            [str(promtool), "check", "metrics"], input=response.text, capture_output=True, text=True, timeout=60
+        )
+        assert checked.returncode == 0, f"{name}: {checked.stdout}{checked.stderr}"
+    # The loop's own outcomes are visible to the alert rules.
+    drift = (await clients["drift"].get("/metrics")).text
+    assert 'mloop_drift_detected_total{action="retrain",cause=' in drift
+    trainer = (await clients["trainer"].get("/metrics")).text
+    assert f'mloop_trainer_runs_total{{model="{loop_result.model}",status="succeeded"}} 2.0' in trainer

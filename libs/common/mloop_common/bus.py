@@ -80,7 +80,11 @@ def route(payload: type[P], handler: Callable[[P, Envelope], Awaitable[None]], *
 
 
 CONSUMED = Counter("mloop_events_consumed_total", "Events handled by a consumer", ["topic", "group", "outcome"])
-HANDLER_SECONDS = Histogram("mloop_event_handler_seconds", "Time spent in an event handler", ["topic", "group"])
+# Handlers range from milliseconds (a prediction batch) to hours (a training run).
+HANDLER_BUCKETS = (0.005, 0.025, 0.1, 0.25, 1, 2.5, 10, 30, 60, 300, 900, 1800, 3600, 7200, 14400)
+HANDLER_SECONDS = Histogram(
+    "mloop_event_handler_seconds", "Time spent in an event handler", ["topic", "group"], buckets=HANDLER_BUCKETS
+)
 HANDLER_FAILURES = Counter(
     "mloop_event_handler_failures_total",
     "Failed handler attempts, by classification (transient, retry, permanent)",
@@ -100,6 +104,11 @@ OUTBOX_SET_ASIDE = Counter(
     "mloop_outbox_set_aside_total", "Outbox rows the broker refused for good, copied to the DLQ instead", ["topic"]
 )
 RELAY_ERRORS = Counter("mloop_outbox_relay_errors_total", "Outbox publish rounds that failed (retried with backoff)")
+# Measured when a publish round fails (the backlog that waits) and zero once a round finds nothing to send.
+OUTBOX_PENDING = Gauge("mloop_outbox_pending_events", "Committed events not yet published to Kafka")
+OUTBOX_OLDEST_AGE = Gauge(
+    "mloop_outbox_oldest_pending_age_seconds", "Age of the oldest committed event not yet published to Kafka"
+)
 
 
 # --- what a failure means -------------------------------------------------------------------
@@ -379,6 +388,10 @@ class _Rebalance(ConsumerRebalanceListener):
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
         if revoked:
             log.info("%s: partitions revoked %s", self.group, sorted(str(tp) for tp in revoked))
+        for tp in revoked:
+            # Another member reports this partition's lag now; a frozen series here would look like lag.
+            with contextlib.suppress(KeyError):
+                CONSUMER_LAG.remove(self.group, tp.topic, str(tp.partition))
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         if assigned:
@@ -889,6 +902,7 @@ class OutboxRelay:
             except Exception as exc:
                 failures += 1
                 RELAY_ERRORS.inc()
+                await self._measure_backlog()
                 delay = self._backoff.delay(failures)
                 log.warning("outbox relay: publish failed (%r); retrying in %.1fs", exc, delay)
                 with contextlib.suppress(TimeoutError):  # commits meanwhile do not cut the backoff short
@@ -898,6 +912,8 @@ class OutboxRelay:
             if sent:
                 idle = self._idle
                 continue
+            OUTBOX_PENDING.set(0)
+            OUTBOX_OLDEST_AGE.set(0)
             await self._purge_if_due()
             try:
                 await asyncio.wait_for(self._wake.wait(), idle)
@@ -905,6 +921,15 @@ class OutboxRelay:
             except TimeoutError:
                 idle = min(idle * 2, self._max_idle)
             self._wake.clear()
+
+    async def _measure_backlog(self) -> None:
+        from mloop_common.db import outbox_backlog
+
+        with contextlib.suppress(Exception):  # the database may be what is failing
+            async with self._db.transaction() as session:
+                pending, oldest_age = await outbox_backlog(session)
+            OUTBOX_PENDING.set(pending)
+            OUTBOX_OLDEST_AGE.set(oldest_age)
 
     async def _purge_if_due(self) -> None:
         from mloop_common.db import purge_sent

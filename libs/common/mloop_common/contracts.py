@@ -8,16 +8,16 @@ on the other.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Final, Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from mloop_common.events import CHALLENGER as CHALLENGER  # alias names live with the events; re-exported
+from mloop_common.events import CANARY as CANARY  # alias names live with the events; re-exported
+from mloop_common.events import CHALLENGER as CHALLENGER
 from mloop_common.events import PRODUCTION as PRODUCTION
+from mloop_common.events import SHADOW as SHADOW
 from mloop_common.events import ArtifactPointer
 from mloop_common.spec import ModelSpec, Task
-
-ALIASES: Final = (PRODUCTION, CHALLENGER)
 
 VersionStatus = Literal["registered", "pending_approval", "approved", "rejected"]
 

@@ -303,6 +303,18 @@ async def lock_pending(session: AsyncSession, limit: int) -> list[OutboxRow]:
     ]
 
 
+async def outbox_backlog(session: AsyncSession) -> tuple[int, float]:
+    """How many rows wait to be published, and the age in seconds of the oldest one (0 when none)."""
+    result = await session.execute(
+        sa.select(
+            sa.func.count(),
+            sa.func.coalesce(sa.func.extract("epoch", sa.func.now() - sa.func.min(outbox_table.c.created_at)), 0),
+        ).where(outbox_table.c.sent_at.is_(None))
+    )
+    pending, age = result.one()
+    return int(pending), float(age)
+
+
 async def purge_sent(session: AsyncSession, older_than_seconds: float) -> int:
     """Delete rows published long ago; the outbox is a queue, not an archive."""
     result = await session.execute(

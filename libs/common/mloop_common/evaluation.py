@@ -76,7 +76,17 @@ def _classification_metrics(
             )
         candidates["roc_auc"] = lambda: _roc_auc(y_true, proba, labels)
         candidates["log_loss"] = lambda: skm.log_loss(y_true, proba, labels=labels)
+        candidates["brier"] = lambda: _brier(y_true, proba, labels)
     return candidates
+
+
+def _brier(y_true: np.ndarray, proba: np.ndarray, labels: np.ndarray) -> float:
+    """Binary: mean squared error of the positive class's probability (0 best, 1 worst).
+    Multiclass: mean over rows of the squared distance to the one-hot truth (0 best, 2 worst)."""
+    if len(labels) == 2:
+        return float(np.mean((proba[:, 1] - (y_true == labels[1])) ** 2))
+    truth = (y_true[:, None] == labels[None, :]).astype(float)
+    return float(np.mean(np.sum((proba - truth) ** 2, axis=1)))
 
 
 def _roc_auc(y_true: np.ndarray, proba: np.ndarray, labels: np.ndarray) -> float:

@@ -29,6 +29,8 @@ class Topic(StrEnum):
     PREDICTIONS_LOGGED = "predictions.logged"
     FEEDBACK_RECEIVED = "feedback.received"
     DRIFT_DETECTED = "drift.detected"
+    MODEL_ROLLOUT = "model.rollout"
+    MODEL_SERVED = "model.served"
 
 
 ALL_TOPICS: tuple[str, ...] = tuple(t.value for t in Topic)
@@ -36,6 +38,9 @@ ALL_TOPICS: tuple[str, ...] = tuple(t.value for t in Topic)
 # Registry aliases a version can hold (model.promoted names the one that moved).
 PRODUCTION: Final = "production"
 CHALLENGER: Final = "challenger"
+# Rollout aliases: a candidate served beside production (canary: a share of traffic; shadow: scored on a copy).
+CANARY: Final = "canary"
+SHADOW: Final = "shadow"
 SPEC_VERSION = "1.0"
 CONTENT_TYPE = "application/json"
 
@@ -68,15 +73,34 @@ class ArtifactPointer(BaseModel):
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
 
 
+class DataWarning(BaseModel):
+    """A check that warned on a published dataset version (its message cut to MAX_WARNING_CHARS)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+    check: str
+    message: str
+
+
+MAX_WARNING_CHARS = 300
+
+
 class DataPublished(Payload):
+    """v2: the schema travels as a digest and a pointer to the stored contract, not as column names, so the
+    event stays small however wide the dataset (v1 listed every column under ``columns``)."""
+
+    schema_version: int = 2
     dataset: str
     version: int
     snapshot: ArtifactPointer
     rows: int
-    columns: list[str]
     target: str
     time_column: str | None = None
     description: str | None = None
+    # Null only in a v1 event read back (a replayed topic): a tolerant reader accepts both versions.
+    column_count: int | None = None
+    schema_digest: str | None = Field(None, description="DatasetContract.digest: equal digests, same schema")
+    contract: ArtifactPointer | None = Field(None, description="the version's DatasetContract, JSON")
+    warnings: list[DataWarning] = []
 
 
 class ModelTrained(Payload):
@@ -155,7 +179,10 @@ class PredictionRecord(BaseModel):
     inputs: dict[str, Any]
     prediction: Any
     probabilities: list[float] | None = None
-    route: Literal["champion", "canary", "shadow"] = "champion"
+    # champion: production; canary: its traffic share; shadow: scored on a copy, never returned;
+    # challenger: a version the client addressed explicitly.
+    route: Literal["champion", "canary", "shadow", "challenger"] = "champion"
+    truncated: bool = False  # inputs replaced by a marker: the record alone was over the broker's message limit
 
 
 class PredictionsLogged(Payload):
@@ -190,6 +217,29 @@ class DriftDetected(Payload):
     recent_rows: int = 0
 
 
+class ModelRollout(Payload):
+    """A rollout alias (canary, shadow, challenger) moved or was cleared; serving asks the registry where all point."""
+
+    model: str
+    alias: str
+    version: int | None  # None: the alias was cleared (rolled back, or its version became production)
+    previous_version: int | None = None
+    reason: str
+    canary_percent: float = 0
+
+
+class ModelServed(Payload):
+    """A serving instance's attempt to load the version an alias names: loaded, or failed and why."""
+
+    model: str
+    alias: str
+    version: int
+    instance: str
+    loaded: bool
+    error: str | None = None
+    serving_version: int | None = None  # what this instance serves under the alias now
+
+
 PAYLOADS: dict[str, type[Payload]] = {
     Topic.DATA_PUBLISHED: DataPublished,
     Topic.MODEL_TRAINED: ModelTrained,
@@ -199,6 +249,8 @@ PAYLOADS: dict[str, type[Payload]] = {
     Topic.PREDICTIONS_LOGGED: PredictionsLogged,
     Topic.FEEDBACK_RECEIVED: FeedbackReceived,
     Topic.DRIFT_DETECTED: DriftDetected,
+    Topic.MODEL_ROLLOUT: ModelRollout,
+    Topic.MODEL_SERVED: ModelServed,
 }
 TOPIC_OF: dict[type[Payload], str] = {model: topic for topic, model in PAYLOADS.items()}
 P = TypeVar("P", bound=Payload)

@@ -199,12 +199,18 @@ ESTIMATOR_ALLOWLIST: dict[str, Estimator] = {
     ),
 }
 
+# Metrics a spec may optimise (the trainer searches on them and drift re-measures them per window).
 METRICS: dict[Task, tuple[str, ...]] = {
     "classification": ("accuracy", "balanced_accuracy", "f1", "roc_auc", "log_loss"),
     "regression": ("rmse", "mae", "r2"),
 }
+# Every metric the validator measures: what the release gate's floors and improvements may name.
+GATE_METRICS: dict[Task, tuple[str, ...]] = {
+    "classification": (*METRICS["classification"], "brier"),
+    "regression": METRICS["regression"],
+}
 
-_LOWER_IS_BETTER = frozenset({"log_loss", "rmse", "mae"})
+_LOWER_IS_BETTER = frozenset({"log_loss", "brier", "rmse", "mae"})
 
 _JSON_TYPES = frozenset({"application/json", "text/json"})
 _YAML_TYPES = frozenset({"application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml"})
@@ -219,7 +225,7 @@ class SpecError(InvalidInput):
 
 def metric_higher_is_better(metric: str) -> bool:
     """True when a larger value of the metric means a better model."""
-    if not any(metric in names for names in METRICS.values()):
+    if not any(metric in names for names in GATE_METRICS.values()):
         raise ValueError(f"unknown metric {metric!r}")
     return metric not in _LOWER_IS_BETTER
 
@@ -381,7 +387,17 @@ class PromotionPolicy(BaseModel):
     max_p99_latency_ms: float | None = Field(default=None, gt=0)  # per single-row prediction
     max_artifact_mb: float | None = Field(default=None, gt=0)
     require_approval: bool = False
+    # A passing candidate first serves beside production: canary_percent of the traffic (sticky per routing key),
+    # or with shadow, scored on a copy of every request and never returned. A person then promotes or rolls back.
     canary_percent: float = Field(default=0, ge=0, le=100)
+    shadow: bool = False
+
+    @field_validator("shadow")
+    @classmethod
+    def _one_rollout(cls, shadow: bool, info: ValidationInfo) -> bool:
+        if shadow and info.data.get("canary_percent"):
+            raise ValueError("a candidate is either a canary (canary_percent > 0) or a shadow, not both")
+        return shadow
 
 
 # Drift tests a spec may name per column kind, and the bounds their statistic thresholds may take.
@@ -580,10 +596,10 @@ class ModelSpec(BaseModel):
         if task is None:
             return value
         for where, names in (("improvements", value.improvements), ("floors", value.floors)):
-            unknown = sorted(set(names) - set(METRICS[task]))
+            unknown = sorted(set(names) - set(GATE_METRICS[task]))
             if unknown:
                 raise ValueError(
-                    f"{where} name {', '.join(unknown)}, not metrics of {task}; use {', '.join(METRICS[task])}"
+                    f"{where} name {', '.join(unknown)}, not metrics of {task}; use {', '.join(GATE_METRICS[task])}"
                 )
         if task == "regression" and (value.max_calibration_error is not None or value.max_flip_rate is not None):
             raise ValueError("max_calibration_error and max_flip_rate apply to classification only")

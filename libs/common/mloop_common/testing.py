@@ -16,7 +16,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Generic, TypeVar
 
 from mloop_common.contracts import (
+    CANARY,
     PRODUCTION,
+    SHADOW,
     AliasView,
     Lineage,
     ModelDetail,
@@ -120,7 +122,8 @@ class FakeRegistry:
     """The registry port in memory: specs, versions and aliases, with the real policy's shape.
 
     ``register`` numbers versions per model and is idempotent per run; like the real registry it
-    moves ``production`` to the new version unless the spec asks for approval or a canary.
+    moves ``production`` to the new version unless the spec asks for approval; with a rollout (canary or
+    shadow) in the spec, an existing production stays and the new version takes the rollout alias.
     """
 
     def __init__(self, clock: Callable[[], datetime] | None = None) -> None:
@@ -198,6 +201,7 @@ class FakeRegistry:
         )
         require_approval = run_policy.require_approval or current_policy.require_approval
         canary_percent = max(run_policy.canary_percent, current_policy.canary_percent)
+        shadow = run_policy.shadow or current_policy.shadow
         number = len(self.versions[name]) + 1
         status = "pending_approval" if require_approval else "registered"
         self.versions[name].append(
@@ -217,8 +221,10 @@ class FakeRegistry:
             )
         )
         self.lineages[(name, number)] = request.lineage
-        if status == "registered" and canary_percent == 0:
-            self.aliases[name][PRODUCTION] = number
+        if status == "registered":
+            rollout = CANARY if canary_percent > 0 else SHADOW if shadow else None
+            first = PRODUCTION not in self.aliases[name]
+            self.aliases[name][PRODUCTION if rollout is None or first else rollout] = number
         return self.version(name, number)
 
     def promote(self, name: str, version: int, alias: str = PRODUCTION) -> None:

@@ -14,8 +14,10 @@ def test_binary_classification_reports_every_metric_as_plain_floats():
 
     metrics = compute_metrics("classification", y_true, y_pred, proba, classes=["no", "yes"])
 
-    assert set(metrics) == {"accuracy", "balanced_accuracy", "f1", "roc_auc", "log_loss"}
+    assert set(metrics) == {"accuracy", "balanced_accuracy", "f1", "roc_auc", "log_loss", "brier"}
     assert all(type(v) is float for v in metrics.values())
+    # mean of (0.1-0)^2, (0.8-1)^2, (0.4-1)^2, (0.3-0)^2, (0.9-1)^2
+    assert metrics["brier"] == pytest.approx((0.01 + 0.04 + 0.36 + 0.09 + 0.01) / 5)
     assert metrics["accuracy"] == pytest.approx(0.8)
     assert metrics["f1"] == pytest.approx(0.8)  # positive class "yes": precision 1, recall 2/3
     assert metrics["roc_auc"] == pytest.approx(1.0)
@@ -26,6 +28,14 @@ def test_roc_auc_and_log_loss_need_probabilities():
 
     assert "roc_auc" not in metrics and "log_loss" not in metrics
     assert metrics["accuracy"] == pytest.approx(0.75)
+
+
+def test_multiclass_brier_is_the_squared_distance_to_the_one_hot_truth():
+    proba = [[1.0, 0.0, 0.0], [0.2, 0.5, 0.3]]
+    metrics = compute_metrics("classification", ["a", "c"], ["a", "b"], proba, classes=["a", "b", "c"])
+
+    # row 1 exact (0); row 2: 0.2^2 + 0.5^2 + 0.7^2 = 0.78
+    assert metrics["brier"] == pytest.approx(0.78 / 2)
 
 
 def test_one_dimensional_probabilities_are_the_positive_class():

@@ -1,6 +1,7 @@
 """Contract tests: every event survives the Kafka record codec, and bad records fail with a reason."""
 
 import uuid
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
@@ -11,6 +12,7 @@ from mloop_common.events import (
     PAYLOADS,
     ArtifactPointer,
     DataPublished,
+    DataWarning,
     DriftDetected,
     Envelope,
     FeedbackReceived,
@@ -19,6 +21,8 @@ from mloop_common.events import (
     ModelPromoted,
     ModelRegistered,
     ModelRejected,
+    ModelRollout,
+    ModelServed,
     ModelTrained,
     PredictionRecord,
     PredictionsLogged,
@@ -56,10 +60,13 @@ def data_published():
         version=3,
         snapshot=pointer("datasets", ".parquet"),
         rows=1200,
-        columns=["usage", "plan", "churned"],
+        column_count=3,
+        schema_digest="c" * 64,
+        contract=pointer("contracts", ".json"),
         target="churned",
         time_column="signup_ts",
         description="weekly export",
+        warnings=[DataWarning(check="outliers", message="1 numeric column has values outside the fences")],
     )
 
 
@@ -180,6 +187,24 @@ def drift_detected():
     )
 
 
+def model_rollout():
+    return ModelRollout(
+        model="churn", alias="canary", version=6, previous_version=4, reason="policy", canary_percent=20
+    )
+
+
+def model_served():
+    return ModelServed(
+        model="churn",
+        alias="production",
+        version=6,
+        instance="serving-1",
+        loaded=False,
+        error="UntrustedModelError: untrusted type",
+        serving_version=5,
+    )
+
+
 SAMPLES = {
     Topic.DATA_PUBLISHED: data_published,
     Topic.MODEL_TRAINED: model_trained,
@@ -189,6 +214,8 @@ SAMPLES = {
     Topic.PREDICTIONS_LOGGED: predictions_logged,
     Topic.FEEDBACK_RECEIVED: feedback_received,
     Topic.DRIFT_DETECTED: drift_detected,
+    Topic.MODEL_ROLLOUT: model_rollout,
+    Topic.MODEL_SERVED: model_served,
 }
 
 
@@ -259,9 +286,28 @@ def test_trace_context_travels_in_headers():
     assert (decoded.traceparent, decoded.tracestate) == (traceparent, "k=v")
 
 
+# data.published is at v2: the schema became a digest and a pointer instead of every column name.
+SCHEMA_VERSIONS = {"data.published": 2}
+
+
 @pytest.mark.parametrize("topic", ALL_TOPICS)
-def test_dataschema_names_topic_and_version_one(topic):
-    assert dataschema(topic) == f"urn:mloop:schema:{topic}:v1"
+def test_dataschema_names_topic_and_its_version(topic):
+    assert dataschema(topic) == f"urn:mloop:schema:{topic}:v{SCHEMA_VERSIONS.get(topic, 1)}"
+
+
+def test_a_v1_data_published_read_back_from_the_topic_still_decodes():
+    v1 = {
+        "schema_version": 1,
+        "dataset": "churn",
+        "version": 1,
+        "snapshot": pointer("datasets", ".parquet").model_dump(),
+    }
+    v1 |= {"rows": 10, "columns": ["usage", "churned"], "target": "churned", "time_column": None}
+    event = new_event(data_published(), source="mloop/ingest", subject="churn")
+
+    decoded = replace(event, data=v1).decode(DataPublished)
+
+    assert (decoded.schema_version, decoded.rows, decoded.contract, decoded.warnings) == (1, 10, None, [])
 
 
 def test_invalid_event_is_permanent():

@@ -158,6 +158,7 @@ def test_unknown_metric_is_rejected():
         ({"search": {"cv": 1}}, "search.cv", "greater than or equal to 2"),
         ({"drift": {"window": 10}}, "drift.window", "greater than or equal to 50"),
         ({"promotion": {"canary_percent": 150}}, "promotion.canary_percent", "less than or equal to 100"),
+        ({"promotion": {"canary_percent": 10, "shadow": True}}, "promotion.shadow", "a canary"),
         ({"estimators": []}, "estimators", "at least 1 item"),
         ({"colour": "blue"}, "colour", "Extra inputs are not permitted"),
     ],

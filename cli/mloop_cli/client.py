@@ -1,0 +1,49 @@
+"""What every ``mloop`` command shares: the consoles, where the services are, and one HTTP call helper."""
+
+from __future__ import annotations
+
+import getpass
+import os
+from typing import Any
+
+import httpx
+import typer
+from rich.console import Console
+
+from mloop_common.settings import SERVICE_PORTS
+
+console = Console()
+err = Console(stderr=True)
+
+
+def url(service: str) -> str:
+    """Base URL of a service: MLOOP_<SERVICE>_URL, else the local default port."""
+    return os.environ.get(f"MLOOP_{service.upper()}_URL", f"http://127.0.0.1:{SERVICE_PORTS[service]}")
+
+
+def bootstrap() -> str:
+    return os.environ.get("MLOOP_KAFKA__BOOTSTRAP_SERVERS", "127.0.0.1:9092")
+
+
+def actor() -> str:
+    """Who the audit log records for this command."""
+    return os.environ.get("MLOOP_ACTOR") or getpass.getuser()
+
+
+def call(method: str, service: str, path: str, **kwargs: Any) -> Any:
+    """One HTTP call; errors become a one-line message and exit code 1."""
+    headers = {"X-Mloop-Actor": actor(), **kwargs.pop("headers", {})}
+    try:
+        response = httpx.request(
+            method, url(service) + path, timeout=kwargs.pop("timeout", 30), headers=headers, **kwargs
+        )
+    except httpx.TransportError as exc:
+        err.print(f"[red]error:[/] {service} is not reachable at {url(service)} ({exc}). Is the stack up (`mloop up`)?")
+        raise typer.Exit(1) from exc
+    body = response.json() if response.headers.get("content-type", "").startswith("application/json") else {}
+    if response.status_code >= 400:
+        error = body.get("error", {}) if isinstance(body, dict) else {}
+        field = f" (field: {error['field']})" if error.get("field") else ""
+        err.print(f"[red]error {response.status_code}:[/] {error.get('message', response.text)}{field}")
+        raise typer.Exit(1)
+    return body
