@@ -13,7 +13,7 @@ UV := .cache/uv-tool/bin/uv
 export UV_PYTHON_DOWNLOADS := never
 MEMBERS := $(wildcard libs/*/pyproject.toml services/*/pyproject.toml cli/pyproject.toml)
 
-.PHONY: setup infra up down status demo test test-unit bench lint format clean
+.PHONY: setup infra up down status demo test test-unit efficacy bench lint format clean
 
 setup: $(STAMP)
 
@@ -51,9 +51,15 @@ test: lint
 test-unit: setup
 	$(PY) -m pytest -q -m "not integration and not e2e"
 
+# Drift's efficacy on real drifting datasets (tests/efficacy); also part of `make test`.
+efficacy: setup
+	$(LOCAL)/postgres.sh start
+	$(PY) -m pytest -q -m efficacy tests/efficacy
+
 bench: up
 	$(PY) -m tests.perf.run
 	$(PY) -m tests.perf.drift_speed
+	$(PY) -m tests.perf.ingest_speed
 
 # Formatting, lint and types of libs/ and services/ (config in pyproject.toml); part of `make test`.
 lint: setup
