@@ -10,6 +10,8 @@ from collections.abc import AsyncIterator
 import pytest
 import sqlalchemy as sa
 import sqlalchemy.exc
+from alembic import command
+from alembic.config import Config
 
 from mloop_common.contracts import PRODUCTION, Lineage, RegisterVersion
 from mloop_common.db import Database, outbox_table
@@ -17,7 +19,7 @@ from mloop_common.events import ArtifactPointer
 from mloop_common.spec import ModelSpec, parse_spec
 from mloop_common.uow import SqlStore
 from mloop_registry.handlers import ModelRegistry
-from mloop_registry.store import SqlRegistryUnit, audit_log
+from mloop_registry.store import SqlRegistryUnit, audit_log, models
 
 SPEC = """
 name: churn
@@ -150,3 +152,106 @@ async def test_a_version_reads_back_as_it_was_registered(registry: ModelRegistry
     assert (detail.artifact, detail.profile, detail.lineage) == (request.artifact, request.profile, request.lineage)
     assert detail.aliases == [PRODUCTION] and detail.created_at.tzinfo is not None
     assert (lineage.run_id, lineage.spec.version) == (request.run_id, 1)
+
+
+async def tamper(db: Database, statement: sa.Executable) -> None:
+    """Change the audit log as its owner could: with the append-only trigger off in this transaction only."""
+    async with db.transaction() as session:
+        await session.execute(sa.text("ALTER TABLE audit_log DISABLE TRIGGER audit_log_no_change"))
+        await session.execute(statement)
+        await session.execute(sa.text("ALTER TABLE audit_log ENABLE TRIGGER audit_log_no_change"))
+
+
+async def test_audit_verify_names_an_edited_entry(db: Database, registry: ModelRegistry):
+    for _ in range(3):
+        await register(registry, registration())
+    assert (await registry.verify_audit()).ok
+
+    await tamper(db, sa.update(audit_log).where(audit_log.c.id == 3).values(actor="mallory"))
+    report = await registry.verify_audit()
+
+    assert (report.ok, report.first_bad_id) == (False, 3)
+    assert report.reason.startswith("edited: entry 3")
+
+
+async def test_audit_verify_names_a_deleted_entry(db: Database, registry: ModelRegistry):
+    for _ in range(3):
+        await register(registry, registration())
+
+    await tamper(db, sa.delete(audit_log).where(audit_log.c.id == 4))
+    report = await registry.verify_audit()
+
+    assert (report.ok, report.first_bad_id) == (False, 5)
+    assert report.reason.startswith("deleted:") and "entries 4..4 are missing" in report.reason
+
+
+async def test_concurrent_appends_keep_one_gapless_chain(db: Database, registry: ModelRegistry):
+    # Two registries on one database: appends from several "replicas" at once.
+    other = ModelRegistry(store=SqlStore(db, SqlRegistryUnit, consumer="tests"))
+    names = [f"m{i}" for i in range(10)]
+
+    await asyncio.gather(
+        *(register(registry, registration()) for _ in range(15)),
+        *(other.submit_spec(spec(SPEC.replace("name: churn", f"name: {n}")), "tests") for n in names),
+    )
+    report = await registry.verify_audit()
+
+    async with db.transaction() as session:
+        ids = list((await session.execute(sa.select(audit_log.c.id).order_by(audit_log.c.id))).scalars())
+    # 1 spec + 15 x (registered + alias moved) + 10 specs
+    assert (report.ok, report.entries) == (True, 41)
+    assert ids == list(range(1, 42))
+
+
+async def test_the_migration_chains_entries_written_before_the_chain(postgres: str, schema: str):
+    database = Database(postgres, schema=schema, pool_size=1)
+
+    def upgrade_to_0002(connection: sa.Connection) -> None:
+        config = Config()
+        config.set_main_option("script_location", "mloop_registry:migrations")
+        config.attributes["connection"] = connection
+        command.upgrade(config, "registry_0002")
+
+    try:
+        async with database.engine.begin() as conn:
+            await conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+            await conn.run_sync(upgrade_to_0002)
+            old_log = sa.table("audit_log", sa.column("actor"), sa.column("action"), sa.column("detail", sa.JSON))
+            for action in ("spec.created", "version.registered", "alias.moved"):
+                await conn.execute(sa.insert(old_log).values(actor="old", action=action, detail={"x": [1, 2.5]}))
+        await database.migrate("mloop_registry:migrations")
+        registry = ModelRegistry(store=SqlStore(database, SqlRegistryUnit, consumer="tests"))
+        await registry.submit_spec(spec(), "tests")
+
+        report = await registry.verify_audit()
+
+        assert (report.ok, report.entries) == (True, 4)
+        async with database.transaction() as session:
+            assert (await session.execute(sa.select(sa.func.count()).select_from(models))).scalar_one() == 1
+    finally:
+        await database.dispose()
+
+
+async def test_search_combines_names_tags_metrics_and_aliases(registry: ModelRegistry):
+    await registry.submit_spec(spec(SPEC.replace("name: churn", "name: fraud")), "tests")
+    for model, accuracy in [("churn", 0.70), ("churn", 0.85), ("churn", 0.95), ("fraud", 0.90)]:
+        request = registration()
+        await registry.register(model, request.model_copy(update={"metrics": {"accuracy": accuracy}}), "tests")
+    await registry.set_tags("churn", 2, {"gold": "", "owner": "ann"}, "tests")
+    await registry.set_tags("fraud", None, {"owner": "ann"}, "tests")
+
+    async def found(query: str, limit: int = 50, offset: int = 0) -> list[str]:
+        page = await registry.search(query, limit=limit, offset=offset)
+        return [f"{v.model}:{v.version}" for v in page.versions]
+
+    assert await found("metric.accuracy > 0.8") == ["churn:2", "churn:3", "fraud:1"]
+    assert await found("name = churn AND metric.accuracy >= 0.85") == ["churn:2", "churn:3"]
+    assert await found("tag.gold OR (name = fraud AND metric.accuracy < 0.95)") == ["churn:2", "fraud:1"]
+    assert await found("tag.owner = ann") == ["churn:2", "fraud:1"]  # a model's tag covers its versions
+    assert await found("tag.owner != ann AND dataset = churn") == ["churn:1", "churn:3"]
+    assert await found("alias = production") == ["churn:3", "fraud:1"]
+    assert await found("version <= 2 AND dataset_version = 1 AND metric.missing > 0 OR status = nope") == []
+    assert await found("name = \"churn' OR '1'='1\"") == []
+    page = await registry.search("dataset = churn", limit=2, offset=0)
+    rest = await registry.search("dataset = churn", limit=2, offset=2)
+    assert (len(page.versions), page.next_offset, len(rest.versions), rest.next_offset) == (2, 2, 2, None)

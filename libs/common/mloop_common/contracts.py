@@ -56,6 +56,8 @@ class ModelDetail(SpecView):
 
     aliases: dict[str, int]
     versions: int
+    description: str = ""
+    tags: dict[str, str] = Field(default_factory=dict)  # a plain label has the value ""
 
 
 class VersionView(Contract):
@@ -74,10 +76,29 @@ class VersionView(Contract):
     profile: ArtifactPointer
     created_at: datetime
     aliases: list[str] = Field(default_factory=list)
+    description: str = ""
+    tags: dict[str, str] = Field(default_factory=dict)  # a plain label has the value ""
 
 
 class VersionList(Contract):
     versions: list[VersionView]
+
+
+class VersionSearchPage(Contract):
+    """One page of ``GET /v1/search/versions``; ask again with ``offset=next_offset`` while it is set."""
+
+    versions: list[VersionView]
+    next_offset: int | None
+
+
+class Tags(BaseModel):
+    """Tags of a model or version; as a request, those to set (others stay): ``{"team": "fraud", "gold": ""}``."""
+
+    tags: dict[str, str]
+
+
+class DescriptionUpdate(BaseModel):
+    description: str = Field(max_length=4000)
 
 
 class Lineage(Contract):
@@ -130,10 +151,22 @@ class AuditEntry(Contract):
     model: str | None
     version: int | None
     detail: dict[str, Any]
+    prev_hash: str  # the previous entry's hash: the chain GET /v1/audit/verify walks
+    hash: str
 
 
 class AuditPage(Contract):
     entries: list[AuditEntry]
+
+
+class AuditVerification(Contract):
+    """The audit chain checked: ok, or the first entry that was edited, deleted around or moved, and why."""
+
+    ok: bool
+    entries: int  # entries verified before the first bad one (all of them when ok)
+    first_bad_id: int | None
+    reason: str
+    last_hash: str
 
 
 class RegisterVersion(BaseModel):

@@ -12,13 +12,17 @@ from mloop_common.contracts import (
     AliasUpdate,
     AliasView,
     AuditPage,
+    AuditVerification,
+    DescriptionUpdate,
     LineageView,
     ModelList,
     RegisterVersion,
     SpecView,
+    Tags,
     Verdict,
     VersionDetail,
     VersionList,
+    VersionSearchPage,
     VersionView,
 )
 from mloop_common.errors import InvalidInput, PayloadTooLarge
@@ -152,6 +156,61 @@ async def lineage(service: Service, name: str, version: VersionNumber) -> Lineag
     return await service.registry.lineage(name, version)
 
 
+@router.put("/v1/models/{name}/tags", tags=["tags"])
+async def put_model_tags(service: Service, name: str, update: Tags, actor: Actor = "anonymous") -> Tags:
+    """Set tags on a model (others stay): ``{"tags": {"team": "fraud", "gold": ""}}``; answers with all of them."""
+    return await service.registry.set_tags(name, None, update.tags, actor)
+
+
+@router.delete("/v1/models/{name}/tags/{key}", status_code=204, tags=["tags"])
+async def delete_model_tag(service: Service, name: str, key: str, actor: Actor = "anonymous") -> None:
+    """Remove one tag from a model."""
+    await service.registry.delete_tag(name, None, key, actor)
+
+
+@router.put("/v1/models/{name}/versions/{version}/tags", tags=["tags"])
+async def put_version_tags(
+    service: Service, name: str, version: VersionNumber, update: Tags, actor: Actor = "anonymous"
+) -> Tags:
+    """Set tags on a version (others stay); answers with all of them."""
+    return await service.registry.set_tags(name, version, update.tags, actor)
+
+
+@router.delete("/v1/models/{name}/versions/{version}/tags/{key}", status_code=204, tags=["tags"])
+async def delete_version_tag(
+    service: Service, name: str, version: VersionNumber, key: str, actor: Actor = "anonymous"
+) -> None:
+    """Remove one tag from a version."""
+    await service.registry.delete_tag(name, version, key, actor)
+
+
+@router.put("/v1/models/{name}/description", status_code=204, tags=["tags"])
+async def put_model_description(
+    service: Service, name: str, update: DescriptionUpdate, actor: Actor = "anonymous"
+) -> None:
+    """Replace a model's description."""
+    await service.registry.describe(name, None, update.description, actor)
+
+
+@router.put("/v1/models/{name}/versions/{version}/description", status_code=204, tags=["tags"])
+async def put_version_description(
+    service: Service, name: str, version: VersionNumber, update: DescriptionUpdate, actor: Actor = "anonymous"
+) -> None:
+    """Replace a version's description."""
+    await service.registry.describe(name, version, update.description, actor)
+
+
+@router.get("/v1/search/versions", tags=["versions"])
+async def search_versions(
+    service: Service,
+    q: Annotated[str, Query(max_length=2000)],
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    offset: Annotated[int, Query(ge=0, le=MAX_INT)] = 0,
+) -> VersionSearchPage:
+    """Versions matching ``q``, e.g. ``name = churn AND (metric.roc_auc > 0.8 OR tag.gold)`` (docs/api.md)."""
+    return await service.registry.search(q, limit=limit, offset=offset)
+
+
 @router.get("/v1/audit", tags=["audit"])
 async def audit(
     service: Service,
@@ -161,6 +220,12 @@ async def audit(
 ) -> AuditPage:
     """The append-only audit log, newest first (page with ``before_id``)."""
     return await service.registry.audit(model=model, limit=limit, before_id=before_id)
+
+
+@router.get("/v1/audit/verify", tags=["audit"])
+async def verify_audit(service: Service) -> AuditVerification:
+    """Walk the audit log's hash chain: ``ok``, or the first entry edited, deleted around or reordered, and why."""
+    return await service.registry.verify_audit()
 
 
 async def _spec_of(request: Request, max_bytes: int) -> ModelSpec:

@@ -18,6 +18,7 @@ class Model(BaseModel):
     dataset: str
     latest_spec_version: int
     created_at: datetime
+    description: str = ""
 
 
 class Version(BaseModel):
@@ -36,6 +37,8 @@ class Version(BaseModel):
     metrics: dict[str, float]
     lineage: Lineage
     created_at: datetime | None = None  # set by the database when the version is added
+    description: str = ""
+    tags: dict[str, str] = {}  # kept in their own table, read with the version
 
     def view(self, aliases: dict[str, int]) -> VersionView:
         """The version as the API shows it, with the names of the model's ``aliases`` that point at it."""

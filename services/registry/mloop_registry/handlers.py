@@ -12,21 +12,25 @@ from mloop_common.contracts import (
     PRODUCTION,
     AliasView,
     AuditPage,
+    AuditVerification,
     LineageView,
     ModelList,
     ModelSummary,
     RegisterVersion,
     SpecRef,
     SpecView,
+    Tags,
     VersionDetail,
     VersionList,
+    VersionSearchPage,
     VersionView,
 )
-from mloop_common.errors import Conflict, NotFound
+from mloop_common.errors import Conflict, InvalidInput, NotFound
 from mloop_common.events import Envelope, ModelPromoted, ModelRegistered, ModelRollout, ModelServed, new_event
 from mloop_common.retry import Backoff, retry_call
 from mloop_common.spec import ModelSpec, PromotionPolicy, SpecLimits, check_limits, spec_digest
 from mloop_common.uow import Store
+from mloop_registry.audit_chain import ChainedEntry, verify_chain
 from mloop_registry.entities import ModelStatus, ServingReport, Version
 from mloop_registry.policy import (
     ROLLOUT_ALIASES,
@@ -40,10 +44,13 @@ from mloop_registry.policy import (
     move_reason,
     release_alias,
 )
+from mloop_registry.search import SearchError, parse_query
 from mloop_registry.store import RegistryUnit
+from mloop_registry.tags import check_tags
 
 SOURCE = "mloop/registry"
 T = TypeVar("T")
+_CHAIN_PAGE = 5000  # audit entries read per query while verifying the chain
 # For the "model stale" alert. Each registry process knows the moves it made and, from its start, the table's.
 PRODUCTION_SINCE = Gauge(
     "mloop_registry_production_since_timestamp_seconds",
@@ -236,7 +243,44 @@ class ModelRegistry:
                 await _move_alias(unit, decided, alias, reason="approval", actor=actor)
             return decided.view(await unit.aliases(name))
 
+    async def set_tags(self, name: str, version: int | None, tags: dict[str, str], actor: str) -> Tags:
+        """Set tags (others stay) on a model, or on one of its versions; answers with all its tags."""
+        async with self.store.transaction() as unit:
+            await _lock_target(unit, name, version)
+            check_tags(tags, await unit.tags(name, version))
+            await unit.set_tags(name, version, tags)
+            await unit.audit(actor=actor, action="tags.set", model=name, version=version, detail={"tags": tags})
+            return Tags(tags=await unit.tags(name, version))
+
+    async def delete_tag(self, name: str, version: int | None, key: str, actor: str) -> None:
+        """Remove one tag from a model or version; NotFound when it has no such tag."""
+        async with self.store.transaction() as unit:
+            await _lock_target(unit, name, version)
+            if not await unit.delete_tag(name, version, key):
+                raise NotFound(f"{_target(name, version)} has no tag {key!r}")
+            await unit.audit(actor=actor, action="tag.deleted", model=name, version=version, detail={"key": key})
+
+    async def describe(self, name: str, version: int | None, description: str, actor: str) -> None:
+        """Replace the description of a model or version."""
+        async with self.store.transaction() as unit:
+            await _lock_target(unit, name, version)
+            await unit.set_description(name, version, description)
+            await unit.audit(
+                actor=actor, action="description.set", model=name, version=version, detail={"description": description}
+            )
+
     # --- queries ----------------------------------------------------------------------------
+
+    async def search(self, query: str, *, limit: int, offset: int) -> VersionSearchPage:
+        """Versions matching ``query`` (grammar: mloop_registry.search), by model and version; one page."""
+        try:
+            tree = parse_query(query)
+        except SearchError as exc:
+            raise InvalidInput(str(exc), field="q") from exc
+        async with self.store.transaction() as unit:
+            found = await unit.search_versions(tree, limit=limit + 1, offset=offset)
+            views = [v.view(await unit.aliases(v.model)) for v in found[:limit]]
+        return VersionSearchPage(versions=views, next_offset=offset + limit if len(found) > limit else None)
 
     async def models(self, dataset: str | None) -> ModelList:
         """Every model (or those trained from ``dataset``) with its latest spec and aliases."""
@@ -252,7 +296,8 @@ class ModelRegistry:
     async def model(self, name: str, spec_version: int | None) -> ModelStatus:
         """A model's spec (the latest, or ``spec_version``), aliases, number of versions and serving's reports."""
         async with self.store.transaction() as unit:
-            if await unit.model(name) is None:
+            found = await unit.model(name)
+            if found is None:
                 raise NotFound(f"model {name!r} does not exist")
             spec = await unit.spec(name, spec_version)
             aliases = await unit.aliases(name)
@@ -260,6 +305,8 @@ class ModelRegistry:
             reports = [r for r in await unit.serving_reports(name) if r.alias in aliases]
             return ModelStatus(
                 **dict(spec),
+                description=found.description,
+                tags=await unit.tags(name, None),
                 aliases=aliases,
                 versions=len(await unit.versions(name)),
                 serving=reports,
@@ -309,6 +356,14 @@ class ModelRegistry:
         async with self.store.transaction() as unit:
             return AuditPage(entries=await unit.audit_entries(model=model, limit=limit, before_id=before_id))
 
+    async def verify_audit(self) -> AuditVerification:
+        """Walk the whole audit chain in id order, page by page, and say where it first breaks, if it does."""
+        async with self.store.transaction() as unit:
+            entries: list[ChainedEntry] = []
+            while page := await unit.audit_chain(after_id=entries[-1].id if entries else 0, limit=_CHAIN_PAGE):
+                entries.extend(page)
+        return AuditVerification.model_validate(verify_chain(entries).model_dump())
+
 
 def serving_problems(aliases: dict[str, int], reports: list[ServingReport]) -> list[str]:
     """One line per serving instance that failed to load the version an alias still names."""
@@ -318,6 +373,18 @@ def serving_problems(aliases: dict[str, int], reports: list[ServingReport]) -> l
         for r in reports
         if not r.loaded and aliases.get(r.alias) == r.version
     ]
+
+
+def _target(name: str, version: int | None) -> str:
+    return f"model {name!r}" if version is None else f"{name} v{version}"
+
+
+async def _lock_target(unit: RegistryUnit, name: str, version: int | None) -> None:
+    """Hold the row of the model or version being annotated (NotFound when there is none)."""
+    if version is not None:
+        await unit.version(name, version, for_update=True)
+    elif await unit.model(name, for_update=True) is None:
+        raise NotFound(f"model {name!r} does not exist")
 
 
 async def _policy_of(unit: RegistryUnit, version: Version) -> PromotionPolicy:

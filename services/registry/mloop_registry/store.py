@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import operator
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -14,7 +16,9 @@ from mloop_common.db import NAMING_CONVENTION, add_messaging_tables
 from mloop_common.errors import Conflict, NotFound
 from mloop_common.spec import ModelSpec
 from mloop_common.uow import Messaging, SqlUnit
+from mloop_registry.audit_chain import GENESIS, ChainedEntry, entry_hash
 from mloop_registry.entities import Model, ServingReport, Version
+from mloop_registry.search import And, Condition, Node, Or
 
 metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
 add_messaging_tables(metadata)
@@ -26,6 +30,7 @@ models = sa.Table(
     sa.Column("dataset", sa.String(63), nullable=False, index=True),
     sa.Column("latest_spec_version", sa.Integer, nullable=False),
     sa.Column("next_version", sa.Integer, nullable=False, server_default="1"),
+    sa.Column("description", sa.Text, nullable=False, server_default=""),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
 )
 specs = sa.Table(
@@ -54,6 +59,7 @@ model_versions = sa.Table(
     sa.Column("features", sa.JSON, nullable=False),
     sa.Column("metrics", sa.JSON, nullable=False),
     sa.Column("lineage", sa.JSON, nullable=False),
+    sa.Column("description", sa.Text, nullable=False, server_default=""),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
     sa.UniqueConstraint("model", "run_id"),  # a run registers at most one version
 )
@@ -65,6 +71,24 @@ aliases = sa.Table(
     sa.Column("version", sa.Integer, nullable=False),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
     sa.ForeignKeyConstraint(["model", "version"], ["model_versions.model", "model_versions.version"]),
+)
+# Tags: key=value, or a plain label (value ""); bounded by mloop_registry.tags.
+model_tags = sa.Table(
+    "model_tags",
+    metadata,
+    sa.Column("model", sa.String(63), sa.ForeignKey("models.name"), primary_key=True),
+    sa.Column("key", sa.String(63), primary_key=True),
+    sa.Column("value", sa.String(255), nullable=False),
+)
+version_tags = sa.Table(
+    "version_tags",
+    metadata,
+    sa.Column("model", sa.String(63), primary_key=True),
+    sa.Column("version", sa.Integer, primary_key=True),
+    sa.Column("key", sa.String(63), primary_key=True),
+    sa.Column("value", sa.String(255), nullable=False),
+    sa.ForeignKeyConstraint(["model", "version"], ["model_versions.model", "model_versions.version"]),
+    sa.Index("ix_version_tags_key_value", "key", "value"),
 )
 # What each serving instance last said about loading each alias of a model (events model.served).
 serving_reports = sa.Table(
@@ -89,6 +113,8 @@ audit_log = sa.Table(
     sa.Column("model", sa.String(63), index=True),
     sa.Column("version", sa.Integer),
     sa.Column("detail", sa.JSON, nullable=False),
+    sa.Column("prev_hash", sa.String(64), nullable=False),  # see audit_chain: each entry names its predecessor
+    sa.Column("hash", sa.String(64), nullable=False),
 )
 # The audit log is append-only: a trigger (created by migration registry_0001, which Alembic does
 # not compare) makes the database refuse UPDATE and DELETE. Declared here too, so create_all has it.
@@ -179,7 +205,29 @@ class RegistryUnit(Messaging, Protocol):
     async def audit(
         self, *, actor: str, action: str, model: str | None, version: int | None, detail: dict[str, Any]
     ) -> None:
-        """Append an entry to the audit log."""
+        """Append an entry to the audit log, chained to the last one (appends are serialised)."""
+        ...
+
+    async def tags(self, model: str, version: int | None) -> dict[str, str]:
+        """The tags of a model (``version`` None) or of one of its versions."""
+        ...
+
+    async def set_tags(self, model: str, version: int | None, tags: dict[str, str]) -> None:
+        """Set these tags (others stay) on a model or a version."""
+        ...
+
+    async def delete_tag(self, model: str, version: int | None, key: str) -> bool:
+        """Remove one tag; False when it was not set."""
+        ...
+
+    async def set_description(self, model: str, version: int | None, description: str) -> None: ...
+
+    async def search_versions(self, query: Node, *, limit: int, offset: int) -> list[Version]:
+        """Versions matching ``query`` (see mloop_registry.search), by model then version number."""
+        ...
+
+    async def audit_chain(self, *, after_id: int, limit: int) -> list[ChainedEntry]:
+        """Up to ``limit`` audit entries with ids above ``after_id``, oldest first, with their hashes."""
         ...
 
     async def audit_entries(self, *, model: str | None, limit: int, before_id: int | None) -> list[AuditEntry]:
@@ -237,7 +285,7 @@ class SqlRegistryUnit(SqlUnit):
     async def version_by_run(self, model: str, run_id: str) -> Version | None:
         query = sa.select(model_versions).where(model_versions.c.model == model, model_versions.c.run_id == run_id)
         row = (await self.session.execute(query)).first()
-        return _version(row) if row is not None else None
+        return (await self._tagged([row]))[0] if row is not None else None
 
     async def allocate_version(self, model: str) -> int:
         # The row lock UPDATE takes serialises concurrent registrations of one model.
@@ -253,7 +301,7 @@ class SqlRegistryUnit(SqlUnit):
         return int(allocated)
 
     async def add_version(self, version: Version) -> Version:
-        values = version.model_dump(mode="json", exclude={"artifact", "profile", "created_at"})
+        values = version.model_dump(mode="json", exclude={"artifact", "profile", "created_at", "tags"})
         values |= {
             "artifact_uri": version.artifact.uri,
             "artifact_sha256": version.artifact.sha256,
@@ -275,11 +323,59 @@ class SqlRegistryUnit(SqlUnit):
         row = (await self.session.execute(query)).first()
         if row is None:
             raise NotFound(f"model {model!r} has no version {version}")
-        return _version(row)
+        return (await self._tagged([row]))[0]
 
     async def versions(self, model: str) -> list[Version]:
         query = sa.select(model_versions).where(model_versions.c.model == model).order_by(model_versions.c.version)
-        return [_version(row) for row in await self.session.execute(query)]
+        return await self._tagged((await self.session.execute(query)).all())
+
+    async def _tagged(self, rows: Sequence[sa.Row[Any]]) -> list[Version]:
+        """The versions of ``rows`` with their tags, read in one query."""
+        keys = [(row.model, row.version) for row in rows]
+        tags: dict[tuple[str, int], dict[str, str]] = {key: {} for key in keys}
+        if keys:
+            query = sa.select(version_tags).where(sa.tuple_(version_tags.c.model, version_tags.c.version).in_(keys))
+            for tag in await self.session.execute(query):
+                tags[(tag.model, tag.version)][tag.key] = tag.value
+        return [_version(row).model_copy(update={"tags": tags[key]}) for row, key in zip(rows, keys, strict=True)]
+
+    async def tags(self, model: str, version: int | None) -> dict[str, str]:
+        table, where = _tag_target(model, version)
+        rows = await self.session.execute(sa.select(table.c.key, table.c.value).where(*where).order_by(table.c.key))
+        return dict(rows.tuples().all())
+
+    async def set_tags(self, model: str, version: int | None, tags: dict[str, str]) -> None:
+        table, _ = _tag_target(model, version)
+        owner = {"model": model} if version is None else {"model": model, "version": version}
+        statement = pg_insert(table).values([{**owner, "key": k, "value": v} for k, v in tags.items()])
+        keys = [*owner, "key"]
+        await self.session.execute(
+            statement.on_conflict_do_update(index_elements=keys, set_={"value": statement.excluded.value})
+        )
+
+    async def delete_tag(self, model: str, version: int | None, key: str) -> bool:
+        table, where = _tag_target(model, version)
+        result = await self.session.execute(sa.delete(table).where(*where, table.c.key == key))
+        return bool(result.rowcount)  # type: ignore[attr-defined]
+
+    async def set_description(self, model: str, version: int | None, description: str) -> None:
+        if version is None:
+            statement = sa.update(models).where(models.c.name == model)
+        else:
+            statement = sa.update(model_versions).where(
+                model_versions.c.model == model, model_versions.c.version == version
+            )
+        await self.session.execute(statement.values(description=description))
+
+    async def search_versions(self, query: Node, *, limit: int, offset: int) -> list[Version]:
+        statement = (
+            sa.select(model_versions)
+            .where(_matches(query))
+            .order_by(model_versions.c.model, model_versions.c.version)
+            .limit(limit)
+            .offset(offset)
+        )
+        return await self._tagged((await self.session.execute(statement)).all())
 
     async def set_status(self, model: str, version: int, status: VersionStatus) -> None:
         await self.session.execute(
@@ -340,9 +436,38 @@ class SqlRegistryUnit(SqlUnit):
     async def audit(
         self, *, actor: str, action: str, model: str | None, version: int | None, detail: dict[str, Any]
     ) -> None:
-        await self.session.execute(
-            sa.insert(audit_log).values(actor=actor, action=action, model=model, version=version, detail=detail)
+        # One appender at a time across requests and replicas: the lock lasts until this transaction ends,
+        # so the last entry read under it stays the last until this one commits (or rolls back). Ids are
+        # taken as last + 1, not from the sequence, so a rolled-back append leaves no gap.
+        lock_key = sa.func.hashtext(sa.func.concat(sa.func.current_schema(), ".audit_log"))
+        await self.session.execute(sa.select(sa.func.pg_advisory_xact_lock(lock_key)))
+        now = (await self.session.execute(sa.select(sa.func.now()))).scalar_one()
+        last = (
+            await self.session.execute(
+                sa.select(audit_log.c.id, audit_log.c.hash).order_by(audit_log.c.id.desc()).limit(1)
+            )
+        ).first()
+        prev_hash = last.hash if last is not None else GENESIS
+        digest = entry_hash(
+            at=now, actor=actor, action=action, model=model, version=version, detail=detail, prev_hash=prev_hash
         )
+        await self.session.execute(
+            sa.insert(audit_log).values(
+                id=last.id + 1 if last is not None else 1,
+                at=now,
+                actor=actor,
+                action=action,
+                model=model,
+                version=version,
+                detail=detail,
+                prev_hash=prev_hash,
+                hash=digest,
+            )
+        )
+
+    async def audit_chain(self, *, after_id: int, limit: int) -> list[ChainedEntry]:
+        query = sa.select(audit_log).where(audit_log.c.id > after_id).order_by(audit_log.c.id).limit(limit)
+        return [ChainedEntry.model_validate(row._mapping) for row in await self.session.execute(query)]
 
     async def audit_entries(self, *, model: str | None, limit: int, before_id: int | None) -> list[AuditEntry]:
         query = sa.select(audit_log).order_by(audit_log.c.id.desc()).limit(limit)
@@ -351,6 +476,64 @@ class SqlRegistryUnit(SqlUnit):
         if before_id:
             query = query.where(audit_log.c.id < before_id)
         return [AuditEntry.model_validate(row._mapping) for row in await self.session.execute(query)]
+
+
+def _tag_target(model: str, version: int | None) -> tuple[sa.Table, list[sa.ColumnElement[bool]]]:
+    if version is None:
+        return model_tags, [model_tags.c.model == model]
+    return version_tags, [version_tags.c.model == model, version_tags.c.version == version]
+
+
+_COMPARE: dict[str, Callable[[Any, Any], sa.ColumnElement[bool]]] = {
+    "=": operator.eq,
+    "!=": operator.ne,
+    ">": operator.gt,
+    ">=": operator.ge,
+    "<": operator.lt,
+    "<=": operator.le,
+}
+
+
+def _matches(node: Node) -> sa.ColumnElement[bool]:
+    """A search tree as a SQL condition on model_versions; every value is a bound parameter."""
+    if isinstance(node, And):
+        return sa.and_(*(_matches(item) for item in node.items))
+    if isinstance(node, Or):
+        return sa.or_(*(_matches(item) for item in node.items))
+    return _condition(node)
+
+
+def _condition(c: Condition) -> sa.ColumnElement[bool]:
+    mv = model_versions.c
+    if c.field == "tag":
+        has = _has_tag(c.key or "", None if c.op is None else str(c.value))
+        return sa.not_(has) if c.op == "!=" else has
+    if c.field == "alias":
+        named = sa.exists().where(
+            aliases.c.model == mv.model, aliases.c.version == mv.version, aliases.c.alias == c.value
+        )
+        return sa.not_(named) if c.op == "!=" else named
+    column: Any = {
+        "name": mv.model,
+        "status": mv.status,
+        "dataset": mv.lineage["dataset"].as_string(),
+        "version": mv.version,
+        "dataset_version": mv.lineage["dataset_version"].as_float(),
+    }.get(c.field)
+    if column is None:  # metric.NAME: a version without that metric matches no comparison
+        column = mv.metrics[c.key].as_float()
+    return _COMPARE[c.op or "="](column, c.value)
+
+
+def _has_tag(key: str, value: str | None) -> sa.ColumnElement[bool]:
+    """The version, or its model, has tag ``key`` (with ``value`` when given)."""
+    mv = model_versions.c
+    on_version = [version_tags.c.model == mv.model, version_tags.c.version == mv.version, version_tags.c.key == key]
+    on_model = [model_tags.c.model == mv.model, model_tags.c.key == key]
+    if value is not None:
+        on_version.append(version_tags.c.value == value)
+        on_model.append(model_tags.c.value == value)
+    return sa.or_(sa.exists().where(*on_version), sa.exists().where(*on_model))
 
 
 def _spec(row: sa.Row[Any]) -> SpecView:

@@ -9,7 +9,9 @@ from mloop_common.contracts import AuditEntry, SpecView, VersionStatus
 from mloop_common.errors import Conflict, NotFound
 from mloop_common.spec import ModelSpec
 from mloop_common.testing import MemoryStore, MemoryUnit
+from mloop_registry.audit_chain import GENESIS, ChainedEntry, entry_hash
 from mloop_registry.entities import Model, ServingReport, Version
+from mloop_registry.search import Node
 
 EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -36,7 +38,7 @@ class MemoryRegistryUnit(MemoryUnit):
         return self.tables.setdefault("aliases", {})
 
     @property
-    def _audit(self) -> list[AuditEntry]:
+    def _audit(self) -> list[ChainedEntry]:
         return self.tables.setdefault("audit_log", [])
 
     def _now(self) -> datetime:
@@ -124,6 +126,41 @@ class MemoryRegistryUnit(MemoryUnit):
         return {model: at for (model, name), at in moved.items() if name == alias}
 
     @property
+    def _model_tags(self) -> dict[str, dict[str, str]]:
+        return self.tables.setdefault("model_tags", {})
+
+    async def tags(self, model: str, version: int | None) -> dict[str, str]:
+        found = self._model_tags.get(model, {}) if version is None else self._versions[(model, version)].tags
+        return dict(sorted(found.items()))
+
+    async def set_tags(self, model: str, version: int | None, tags: dict[str, str]) -> None:
+        if version is None:
+            self._model_tags[model] = self._model_tags.get(model, {}) | tags
+        else:
+            stored = self._versions[(model, version)]
+            self._versions[(model, version)] = stored.model_copy(update={"tags": stored.tags | tags})
+
+    async def delete_tag(self, model: str, version: int | None, key: str) -> bool:
+        if version is None:
+            return self._model_tags.get(model, {}).pop(key, None) is not None
+        stored = self._versions[(model, version)]
+        if key not in stored.tags:
+            return False
+        kept = {k: v for k, v in stored.tags.items() if k != key}
+        self._versions[(model, version)] = stored.model_copy(update={"tags": kept})
+        return True
+
+    async def set_description(self, model: str, version: int | None, description: str) -> None:
+        if version is None:
+            self._models[model] = self._models[model].model_copy(update={"description": description})
+        else:
+            stored = self._versions[(model, version)]
+            self._versions[(model, version)] = stored.model_copy(update={"description": description})
+
+    async def search_versions(self, query: Node, *, limit: int, offset: int) -> list[Version]:
+        raise NotImplementedError("search is SQL: tests/integration/test_registry_store.py runs it on PostgreSQL")
+
+    @property
     def _reports(self) -> dict[tuple[str, str, str], ServingReport]:
         return self.tables.setdefault("serving_reports", {})
 
@@ -138,22 +175,32 @@ class MemoryRegistryUnit(MemoryUnit):
     async def audit(
         self, *, actor: str, action: str, model: str | None, version: int | None, detail: dict[str, Any]
     ) -> None:
-        entry = AuditEntry(
-            id=len(self._audit) + 1,
-            at=self._now(),
-            actor=actor,
-            action=action,
-            model=model,
-            version=version,
-            detail=detail,
+        at, prev_hash = self._now(), self._audit[-1].hash if self._audit else GENESIS
+        digest = entry_hash(
+            at=at, actor=actor, action=action, model=model, version=version, detail=detail, prev_hash=prev_hash
         )
-        self._audit.append(entry)
+        self._audit.append(
+            ChainedEntry(
+                id=len(self._audit) + 1,
+                at=at,
+                actor=actor,
+                action=action,
+                model=model,
+                version=version,
+                detail=detail,
+                prev_hash=prev_hash,
+                hash=digest,
+            )
+        )
+
+    async def audit_chain(self, *, after_id: int, limit: int) -> list[ChainedEntry]:
+        return [e for e in self._audit if e.id > after_id][:limit]
 
     async def audit_entries(self, *, model: str | None, limit: int, before_id: int | None) -> list[AuditEntry]:
         found = [
             e for e in reversed(self._audit) if model in (None, e.model) and (before_id is None or e.id < before_id)
         ]
-        return found[:limit]
+        return [AuditEntry.model_validate(dict(e)) for e in found[:limit]]
 
 
 def memory_store() -> MemoryStore[MemoryRegistryUnit]:

@@ -42,6 +42,8 @@ VERSION_FIELDS = {
     "artifact",
     "profile",
     "aliases",
+    "description",
+    "tags",
 }
 SPEC_FIELDS = {"name", "spec_version", "digest", "spec", "created_at"}
 
@@ -163,7 +165,8 @@ async def test_reads_answer_the_documented_shapes(client):
     audit = (await client.get("/v1/audit", params={"model": "churn"})).json()
 
     assert set(models["models"][0]) == SPEC_FIELDS | {"dataset", "aliases"}
-    assert set(model) == SPEC_FIELDS | {"aliases", "versions", "serving", "problems"} and model["versions"] == 1
+    assert set(model) == SPEC_FIELDS | {"aliases", "versions", "serving", "problems", "description", "tags"}
+    assert model["versions"] == 1
     assert [set(v) for v in versions["versions"]] == [VERSION_FIELDS]
     assert set(version) == VERSION_FIELDS | {"lineage"} and version["lineage"]["dataset"] == "churn"
     assert alias["alias"] == PRODUCTION and alias["version"] == 1
@@ -171,6 +174,17 @@ async def test_reads_answer_the_documented_shapes(client):
     assert lineage["spec"] == {"version": 1, "digest": model["digest"]}
     assert [e["action"] for e in audit["entries"]] == ["alias.moved", "version.registered", "spec.created"]
     assert audit["entries"][-1]["actor"] == "anonymous"
+    assert audit["entries"][0]["prev_hash"] == audit["entries"][1]["hash"]
+
+
+async def test_audit_verify_answers_with_the_chain_state(client):
+    await declare(client)
+    await register(client)
+
+    verified = (await client.get("/v1/audit/verify")).json()
+
+    assert verified["ok"] is True and verified["entries"] == 3
+    assert verified["first_bad_id"] is None and len(verified["last_hash"]) == 64
 
 
 async def test_alias_moves_and_approvals_map_refusals_to_statuses(client):
@@ -208,3 +222,39 @@ def test_openapi_documents_the_spec_body_and_the_answers():
                 if code == "204":
                     continue  # no body
                 assert "$ref" in success["content"]["application/json"]["schema"], f"{method} {path}"
+
+
+async def test_tags_and_descriptions_show_in_the_views_and_are_audited(client):
+    await declare(client)
+    await register(client)
+
+    model_tags = await client.put("/v1/models/churn/tags", json={"tags": {"team": "fraud", "gold": ""}})
+    version_tags = await client.put("/v1/models/churn/versions/1/tags", json={"tags": {"stage": "reviewed"}})
+    described = await client.put("/v1/models/churn/versions/1/description", json={"description": "first cut"})
+    removed = await client.delete("/v1/models/churn/tags/gold")
+    removed_again = await client.delete("/v1/models/churn/tags/gold")
+    model = (await client.get("/v1/models/churn")).json()
+    version = (await client.get("/v1/models/churn/versions/1")).json()
+    actions = [e["action"] for e in (await client.get("/v1/audit")).json()["entries"]]
+
+    assert model_tags.json() == {"tags": {"gold": "", "team": "fraud"}} and version_tags.status_code == 200
+    assert (described.status_code, removed.status_code, removed_again.status_code) == (204, 204, 404)
+    assert model["tags"] == {"team": "fraud"}
+    assert (version["tags"], version["description"]) == ({"stage": "reviewed"}, "first cut")
+    assert actions[:4] == ["tag.deleted", "description.set", "tags.set", "tags.set"]
+    assert (await client.get("/v1/audit/verify")).json()["ok"] is True
+
+
+async def test_bad_tags_and_queries_are_422_naming_the_part(client):
+    await declare(client)
+
+    bad_key = await client.put("/v1/models/churn/tags", json={"tags": {"no spaces": "x"}})
+    too_many = await client.put("/v1/models/churn/tags", json={"tags": {f"k{i}": "" for i in range(33)}})
+    unknown_model = await client.put("/v1/models/nope/tags", json={"tags": {"a": "b"}})
+    bad_query = await client.get("/v1/search/versions", params={"q": "metric.f1 > high"})
+
+    assert (bad_key.status_code, bad_key.json()["error"]["field"]) == (422, "tags.no spaces")
+    assert (too_many.status_code, too_many.json()["error"]["field"]) == (422, "tags")
+    assert unknown_model.status_code == 404
+    assert (bad_query.status_code, bad_query.json()["error"]["field"]) == (422, "q")
+    assert "'high' at position 12" in bad_query.json()["error"]["message"]
