@@ -17,6 +17,8 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
+from mloop_common.datacontract import DatasetContract
+
 SCHEMA_VERSION: Final = 1
 OTHER_CATEGORY = "__other__"
 MAX_CATEGORIES = 50
@@ -78,6 +80,8 @@ class ReferenceProfile(_Entry):
     features: dict[str, FeatureProfile]
     prediction: FeatureProfile | None = None
     evaluation: EvaluationSet | None = None
+    # The training dataset's schema contract (ingest): what the publisher declared is drift's data-quality bar.
+    contract: DatasetContract | None = None
 
     def kind_of(self, feature: str) -> FeatureKind:
         """The kind of a feature; one the profile does not describe counts as numeric."""

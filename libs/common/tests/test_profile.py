@@ -36,10 +36,10 @@ def training_frame(rows=500, seed=3):
 def test_profile_has_exactly_the_documented_shape():
     profile = build_reference_profile(training_frame(), ["age", "visits", "plan", "active"]).model_dump()
 
-    assert set(profile) == {"schema_version", "rows", "features", "prediction", "evaluation"}
+    assert set(profile) == {"schema_version", "rows", "features", "prediction", "evaluation", "contract"}
     assert profile["schema_version"] == 1
     assert profile["rows"] == 500
-    assert profile["prediction"] is None and profile["evaluation"] is None
+    assert profile["prediction"] is None and profile["evaluation"] is None and profile["contract"] is None
     assert set(profile["features"]["age"]) == NUMERIC_KEYS
     assert set(profile["features"]["plan"]) == CATEGORICAL_KEYS
     assert profile["features"]["active"]["kind"] == "categorical"

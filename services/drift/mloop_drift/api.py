@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Path, Query
 
 from mloop_common.http import components
 from mloop_drift.bootstrap import DriftService
-from mloop_drift.entities import Report, ReportList
+from mloop_drift.entities import Observation, Report, ReportList
 
 router = APIRouter(tags=["drift"])
 Service = Annotated[DriftService, Depends(components)]
@@ -26,3 +26,13 @@ async def get_report(service: Service, model: str, report_id: str) -> Report:
     """One window report (a revision) with per-feature tests, data quality, performance and the window's revisions."""
     async with service.store.transaction() as unit:
         return await unit.report(model, report_id)
+
+
+@router.get("/v1/predictions/{request_id}", tags=["lineage"])
+async def get_prediction(service: Service, request_id: Annotated[str, Path(max_length=100)]) -> Observation:
+    """One logged prediction: the model version that answered, its inputs and output, and its label once given.
+
+    The first hop of a prediction's lineage (``mloop lineage REQUEST_ID``); kept as long as drift keeps
+    its observations. Shadow predictions are not kept."""
+    async with service.store.transaction() as unit:
+        return await unit.observation(request_id)

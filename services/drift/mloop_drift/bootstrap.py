@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from fastapi import FastAPI
 
 from mloop_common.bus import route
-from mloop_common.events import FeedbackReceived, ModelPromoted, ModelServed, PredictionsLogged
+from mloop_common.events import FeedbackReceived, ModelPromoted, ModelRejected, ModelServed, PredictionsLogged
 from mloop_common.runtime import Runtime
 from mloop_common.uow import Store
 from mloop_drift.config import DriftSettings
@@ -37,13 +37,18 @@ async def bootstrap(settings: DriftSettings, app: FastAPI) -> AsyncIterator[Drif
     monitor = DriftMonitor(
         store=store,
         artifacts=runtime.artifacts,
-        rules=WindowRules(min_labelled_rows=settings.min_labelled_rows, recent_rows=settings.recent_rows),
+        rules=WindowRules(
+            min_labelled_rows=settings.min_labelled_rows,
+            recent_rows=settings.recent_rows,
+            retrain_timeout=timedelta(seconds=settings.retrain_timeout_seconds),
+        ),
         clock=utc_now,
     )
     # One consumer (group) for every topic: a model's windows are judged by one task at a time.
     runtime.consume(
         route(ModelPromoted, monitor.on_model_promoted),
         route(ModelServed, monitor.on_model_served),
+        route(ModelRejected, monitor.on_model_rejected),
         route(PredictionsLogged, monitor.on_predictions_logged),
         route(FeedbackReceived, monitor.on_feedback_received),
     )

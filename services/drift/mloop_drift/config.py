@@ -1,5 +1,7 @@
 from typing import ClassVar
 
+from pydantic import Field
+
 from mloop_common.settings import ServiceSettings, service_config
 
 
@@ -13,3 +15,5 @@ class DriftSettings(ServiceSettings):
     min_labelled_rows: int = 1000
     # How many of the newest labelled rows a retrain recommendation carries.
     recent_rows: int = 20_000
+    # A retrain asked for and not decided yet blocks the next one at most this long (a failed run says nothing).
+    retrain_timeout_seconds: float = Field(6 * 3600, gt=0)

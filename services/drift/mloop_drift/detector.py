@@ -20,13 +20,16 @@ Prediction drift is reported as evidence and decides nothing on its own.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
+from pydantic import ValidationError
 
+from mloop_common.datacontract import DatasetContract
 from mloop_common.profile import CategoricalProfile, FeatureKind, NumericProfile, ReferenceProfile
 from mloop_common.spec import DriftPolicy, FeatureConstraint
 from mloop_drift.performance import Calibration, Performance, PerformanceRules, Task, assess
@@ -94,8 +97,11 @@ class DriftConfig:
             raise ValueError("drift_share_threshold must be in (0, 1]")
 
     @classmethod
-    def from_policy(cls, policy: DriftPolicy, metric: str | None = None) -> DriftConfig:
-        """The configuration a model spec's drift policy asks for (``metric``: the spec's primary metric)."""
+    def from_policy(
+        cls, policy: DriftPolicy, metric: str | None = None, contract: DatasetContract | None = None
+    ) -> DriftConfig:
+        """The configuration a model spec's drift policy asks for (``metric``: the spec's primary metric),
+        with the bounds the training dataset's publisher declared (``contract``) under the spec's own."""
         thresholds: dict[str, Threshold] = {}
         for name, bound in policy.thresholds.items():
             default = METHODS[name].default_threshold
@@ -117,7 +123,7 @@ class DriftConfig:
             numeric_methods=tuple(policy.numeric_tests) if policy.numeric_tests else None,
             categorical_methods=tuple(policy.categorical_tests) if policy.categorical_tests else None,
             thresholds=thresholds,
-            constraints=dict(policy.constraints),
+            constraints=merged_constraints(declared_constraints(contract), policy.constraints),
         )
 
     def min_drifted_features(self, n_features: int) -> int:
@@ -681,3 +687,39 @@ def _describe(issue: DataQualityIssue) -> str:
 def _listing(items: Sequence[str], limit: int = 3) -> str:
     shown = ", ".join(items[:limit])
     return shown if len(items) <= limit else f"{shown} and {len(items) - limit} more"
+
+
+def declared_constraints(contract: DatasetContract | None) -> dict[str, FeatureConstraint]:
+    """What the dataset's publisher declared per column (physical bounds, nullability) as drift constraints.
+
+    Only declarations count: the ranges and categories a version happened to hold are evidence of covariate
+    shift when production leaves them, never broken data.
+    """
+    if contract is None:
+        return {}
+    found: dict[str, FeatureConstraint] = {}
+    for column in contract.columns:
+        declared = column.declared
+        if declared is None or (declared.min, declared.max, declared.nullable) == (None, None, None):
+            continue
+        with contextlib.suppress(ValidationError):  # ingest validated them; a bad one is ignored, not fatal
+            found[column.name] = FeatureConstraint(min=declared.min, max=declared.max, nullable=declared.nullable)
+    return found
+
+
+def merged_constraints(
+    declared: Mapping[str, FeatureConstraint], spec: Mapping[str, FeatureConstraint]
+) -> dict[str, FeatureConstraint]:
+    """The dataset's declarations with the spec's constraints over them, field by field (the spec wins)."""
+    merged = dict(declared)
+    for name, own in spec.items():
+        base = merged.get(name)
+        if base is None:
+            merged[name] = own
+            continue
+        fields = {key: value for key, value in own.model_dump().items() if value is not None}
+        try:
+            merged[name] = FeatureConstraint.model_validate({**base.model_dump(), **fields})
+        except ValidationError:  # e.g. the spec's max below the declared min: the spec alone decides
+            merged[name] = own
+    return merged

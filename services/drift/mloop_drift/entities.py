@@ -33,6 +33,7 @@ class MonitoredVersion(BaseModel):
     cooldown: CooldownState = CooldownState()
     retired: bool = False
     promoted_at: datetime | None = None
+    retrain_requested_at: datetime | None = None  # a retrain this version asked for, not decided yet
 
 
 class Prediction(BaseModel):

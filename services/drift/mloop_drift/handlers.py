@@ -14,7 +14,7 @@ import logging
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import pandas as pd
@@ -30,6 +30,7 @@ from mloop_common.events import (
     Envelope,
     FeedbackReceived,
     ModelPromoted,
+    ModelRejected,
     ModelServed,
     PredictionsLogged,
     new_event,
@@ -52,6 +53,7 @@ DETECTED = Counter(
 
 HELD_FOR_COOLDOWN = "cooldown"
 HELD_FOR_LABELS = "labels"
+HELD_FOR_RETRAIN = "retrain_in_flight"
 
 
 @dataclass(frozen=True)
@@ -64,6 +66,9 @@ class WindowRules:
     recent_rows: int
     # An event-time window is judged on at most this many of its newest rows.
     max_window_rows: int = MAX_DRIFT_WINDOW
+    # A retrain asked for and not decided (no newer version promoted, no rejection) blocks the next one
+    # this long at most: a failed training run announces nothing.
+    retrain_timeout: timedelta = timedelta(hours=6)
 
 
 class DriftMonitor:
@@ -144,6 +149,17 @@ class DriftMonitor:
                     served.error,
                     answering,
                 )
+
+    async def on_model_rejected(self, rejected: ModelRejected, event: Envelope) -> None:
+        """A candidate lost to the version in production: the retrain that version asked for is decided."""
+        if rejected.champion_version is None:
+            return
+        async with self.store.transaction() as unit:
+            if not await unit.claim(event):
+                return
+            champion = await unit.lock_monitored(rejected.model, rejected.champion_version)
+            if champion is not None and champion.retrain_requested_at is not None:
+                await unit.mark_retrain(rejected.model, rejected.champion_version, None)
 
     async def on_predictions_logged(self, logged: PredictionsLogged, event: Envelope) -> None:
         async with self.store.transaction() as unit:
@@ -288,6 +304,8 @@ class DriftMonitor:
             recent_rows = 0
             if action == "retrain":
                 recent, recent_rows = await self._snapshot_recent(unit, model, monitored.target)
+                await unit.mark_retrain(model, version, self.clock())
+                monitored = monitored.model_copy(update={"retrain_requested_at": self.clock()})
             detected = _drift_detected(report, verdict, action, len(rows), recent, recent_rows)
             await unit.stage(new_event(detected, source=SOURCE, subject=model, cause=cause))
             DETECTED.labels(model=model, cause=report.cause or "none", action=action).inc()
@@ -296,7 +314,7 @@ class DriftMonitor:
     async def _evaluate(self, monitored: MonitoredVersion, index: int, rows: list[Observation]) -> DriftReport:
         model, version = monitored.model, monitored.version
         kinds = {name: entry.kind for name, entry in monitored.profile.features.items()}
-        config = DriftConfig.from_policy(monitored.policy, monitored.metric)
+        config = DriftConfig.from_policy(monitored.policy, monitored.metric, monitored.profile.contract)
         try:
             window = Window.from_rows(
                 kinds,
@@ -337,7 +355,12 @@ class DriftMonitor:
         emit, cooldown = CooldownPolicy(monitored.cooldown_windows).should_emit(
             monitored.cooldown, True, index, retrain=action == "retrain"
         )
-        return emit, None if emit else HELD_FOR_COOLDOWN, cooldown
+        if not emit:
+            return False, HELD_FOR_COOLDOWN, cooldown
+        asked = monitored.retrain_requested_at
+        if action == "retrain" and asked is not None and self.clock() - asked < self.rules.retrain_timeout:
+            return False, HELD_FOR_RETRAIN, monitored.cooldown  # the cooldown is not spent
+        return True, None, cooldown
 
     def _report_fields(self, verdict: DriftReport, emitted: bool, held: str | None) -> dict[str, Any]:
         summary = verdict.summary
@@ -345,6 +368,8 @@ class DriftMonitor:
             summary += f" Waiting for labels before retraining: at least {self.rules.min_labelled_rows} labelled rows."
         elif held == HELD_FOR_COOLDOWN:
             summary += " Alarm held back by the cooldown after an earlier one."
+        elif held == HELD_FOR_RETRAIN:
+            summary += " A retrain asked for earlier is not decided yet: no second one meanwhile."
         return {
             "drift_detected": verdict.drift_detected,
             "cause": verdict.cause,

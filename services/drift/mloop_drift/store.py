@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import Any, Protocol
 
 import sqlalchemy as sa
@@ -39,6 +40,8 @@ monitored = sa.Table(
     sa.Column("policy", sa.JSON),
     sa.Column("metric", sa.String(32)),
     sa.Column("time_column", sa.String(200)),
+    # When this version last asked for a retrain that is not decided yet (one in flight at a time).
+    sa.Column("retrain_requested_at", sa.DateTime(timezone=True)),
 )
 observations = sa.Table(
     "observations",
@@ -118,6 +121,10 @@ class DriftUnit(Messaging, Protocol):
         """Record that the windows before ``next_window`` are judged, and the cooldown after them."""
         ...
 
+    async def mark_retrain(self, model: str, version: int, at: datetime | None) -> None:
+        """Record that ``version`` asked for a retrain at ``at`` (None: the one it asked for is decided)."""
+        ...
+
     async def record_predictions(self, model: str, version: int, predictions: Sequence[Prediction]) -> None:
         """Keep predictions (a label that arrived first stays; a prediction already kept is left as it is)."""
         ...
@@ -148,6 +155,10 @@ class DriftUnit(Messaging, Protocol):
 
     async def window_rows(self, model: str, version: int, index: int, limit: int) -> list[Observation]:
         """The rows of window ``index`` (the newest ``limit`` of them), oldest first."""
+        ...
+
+    async def observation(self, request_id: str) -> Observation:
+        """One prediction by its request id, with its label if one came; NotFound if drift never saw it."""
         ...
 
     async def windows_of(self, model: str, request_ids: Sequence[str]) -> list[tuple[int, int]]:
@@ -189,7 +200,7 @@ class DriftUnit(Messaging, Protocol):
 
 class SqlDriftUnit(SqlUnit):
     async def add_monitored(self, monitored_version: MonitoredVersion) -> None:
-        values = monitored_version.model_dump(mode="json", exclude={"promoted_at"})
+        values = monitored_version.model_dump(mode="json", exclude={"promoted_at", "retrain_requested_at"})
         values["cooldown"] = monitored_version.cooldown.to_dict()
         if monitored_version.promoted_at is not None:
             values["promoted_at"] = monitored_version.promoted_at
@@ -236,6 +247,13 @@ class SqlDriftUnit(SqlUnit):
             sa.update(monitored)
             .where(monitored.c.model == model, monitored.c.version == version)
             .values(next_window=next_window, cooldown=cooldown.to_dict())
+        )
+
+    async def mark_retrain(self, model: str, version: int, at: datetime | None) -> None:
+        await self.session.execute(
+            sa.update(monitored)
+            .where(monitored.c.model == model, monitored.c.version == version)
+            .values(retrain_requested_at=at)
         )
 
     async def record_predictions(self, model: str, version: int, predictions: Sequence[Prediction]) -> None:
@@ -329,6 +347,14 @@ class SqlDriftUnit(SqlUnit):
                 )
                 .values(window_index=index)
             )
+
+    async def observation(self, request_id: str) -> Observation:
+        row = (
+            await self.session.execute(sa.select(observations).where(observations.c.request_id == request_id))
+        ).first()
+        if row is None or row.logged_at is None:
+            raise NotFound(f"no prediction with request id {request_id!r} was logged", field="request_id")
+        return Observation.model_validate(row)
 
     async def window_rows(self, model: str, version: int, index: int, limit: int) -> list[Observation]:
         query = (

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 
 from mloop_common.errors import NotFound
 from mloop_common.testing import MemoryStore, MemoryUnit
@@ -33,6 +34,10 @@ class MemoryDriftUnit(MemoryUnit):
         for (model, version), other in self._monitored.items():
             if model == monitored_version.model and version != monitored_version.version:
                 self._monitored[(model, version)] = other.model_copy(update={"retired": True})
+
+    async def mark_retrain(self, model: str, version: int, at: datetime | None) -> None:
+        current = self._monitored[(model, version)]
+        self._monitored[(model, version)] = current.model_copy(update={"retrain_requested_at": at})
 
     async def watch_only(self, model: str, version: int) -> bool:
         if (model, version) not in self._monitored:
@@ -66,6 +71,12 @@ class MemoryDriftUnit(MemoryUnit):
                 self._observations[label.request_id] = Observation(model=model, **label.model_dump())
             else:
                 self._observations[label.request_id] = existing.model_copy(update=label.model_dump())
+
+    async def observation(self, request_id: str) -> Observation:
+        found = self._observations.get(request_id)
+        if found is None or found.logged_at is None:
+            raise NotFound(f"no prediction with request id {request_id!r} was logged", field="request_id")
+        return found
 
     def _open(self, model: str, version: int) -> list[Observation]:
         found = [

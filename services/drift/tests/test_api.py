@@ -10,11 +10,12 @@ import httpx
 from fastapi import FastAPI
 
 from mloop_common.http import create_app
+from mloop_common.testing import MemoryStore
 from mloop_drift import api
 from mloop_drift.bootstrap import DriftService
-from mloop_drift.entities import Report
+from mloop_drift.entities import Label, Prediction, Report
 
-from .fakes import memory_store
+from .fakes import MemoryDriftUnit, memory_store
 
 SUMMARY_FIELDS = {
     "id",
@@ -57,8 +58,8 @@ def report(window: int, revision: int = 1) -> Report:
     )
 
 
-async def client_with(*reports: Report) -> httpx.AsyncClient:
-    store = memory_store()
+async def client_with(*reports: Report, store: MemoryStore[MemoryDriftUnit] | None = None) -> httpx.AsyncClient:
+    store = store or memory_store()
     async with store.transaction() as unit:
         for r in reports:
             await unit.add_report(r)
@@ -133,3 +134,28 @@ async def test_the_routes_are_documented_with_their_response_models() -> None:
     assert listed["responses"]["200"]["content"]["application/json"]["schema"]["$ref"].endswith("/ReportList")
     assert single["responses"]["200"]["content"]["application/json"]["schema"]["$ref"].endswith("/Report")
     assert single["summary"] and single["description"].startswith("One window report")
+
+
+async def test_a_logged_prediction_is_found_by_its_request_id_with_the_version_that_answered() -> None:
+    store = memory_store()
+    logged_at = datetime(2026, 1, 2, tzinfo=UTC)
+    async with store.transaction() as unit:
+        await unit.record_predictions(
+            "churn", 3, [Prediction(request_id="req-1", logged_at=logged_at, inputs={"x1": 1.0}, prediction="yes")]
+        )
+        await unit.record_labels("churn", [Label(request_id="req-1", label="no", labelled_at=logged_at)])
+        await unit.record_labels("churn", [Label(request_id="label-only", label="no", labelled_at=logged_at)])
+
+    async with await client_with(store=store) as client:
+        found = await client.get("/v1/predictions/req-1")
+        label_only = await client.get("/v1/predictions/label-only")
+        unknown = await client.get("/v1/predictions/nope")
+
+    assert found.status_code == 200
+    assert {k: found.json()[k] for k in ("model", "version", "prediction", "label")} == {
+        "model": "churn",
+        "version": 3,
+        "prediction": "yes",
+        "label": "no",
+    }
+    assert label_only.status_code == 404 and unknown.status_code == 404

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
+from mloop_common.datacontract import ColumnContract, DatasetContract, Declared, ValueRange
 from mloop_common.profile import CategoricalProfile, EvaluationSet, NumericProfile, ReferenceProfile
 from mloop_common.spec import DRIFT_METHODS, DriftPolicy, FeatureConstraint
 from mloop_drift.detector import DriftConfig, Verdict, evaluate_window, triage
@@ -742,6 +743,68 @@ def test_a_spec_drift_policy_becomes_the_detector_configuration() -> None:
     assert config.performance == PerformanceRules(min_label_coverage=0.8, max_metric_drop=0.1, metric="roc_auc")
     assert config.drift_share_threshold == 0.5 and config.retrain_on_covariate_shift is True
     assert config.constraints["age"].min == 0
+
+
+def churn_contract(**age: Any) -> DatasetContract:
+    """ingest's contract of the churn data: observed ranges for every column, declarations only where given."""
+    return DatasetContract(
+        target="churned",
+        columns=[
+            ColumnContract(
+                name="age",
+                type="numeric",
+                physical_type="double",
+                nullable=False,
+                missing_rate=0.0,
+                observed_range=ValueRange(min=18, max=90),
+                declared=Declared(**age) if age else None,
+            ),
+            ColumnContract(
+                name="usage",
+                type="numeric",
+                physical_type="double",
+                nullable=False,
+                missing_rate=0.0,
+                observed_range=ValueRange(min=0, max=300),
+            ),
+        ],
+    )
+
+
+def test_the_publishers_declared_bounds_are_drifts_data_quality_bar_under_the_specs_own() -> None:
+    policy = DriftPolicy(constraints={"age": FeatureConstraint(max=120), "usage": FeatureConstraint(min=0)})
+
+    config = DriftConfig.from_policy(policy, contract=churn_contract(min=0, max=130, nullable=False))
+
+    assert config.constraints["age"] == FeatureConstraint(min=0, max=120, nullable=False)  # the spec's max wins
+    assert config.constraints["usage"] == FeatureConstraint(min=0)
+    # Observed ranges are not declarations: without any, the contract adds nothing.
+    assert DriftConfig.from_policy(DriftPolicy(), contract=churn_contract()).constraints == {}
+
+
+def test_values_outside_the_declared_physical_range_of_the_dataset_are_broken_data() -> None:
+    rows = churn_rows()
+    for row in rows[:30]:
+        row["age"] = -5.0
+    contract = churn_contract(min=0, max=130)
+
+    declared = evaluate_window(
+        churn_profile(),
+        rows,
+        class_predictions(),
+        task="classification",
+        config=DriftConfig.from_policy(DriftPolicy(), contract=contract),
+    )
+    observed_only = evaluate_window(
+        churn_profile(),
+        rows,
+        class_predictions(),
+        task="classification",
+        config=DriftConfig.from_policy(DriftPolicy(), contract=churn_contract()),
+    )
+
+    assert issues_of(declared) == [("age", "outside_declared_range")]
+    assert issues_of(observed_only) == []
 
 
 def test_the_spec_names_exactly_the_registered_drift_tests() -> None:

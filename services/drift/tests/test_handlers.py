@@ -25,6 +25,7 @@ from mloop_common.events import (
     FeedbackReceived,
     FeedbackRecord,
     ModelPromoted,
+    ModelRejected,
     ModelServed,
     Payload,
     PredictionRecord,
@@ -96,15 +97,18 @@ def wire(payload: Payload) -> tuple[Any, Envelope]:
 class Drift:
     """A drift monitor over fakes, plus the traffic a serving replica would send it."""
 
-    def __init__(self, tmp_path: Path, *, min_labelled_rows: int = WINDOW) -> None:
+    def __init__(
+        self, tmp_path: Path, *, min_labelled_rows: int = WINDOW, retrain_timeout: timedelta = timedelta(hours=6)
+    ) -> None:
         self.store = memory_store()
         self.artifacts = ArtifactStore(tmp_path)
         ticks = itertools.count()
+        self.now = START  # tests move it forward; every reading of the clock adds a second
         self.monitor = DriftMonitor(
             store=self.store,
             artifacts=self.artifacts,
-            rules=WindowRules(min_labelled_rows=min_labelled_rows, recent_rows=500),
-            clock=lambda: START + timedelta(seconds=next(ticks)),
+            rules=WindowRules(min_labelled_rows=min_labelled_rows, recent_rows=500, retrain_timeout=retrain_timeout),
+            clock=lambda: self.now + timedelta(seconds=next(ticks)),
         )
         self._logged = itertools.count()
         self.label_seed = itertools.count(100)
@@ -143,6 +147,18 @@ class Drift:
         )
         await self.monitor.on_model_promoted(payload, event)
         return event
+
+    async def reject_candidate(self, *, champion: int) -> None:
+        """The validator rejected a retrained candidate in favour of version ``champion``."""
+        rejected = ModelRejected(
+            model=MODEL,
+            run_id=uuid.uuid4().hex,
+            evaluation_id=uuid.uuid4().hex,
+            reasons=["not better"],
+            candidate_metrics={"accuracy": 0.5},
+            champion_version=champion,
+        )
+        await self.monitor.on_model_rejected(*wire(rejected))
 
     async def log(
         self,
@@ -351,10 +367,32 @@ async def test_the_cooldown_holds_the_alarms_of_the_next_windows(tmp_path: Path)
     retrains = [a for a in drift.alarms if a.action == "retrain"]
     assert [a.report_id for a in retrains] == [reports[0].id]
 
-    await drift.serve(1, drifted(seed=4), wrong=0.4)  # the cooldown is over
+    await drift.reject_candidate(champion=1)  # the first retrain is decided
+    await drift.serve(1, drifted(seed=4), wrong=0.4)  # and the cooldown is over
 
     retrains = [a for a in drift.alarms if a.action == "retrain"]
     assert [a.report_id for a in retrains] == [reports[0].id, (await drift.reports())[3].id]
+
+
+async def test_one_retrain_in_flight_at_a_time_until_it_is_decided_or_times_out(tmp_path: Path) -> None:
+    drift = Drift(tmp_path, retrain_timeout=timedelta(hours=1))
+    await drift.promote(1, cooldown_windows=0)
+
+    await drift.serve(1, drifted(seed=1), wrong=0.4)
+    await drift.serve(1, drifted(seed=2), wrong=0.4)
+
+    first, second = await drift.reports()
+    assert (first.emitted, second.emitted, second.held_for) == (True, False, "retrain_in_flight")
+    assert second.summary.endswith("A retrain asked for earlier is not decided yet: no second one meanwhile.")
+    await drift.reject_candidate(champion=2)  # another version's candidate decides nothing here
+    await drift.serve(1, drifted(seed=3), wrong=0.4)
+    assert [r.held_for for r in await drift.reports()][-1] == "retrain_in_flight"
+
+    drift.now += timedelta(hours=2)  # the run that was asked for failed and said nothing: the timeout ends it
+    await drift.serve(1, drifted(seed=4), wrong=0.4)
+
+    assert [r.emitted for r in await drift.reports()] == [True, False, False, True]
+    assert len([a for a in drift.alarms if a.action == "retrain"]) == 2
 
 
 async def test_a_retrain_alarm_waits_for_enough_labelled_rows_without_spending_the_cooldown(tmp_path: Path) -> None:

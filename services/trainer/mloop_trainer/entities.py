@@ -24,6 +24,8 @@ class DatasetRef(BaseModel):
     snapshot_sha256: str
     target: str
     time_column: str | None = None
+    contract_uri: str | None = None  # the version's schema contract (ingest); None before contracts existed
+    contract_sha256: str | None = None
 
 
 class FitReport(BaseModel):

@@ -15,13 +15,16 @@ from typing import Any
 
 import pandas as pd
 from prometheus_client import Counter, Gauge, Histogram
+from pydantic import ValidationError
 
 from mloop_common.artifacts import Artifacts, sha256_hex
 from mloop_common.clients import Registry
 from mloop_common.contracts import PRODUCTION
-from mloop_common.errors import Conflict, InvalidInput
+from mloop_common.datacontract import DatasetContract
+from mloop_common.errors import Conflict, InvalidInput, MloopError
 from mloop_common.events import ArtifactPointer, DataPublished, DriftDetected, Envelope, ModelTrained, new_event
 from mloop_common.modelio import load_model
+from mloop_common.profile import ReferenceProfile
 from mloop_common.spec import ModelSpec, SpecLimits, check_limits, spec_digest
 from mloop_common.uow import Store
 from mloop_trainer.entities import ActiveRun, DatasetRef, FailedDetails, Failure, Run, TrainedDetails, Trigger
@@ -102,6 +105,8 @@ class Trainer:
             snapshot_sha256=published.snapshot.sha256,
             target=published.target,
             time_column=published.time_column,
+            contract_uri=published.contract.uri if published.contract else None,
+            contract_sha256=published.contract.sha256 if published.contract else None,
         )
         data = self.artifacts.get(dataset.snapshot_uri, dataset.snapshot_sha256)
         runs = [
@@ -225,13 +230,32 @@ class Trainer:
             **output.report.model_dump(),
             seed=spec.seed,
             artifact=self._put(output.model, "models", ".skops"),
-            profile=self._put(output.profile, "profiles", ".json"),
+            profile=self._put(self._with_contract(output.profile, dataset), "profiles", ".json"),
             holdout=self._put(output.holdout, "holdouts", ".parquet"),
         )
         log.info(
             "run %s: %s cv=%.4f in %.1fs", run_id, details.estimator_class, details.cv_score, details.timings["job_s"]
         )
         return finished(details)
+
+    def _with_contract(self, profile: bytes, dataset: DatasetRef) -> bytes:
+        """The reference profile with the dataset's schema contract in it, for drift's data-quality checks."""
+        if dataset.contract_uri is None or dataset.contract_sha256 is None:
+            return profile
+        try:
+            contract = DatasetContract.model_validate_json(
+                self.artifacts.get(dataset.contract_uri, dataset.contract_sha256)
+            )
+        except (MloopError, ValidationError) as exc:
+            # Training goes on: drift then judges data quality by the training data and the spec alone.
+            log.warning(
+                "the contract of %s v%s is unusable (%s); the profile goes without it",
+                dataset.name,
+                dataset.version,
+                exc,
+            )
+            return profile
+        return ReferenceProfile.from_json(profile).model_copy(update={"contract": contract}).to_json()
 
     def _progressed(self, run_id: str, progress: SearchProgress) -> None:
         """A worker's word on how far a run is (called on a thread while the job runs)."""

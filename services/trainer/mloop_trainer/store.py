@@ -25,6 +25,8 @@ datasets = sa.Table(
     sa.Column("snapshot_sha256", sa.String(64), nullable=False),
     sa.Column("target", sa.String(200), nullable=False),
     sa.Column("time_column", sa.String(200)),
+    sa.Column("contract_uri", sa.Text),
+    sa.Column("contract_sha256", sa.String(64)),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
 )
 runs = sa.Table(

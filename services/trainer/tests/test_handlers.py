@@ -16,8 +16,10 @@ from prometheus_client import REGISTRY
 
 from mloop_common.artifacts import ArtifactStore
 from mloop_common.contracts import Lineage, RegisterVersion
+from mloop_common.datacontract import ColumnContract, DatasetContract, Declared
 from mloop_common.events import ArtifactPointer, DataPublished, DriftDetected, Envelope, ModelTrained, new_event
 from mloop_common.modelio import load_model
+from mloop_common.profile import ReferenceProfile
 from mloop_common.spec import ModelSpec, SpecLimits
 from mloop_common.testing import FakeRegistry, MemoryStore, through_the_wire
 from mloop_trainer.entities import FailedDetails, Run, TrainedDetails
@@ -246,6 +248,44 @@ async def test_drift_with_a_retrain_verdict_trains_on_the_dataset_plus_the_recen
     assert run.run_id == retrained.run_id and run.trigger_event_id == event.id
     assert isinstance(run.details, TrainedDetails)
     assert run.details.recent_rows == 40 and run.details.train_rows + run.details.holdout_rows == 160
+
+
+async def test_the_datasets_contract_travels_in_the_profile_of_every_version_trained_on_it(artifacts, registry):
+    store = memory_store()
+    handler = trainer(store, registry, artifacts)
+    contract = DatasetContract(
+        target="label",
+        columns=[
+            ColumnContract(
+                name="x1",
+                type="numeric",
+                physical_type="double",
+                nullable=False,
+                missing_rate=0.0,
+                declared=Declared(min=-10, max=10),
+            )
+        ],
+    )
+    ref = artifacts.put(contract.model_dump_json().encode(), kind="contracts", suffix=".json")
+    dataset, _ = published(artifacts, frame(rows=120))
+    with_contract = dataset.model_copy(update={"contract": ArtifactPointer(uri=ref.uri, sha256=ref.sha256)})
+    await handler.on_data_published(*wire_published(with_contract))
+    first = next(t for t in store.published_payloads(ModelTrained) if t.model == "churn")
+    production = await register(registry, first)
+    await handler.on_drift_detected(
+        *drift(stored(artifacts, frame(rows=40, seed=7), "recent"), version=production, rows=40)
+    )
+
+    trained = store.published_payloads(ModelTrained)
+    assert {t.trigger for t in trained} == {"data.published", "drift.detected"}
+    for announced in trained:
+        profile = ReferenceProfile.from_json(artifacts.get(announced.profile.uri, announced.profile.sha256))
+        assert profile.contract == contract  # a retrain reads the stored dataset's contract too
+
+
+def wire_published(payload: DataPublished) -> tuple[DataPublished, Envelope]:
+    event = through_the_wire(new_event(payload, source="tests", subject=payload.dataset))
+    return event.decode(DataPublished), event
 
 
 async def test_drift_on_a_version_no_longer_in_production_is_claimed_and_ignored(artifacts, registry):
