@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import subprocess
 from pathlib import Path
 
@@ -238,3 +239,37 @@ async def test_every_service_exposes_metrics_promtool_accepts(
     assert 'mloop_drift_detected_total{action="retrain",cause=' in drift
     trainer = (await clients["trainer"].get("/metrics")).text
     assert f'mloop_trainer_runs_total{{model="{loop_result.model}",status="succeeded"}} 2.0' in trainer
+
+
+async def test_a_prediction_traces_back_to_its_model_run_and_dataset_snapshot(
+    loop_result: DemoResult, stack: ServiceStack, clients: dict[str, httpx.AsyncClient], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from mloop_cli.main import app
+    from mloop_cli.main import console as cli_console
+
+    for name, url in stack.urls.items():
+        monkeypatch.setenv(f"MLOOP_{name.upper()}_URL", url)
+    monkeypatch.setattr(cli_console, "width", 250)
+    row = load_rainfall().drop(columns=["rain"]).iloc[-1].to_dict()
+    answered = (
+        await clients["serving"].post(f"/v1/models/{loop_result.model}:predict", json={"instances": [row]})
+    ).json()
+    [request_id] = answered["request_ids"]
+
+    async def logged() -> bool:
+        return (await clients["drift"].get(f"/v1/predictions/{request_id}")).status_code == 200
+
+    await eventually(logged, timeout=30)
+    traced = CliRunner().invoke(app, ["lineage", request_id])
+    by_version = CliRunner().invoke(app, ["lineage", f"{loop_result.model}:2", "--json"])
+
+    assert traced.exit_code == 0, traced.output
+    assert f"{loop_result.model} v{answered['model_version']}" in traced.output
+    assert loop_result.lineage["dataset_sha256"] in traced.output and loop_result.lineage["run_id"] in traced.output
+    assert (
+        by_version.exit_code == 0
+        and json.loads(by_version.output)["dataset"]["sha256"] == loop_result.lineage["dataset_sha256"]
+    )
+    assert CliRunner().invoke(app, ["lineage", "no-such-request"]).exit_code == 1

@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from mloop_common import tables
 from mloop_common.errors import InvalidInput
@@ -171,11 +173,17 @@ def read_table(path: Path, filename: str = "", limits: Limits | None = None) -> 
     return frame
 
 
+def _has_tz(series: pd.Series) -> bool:
+    dtype = series.dtype
+    arrow = dtype.pyarrow_dtype if isinstance(dtype, pd.ArrowDtype) else None
+    return bool(getattr(arrow, "tz", None) or getattr(dtype, "tz", None))
+
+
 def numeric_values(series: pd.Series) -> Any:
     """A numeric or datetime column as a float64 NumPy array, NaN for missing (datetimes: seconds since 1970)."""
     if column_type(series) == "datetime":
-        stamps = series.to_numpy(dtype="datetime64[ns]", na_value=pd.NaT)
-        seconds = stamps.astype("int64") / 1e9
-        seconds[pd.isna(stamps)] = math.nan
-        return seconds
+        # Through Arrow: pandas cannot fill the gaps of an Arrow timestamp[s] column while converting it.
+        stamps = pa.array(series).cast(pa.timestamp("ns", tz="UTC") if _has_tz(series) else pa.timestamp("ns"))
+        nanoseconds = pc.cast(stamps, pa.int64()).to_numpy(zero_copy_only=False)
+        return nanoseconds.astype("float64") / 1e9
     return series.to_numpy(dtype="float64", na_value=math.nan)

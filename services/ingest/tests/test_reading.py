@@ -9,8 +9,10 @@ import pandas as pd
 import pytest
 
 from mloop_common.errors import InvalidInput
-from mloop_ingest.prepare import write_snapshot
-from mloop_ingest.reading import Limits, column_type, read_table
+from mloop_ingest.checks import CheckPolicy
+from mloop_ingest.contract import Declaration
+from mloop_ingest.prepare import prepare, write_snapshot
+from mloop_ingest.reading import Limits, column_type, numeric_values, read_table
 
 
 def churn(rows: int = 20, seed: int = 0) -> pd.DataFrame:
@@ -121,3 +123,38 @@ def test_a_text_column_of_words_is_not_mistaken_for_a_mixed_one(tmp_path):
     data = b"plan,label\nbasic,1\npro,0\n5g,1\n"
 
     assert types(read_table(write(tmp_path, data), "plans.csv")) == {"plan": "string", "label": "numeric"}
+
+
+def test_timestamps_and_dates_with_gaps_become_seconds_since_1970(tmp_path):
+    data = (
+        b"at,day,zoned,x,label\n"
+        b"2011-01-01T00:00:00,2011-01-01,2011-01-01T00:00:00Z,1,0\n"
+        b"2011-01-01T01:00:00,2011-01-02,2011-01-01T02:00:00+01:00,2,1\n"
+        b",,,3,0\n"
+    )
+    frame = read_table(write(tmp_path, data))
+
+    start = 1293840000.0  # 2011-01-01T00:00:00Z
+    assert numeric_values(frame["at"]).tolist()[:2] == [start, start + 3600]
+    assert numeric_values(frame["day"]).tolist()[:2] == [start, start + 86400]
+    assert numeric_values(frame["zoned"]).tolist()[:2] == [start, start + 3600]
+    assert all(np.isnan(numeric_values(frame[c])[2]) for c in ("at", "day", "zoned"))
+
+
+def test_a_version_with_a_timestamp_time_column_and_a_gap_is_prepared(tmp_path):
+    rows = ["at,x,label"] + [f"2011-01-{1 + i // 24:02d}T{i % 24:02d}:00:00,{i},{i % 2}" for i in range(60)] + [",61,1"]
+    path = write(tmp_path, ("\n".join(rows) + "\n").encode())
+
+    prepared = prepare(
+        path,
+        filename="hours.csv",
+        target="label",
+        time_column="at",
+        declaration=Declaration(),
+        previous=None,
+        policy=CheckPolicy(),
+        limits=Limits(),
+        workdir=tmp_path,
+    )
+
+    assert prepared.rows == 61 and prepared.contract.column("at").type == "datetime"
