@@ -33,16 +33,14 @@ async def bootstrap(settings: ValidatorSettings, app: FastAPI) -> AsyncIterator[
     runtime = Runtime(settings, migrations="mloop_validator:migrations")
     registry = RegistryClient(settings.common.registry_url, actor="validator")
     store = runtime.store(SqlValidatorUnit)
-    validator = Validator(
-        store=store,
-        registry=registry,
-        artifacts=runtime.artifacts,
-        infra_check=CleanProcessCheck(settings.infra_python, settings.infra_timeout_seconds),
-    )
+    infra_check = CleanProcessCheck(settings.infra_python, settings.infra_timeout_seconds)
+    validator = Validator(store=store, registry=registry, artifacts=runtime.artifacts, infra_check=infra_check)
     runtime.consume(route(ModelTrained, validator.on_model_trained))
+    infra_check.start()  # the first check's process imports while the service starts
     await runtime.start(app)
     try:
         yield ValidatorService(store=store, validator=validator)
     finally:
         await runtime.stop()
         await registry.aclose()
+        await infra_check.close()

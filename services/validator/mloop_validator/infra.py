@@ -4,6 +4,10 @@ The fresh process runs ``python`` (by default this interpreter; a deployment poi
 interpreter, so the check runs with exactly serving's libraries) with a clean environment, loads
 the artifact the way serving does (``mloop_common.modelio.load_model``) and predicts a sample of
 the holdout. A missing library, a type the loader does not trust, or different outputs fail it.
+
+Starting an interpreter and importing the libraries takes seconds, so the next process is started
+ahead of time: it imports, then waits for the paths of one artifact and its sample, checks them and
+exits. It has loaded nothing else; each check gets a process of its own.
 """
 
 from __future__ import annotations
@@ -21,13 +25,17 @@ import pandas as pd
 
 _SCRIPT = """
 import json, sys, time
-started = time.perf_counter()
 import pandas as pd
 from mloop_common.modelio import load_model
-with open(sys.argv[1], "rb") as file:
+print("ready", flush=True)
+paths = sys.stdin.readline().split("\\t")
+if len(paths) != 2:
+    sys.exit(0)  # the validator went away before it needed this process
+started = time.perf_counter()
+with open(paths[0], "rb") as file:
     model = load_model(file.read())
 loaded = time.perf_counter() - started
-rows = pd.read_parquet(sys.argv[2])
+rows = pd.read_parquet(paths[1].strip())
 plain = lambda values: [v.item() if hasattr(v, "item") else v for v in values]
 answer = {"load_seconds": loaded, "predictions": plain(model.predict(rows))}
 if hasattr(model, "predict_proba"):
@@ -62,39 +70,65 @@ class CleanProcessCheck:
     def __init__(self, python: str, timeout: float) -> None:
         self.python = python
         self.timeout = timeout
+        self._next: asyncio.Task[asyncio.subprocess.Process] | None = None
+
+    def start(self) -> None:
+        """Start the process the next check will use (call with a running event loop)."""
+        if self._next is None:
+            self._next = asyncio.create_task(self._spawn())
+
+    async def close(self) -> None:
+        waiting, self._next = self._next, None
+        if waiting is None:
+            return
+        try:
+            process = await waiting
+        except OSError:
+            return
+        if process.returncode is None:
+            process.kill()
+        await process.wait()
+
+    async def _spawn(self) -> asyncio.subprocess.Process:
+        environment = {k: v for k, v in os.environ.items() if k in _KEPT_ENVIRONMENT}
+        environment |= {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+        return await asyncio.create_subprocess_exec(
+            self.python,
+            "-c",
+            _SCRIPT,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env=environment,
+            cwd=tempfile.gettempdir(),
+        )
 
     async def __call__(self, artifact: bytes, model: Any, sample: pd.DataFrame) -> InfraReport:
         expected = await asyncio.to_thread(_outputs, model, sample)
+        self.start()
+        assert self._next is not None
+        waiting, self._next = self._next, None
+        self.start()  # the one after this check, importing while this one runs
+        try:
+            process = await waiting
+        except OSError as exc:
+            return InfraReport(error=f"cannot start {self.python}: {exc}")
         with tempfile.TemporaryDirectory(prefix="mloop-infra-") as folder:
             model_path, sample_path = Path(folder) / "model.skops", Path(folder) / "sample.parquet"
             model_path.write_bytes(artifact)
             sample.to_parquet(sample_path, index=False)
-            environment = {k: v for k, v in os.environ.items() if k in _KEPT_ENVIRONMENT}
-            environment |= {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+            request = f"{model_path}\t{sample_path}\n".encode()
             try:
-                process = await asyncio.create_subprocess_exec(
-                    self.python,
-                    "-c",
-                    _SCRIPT,
-                    str(model_path),
-                    str(sample_path),
-                    stdout=asyncio.subprocess.PIPE,
-                    stderr=asyncio.subprocess.PIPE,
-                    env=environment,
-                    cwd=folder,
-                )
-            except OSError as exc:
-                return InfraReport(error=f"cannot start {self.python}: {exc}")
-            try:
-                out, err = await asyncio.wait_for(process.communicate(), self.timeout)
+                out, err = await asyncio.wait_for(process.communicate(request), self.timeout)
             except TimeoutError:
                 process.kill()
                 await process.wait()
                 return InfraReport(error=f"no answer within {self.timeout:g} s")
         if process.returncode != 0:
             return InfraReport(error=_last_line(err.decode(errors="replace")) or f"exit code {process.returncode}")
+        ready, _, rest = out.decode().partition("\n")
         try:
-            answer = json.loads(out.decode())
+            answer = json.loads(rest)
         except ValueError:
             return InfraReport(error=f"unreadable answer: {out[:200]!r}")
         difference = _difference(expected, answer)
