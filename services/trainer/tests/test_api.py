@@ -5,14 +5,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from pathlib import Path
 
 import httpx
 import pytest
 from fastapi import FastAPI
 from prometheus_client import REGISTRY
 
-from mloop_common.artifacts import ArtifactStore
 from mloop_common.http import service_app
 from mloop_common.spec import ModelSpec
 from mloop_common.testing import FakeRegistry
@@ -61,11 +59,6 @@ DETAIL_FIELDS = {
     "profile",
     "holdout",
 }
-
-
-@pytest.fixture
-def artifacts(tmp_path: Path) -> ArtifactStore:
-    return ArtifactStore(tmp_path)
 
 
 @pytest.fixture

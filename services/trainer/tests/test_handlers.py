@@ -6,7 +6,6 @@ import io
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -161,11 +160,6 @@ async def register(registry: FakeRegistry, trained: ModelTrained) -> int:
         lineage=Lineage(**lineage, trained_event_id=uuid.uuid4().hex, correlation_id=uuid.uuid4().hex),
     )
     return (await registry.register(trained.model, request)).version
-
-
-@pytest.fixture
-def artifacts(tmp_path: Path) -> ArtifactStore:
-    return ArtifactStore(tmp_path)
 
 
 @pytest.fixture

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
-from mloop_common.artifacts import ArtifactStore
 from mloop_common.errors import Conflict
 from mloop_common.testing import FakeRegistry
 from mloop_trainer import training
@@ -37,11 +34,6 @@ def test_differences_name_the_inputs_that_explain_them_and_the_outputs_that_move
 
     assert [(d.kind, d.name) for d in found] == [("input", "library.scikit-learn"), ("output", "holdout.accuracy")]
     assert found[1].recorded == 0.9 and found[1].reproduced == 0.85
-
-
-@pytest.fixture
-def artifacts(tmp_path: Path) -> ArtifactStore:
-    return ArtifactStore(tmp_path)
 
 
 @pytest.fixture

@@ -126,7 +126,7 @@ class CleanProcessCheck:
                 return InfraReport(error=f"no answer within {self.timeout:g} s")
         if process.returncode != 0:
             return InfraReport(error=_last_line(err.decode(errors="replace")) or f"exit code {process.returncode}")
-        ready, _, rest = out.decode().partition("\n")
+        _ready_line, _, rest = out.decode().partition("\n")
         try:
             answer = json.loads(rest)
         except ValueError:

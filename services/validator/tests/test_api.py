@@ -4,13 +4,10 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from pathlib import Path
 
 import httpx
-import pytest
 from fastapi import FastAPI
 
-from mloop_common.artifacts import ArtifactStore
 from mloop_common.http import service_app
 from mloop_common.testing import FakeRegistry
 from mloop_validator import api
@@ -22,11 +19,6 @@ from mloop_validator.report_page import render
 
 from .fakes import memory_store
 from .test_handlers import good_model, poor_model, spec, trained_event, validator
-
-
-@pytest.fixture
-def artifacts(tmp_path: Path) -> ArtifactStore:
-    return ArtifactStore(tmp_path)
 
 
 @asynccontextmanager

@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import logging
 import uuid
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -141,11 +140,6 @@ def trained_event(artifacts: ArtifactStore, model: bytes, *, run_id: str | None 
     )
     event = through_the_wire(new_event(payload, source="tests", subject="churn"))
     return event.decode(ModelTrained), event
-
-
-@pytest.fixture
-def artifacts(tmp_path: Path) -> ArtifactStore:
-    return ArtifactStore(tmp_path)
 
 
 @pytest.fixture
