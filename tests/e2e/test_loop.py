@@ -80,8 +80,11 @@ async def test_lineage_of_v2_reaches_the_dataset_snapshot(
 
 async def test_every_message_is_a_complete_cloudevent(loop_result: DemoResult) -> None:
     assert loop_result.invalid_records == []
-    assert loop_result.timeline
-    for entry in loop_result.timeline:
+    # The broker and consumer groups outlive each module's stack: an event another module left unconsumed
+    # may be read (and dead-lettered, its artifacts being elsewhere) by this stack. Only the loop's own count.
+    own = [entry for entry in loop_result.timeline if entry.subject == loop_result.model]
+    assert len(own) >= 7
+    for entry in own:
         missing = REQUIRED_HEADERS - set(entry.headers)
         assert not missing, f"{entry.type} from {entry.source} lacks {missing}"
         assert entry.headers["ce_type"] == entry.type and not entry.type.endswith(".dlq")

@@ -15,10 +15,9 @@ import httpx
 import numpy as np
 import pandas as pd
 import pytest
-from aiokafka import AIOKafkaConsumer
 
-from mloop_common.events import ModelRejected, from_record
-from tests.conftest import eventually
+from mloop_common.events import ModelRejected
+from tests.conftest import eventually, topic_events
 from tests.stack import ServiceStack
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -86,16 +85,7 @@ async def rejections_counted(validator: httpx.AsyncClient, name: str) -> float:
 
 
 async def rejected_events(bootstrap: str, name: str) -> list[ModelRejected]:
-    consumer = AIOKafkaConsumer(
-        "model.rejected", bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest"
-    )
-    await consumer.start()
-    try:
-        batches = await consumer.getmany(timeout_ms=3000)
-    finally:
-        await consumer.stop()
-    events = [from_record(r.value, r.headers) for records in batches.values() for r in records]
-    return [e.decode(ModelRejected) for e in events if e.subject == name]
+    return [e.decode(ModelRejected) for e in await topic_events(bootstrap, "model.rejected", name)]
 
 
 async def test_a_candidate_failing_the_gate_is_rejected_announced_counted_and_never_served(

@@ -14,10 +14,9 @@ from typing import Any
 
 import httpx
 import pytest
-from aiokafka import AIOKafkaConsumer
 
-from mloop_common.events import PredictionsLogged, from_record
-from tests.conftest import eventually
+from mloop_common.events import PredictionsLogged
+from tests.conftest import eventually, topic_events
 from tests.e2e.test_release_gate import declare, publish, spec, version_count
 from tests.stack import ServiceStack
 
@@ -54,16 +53,7 @@ async def two_versions(clients: dict[str, httpx.AsyncClient], name: str, **promo
 
 async def logged_records(bootstrap: str, name: str) -> list[tuple[int, str, str]]:
     """(version, route, request id) of every prediction record of ``name`` on predictions.logged so far."""
-    consumer = AIOKafkaConsumer(
-        "predictions.logged", bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest"
-    )
-    await consumer.start()
-    try:
-        batches = await consumer.getmany(timeout_ms=3000, max_records=100_000)
-    finally:
-        await consumer.stop()
-    events = [from_record(r.value, r.headers) for records in batches.values() for r in records]
-    logged = [e.decode(PredictionsLogged) for e in events if e.subject == name]
+    logged = [e.decode(PredictionsLogged) for e in await topic_events(bootstrap, "predictions.logged", name)]
     return [(batch.version, record.route, record.request_id) for batch in logged for record in batch.records]
 
 
