@@ -88,7 +88,9 @@ def stack(kafka_bootstrap: str, postgres: str, tmp_path_factory: pytest.TempPath
 @pytest_asyncio.fixture(loop_scope="module")
 async def clients(stack: ServiceStack) -> AsyncIterator[dict[str, httpx.AsyncClient]]:
     """One HTTP client per service of the stack."""
-    by_service = {name: httpx.AsyncClient(base_url=url, timeout=30) for name, url in stack.urls.items()}
+    by_service = {
+        name: httpx.AsyncClient(base_url=url, timeout=30, headers=stack.headers) for name, url in stack.urls.items()
+    }
     yield by_service
     for client in by_service.values():
         await client.aclose()

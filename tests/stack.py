@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -31,12 +32,18 @@ class ServiceStack:
         self.ports = {name: port + PORT_OFFSET for name, port in SERVICE_PORTS.items()}
         self.urls = {name: f"http://127.0.0.1:{port}" for name, port in self.ports.items()}
         self.schemas = [f"e2e_{self.run_id}_{name}" for name in self.ports]
+        # Test mode refuses the development secrets, as production does: each stack has its own.
+        self.admin_key = f"admin-{secrets.token_urlsafe(32)}"
+        self.headers = {"Authorization": f"Bearer {self.admin_key}"}
         self.env = {
             **os.environ,
             "MLOOP_KAFKA__BOOTSTRAP_SERVERS": bootstrap,
             "MLOOP_ARTIFACTS_ROOT": str(self.artifacts),
             "MLOOP_REGISTRY_URL": self.urls["registry"],
             "MLOOP_ENVIRONMENT": "test",
+            "MLOOP_AUTH__SECRET": secrets.token_urlsafe(32),
+            "MLOOP_AUTH__ADMIN_KEY": self.admin_key,
+            "MLOOP_API_KEY": self.admin_key,  # for the CLI run against this stack
             "MLOOP_SERVING_INSTANCE_ID": f"e2e-{self.run_id}",
             # One thread per process for the numeric libraries: on a small shared machine, OpenMP's default of
             # a thread per core makes every gradient-boosting fit fight the other processes (measured: a

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import getpass
 import os
 from typing import Any
 
@@ -10,6 +9,7 @@ import httpx
 import typer
 from rich.console import Console
 
+from mloop_common.auth import DEVELOPMENT_ADMIN_KEY
 from mloop_common.settings import SERVICE_PORTS
 
 console = Console()
@@ -25,14 +25,19 @@ def bootstrap() -> str:
     return os.environ.get("MLOOP_KAFKA__BOOTSTRAP_SERVERS", "127.0.0.1:9092")
 
 
-def actor() -> str:
-    """Who the audit log records for this command."""
-    return os.environ.get("MLOOP_ACTOR") or getpass.getuser()
+def api_key() -> str:
+    """MLOOP_API_KEY, else the development admin key (which a stack outside development refuses)."""
+    return os.environ.get("MLOOP_API_KEY") or DEVELOPMENT_ADMIN_KEY
+
+
+def auth_headers() -> dict[str, str]:
+    """The key every call sends; the services record whoever it belongs to as the actor."""
+    return {"Authorization": f"Bearer {api_key()}"}
 
 
 def call(method: str, service: str, path: str, **kwargs: Any) -> Any:
     """One HTTP call; errors become a one-line message and exit code 1."""
-    headers = {"X-Mloop-Actor": actor(), **kwargs.pop("headers", {})}
+    headers = {**auth_headers(), **kwargs.pop("headers", {})}
     try:
         response = httpx.request(
             method, url(service) + path, timeout=kwargs.pop("timeout", 30), headers=headers, **kwargs

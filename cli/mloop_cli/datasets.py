@@ -15,7 +15,7 @@ import typer
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 from rich.table import Table
 
-from mloop_cli.client import actor, call, console, err, url
+from mloop_cli.client import auth_headers, call, console, err, url
 
 app = typer.Typer(help="Dataset versions, their checks and contracts (ingest).", no_args_is_help=True)
 
@@ -55,7 +55,7 @@ def _upload(name: str, file: Path, fields: dict[str, str]) -> httpx.Response:
         "Content-Type": f"multipart/form-data; boundary={boundary}",
         # Known in advance, so the service can refuse an oversized file before a byte is sent.
         "Content-Length": str(len(head) + size + len(tail)),
-        "X-Mloop-Actor": actor(),
+        **auth_headers(),
     }
     columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn())
     with Progress(*columns, TimeRemainingColumn(), console=err, transient=True) as progress:
@@ -75,7 +75,7 @@ def _register(name: str, uri: str, fields: dict[str, str]) -> httpx.Response:
         return httpx.post(
             f"{url('ingest')}/v1/datasets/{name}/versions",
             json={"uri": uri, **fields},
-            headers={"X-Mloop-Actor": actor()},
+            headers=auth_headers(),
             timeout=600,
         )
     except httpx.TransportError as exc:

@@ -26,6 +26,7 @@ import pandas as pd
 import yaml
 from rich.console import Console
 
+from mloop_cli.client import api_key
 from mloop_common.artifacts import ArtifactStore
 from mloop_common.bus import BusConfig, tail
 from mloop_common.events import ALL_TOPICS, Envelope, dlq_topic
@@ -50,6 +51,7 @@ class DemoConfig:
     eval_rows: int = 1000  # the last ~3 years, never sent before v2 is served
     chunk: int = 100
     stage_timeout: float = 300.0
+    api_key: str = field(default_factory=api_key)  # an admin's: the demo declares, publishes and predicts
 
 
 @dataclass
@@ -188,10 +190,11 @@ async def run_demo(config: DemoConfig, console: Console) -> DemoResult:
     collector = Collector(config.bootstrap_servers, started)
     collecting = asyncio.create_task(collector.run())
     timeout = httpx.Timeout(60.0)
+    headers = {"Authorization": f"Bearer {config.api_key}"}
     async with (
-        httpx.AsyncClient(base_url=config.registry_url, timeout=timeout) as registry,
-        httpx.AsyncClient(base_url=config.ingest_url, timeout=timeout) as ingest,
-        httpx.AsyncClient(base_url=config.serving_url, timeout=timeout) as serving,
+        httpx.AsyncClient(base_url=config.registry_url, timeout=timeout, headers=headers) as registry,
+        httpx.AsyncClient(base_url=config.ingest_url, timeout=timeout, headers=headers) as ingest,
+        httpx.AsyncClient(base_url=config.serving_url, timeout=timeout, headers=headers) as serving,
     ):
         try:
             await asyncio.wait_for(collector.ready.wait(), 30)

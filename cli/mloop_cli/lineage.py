@@ -17,7 +17,7 @@ import httpx
 import typer
 from rich.tree import Tree
 
-from mloop_cli.client import console, err, url
+from mloop_cli.client import auth_headers, console, err, url
 
 VERSION_REF = re.compile(r"([a-z0-9][a-z0-9_-]{0,62}):(\d{1,9})")
 APPROVAL_ACTIONS = {"version.approved", "version.rejected"}
@@ -29,7 +29,7 @@ class Missing(str):
 
 def fetch(service: str, path: str, **params: Any) -> dict[str, Any] | Missing:
     try:
-        response = httpx.get(url(service) + path, params=params, timeout=30)
+        response = httpx.get(url(service) + path, params=params, headers=auth_headers(), timeout=30)
     except httpx.TransportError as exc:
         return Missing(f"{service} is not reachable ({type(exc).__name__})")
     if response.status_code >= 400:

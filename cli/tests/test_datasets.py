@@ -16,9 +16,11 @@ import pytest
 import uvicorn
 from typer.testing import CliRunner
 
+from mloop_cli.client import auth_headers
 from mloop_cli.datasets import CHUNK, multipart, stream
 from mloop_cli.main import app, console, err
 from mloop_common.artifacts import ArtifactStore
+from mloop_common.auth import Principal, StaticKeys, new_key
 from mloop_ingest.app import create_app
 from mloop_ingest.bootstrap import IngestService
 from mloop_ingest.config import IngestSettings
@@ -69,7 +71,11 @@ def ingest(tmp_path: Path, exports: Path, monkeypatch: pytest.MonkeyPatch) -> It
         time.sleep(0.01)  # waits for the listening socket, asserts nothing about time
     port = server.servers[0].sockets[0].getsockname()[1]
     monkeypatch.setenv("MLOOP_INGEST_URL", f"http://127.0.0.1:{port}")
-    monkeypatch.setenv("MLOOP_ACTOR", "alice")
+    alice = new_key()  # the CLI's calls carry a data engineer's key, whose holder is the publisher
+    application.state.access.authenticator.resolver = StaticKeys(
+        {alice.key: Principal("alice", "data-engineer", key_id=alice.key_id)}
+    )
+    monkeypatch.setenv("MLOOP_API_KEY", alice.key)
     for output in (console, err):
         monkeypatch.setattr(output, "width", 200)  # whole table rows, whatever the terminal
     yield f"http://127.0.0.1:{port}"
@@ -114,8 +120,8 @@ def test_publish_streams_the_file_and_the_service_stores_exactly_its_bytes(inges
     assert shown.exit_code == 0 and "published" in shown.output and "alice" in shown.output
     sha = hashlib.sha256(path.read_bytes()).hexdigest()
     assert sha[:12] not in shown.output  # the table shows the snapshot digest, not the upload's
-    version = httpx.get(f"{ingest}/v1/datasets/churn/versions/1").json()
-    assert version["upload_sha256"] == sha and version["publisher"] == "alice"
+    version = httpx.get(f"{ingest}/v1/datasets/churn/versions/1", headers=auth_headers()).json()
+    assert version["upload_sha256"] == sha and version["publisher"].startswith("alice (key ")
 
 
 def test_the_body_is_read_from_disk_a_chunk_at_a_time(tmp_path):

@@ -70,11 +70,12 @@ def declare_and_publish(stack: ServiceStack, name: str, frame: pd.DataFrame, fea
         "metric": "accuracy",
         "promotion": {"require_approval": False},
     }
-    httpx.post(f"{stack.urls['registry']}/v1/models", json=spec, timeout=30).raise_for_status()
+    httpx.post(f"{stack.urls['registry']}/v1/models", json=spec, headers=stack.headers, timeout=30).raise_for_status()
     httpx.post(
         f"{stack.urls['ingest']}/v1/datasets/{name}/versions",
         data={"target": "churned"},
         files={"file": ("data.csv", frame.to_csv(index=False).encode(), "text/csv")},
+        headers=stack.headers,
         timeout=60,
     ).raise_for_status()
 

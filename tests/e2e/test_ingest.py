@@ -71,8 +71,8 @@ class Body:
         yield f"\r\n--{BOUNDARY}--\r\n".encode()
 
 
-async def post(url: str, body: Body) -> httpx.Response:
-    async with httpx.AsyncClient(base_url=url, timeout=60) as client:
+async def post(url: str, body: Body, headers: dict[str, str]) -> httpx.Response:
+    async with httpx.AsyncClient(base_url=url, timeout=60, headers=headers) as client:
         return await client.post(
             "/v1/datasets/chunked/versions",
             content=body,
@@ -106,7 +106,7 @@ async def test_a_chunked_upload_over_the_limit_is_refused_without_being_buffered
     done = asyncio.Event()
     watching = asyncio.create_task(largest_spool_file(spool, done))
 
-    response = await post(ingest.urls["ingest"], body)
+    response = await post(ingest.urls["ingest"], body, ingest.headers)
     done.set()
 
     assert response.status_code == 413, response.text
@@ -115,14 +115,14 @@ async def test_a_chunked_upload_over_the_limit_is_refused_without_being_buffered
     assert body.pulled > 256 * LIMIT  # the whole body was sent (the server reads and discards what follows)...
     assert peak_memory(pid) - before < 64 * LIMIT  # ...but never held: a quarter of it would show here
     assert await watching <= LIMIT and list(spool.iterdir()) == []  # on disk, never past the limit
-    async with httpx.AsyncClient(base_url=ingest.urls["ingest"]) as client:
+    async with httpx.AsyncClient(base_url=ingest.urls["ingest"], headers=ingest.headers) as client:
         assert (await client.get("/v1/datasets")).json() == {"datasets": []}
 
 
 async def test_a_chunked_upload_within_the_limit_is_published(ingest, spool):
     body = Body(file_bytes=LIMIT // 2)
 
-    response = await post(ingest.urls["ingest"], body)
+    response = await post(ingest.urls["ingest"], body, ingest.headers)
 
     assert response.status_code == 201, response.text
     version = response.json()

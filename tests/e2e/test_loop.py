@@ -39,6 +39,7 @@ async def loop_result(stack: ServiceStack) -> DemoResult:
         bootstrap_servers=stack.bootstrap,
         artifacts_root=stack.artifacts,
         stage_timeout=180,
+        api_key=stack.admin_key,
     )
     result = await run_demo(config, Console(quiet=True))
     assert result.completed, f"loop failed: {result.failure}\nlogs in {stack.logs}"
@@ -189,6 +190,7 @@ async def test_cli_shows_models_and_explains_refusals(
 
     for name, url in stack.urls.items():
         monkeypatch.setenv(f"MLOOP_{name.upper()}_URL", url)
+    monkeypatch.setenv("MLOOP_API_KEY", stack.admin_key)
     runner = CliRunner()
     listed = runner.invoke(app, ["models", "versions", loop_result.model])
     assert listed.exit_code == 0 and "production" in listed.output
@@ -254,6 +256,7 @@ async def test_a_prediction_traces_back_to_its_model_run_and_dataset_snapshot(
 
     for name, url in stack.urls.items():
         monkeypatch.setenv(f"MLOOP_{name.upper()}_URL", url)
+    monkeypatch.setenv("MLOOP_API_KEY", stack.admin_key)
     monkeypatch.setattr(cli_console, "width", 250)
     row = load_rainfall().drop(columns=["rain"]).iloc[-1].to_dict()
     answered = (

@@ -117,13 +117,19 @@ async def test_versions_wait_for_an_approver_approval_switches_serving_and_rejec
     registry, serving, ingest = clients["registry"], clients["serving"], clients["ingest"]
     name = f"gate-approve-{uuid.uuid4().hex[:6]}"
     await declare(registry, spec(name, require_approval=True))
-    approver = {"X-Mloop-Actor": "carol"}
+    carol = (await registry.post("/v1/keys", json={"name": "carol", "role": "approver"})).json()
+    approver = {"Authorization": f"Bearer {carol['key']}"}
+    # A data scientist may declare and train but not release: the gate's human step needs the approver role.
+    dave = (await registry.post("/v1/keys", json={"name": "dave", "role": "data-scientist"})).json()
+    scientist = {"Authorization": f"Bearer {dave['key']}"}
 
     await publish(ingest, name, seed=1)
     [first] = await eventually(lambda: version_count(registry, name, 1), timeout=TIMEOUT, interval=1.0)
     assert first["status"] == "pending_approval" and first["aliases"] == []
     assert await served_version(serving, name) is None
 
+    self_approved = await registry.post(f"/v1/models/{name}/versions/1/approve", json={}, headers=scientist)
+    assert self_approved.status_code == 403
     approved = await registry.post(f"/v1/models/{name}/versions/1/approve", json={"comment": "ok"}, headers=approver)
     assert approved.status_code == 200 and approved.json()["aliases"] == ["production"]
     await eventually(lambda: _serves(serving, name, 1), timeout=TIMEOUT, interval=0.5)
@@ -145,7 +151,8 @@ async def test_versions_wait_for_an_approver_approval_switches_serving_and_rejec
 
     audit = (await registry.get("/v1/audit", params={"model": name})).json()["entries"]
     decisions = [(e["action"], e["version"], e["actor"]) for e in audit if e["action"].startswith("version.")]
-    assert ("version.approved", 1, "carol") in decisions and ("version.rejected", 2, "carol") in decisions
+    carol_actor = f"carol (key {carol['key_id']})"
+    assert ("version.approved", 1, carol_actor) in decisions and ("version.rejected", 2, carol_actor) in decisions
 
 
 async def _serves(serving: httpx.AsyncClient, name: str, version: int) -> bool:

@@ -67,17 +67,22 @@ def test_two_trainers_share_the_work_and_train_each_dataset_version_once(stack: 
             "search": {"strategy": "grid", "cv": 3},
             "metric": "accuracy",
         }
-        httpx.post(f"{stack.urls['registry']}/v1/models", json=spec, timeout=30).raise_for_status()
+        httpx.post(
+            f"{stack.urls['registry']}/v1/models", json=spec, headers=stack.headers, timeout=30
+        ).raise_for_status()
         for version in (1, 2):
             httpx.post(
                 f"{stack.urls['ingest']}/v1/datasets/{name}/versions",
                 data={"target": "label"},
                 files={"file": ("data.csv", frame(10 * index + version).to_csv(index=False).encode(), "text/csv")},
+                headers=stack.headers,
                 timeout=60,
             ).raise_for_status()
 
     def runs() -> list[dict]:  # type: ignore[type-arg]
-        listed = httpx.get(f"{stack.urls['trainer']}/v1/runs", params={"limit": 500}, timeout=30).json()["runs"]
+        listed = httpx.get(
+            f"{stack.urls['trainer']}/v1/runs", params={"limit": 500}, headers=stack.headers, timeout=30
+        ).json()["runs"]
         return [run for run in listed if run["model"].startswith(prefix)]
 
     wait_for(lambda: len(runs()) >= 2 * len(names), 240, "every run")

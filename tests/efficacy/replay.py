@@ -71,15 +71,18 @@ class Outcome:
 
 
 class Replay:
-    def __init__(self, urls: dict[str, str], artifacts: Path, timeout: float) -> None:
+    def __init__(self, urls: dict[str, str], artifacts: Path, timeout: float, headers: dict[str, str]) -> None:
         self.urls = urls
+        self.headers = headers
         self.artifacts = ArtifactStore(artifacts)
         self.timeout = timeout
 
     async def run(self, scenario: Scenario) -> Outcome:
         model = f"eff-{scenario.key}-{uuid.uuid4().hex[:6]}"
         outcome = Outcome(dataset=scenario.name, model=model, shift_at=scenario.shift_at, metric=scenario.metric)
-        clients = {name: httpx.AsyncClient(base_url=url, timeout=60) for name, url in self.urls.items()}
+        clients = {
+            name: httpx.AsyncClient(base_url=url, timeout=60, headers=self.headers) for name, url in self.urls.items()
+        }
         try:
             await self._declare_and_publish(scenario, model, clients)
             await self._until(lambda: _serves(clients["serving"], model, 1), f"{model} v1 served")

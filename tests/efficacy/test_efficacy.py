@@ -29,7 +29,7 @@ STAGE_TIMEOUT = 360.0  # one wait (version served, windows judged, retrained ver
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def outcomes(stack: ServiceStack, pytestconfig: pytest.Config) -> dict[str, Outcome]:
-    replay = Replay(stack.urls, stack.artifacts, STAGE_TIMEOUT)
+    replay = Replay(stack.urls, stack.artifacts, STAGE_TIMEOUT, stack.headers)
     started = time.monotonic()
     built = {key: make() for key, make in scenarios.ALL.items()}
     try:

@@ -99,12 +99,12 @@ async def model(stack: ServiceStack) -> str:
             correlation_id=uuid.uuid4().hex,
         ),
     )
-    async with httpx.AsyncClient(base_url=stack.urls["registry"], timeout=30) as registry:
+    async with httpx.AsyncClient(base_url=stack.urls["registry"], timeout=30, headers=stack.headers) as registry:
         (await registry.post("/v1/models", json=spec)).raise_for_status()
         (
             await registry.post(f"/v1/models/{name}/versions", json=registration.model_dump(mode="json"))
         ).raise_for_status()
-    async with httpx.AsyncClient(base_url=stack.urls["serving"], timeout=5) as serving:
+    async with httpx.AsyncClient(base_url=stack.urls["serving"], timeout=5, headers=stack.headers) as serving:
         await eventually(lambda: _served(serving, name), timeout=60, interval=0.2)
     return name
 
@@ -119,6 +119,7 @@ class Load:
 
     url: str
     model: str
+    headers: dict[str, str]
     answered: list[str] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
@@ -134,7 +135,7 @@ class Load:
             await self._running
 
     async def _run(self, clients: int) -> None:
-        async with httpx.AsyncClient(base_url=self.url, timeout=30) as http:
+        async with httpx.AsyncClient(base_url=self.url, timeout=30, headers=self.headers) as http:
             await asyncio.gather(*(self._client(http, seed) for seed in range(clients)))
 
     async def _client(self, http: httpx.AsyncClient, seed: int) -> None:
@@ -155,7 +156,7 @@ class Load:
 
 @pytest_asyncio.fixture(loop_scope="module")
 async def load(stack: ServiceStack, model: str) -> AsyncIterator[Load]:
-    load = Load(stack.urls["serving"], model)
+    load = Load(stack.urls["serving"], model, stack.headers)
     load.start()
     yield load
     await load.stop()

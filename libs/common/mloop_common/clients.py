@@ -8,6 +8,7 @@ import httpx
 from opentelemetry.propagate import inject
 from pydantic import BaseModel, ValidationError
 
+from mloop_common.auth import Principal
 from mloop_common.contracts import (
     AliasView,
     ModelDetail,
@@ -57,14 +58,14 @@ class RegistryClient:
         self,
         base_url: str,
         *,
-        actor: str,
+        key: str,
         timeout: float = 10.0,
         attempts: int = 3,
         backoff: Backoff = Backoff(initial=0.5, maximum=4.0),
         transport: httpx.AsyncBaseTransport | None = None,
     ):
         self._client = httpx.AsyncClient(
-            base_url=base_url, timeout=timeout, transport=transport, headers={"X-Mloop-Actor": actor}
+            base_url=base_url, timeout=timeout, transport=transport, headers={"Authorization": f"Bearer {key}"}
         )
         self._attempts = attempts
         self._backoff = backoff
@@ -125,6 +126,35 @@ class RegistryClient:
     async def register(self, name: str, request: RegisterVersion) -> VersionView:
         body = request.model_dump(mode="json")
         return await self._request("POST", f"/v1/models/{name}/versions", VersionView, json=body)
+
+
+class KeyIntrospection:
+    """Asks the registry who a stored API key belongs to (``POST /v1/auth/introspect``), as this service."""
+
+    def __init__(
+        self, base_url: str, *, key: str, timeout: float = 5.0, transport: httpx.AsyncBaseTransport | None = None
+    ) -> None:
+        self._client = httpx.AsyncClient(
+            base_url=base_url, timeout=timeout, transport=transport, headers={"Authorization": f"Bearer {key}"}
+        )
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    async def resolve(self, presented: str) -> Principal | None:
+        try:
+            response = await self._client.post("/v1/auth/introspect", json={"key": presented})
+        except httpx.TransportError as exc:
+            raise ServiceUnavailable(f"cannot check the API key: the registry is unreachable ({exc!r})") from exc
+        if response.status_code in (401, 403):
+            # This service's own key was refused: its MLOOP_AUTH__SECRET differs from the registry's.
+            raise ServiceUnavailable("cannot check the API key: the registry refused this service's own key")
+        if response.status_code != 200:
+            raise ServiceUnavailable(f"cannot check the API key: the registry answered HTTP {response.status_code}")
+        answer = response.json()
+        if not answer.get("active"):
+            return None
+        return Principal(name=answer["name"], role=answer["role"], key_id=answer.get("key_id"))
 
 
 def _error_of(response: httpx.Response) -> dict[str, Any]:

@@ -201,3 +201,47 @@ class Verdict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     comment: str = Field("", max_length=2000)
+
+
+# --- API keys ---------------------------------------------------------------------------------------
+
+RoleName = Literal["admin", "data-engineer", "data-scientist", "approver", "app", "viewer"]
+
+
+class KeyRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,62}$", description="who or what holds the key")
+    role: RoleName
+
+
+class KeyView(Contract):
+    key_id: str
+    name: str
+    role: str
+    created_at: datetime
+    created_by: str
+    revoked_at: datetime | None = None
+
+
+class NewKeyView(KeyView):
+    key: str = Field(description="the key itself: shown this once, never stored")
+
+
+class KeyList(Contract):
+    keys: list[KeyView]
+
+
+class IntrospectRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    key: str = Field(max_length=200)
+
+
+class Introspection(Contract):
+    """Who a key belongs to; ``active: false`` for a key nobody issued or one revoked."""
+
+    active: bool
+    name: str | None = None
+    role: str | None = None
+    key_id: str | None = None

@@ -1,6 +1,8 @@
 """One error tree for mloop; each boundary translates it once (HTTP status, retry or DLQ).
 
     MloopError
+    ├── Unauthorized        401 (no API key, or one nobody issued)
+    ├── Forbidden           403 (the key's role does not allow it)
     ├── NotFound            404 over HTTP
     ├── Conflict            409 (a uniqueness or state rule refused the change)
     ├── InvalidInput        422 (names the offending field when it can)
@@ -29,6 +31,16 @@ class MloopError(Exception):
         super().__init__(message)
         self.message = message
         self.field = field
+
+
+class Unauthorized(MloopError):
+    status_code = 401
+    code = "unauthorized"
+
+
+class Forbidden(MloopError):
+    status_code = 403
+    code = "forbidden"
 
 
 class NotFound(MloopError):

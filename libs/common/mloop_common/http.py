@@ -1,22 +1,25 @@
-"""The one FastAPI app factory: health, readiness, Prometheus metrics, JSON errors."""
+"""The one FastAPI app factory: health, readiness, Prometheus metrics, JSON errors, API keys and roles."""
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from fastapi.routing import APIRoute
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from mloop_common.errors import MloopError
+from mloop_common.auth import Authenticator, Permission, Principal, bearer_key
+from mloop_common.clients import KeyIntrospection
+from mloop_common.errors import Forbidden, MloopError, Unauthorized
 from mloop_common.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
@@ -37,6 +40,71 @@ LATENCY = Histogram("mloop_http_request_seconds", "HTTP request latency", ["serv
 
 
 S = TypeVar("S", bound=ServiceSettings)
+Rules = Mapping[tuple[str, str], Permission]  # (method, route path) -> what the caller's role must allow
+PUBLIC_ROUTES: Rules = {
+    ("GET", "/healthz"): Permission.PUBLIC,
+    ("GET", "/readyz"): Permission.PUBLIC,
+    ("GET", "/metrics"): Permission.PUBLIC,
+}
+ANONYMOUS = Principal("anonymous", "none")
+
+
+@dataclass
+class Access:
+    """Deny by default: every route's permission (a route with none cannot start) and who holds which."""
+
+    rules: Rules
+    authenticator: Authenticator
+    open_predict: bool = False
+
+    def unruled(self, app: FastAPI) -> list[str]:
+        return [
+            f"{method} {route.path}"
+            for route in app.routes
+            if isinstance(route, APIRoute)
+            for method in sorted(route.methods or ())
+            if (method, route.path) not in self.rules
+        ]
+
+    def needs_key(self, permission: Permission) -> bool:
+        if permission is Permission.PUBLIC:
+            return False
+        return not (self.open_predict and permission in (Permission.PREDICT, Permission.FEEDBACK))
+
+
+async def authorize(request: Request) -> None:
+    """Every route's first dependency: the caller's key must carry the route's permission."""
+    access: Access | None = getattr(request.app.state, "access", None)
+    if access is None:  # an app made by create_app alone (tests of the common endpoints)
+        return
+    route = request.scope.get("route")
+    permission = access.rules.get((request.method, getattr(route, "path", "")))
+    if permission is None:
+        raise Forbidden(f"{request.method} {getattr(route, 'path', request.url.path)} is open to nobody")
+    if not access.needs_key(permission):
+        return
+    key = bearer_key(request.headers.get("authorization"))
+    if key is None:
+        raise Unauthorized("an API key is required: send the header 'Authorization: Bearer <key>'")
+    principal = await access.authenticator.authenticate(key)
+    if principal is None:
+        raise Unauthorized("the API key is not valid (unknown, malformed or revoked)")
+    if not principal.allows(permission):
+        raise Forbidden(f"role {principal.role!r} does not allow {permission.value!r}, which this route needs")
+    request.state.principal = principal
+
+
+def caller(request: Request) -> Principal:
+    """Who called (authenticated by ``authorize``): the actor of what the request changes."""
+    return getattr(request.state, "principal", ANONYMOUS)
+
+
+def actor_of(request: Request) -> str:
+    return caller(request).actor
+
+
+Caller = Annotated[Principal, Depends(caller)]
+Actor = Annotated[str, Depends(actor_of)]  # the audit log's name for the authenticated caller
 
 
 def service_app(
@@ -44,21 +112,48 @@ def service_app(
     *,
     bootstrap: Callable[[S, FastAPI], AbstractAsyncContextManager[Any]],
     router: APIRouter,
+    rules: Rules,
     description: str,
     max_body_bytes: int = 10 * 1024 * 1024,
 ) -> FastAPI:
-    """A service's app: ``bootstrap`` builds its components in the lifespan (``app.state.service``)."""
+    """A service's app: ``bootstrap`` builds its components in the lifespan (``app.state.service``).
+
+    ``rules`` names the permission of each of its routes; the service refuses to start if one has none.
+    Keys other than the admin's and the services' are checked with the registry (the registry's own
+    bootstrap gives its authenticator the key table instead).
+    """
+    auth = settings.common.auth
+    introspection = (
+        None if settings.service == "registry" else KeyIntrospection(settings.common.registry_url, key=settings.own_key)
+    )
+    authenticator = Authenticator(
+        secret=auth.secret.get_secret_value(),
+        admin_key=auth.admin_key.get_secret_value(),
+        resolver=introspection,
+        cache_seconds=auth.cache_seconds,
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with bootstrap(settings, app) as service:
-            app.state.service = service
-            yield
+        if unruled := app.state.access.unruled(app):
+            raise RuntimeError(f"{settings.service}: routes without a permission (deny by default): {unruled}")
+        try:
+            async with bootstrap(settings, app) as service:
+                app.state.service = service
+                yield
+        finally:
+            if introspection is not None:
+                await introspection.aclose()
 
     app = create_app(
-        service=settings.service, lifespan=lifespan, description=description, max_body_bytes=max_body_bytes
+        service=settings.service,
+        lifespan=lifespan,
+        description=description,
+        max_body_bytes=max_body_bytes,
+        allowed_hosts=settings.common.allowed_hosts,
     )
     app.include_router(router)
+    app.state.access = Access({**PUBLIC_ROUTES, **rules}, authenticator, open_predict=auth.open_predict)
     return app
 
 
@@ -88,31 +183,30 @@ def create_app(
     lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]],
     description: str = "",
     max_body_bytes: int = 10 * 1024 * 1024,
+    allowed_hosts: Sequence[str] | None = None,
 ) -> FastAPI:
     """A FastAPI app with mloop's common endpoints; routes and ``app.state.checks`` come from the service."""
-    app = FastAPI(title=f"mloop {service}", description=description, lifespan=lifespan, version="0.1.0")
+    app = FastAPI(
+        title=f"mloop {service}",
+        description=description,
+        lifespan=lifespan,
+        version="0.1.0",
+        dependencies=[Depends(authorize)],
+    )
     checks: dict[str, ReadinessCheck] = {}
     app.state.checks = checks
 
-    @app.middleware("http")
-    async def limit_and_measure(request: Request, call_next):  # type: ignore[no-untyped-def]
-        length = request.headers.get("content-length")
-        limit = getattr(request.app.state, "max_body_bytes", max_body_bytes)
-        if length and length.isdigit() and int(length) > limit:
-            return framework_error(request, "payload_too_large", f"request body over {limit} bytes", 413)
-        started = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        path = getattr(route, "path", "unmatched")
-        REQUESTS.labels(service, request.method, path, str(response.status_code)).inc()
-        LATENCY.labels(service, request.method, path).observe(time.perf_counter() - started)
-        return response
-
     @app.exception_handler(MloopError)
-    async def mloop_error(_: Request, exc: MloopError) -> JSONResponse:
+    async def mloop_error(request: Request, exc: MloopError) -> JSONResponse:
         if exc.status_code >= 500:
             log.error("%s: %s", type(exc).__name__, exc.message)
-        return JSONResponse(error_body(exc.code, exc.message, exc.field), exc.status_code)
+        if request.url.path.startswith(getattr(request.app.state, "plain_error_prefixes", ())):
+            response = JSONResponse({"error": exc.message}, exc.status_code)
+        else:
+            response = JSONResponse(error_body(exc.code, exc.message, exc.field), exc.status_code)
+        if isinstance(exc, Unauthorized):
+            response.headers["WWW-Authenticate"] = "Bearer"
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -124,7 +218,9 @@ def create_app(
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        code = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}.get(
+            exc.status_code, "http_error"
+        )
         return framework_error(request, code, str(exc.detail), exc.status_code)
 
     @app.exception_handler(Exception)
@@ -162,4 +258,85 @@ def create_app(
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     FastAPIInstrumentor.instrument_app(app, excluded_urls="healthz,readyz,metrics")
+    # Outermost: a request from an unknown host or with too large a body goes no further.
+    app.add_middleware(Gate, service=service, max_body_bytes=max_body_bytes, allowed_hosts=allowed_hosts)
     return app
+
+
+class Gate:
+    """Every request's metrics, and two refusals before anything else runs (pure ASGI, so it sees the body
+    as it streams in, and an error raised while the route reads it reaches the app's error handlers):
+
+    - a ``Host`` header outside ``allowed_hosts`` (``*`` any, ``*.example.org`` a domain's hosts): a web
+      page that rebinds its own name to 127.0.0.1 cannot reach a local service;
+    - a body over ``max_body_bytes``: at once when ``Content-Length`` says so, else (chunked) as soon as
+      the bytes read pass it, so no service ever buffers more than its limit.
+    """
+
+    def __init__(self, app: Any, *, service: str, max_body_bytes: int, allowed_hosts: Sequence[str] | None) -> None:
+        self.app = app
+        self.service = service
+        self.max_body_bytes = max_body_bytes
+        self.allowed_hosts = None if allowed_hosts is None or "*" in allowed_hosts else tuple(allowed_hosts)
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        host = _host_name(headers.get("host", ""))
+        if self.allowed_hosts is not None and not any(_host_matches(host, p) for p in self.allowed_hosts):
+            message = f"host {host!r} is not one this service answers to (MLOOP_ALLOWED_HOSTS)"
+            await JSONResponse(error_body("invalid_host", message, "Host"), 400)(scope, receive, send)
+            return
+        limit = self.max_body_bytes
+        length = headers.get("content-length", "")
+        if length.isdigit() and int(length) > limit:
+            await _refuse_body(scope, receive, send, limit)
+            return
+        received = 0
+
+        async def limited() -> Any:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    # An HTTPException passes through FastAPI's body parsing untouched: answered as a 413.
+                    raise StarletteHTTPException(413, f"request body over {limit} bytes")
+            return message
+
+        started, status = time.perf_counter(), 500
+
+        async def sent(message: Any) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, limited, sent)
+        finally:
+            path = getattr(scope.get("route"), "path", "unmatched")  # the router records the route in the scope
+            REQUESTS.labels(self.service, scope["method"], path, str(status)).inc()
+            LATENCY.labels(self.service, scope["method"], path).observe(time.perf_counter() - started)
+
+
+async def _refuse_body(scope: Any, receive: Any, send: Any, limit: int) -> None:
+    plain = str(scope.get("path", "")).startswith("/v2")  # serving's OIP paths speak {"error": "<message>"}
+    message = f"request body over {limit} bytes"
+    body = {"error": message} if plain else error_body("payload_too_large", message)
+    await JSONResponse(body, 413)(scope, receive, send)
+
+
+def _host_name(header: str) -> str:
+    if header.startswith("["):  # [::1]:8001
+        return header[1 : header.find("]")].lower()
+    return header.rsplit(":", 1)[0].lower() if header.count(":") == 1 else header.lower()
+
+
+def _host_matches(host: str, pattern: str) -> bool:
+    pattern = pattern.lower().strip("[]")
+    if pattern.startswith("*."):
+        return host.endswith(pattern[1:])
+    return host == pattern

@@ -11,8 +11,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import ClassVar, Literal, Self
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from mloop_common.auth import DEVELOPMENT_ADMIN_KEY, DEVELOPMENT_SECRET, MIN_SECRET_CHARS, service_key
 
 SERVICE_PORTS = {"ingest": 8001, "trainer": 8002, "validator": 8003, "registry": 8004, "serving": 8005, "drift": 8006}
 
@@ -22,6 +24,19 @@ class KafkaSettings(BaseModel):
     partitions: int = Field(3, ge=1)
     # Largest event (encoded key + value + headers) a service creates: bigger ones are refused at creation.
     max_message_bytes: int = Field(900_000, ge=1024)
+
+
+class AuthSettings(BaseModel):
+    """API keys (``mloop_common.auth``). The defaults work only in development; elsewhere services refuse them."""
+
+    # Derives each service's own key: the same value on every service of a deployment, kept secret.
+    secret: SecretStr = SecretStr(DEVELOPMENT_SECRET)
+    # Accepted by every service with the admin role: the key that creates the others.
+    admin_key: SecretStr = SecretStr(DEVELOPMENT_ADMIN_KEY)
+    # Prediction and feedback without a key (an application network that is trusted as a whole).
+    open_predict: bool = False
+    # How long a service trusts what the registry said about a stored key (a revocation's delay elsewhere).
+    cache_seconds: float = Field(30.0, ge=0, le=3600)
 
 
 class CommonSettings(BaseSettings):
@@ -37,6 +52,25 @@ class CommonSettings(BaseSettings):
     database_name: str = "mloop"
     registry_url: str = "http://127.0.0.1:8004"
     code_version: str | None = None
+    auth: AuthSettings = AuthSettings()
+    # Host headers the services answer to (``*`` any, ``*.example.org`` a domain); others get 400. The default
+    # fits services reached on this machine only; containers add their service names (docker-compose.yml).
+    allowed_hosts: list[str] = ["localhost", "127.0.0.1", "::1"]
+
+    @model_validator(mode="after")
+    def _no_default_secrets(self) -> Self:
+        if self.environment == "development":
+            return self
+        for name, value, default in (
+            ("SECRET", self.auth.secret, DEVELOPMENT_SECRET),
+            ("ADMIN_KEY", self.auth.admin_key, DEVELOPMENT_ADMIN_KEY),
+        ):
+            if value.get_secret_value() == default or len(value.get_secret_value()) < MIN_SECRET_CHARS:
+                raise ValueError(
+                    f"MLOOP_AUTH__{name} must be set to a value of its own, at least {MIN_SECRET_CHARS} characters, "
+                    f"when MLOOP_ENVIRONMENT={self.environment} (the default is public)"
+                )
+        return self
 
     def database_url(self, service: str) -> str:
         """The local default: one role and one schema per service (deploy/local/postgres.sh)."""
@@ -62,6 +96,11 @@ class ServiceSettings(BaseSettings):
     database_url: str | None = None
     database_schema: str | None = None
     common: CommonSettings = Field(default_factory=CommonSettings)
+
+    @property
+    def own_key(self) -> str:
+        """The key this service presents to the others (derived from ``MLOOP_AUTH__SECRET``)."""
+        return service_key(self.common.auth.secret.get_secret_value(), self.service)
 
     @model_validator(mode="after")
     def _local_defaults(self) -> Self:

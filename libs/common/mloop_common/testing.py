@@ -9,12 +9,18 @@ survive Kafka fails the test too.
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Generic, TypeVar
 
+import httpx
+from fastapi import FastAPI
+from fastapi.routing import APIRoute
+
+from mloop_common.auth import DEVELOPMENT_ADMIN_KEY, ROLES, Permission, Principal, StaticKeys, new_key
 from mloop_common.contracts import (
     CANARY,
     PRODUCTION,
@@ -229,3 +235,38 @@ class FakeRegistry:
 
     def promote(self, name: str, version: int, alias: str = PRODUCTION) -> None:
         self.aliases[name][alias] = version
+
+
+# --- access control -------------------------------------------------------------------------------
+
+# The development admin key: what the CLI and tests use against a stack in development mode.
+ADMIN_HEADERS = {"Authorization": f"Bearer {DEVELOPMENT_ADMIN_KEY}"}
+
+
+async def access_problems(app: FastAPI) -> list[str]:
+    """Every route of ``app`` that a caller without a key, or with a key of a role lacking the route's
+    permission, gets past (anything but 401 and 403 respectively). Runs without the app's lifespan:
+    the check comes before any route needs the service's components."""
+    access = app.state.access
+    keys = {role: new_key().key for role in ROLES}
+    access.authenticator.resolver = StaticKeys(
+        {key: Principal(f"tester-{role}", role, key_id="000000000000") for role, key in keys.items()}
+    )
+    problems = list(map("no permission: {}".format, access.unruled(app)))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://localhost") as client:
+        for route in app.routes:
+            if not isinstance(route, APIRoute):
+                continue
+            path = re.sub(r"\{[^}]+\}", "1", route.path)
+            for method in sorted(route.methods or ()):
+                permission = access.rules.get((method, route.path))
+                if permission is None or permission is Permission.PUBLIC:
+                    continue
+                anonymous = await client.request(method, path)
+                if anonymous.status_code != 401:
+                    problems.append(f"{method} {route.path} without a key: {anonymous.status_code}")
+                role = next(role for role, granted in ROLES.items() if permission not in granted)
+                wrong = await client.request(method, path, headers={"Authorization": f"Bearer {keys[role]}"})
+                if wrong.status_code != 403:
+                    problems.append(f"{method} {route.path} as {role} (lacks {permission}): {wrong.status_code}")
+    return problems

@@ -4,7 +4,8 @@ from datetime import UTC, datetime
 import httpx
 import pytest
 
-from mloop_common.clients import RegistryClient
+from mloop_common.auth import Principal
+from mloop_common.clients import KeyIntrospection, RegistryClient
 from mloop_common.errors import Conflict, InvalidInput, NotFound, ServiceUnavailable
 from mloop_common.retry import Backoff
 
@@ -43,7 +44,7 @@ def client_answering(*answers: httpx.Response | Exception) -> tuple[RegistryClie
         return answer
 
     client = RegistryClient(
-        "http://registry", actor="tests", transport=httpx.MockTransport(handle), backoff=Backoff(0.001, 0.002)
+        "http://registry", key="mlk_svc-trainer_k", transport=httpx.MockTransport(handle), backoff=Backoff(0.001, 0.002)
     )
     return client, seen
 
@@ -59,7 +60,7 @@ async def test_an_alias_comes_back_as_a_typed_version():
     production = await client.alias("churn", "production")
 
     assert production is not None and production.version == 3 and production.artifact.sha256 == SHA
-    assert seen[0].headers["X-Mloop-Actor"] == "tests"
+    assert seen[0].headers["Authorization"] == "Bearer mlk_svc-trainer_k"
 
 
 async def test_a_missing_alias_is_none_and_a_missing_model_is_not_found():
@@ -139,3 +140,34 @@ async def test_register_sends_the_typed_request_as_json():
 
     assert registered.version == 1
     assert json.loads(seen[0].content)["lineage"]["dataset_sha256"] == SHA
+
+
+async def test_introspection_names_the_holder_of_a_key_and_none_for_an_unknown_one():
+    answers = {
+        "good": httpx.Response(200, json={"active": True, "name": "alice", "role": "approver", "key_id": "ab" * 6}),
+        "bad": httpx.Response(200, json={"active": False}),
+    }
+    seen: list[httpx.Request] = []
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return answers[json.loads(request.content)["key"]]
+
+    introspection = KeyIntrospection("http://registry", key="own", transport=httpx.MockTransport(handle))
+
+    assert await introspection.resolve("good") == Principal("alice", "approver", "ab" * 6)
+    assert await introspection.resolve("bad") is None
+    assert {r.headers["Authorization"] for r in seen} == {"Bearer own"}
+
+
+@pytest.mark.parametrize("answer", [httpx.Response(503), httpx.Response(401), httpx.ConnectError("refused")])
+async def test_introspection_that_cannot_get_an_answer_is_unavailable_not_a_refusal(answer):
+    def handle(request: httpx.Request) -> httpx.Response:
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    introspection = KeyIntrospection("http://registry", key="own", transport=httpx.MockTransport(handle))
+
+    with pytest.raises(ServiceUnavailable):
+        await introspection.resolve("any")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from mloop_common.http import service_app
-from mloop_drift import api
+from mloop_drift import access, api
 from mloop_drift.bootstrap import bootstrap
 from mloop_drift.config import DriftSettings
 
@@ -15,5 +15,6 @@ def create_app(settings: DriftSettings) -> FastAPI:
         settings,
         bootstrap=bootstrap,
         router=api.router,
+        rules=access.RULES,
         description="Watches predictions and labels per model version; reports drift.",
     )

@@ -10,7 +10,7 @@ import httpx
 from fastapi import FastAPI
 
 from mloop_common.http import create_app
-from mloop_common.testing import MemoryStore
+from mloop_common.testing import ADMIN_HEADERS, MemoryStore
 from mloop_drift import api
 from mloop_drift.bootstrap import DriftService
 from mloop_drift.entities import Label, Prediction, Report
@@ -66,7 +66,7 @@ async def client_with(*reports: Report, store: MemoryStore[MemoryDriftUnit] | No
     app = create_app(service="drift", lifespan=no_lifespan)
     app.include_router(api.router)
     app.state.service = DriftService(store=store)
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://drift")
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://localhost", headers=ADMIN_HEADERS)
 
 
 async def test_reports_are_listed_newest_first_with_their_summary_fields() -> None:

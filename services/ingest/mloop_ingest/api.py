@@ -5,12 +5,12 @@ from __future__ import annotations
 import asyncio
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends, Header, Query, Request, Response
+from fastapi import APIRouter, Body, Depends, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from mloop_common.datacontract import ContractDiff, DatasetContract
 from mloop_common.errors import InvalidInput, PayloadTooLarge
-from mloop_common.http import components
+from mloop_common.http import Actor, components
 from mloop_ingest.bootstrap import IngestService
 from mloop_ingest.checks import CheckPolicy
 from mloop_ingest.contract import Declaration
@@ -27,7 +27,6 @@ from mloop_ingest.uploads import receive_form
 
 router = APIRouter(tags=["datasets"])
 Service = Annotated[IngestService, Depends(components)]
-Actor = Annotated[str | None, Header(alias="X-Mloop-Actor", max_length=200)]
 
 
 class PublishForm(BaseModel):
@@ -113,7 +112,7 @@ async def _json_body(request: Request) -> RegisterBody:
     openapi_extra=_REQUEST_BODY,
 )
 async def publish(
-    service: Service, request: Request, response: Response, name: str, actor: Actor = None
+    service: Service, request: Request, response: Response, name: str, actor: Actor
 ) -> DatasetVersion | RejectedVersion:
     """Publish a version (multipart upload, or JSON naming a URI under a source root): 201 new, 200 same bytes
     as an existing version, 422 rejected with its report."""
@@ -234,7 +233,7 @@ async def get_policy(service: Service, name: str) -> DatasetPolicy:
     },
 )
 async def put_policy(
-    service: Service, name: str, overrides: Annotated[dict[str, Any], Body()], actor: Actor = None
+    service: Service, name: str, overrides: Annotated[dict[str, Any], Body()], actor: Actor
 ) -> DatasetPolicy:
     """Replace the dataset's threshold overrides (422 naming the field); recorded versions keep their reports."""
     return await service.publisher.set_dataset_policy(name, overrides, actor)

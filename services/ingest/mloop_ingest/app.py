@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from mloop_common.http import service_app
-from mloop_ingest import api
+from mloop_ingest import access, api
 from mloop_ingest.bootstrap import bootstrap
 from mloop_ingest.config import IngestSettings
 
@@ -18,6 +18,7 @@ def create_app(settings: IngestSettings) -> FastAPI:
         settings,
         bootstrap=bootstrap,
         router=api.router,
+        rules=access.RULES,
         description="Publish dataset versions; each accepted version emits data.published.",
         max_body_bytes=settings.max_upload_bytes + FORM_OVERHEAD,
     )

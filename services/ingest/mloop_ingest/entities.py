@@ -62,7 +62,7 @@ class DatasetVersion(BaseModel):
     time_column: str | None
     description: str | None
     parent_version: int | None = Field(None, description="the published version this one was compared with")
-    publisher: str | None = Field(None, description="who published it (the X-Mloop-Actor header)")
+    publisher: str | None = Field(None, description="who published it: the holder of the API key that sent it")
     source_uri: str | None = Field(None, description="the URI it was registered from; null for an upload")
     created_at: datetime | None = None
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Depends, Header, Path, Query, Request, Response
+from fastapi import APIRouter, Body, Depends, Path, Query, Request, Response
 from pydantic import ValidationError
 
 from mloop_common.contracts import (
@@ -14,8 +14,14 @@ from mloop_common.contracts import (
     AuditPage,
     AuditVerification,
     DescriptionUpdate,
+    Introspection,
+    IntrospectRequest,
+    KeyList,
+    KeyRequest,
+    KeyView,
     LineageView,
     ModelList,
+    NewKeyView,
     RegisterVersion,
     SpecView,
     Tags,
@@ -26,15 +32,13 @@ from mloop_common.contracts import (
     VersionView,
 )
 from mloop_common.errors import InvalidInput, PayloadTooLarge
-from mloop_common.http import components
+from mloop_common.http import Actor, components
 from mloop_common.spec import ModelSpec, SpecError, parse_spec
 from mloop_registry.bootstrap import RegistryService
 from mloop_registry.entities import ModelStatus
 
 router = APIRouter()
 Service = Annotated[RegistryService, Depends(components)]
-# Self-asserted: it names the caller in the audit log and nothing checks it (see docs/api.md).
-Actor = Annotated[str, Header(alias="X-Mloop-Actor", max_length=200)]
 VersionNumber = Annotated[int, Path(le=MAX_INT)]
 # The spec body is read by hand (JSON or YAML), so OpenAPI learns its schema from here.
 _SPEC_SCHEMA = {"schema": {"$ref": "#/components/schemas/ModelSpec"}}
@@ -48,7 +52,7 @@ _SPEC_BODY = {"required": True, "content": {"application/json": _SPEC_SCHEMA, "a
     responses={200: {"model": SpecView, "description": "Identical to the latest spec version, which is returned"}},
     openapi_extra={"requestBody": _SPEC_BODY},
 )
-async def submit_spec(service: Service, request: Request, response: Response, actor: Actor = "anonymous") -> SpecView:
+async def submit_spec(service: Service, request: Request, response: Response, actor: Actor) -> SpecView:
     """Create a model from a spec (JSON or YAML); a changed spec makes a new spec version (200: unchanged)."""
     spec = await _spec_of(request, service.max_spec_bytes)
     stored, created = await service.registry.submit_spec(spec, actor)
@@ -87,7 +91,7 @@ async def list_versions(service: Service, name: str) -> VersionList:
     responses={200: {"model": VersionView, "description": "This run was already registered: its version"}},
 )
 async def register_version(
-    service: Service, name: str, registration: RegisterVersion, response: Response, actor: Actor = "anonymous"
+    service: Service, name: str, registration: RegisterVersion, response: Response, actor: Actor
 ) -> VersionView:
     """Register a validated candidate (called by the validator); idempotent per run id (200: already registered)."""
     version, created = await service.registry.register(name, registration, actor)
@@ -109,9 +113,7 @@ async def get_alias(service: Service, name: str, alias: str) -> AliasView:
 
 
 @router.put("/v1/models/{name}/aliases/{alias}", tags=["aliases"])
-async def put_alias(
-    service: Service, name: str, alias: str, update: AliasUpdate, actor: Actor = "anonymous"
-) -> AliasView:
+async def put_alias(service: Service, name: str, alias: str, update: AliasUpdate, actor: Actor) -> AliasView:
     """Move an alias: promote a version, or roll back to an older one.
 
     ``production`` is what serves; ``canary``, ``shadow`` and ``challenger`` are served beside it. A version
@@ -121,7 +123,7 @@ async def put_alias(
 
 
 @router.delete("/v1/models/{name}/aliases/{alias}", status_code=204, tags=["aliases"])
-async def delete_alias(service: Service, name: str, alias: str, actor: Actor = "anonymous") -> None:
+async def delete_alias(service: Service, name: str, alias: str, actor: Actor) -> None:
     """Clear a rollout alias (``canary``, ``shadow``, ``challenger``): roll the candidate back out of serving."""
     await service.registry.clear_alias(name, alias, actor)
 
@@ -131,8 +133,8 @@ async def approve(
     service: Service,
     name: str,
     version: VersionNumber,
+    actor: Actor,
     verdict: Annotated[Verdict, Body()] = Verdict(),
-    actor: Actor = "anonymous",
 ) -> VersionView:
     """Approve a version waiting for a human; it becomes production."""
     return await service.registry.decide(name, version, approve=True, comment=verdict.comment, actor=actor)
@@ -143,8 +145,8 @@ async def reject(
     service: Service,
     name: str,
     version: VersionNumber,
+    actor: Actor,
     verdict: Annotated[Verdict, Body()] = Verdict(),
-    actor: Actor = "anonymous",
 ) -> VersionView:
     """Reject a version waiting for a human."""
     return await service.registry.decide(name, version, approve=False, comment=verdict.comment, actor=actor)
@@ -157,44 +159,38 @@ async def lineage(service: Service, name: str, version: VersionNumber) -> Lineag
 
 
 @router.put("/v1/models/{name}/tags", tags=["tags"])
-async def put_model_tags(service: Service, name: str, update: Tags, actor: Actor = "anonymous") -> Tags:
+async def put_model_tags(service: Service, name: str, update: Tags, actor: Actor) -> Tags:
     """Set tags on a model (others stay): ``{"tags": {"team": "fraud", "gold": ""}}``; answers with all of them."""
     return await service.registry.set_tags(name, None, update.tags, actor)
 
 
 @router.delete("/v1/models/{name}/tags/{key}", status_code=204, tags=["tags"])
-async def delete_model_tag(service: Service, name: str, key: str, actor: Actor = "anonymous") -> None:
+async def delete_model_tag(service: Service, name: str, key: str, actor: Actor) -> None:
     """Remove one tag from a model."""
     await service.registry.delete_tag(name, None, key, actor)
 
 
 @router.put("/v1/models/{name}/versions/{version}/tags", tags=["tags"])
-async def put_version_tags(
-    service: Service, name: str, version: VersionNumber, update: Tags, actor: Actor = "anonymous"
-) -> Tags:
+async def put_version_tags(service: Service, name: str, version: VersionNumber, update: Tags, actor: Actor) -> Tags:
     """Set tags on a version (others stay); answers with all of them."""
     return await service.registry.set_tags(name, version, update.tags, actor)
 
 
 @router.delete("/v1/models/{name}/versions/{version}/tags/{key}", status_code=204, tags=["tags"])
-async def delete_version_tag(
-    service: Service, name: str, version: VersionNumber, key: str, actor: Actor = "anonymous"
-) -> None:
+async def delete_version_tag(service: Service, name: str, version: VersionNumber, key: str, actor: Actor) -> None:
     """Remove one tag from a version."""
     await service.registry.delete_tag(name, version, key, actor)
 
 
 @router.put("/v1/models/{name}/description", status_code=204, tags=["tags"])
-async def put_model_description(
-    service: Service, name: str, update: DescriptionUpdate, actor: Actor = "anonymous"
-) -> None:
+async def put_model_description(service: Service, name: str, update: DescriptionUpdate, actor: Actor) -> None:
     """Replace a model's description."""
     await service.registry.describe(name, None, update.description, actor)
 
 
 @router.put("/v1/models/{name}/versions/{version}/description", status_code=204, tags=["tags"])
 async def put_version_description(
-    service: Service, name: str, version: VersionNumber, update: DescriptionUpdate, actor: Actor = "anonymous"
+    service: Service, name: str, version: VersionNumber, update: DescriptionUpdate, actor: Actor
 ) -> None:
     """Replace a version's description."""
     await service.registry.describe(name, version, update.description, actor)
@@ -226,6 +222,37 @@ async def audit(
 async def verify_audit(service: Service) -> AuditVerification:
     """Walk the audit log's hash chain: ``ok``, or the first entry edited, deleted around or reordered, and why."""
     return await service.registry.verify_audit()
+
+
+@router.post("/v1/keys", status_code=201, tags=["keys"])
+async def create_key(service: Service, request: KeyRequest, actor: Actor) -> NewKeyView:
+    """Create an API key with a role (admin only); the answer holds the key, shown this once."""
+    return await service.keys.create(request, actor)
+
+
+@router.get("/v1/keys", tags=["keys"])
+async def list_keys(service: Service) -> KeyList:
+    """Every API key (never the key itself), revoked ones included."""
+    return await service.keys.list()
+
+
+@router.delete("/v1/keys/{key_id}", tags=["keys"])
+async def revoke_key(
+    service: Service, key_id: Annotated[str, Path(pattern="^[0-9a-f]{12}$")], actor: Actor, request: Request
+) -> KeyView:
+    """Revoke a key: refused here at once, by the other services within MLOOP_AUTH__CACHE_SECONDS."""
+    revoked = await service.keys.revoke(key_id, actor)
+    request.app.state.access.authenticator.forget(key_id)
+    return revoked
+
+
+@router.post("/v1/auth/introspect", tags=["keys"])
+async def introspect(request: Request, body: IntrospectRequest) -> Introspection:
+    """Who a key belongs to, for the other services (their own keys only): ``active: false`` if nobody."""
+    principal = await request.app.state.access.authenticator.authenticate(body.key)
+    if principal is None:
+        return Introspection(active=False)
+    return Introspection(active=True, name=principal.name, role=principal.role, key_id=principal.key_id)
 
 
 async def _spec_of(request: Request, max_bytes: int) -> ModelSpec:

@@ -13,6 +13,7 @@ from mloop_common.events import ModelServed
 from mloop_common.runtime import Runtime
 from mloop_registry.config import RegistrySettings
 from mloop_registry.handlers import ModelRegistry
+from mloop_registry.keys import KeyRing
 from mloop_registry.store import SqlRegistryUnit
 
 
@@ -21,6 +22,7 @@ class RegistryService:
     """What the routes use."""
 
     registry: ModelRegistry
+    keys: KeyRing
     max_spec_bytes: int
 
 
@@ -28,11 +30,14 @@ class RegistryService:
 async def bootstrap(settings: RegistrySettings, app: FastAPI) -> AsyncIterator[RegistryService]:
     """Build the database (migrated) and the outbox relay; consume serving's load reports (model.served)."""
     runtime = Runtime(settings, migrations="mloop_registry:migrations")
-    registry = ModelRegistry(store=runtime.store(SqlRegistryUnit), limits=settings.limits)
+    store = runtime.store(SqlRegistryUnit)
+    registry = ModelRegistry(store=store, limits=settings.limits)
+    keys = KeyRing(store)
+    app.state.access.authenticator.resolver = keys  # stored keys are checked against this service's table
     runtime.consume(route(ModelServed, registry.on_model_served))
     await runtime.start(app)
     await registry.load_metrics()
     try:
-        yield RegistryService(registry=registry, max_spec_bytes=settings.max_spec_bytes)
+        yield RegistryService(registry=registry, keys=keys, max_spec_bytes=settings.max_spec_bytes)
     finally:
         await runtime.stop()

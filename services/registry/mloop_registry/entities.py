@@ -75,3 +75,15 @@ class ModelStatus(ModelDetail):
 
     serving: list[ServingReport]
     problems: list[str]  # e.g. "serving-1 failed to load production v3 (...); serving v2"
+
+
+class ApiKey(BaseModel):
+    """A stored API key: its hash only; the key itself was shown once, when it was created."""
+
+    key_id: str
+    name: str
+    role: str
+    hash: str
+    created_by: str
+    created_at: datetime | None = None  # set by the store
+    revoked_at: datetime | None = None

@@ -17,7 +17,7 @@ from mloop_common.errors import Conflict, NotFound
 from mloop_common.spec import ModelSpec
 from mloop_common.uow import Messaging, SqlUnit
 from mloop_registry.audit_chain import GENESIS, ChainedEntry, entry_hash
-from mloop_registry.entities import Model, ServingReport, Version
+from mloop_registry.entities import ApiKey, Model, ServingReport, Version
 from mloop_registry.search import And, Condition, Node, Or
 
 metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
@@ -115,6 +115,17 @@ audit_log = sa.Table(
     sa.Column("detail", sa.JSON, nullable=False),
     sa.Column("prev_hash", sa.String(64), nullable=False),  # see audit_chain: each entry names its predecessor
     sa.Column("hash", sa.String(64), nullable=False),
+)
+api_keys = sa.Table(
+    "api_keys",
+    metadata,
+    sa.Column("key_id", sa.String(12), primary_key=True),
+    sa.Column("name", sa.String(63), nullable=False),
+    sa.Column("role", sa.String(32), nullable=False),
+    sa.Column("hash", sa.String(200), nullable=False),  # scrypt, with its parameters and salt
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+    sa.Column("created_by", sa.String(200), nullable=False),
+    sa.Column("revoked_at", sa.DateTime(timezone=True)),
 )
 # The audit log is append-only: a trigger (created by migration registry_0001, which Alembic does
 # not compare) makes the database refuse UPDATE and DELETE. Declared here too, so create_all has it.
@@ -232,6 +243,20 @@ class RegistryUnit(Messaging, Protocol):
 
     async def audit_entries(self, *, model: str | None, limit: int, before_id: int | None) -> list[AuditEntry]:
         """Audit entries, newest first, older than ``before_id`` when given."""
+        ...
+
+    async def add_key(self, key: ApiKey) -> ApiKey:
+        """Store a new key (its hash); returns it with the database's creation time."""
+        ...
+
+    async def key(self, key_id: str) -> ApiKey | None: ...
+
+    async def keys(self) -> list[ApiKey]:
+        """Every key, revoked ones included, oldest first."""
+        ...
+
+    async def revoke_key(self, key_id: str) -> ApiKey | None:
+        """Mark a key revoked (once: a second revocation keeps the first time); None if there is no such key."""
         ...
 
 
@@ -476,6 +501,27 @@ class SqlRegistryUnit(SqlUnit):
         if before_id:
             query = query.where(audit_log.c.id < before_id)
         return [AuditEntry.model_validate(row._mapping) for row in await self.session.execute(query)]
+
+    async def add_key(self, key: ApiKey) -> ApiKey:
+        values = key.model_dump(exclude={"created_at", "revoked_at"})
+        row = (await self.session.execute(sa.insert(api_keys).values(**values).returning(api_keys))).one()
+        return ApiKey.model_validate(row._mapping)
+
+    async def key(self, key_id: str) -> ApiKey | None:
+        row = (await self.session.execute(sa.select(api_keys).where(api_keys.c.key_id == key_id))).first()
+        return ApiKey.model_validate(row._mapping) if row else None
+
+    async def keys(self) -> list[ApiKey]:
+        query = sa.select(api_keys).order_by(api_keys.c.created_at, api_keys.c.key_id)
+        return [ApiKey.model_validate(row._mapping) for row in await self.session.execute(query)]
+
+    async def revoke_key(self, key_id: str) -> ApiKey | None:
+        await self.session.execute(
+            sa.update(api_keys)
+            .where(api_keys.c.key_id == key_id, api_keys.c.revoked_at.is_(None))
+            .values(revoked_at=sa.func.now())
+        )
+        return await self.key(key_id)
 
 
 def _tag_target(model: str, version: int | None) -> tuple[sa.Table, list[sa.ColumnElement[bool]]]:

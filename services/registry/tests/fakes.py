@@ -10,7 +10,7 @@ from mloop_common.errors import Conflict, NotFound
 from mloop_common.spec import ModelSpec
 from mloop_common.testing import MemoryStore, MemoryUnit
 from mloop_registry.audit_chain import GENESIS, ChainedEntry, entry_hash
-from mloop_registry.entities import Model, ServingReport, Version
+from mloop_registry.entities import ApiKey, Model, ServingReport, Version
 from mloop_registry.search import Node
 
 EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
@@ -201,6 +201,28 @@ class MemoryRegistryUnit(MemoryUnit):
             e for e in reversed(self._audit) if model in (None, e.model) and (before_id is None or e.id < before_id)
         ]
         return [AuditEntry.model_validate(dict(e)) for e in found[:limit]]
+
+    @property
+    def _keys(self) -> dict[str, ApiKey]:
+        return self.tables.setdefault("api_keys", {})
+
+    async def add_key(self, key: ApiKey) -> ApiKey:
+        if key.key_id in self._keys:
+            raise Conflict(f"key {key.key_id} exists")
+        stored = self._keys[key.key_id] = key.model_copy(update={"created_at": self._now()})
+        return stored
+
+    async def key(self, key_id: str) -> ApiKey | None:
+        return self._keys.get(key_id)
+
+    async def keys(self) -> list[ApiKey]:
+        return sorted(self._keys.values(), key=lambda k: (k.created_at, k.key_id))
+
+    async def revoke_key(self, key_id: str) -> ApiKey | None:
+        key = self._keys.get(key_id)
+        if key is not None and key.revoked_at is None:
+            key = self._keys[key_id] = key.model_copy(update={"revoked_at": self._now()})
+        return key
 
 
 def memory_store() -> MemoryStore[MemoryRegistryUnit]:

@@ -11,11 +11,13 @@ from fastapi import FastAPI
 
 from mloop_common.contracts import PRODUCTION
 from mloop_common.http import service_app
-from mloop_registry import api
+from mloop_common.testing import ADMIN_HEADERS
+from mloop_registry import access, api
 from mloop_registry.app import create_app
 from mloop_registry.bootstrap import RegistryService
 from mloop_registry.config import RegistrySettings
 from mloop_registry.handlers import ModelRegistry
+from mloop_registry.keys import KeyRing
 
 from .fakes import memory_store
 from .test_handlers import registration
@@ -54,12 +56,17 @@ async def client() -> AsyncIterator[httpx.AsyncClient]:
 
     @asynccontextmanager
     async def fake_bootstrap(settings: RegistrySettings, app: FastAPI) -> AsyncIterator[RegistryService]:
-        yield RegistryService(registry=ModelRegistry(store=memory_store()), max_spec_bytes=settings.max_spec_bytes)
+        store = memory_store()
+        keys = KeyRing(store)
+        app.state.access.authenticator.resolver = keys
+        yield RegistryService(registry=ModelRegistry(store=store), keys=keys, max_spec_bytes=settings.max_spec_bytes)
 
-    app = service_app(settings, bootstrap=fake_bootstrap, router=api.router, description="tests")
+    app = service_app(settings, bootstrap=fake_bootstrap, router=api.router, rules=access.RULES, description="tests")
     async with (
         app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://registry") as http,
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://localhost", headers=ADMIN_HEADERS
+        ) as http,
     ):
         yield http
 
@@ -70,7 +77,7 @@ async def declare(client: httpx.AsyncClient, body: bytes = SPEC_YAML) -> httpx.R
 
 async def register(client: httpx.AsyncClient, run_id: str | None = None) -> httpx.Response:
     body = registration(run_id).model_dump(mode="json")
-    return await client.post("/v1/models/churn/versions", json=body, headers={"X-Mloop-Actor": "validator"})
+    return await client.post("/v1/models/churn/versions", json=body)
 
 
 async def test_a_new_spec_is_created_and_the_same_spec_again_is_answered_with_200(client):
@@ -173,7 +180,7 @@ async def test_reads_answer_the_documented_shapes(client):
     assert {"model", "version", "run_id", "evaluation_id", "artifact", "spec", "dataset_sha256"} <= set(lineage)
     assert lineage["spec"] == {"version": 1, "digest": model["digest"]}
     assert [e["action"] for e in audit["entries"]] == ["alias.moved", "version.registered", "spec.created"]
-    assert audit["entries"][-1]["actor"] == "anonymous"
+    assert audit["entries"][-1]["actor"] == "admin"
     assert audit["entries"][0]["prev_hash"] == audit["entries"][1]["hash"]
 
 
@@ -258,3 +265,48 @@ async def test_bad_tags_and_queries_are_422_naming_the_part(client):
     assert unknown_model.status_code == 404
     assert (bad_query.status_code, bad_query.json()["error"]["field"]) == (422, "q")
     assert "'high' at position 12" in bad_query.json()["error"]["message"]
+
+
+async def test_a_key_acts_within_its_role_is_named_in_the_audit_log_and_stops_working_when_revoked(client):
+    created = await client.post("/v1/keys", json={"name": "alice", "role": "data-scientist"})
+    assert created.status_code == 201, created.text
+    key = created.json()
+    alice = {"Authorization": f"Bearer {key['key']}"}
+
+    declared = await client.post(
+        "/v1/models",
+        content=SPEC_YAML,
+        headers={"content-type": "application/yaml", "X-Mloop-Actor": "mallory", **alice},
+    )
+    approving = await client.post("/v1/models/churn/versions/1/approve", json={}, headers=alice)
+    making_keys = await client.post("/v1/keys", json={"name": "eve", "role": "admin"}, headers=alice)
+    listed = (await client.get("/v1/keys")).json()["keys"]
+
+    assert declared.status_code == 201
+    assert (approving.status_code, making_keys.status_code) == (403, 403)
+    assert "data-scientist" in approving.json()["error"]["message"]
+    audit = (await client.get("/v1/audit")).json()["entries"]
+    assert audit[0]["action"] == "spec.created" and audit[0]["actor"] == f"alice (key {key['key_id']})"
+    assert audit[1] == audit[1] | {"action": "key.created", "actor": "admin"}
+    assert [(k["name"], k["role"], k["revoked_at"]) for k in listed] == [("alice", "data-scientist", None)]
+    assert key["key"] not in str(listed) and "hash" not in listed[0]
+
+    revoked = await client.delete(f"/v1/keys/{key['key_id']}")
+    refused = await client.get("/v1/models", headers=alice)
+
+    assert revoked.status_code == 200 and revoked.json()["revoked_at"] is not None
+    assert refused.status_code == 401 and refused.headers["WWW-Authenticate"] == "Bearer"
+    assert (await client.delete("/v1/keys/0123456789ab")).status_code == 404
+
+
+async def test_introspection_tells_services_who_holds_a_key_and_nothing_about_a_forged_one(client):
+    key = (await client.post("/v1/keys", json={"name": "shop", "role": "app"})).json()
+    forged = key["key"][:-4] + ("AAAA" if not key["key"].endswith("AAAA") else "BBBB")
+
+    known = (await client.post("/v1/auth/introspect", json={"key": key["key"]})).json()
+    unknown = (await client.post("/v1/auth/introspect", json={"key": forged})).json()
+    bad_role = await client.post("/v1/keys", json={"name": "x", "role": "root"})
+
+    assert known == {"active": True, "name": "shop", "role": "app", "key_id": key["key_id"]}
+    assert unknown == {"active": False, "name": None, "role": None, "key_id": None}
+    assert bad_role.status_code == 422 and bad_role.json()["error"]["field"] == "role"

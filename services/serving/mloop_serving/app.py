@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from mloop_common.http import service_app
-from mloop_serving import api
+from mloop_serving import access, api
 from mloop_serving.bootstrap import bootstrap
 from mloop_serving.config import ServingSettings
 
@@ -15,6 +15,7 @@ def create_app(settings: ServingSettings) -> FastAPI:
         settings,
         bootstrap=bootstrap,
         router=api.router,
+        rules=access.RULES,
         max_body_bytes=settings.max_body_bytes,
         description="Predictions from the production version of each model (simple JSON API and "
         "Open Inference Protocol v2), and ground-truth feedback.",

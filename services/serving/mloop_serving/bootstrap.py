@@ -52,7 +52,7 @@ async def bootstrap(settings: ServingSettings, app: FastAPI) -> AsyncIterator[Se
     """Build the bus, registry client and artifact store; load production models and their rollouts and follow
     model.promoted and model.rollout; report each load to the registry (model.served)."""
     runtime = Runtime(settings)
-    registry = RegistryClient(settings.common.registry_url, actor="serving")
+    registry = RegistryClient(settings.common.registry_url, key=settings.own_key)
     host = ModelHost()
     loader = Loader(
         registry=registry,

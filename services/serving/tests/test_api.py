@@ -17,6 +17,7 @@ from sklearn.linear_model import LinearRegression
 from mloop_common.artifacts import ArtifactStore
 from mloop_common.events import PredictionsLogged
 from mloop_common.http import create_app
+from mloop_common.testing import ADMIN_HEADERS
 from mloop_serving import api
 from mloop_serving.bootstrap import ServingService, models_check
 from mloop_serving.host import LoadedModel
@@ -43,7 +44,9 @@ async def client(svc: Serving) -> AsyncIterator[httpx.AsyncClient]:
     api.configure_oip(app)
     app.state.checks["models"] = models_check(svc.loader)
     app.state.service = ServingService(host=svc.host, loader=svc.loader, scorer=svc.scorer)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://serving") as client:
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://localhost", headers=ADMIN_HEADERS
+    ) as client:
         yield client
 
 

@@ -33,7 +33,7 @@ class TrainerService:
 async def bootstrap(settings: TrainerSettings, app: FastAPI) -> AsyncIterator[TrainerService]:
     """Build the database, bus, registry client, artifact store and training pool; consume while running."""
     runtime = Runtime(settings, migrations="mloop_trainer:migrations")
-    registry = RegistryClient(settings.common.registry_url, actor="trainer")
+    registry = RegistryClient(settings.common.registry_url, key=settings.own_key)
     store = runtime.store(SqlTrainerUnit)
     # Worker processes, so the event loop (and the Kafka heartbeat) never waits on a fit.
     workers = WorkerPool(settings.workers, warm_up=warm_up)

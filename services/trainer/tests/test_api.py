@@ -13,8 +13,8 @@ from prometheus_client import REGISTRY
 
 from mloop_common.http import service_app
 from mloop_common.spec import ModelSpec
-from mloop_common.testing import FakeRegistry
-from mloop_trainer import api
+from mloop_common.testing import ADMIN_HEADERS, FakeRegistry
+from mloop_trainer import access, api
 from mloop_trainer.bootstrap import TrainerService
 from mloop_trainer.config import TrainerSettings
 from mloop_trainer.handlers import Trainer
@@ -78,10 +78,14 @@ async def serving(handler: Trainer) -> AsyncIterator[httpx.AsyncClient]:
     async def fake_bootstrap(settings: TrainerSettings, app: FastAPI) -> AsyncIterator[TrainerService]:
         yield TrainerService(store=store, trainer=handler)
 
-    app = service_app(TrainerSettings(), bootstrap=fake_bootstrap, router=api.router, description="tests")
+    app = service_app(
+        TrainerSettings(), bootstrap=fake_bootstrap, router=api.router, rules=access.RULES, description="tests"
+    )
     async with (
         app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://trainer") as http,
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://localhost", headers=ADMIN_HEADERS
+        ) as http,
     ):
         yield http
 

@@ -31,7 +31,7 @@ class ValidatorService:
 async def bootstrap(settings: ValidatorSettings, app: FastAPI) -> AsyncIterator[ValidatorService]:
     """Build the database, bus, registry client and artifact store; consume model.trained while running."""
     runtime = Runtime(settings, migrations="mloop_validator:migrations")
-    registry = RegistryClient(settings.common.registry_url, actor="validator")
+    registry = RegistryClient(settings.common.registry_url, key=settings.own_key)
     store = runtime.store(SqlValidatorUnit)
     infra_check = CleanProcessCheck(settings.infra_python, settings.infra_timeout_seconds)
     validator = Validator(store=store, registry=registry, artifacts=runtime.artifacts, infra_check=infra_check)

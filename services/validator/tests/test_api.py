@@ -9,8 +9,8 @@ import httpx
 from fastapi import FastAPI
 
 from mloop_common.http import service_app
-from mloop_common.testing import FakeRegistry
-from mloop_validator import api
+from mloop_common.testing import ADMIN_HEADERS, FakeRegistry
+from mloop_validator import access, api
 from mloop_validator.bootstrap import ValidatorService
 from mloop_validator.config import ValidatorSettings
 from mloop_validator.entities import CheckResult, Evaluation, SlicePair
@@ -27,10 +27,14 @@ async def serving(handler: Validator) -> AsyncIterator[httpx.AsyncClient]:
     async def fake_bootstrap(settings: ValidatorSettings, app: FastAPI) -> AsyncIterator[ValidatorService]:
         yield ValidatorService(store=handler.store, validator=handler)
 
-    app = service_app(ValidatorSettings(), bootstrap=fake_bootstrap, router=api.router, description="tests")
+    app = service_app(
+        ValidatorSettings(), bootstrap=fake_bootstrap, router=api.router, rules=access.RULES, description="tests"
+    )
     async with (
         app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://validator") as http,
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://localhost", headers=ADMIN_HEADERS
+        ) as http,
     ):
         yield http
 
