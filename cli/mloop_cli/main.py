@@ -13,7 +13,7 @@ import httpx
 import typer
 from rich.table import Table
 
-from mloop_cli import audit, datasets, keys, lineage, rollouts, runs
+from mloop_cli import audit, datasets, dlq, keys, lineage, rollouts, runs
 from mloop_cli.client import bootstrap, call, console, err, url
 from mloop_common.bus import BusConfig, tail
 from mloop_common.contracts import PRODUCTION, AliasView, ModelList, SpecView, VersionList
@@ -32,6 +32,7 @@ app.add_typer(rollouts.app, name="rollouts")
 app.add_typer(runs.app, name="runs")
 app.add_typer(audit.app, name="audit")
 app.add_typer(keys.app, name="keys")
+app.add_typer(dlq.app, name="dlq")
 app.command("search")(audit.search)
 models_app.command("tag")(audit.tag)
 app.command("publish")(datasets.publish)

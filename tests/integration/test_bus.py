@@ -1,4 +1,4 @@
-"""The bus on the real broker and database: idempotency, DLQ, outbox, trace propagation."""
+"""The bus on the real broker and database: idempotency, DLQ (and replaying it), outbox, trace propagation."""
 
 from __future__ import annotations
 
@@ -15,7 +15,16 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from prometheus_client import REGISTRY
 
-from mloop_common.bus import BusConfig, OutboxRelay, Producer, Subscriber, ensure_topics, route
+from mloop_common.bus import (
+    BusConfig,
+    OutboxRelay,
+    Producer,
+    Subscriber,
+    dead_letters,
+    ensure_topics,
+    replay_dead_letters,
+    route,
+)
 from mloop_common.db import Database, claim_event, enqueue, messaging_metadata, outbox_table
 from mloop_common.errors import TransientError
 from mloop_common.events import Envelope, Payload, dlq_topic
@@ -340,3 +349,64 @@ async def _group_members(config: BusConfig, group: str) -> int:
         return len(description.groups[0][5])  # (error, group, state, protocol type, protocol, members, ...)
     finally:
         await admin.close()
+
+
+async def test_a_dead_letter_is_listed_with_its_cause_and_handled_once_when_replayed_after_the_fix(
+    db: Database,
+    bus,  # type: ignore[no-untyped-def]
+) -> None:
+    config, topic, producer = bus
+    fixed = False
+
+    async def handler(envelope: Envelope) -> None:
+        if envelope.data["value"] == 13 and not fixed:
+            raise ValueError("value 13 is not supported yet")
+        await recording_handler(db, "svc")(envelope)
+
+    poisoned, fine = event(topic, 13), event(topic, 14)
+    await producer.publish(poisoned)
+    await producer.publish(fine)
+    subscriber = await start_subscriber(config, topic, handler, producer, max_attempts=2, backoff_seconds=0.05)
+    try:
+        await eventually(lambda: _count_is(db, 1), timeout=30)
+        letters = await eventually(lambda: dead_letters(config, topic), timeout=30, interval=0.5)
+        [letter] = letters
+        assert letter.original_topic == topic and letter.attempts == 2 and letter.group == subscriber.group_id
+        assert "value 13 is not supported yet" in letter.error
+        assert letter.event is not None and letter.event.id == poisoned.id
+
+        fixed = True
+        assert await replay_dead_letters(producer, letters) == (1, [])
+        await eventually(lambda: _count_is(db, 2), timeout=30)
+        assert await replay_dead_letters(producer, letters) == (1, [])  # twice: the inbox absorbs it
+        await producer.publish(event(topic, 15))
+        await eventually(lambda: _count_is(db, 3), timeout=30)  # the second replay came before this one
+    finally:
+        await subscriber.stop()
+    assert len(await dead_letters(config, topic)) == 1  # replaying does not consume the DLQ
+
+
+async def test_the_cli_lists_dead_letters_naming_the_cause(bus, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from typer.testing import CliRunner
+
+    from mloop_cli.main import app
+    from mloop_cli.main import console as cli_console
+
+    config, topic, producer = bus
+    await producer.send_raw(f"{topic}.dlq", b"k", b"not json", [("x-mloop-error", b"InvalidEvent: missing header")])
+    await producer.send_raw(
+        f"{topic}.dlq", b"k", b"", [("x-mloop-error", b"too big"), ("x-mloop-value-omitted", b"2000000")]
+    )
+    monkeypatch.setenv("MLOOP_KAFKA__BOOTSTRAP_SERVERS", config.bootstrap_servers)
+    monkeypatch.setattr(cli_console, "width", 250)
+    runner = CliRunner()
+
+    # The CLI runs its own event loop: in a thread, beside this test's.
+    listed = await asyncio.to_thread(runner.invoke, app, ["dlq", "list", topic])
+    replayed = await asyncio.to_thread(runner.invoke, app, ["dlq", "replay", topic, "--yes"])
+
+    assert listed.exit_code == 0, listed.output
+    assert "InvalidEvent: missing header" in listed.output and "2 dead letter(s)" in listed.output
+    assert "(not a CloudEvent)" in listed.output and "value omitted" in listed.output
+    assert replayed.exit_code == 0 and "replayed 1 record(s)" in replayed.output
+    assert "skipped" in replayed.output

@@ -1013,3 +1013,98 @@ async def tail(
         yield records()
     finally:
         await consumer.stop()
+
+
+# --- dead letters ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """A record a consumer group gave up on: where it came from, why, and the record itself."""
+
+    partition: int  # in the DLQ topic
+    offset: int
+    original_topic: str
+    original_partition: int
+    original_offset: int
+    error: str
+    attempts: int
+    group: str
+    key: bytes
+    value: bytes
+    headers: list[Header]
+    value_omitted: bool  # too large even for the DLQ: only the headers were kept
+
+    @property
+    def event(self) -> Envelope | None:
+        try:
+            return from_record(self.value, self.headers)
+        except (InvalidEvent, RecursionError):
+            return None
+
+    @property
+    def original_headers(self) -> list[Header]:
+        """The headers the record had before it was dead-lettered (what a replay sends again)."""
+        return [(k, v) for k, v in self.headers if not k.startswith("x-mloop-")]
+
+
+def _dead_letter(record: ConsumerRecord) -> DeadLetter:
+    headers = list(record.headers or ())
+    found = {k: v.decode(errors="replace") for k, v in headers if k.startswith("x-mloop-")}
+    return DeadLetter(
+        partition=record.partition,
+        offset=record.offset,
+        original_topic=found.get("x-mloop-original-topic", record.topic.removesuffix(".dlq")),
+        original_partition=int(found.get("x-mloop-original-partition", "-1")),
+        original_offset=int(found.get("x-mloop-original-offset", "-1")),
+        error=found.get("x-mloop-error", ""),
+        attempts=int(found.get("x-mloop-attempts", "0")),
+        group=found.get("x-mloop-consumer-group", ""),
+        key=record.key or b"",
+        value=record.value or b"",
+        headers=headers,
+        value_omitted="x-mloop-value-omitted" in found,
+    )
+
+
+async def dead_letters(config: BusConfig, topic: str) -> list[DeadLetter]:
+    """Every record now in ``topic``'s DLQ, oldest first per partition (none if it has no DLQ yet)."""
+    dlq = topic if topic.endswith(".dlq") else dlq_topic(topic)
+    consumer = AIOKafkaConsumer(
+        dlq,
+        bootstrap_servers=config.bootstrap_servers,
+        group_id=None,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+    )
+    await consumer.start()  # without a group it is given every partition of the DLQ (none if it does not exist)
+    try:
+        assigned = list(consumer.assignment())
+        if not assigned:
+            return []
+        ends = await consumer.end_offsets(assigned)
+        letters: list[DeadLetter] = []
+        while any([await consumer.position(tp) < end for tp, end in ends.items()]):
+            for records in (await consumer.getmany(timeout_ms=1000, max_records=5000)).values():
+                letters.extend(_dead_letter(r) for r in records if r.offset < ends[TopicPartition(dlq, r.partition)])
+        return letters
+    finally:
+        await consumer.stop()
+
+
+async def replay_dead_letters(producer: Producer, letters: Iterable[DeadLetter]) -> tuple[int, list[DeadLetter]]:
+    """Publish each letter's original record to its original topic again: (how many, those that cannot be).
+
+    Every group on that topic reads it again; those that handled it the first time find its event id in
+    their inbox and do nothing, so only the group that failed acts on it.
+    """
+    sent, skipped = 0, []
+    for letter in letters:
+        if letter.value_omitted or not letter.value:
+            skipped.append(letter)
+            continue
+        replayed = (f"{dlq_topic(letter.original_topic)}@{letter.partition}:{letter.offset}").encode()
+        headers = [*letter.original_headers, ("x-mloop-replayed-from", replayed)]
+        await producer.send_raw(letter.original_topic, letter.key, letter.value, headers)
+        sent += 1
+    return sent, skipped
