@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -15,6 +17,7 @@ from mloop_common.runtime import Runtime
 from mloop_common.uow import Store
 from mloop_drift.config import DriftSettings
 from mloop_drift.handlers import DriftMonitor, WindowRules
+from mloop_drift.retention import Purger, Retention
 from mloop_drift.store import DriftUnit, SqlDriftUnit
 
 
@@ -31,9 +34,15 @@ def utc_now() -> datetime:
 
 @asynccontextmanager
 async def bootstrap(settings: DriftSettings, app: FastAPI) -> AsyncIterator[DriftService]:
-    """Build the database, bus and artifact store; watch promotions, predictions and feedback while running."""
+    """Build the database, bus and artifact store; watch promotions, predictions and feedback while running,
+    and delete what retention allows at intervals."""
     runtime = Runtime(settings, migrations="mloop_drift:migrations")
     store = runtime.store(SqlDriftUnit)
+    retention = Retention(
+        label_horizon=timedelta(days=settings.label_horizon_days),
+        observations=timedelta(days=settings.observation_retention_days),
+        reports=timedelta(days=settings.report_retention_days),
+    )
     monitor = DriftMonitor(
         store=store,
         artifacts=runtime.artifacts,
@@ -41,6 +50,8 @@ async def bootstrap(settings: DriftSettings, app: FastAPI) -> AsyncIterator[Drif
             min_labelled_rows=settings.min_labelled_rows,
             recent_rows=settings.recent_rows,
             retrain_timeout=timedelta(seconds=settings.retrain_timeout_seconds),
+            clear_fraction=settings.hysteresis_clear_fraction,
+            label_horizon=retention.label_horizon,
         ),
         clock=utc_now,
     )
@@ -53,7 +64,12 @@ async def bootstrap(settings: DriftSettings, app: FastAPI) -> AsyncIterator[Drif
         route(FeedbackReceived, monitor.on_feedback_received),
     )
     await runtime.start(app)
+    purger = Purger(store=store, retention=retention, batch=settings.purge_batch, clock=utc_now)
+    purging = asyncio.create_task(purger.run(settings.purge_interval_seconds), name="drift-retention")
     try:
         yield DriftService(store=store)
     finally:
+        purging.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await purging
         await runtime.stop()

@@ -8,12 +8,17 @@ replay) never emits again.
 Retraining has a cooldown of its own: an "investigate" alert does not hold back a later
 "retrain", so a window first judged a covariate shift (alert) whose labels then show a
 performance drop (a revised verdict) still asks for retraining, once.
+
+The state also keeps the signals latched by the hysteresis of retrain alarms (mloop_drift.hysteresis).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from typing import Any
+
+from mloop_drift.hysteresis import Latch
 
 
 @dataclass(frozen=True)
@@ -23,14 +28,19 @@ class CooldownState:
     last_emitted_window: int | None = None
     suppressed: int = 0  # drifted windows held back since the last emission
     last_retrain_window: int | None = None
+    # Signals a retrain alarm rested on that have not cleared since (hysteresis), by signal name.
+    latched: Mapping[str, Latch] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON types, for the service's database."""
-        return {
+        out: dict[str, Any] = {
             "last_emitted_window": self.last_emitted_window,
             "suppressed": self.suppressed,
             "last_retrain_window": self.last_retrain_window,
         }
+        if self.latched:
+            out["latched"] = {name: latch.to_dict() for name, latch in self.latched.items()}
+        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> CooldownState:
@@ -44,7 +54,10 @@ class CooldownState:
                 raise ValueError(f"{name} must be an integer or null, got {value!r}")
         if isinstance(suppressed, bool) or not isinstance(suppressed, int) or suppressed < 0:
             raise ValueError(f"suppressed must be a non-negative integer, got {suppressed!r}")
-        return cls(last, suppressed, retrain)
+        stored = data.get("latched") or {}
+        if not isinstance(stored, dict) or not all(isinstance(v, dict) for v in stored.values()):
+            raise ValueError(f"latched must map signal names to latches, got {stored!r}")
+        return cls(last, suppressed, retrain, {str(k): Latch.from_dict(v) for k, v in stored.items()})
 
 
 @dataclass(frozen=True)
@@ -77,4 +90,6 @@ class CooldownPolicy:
         retrained = (
             max(window_index, state.last_retrain_window or window_index) if retrain else state.last_retrain_window
         )
-        return True, CooldownState(last_emitted_window=emitted, suppressed=0, last_retrain_window=retrained)
+        return True, CooldownState(
+            last_emitted_window=emitted, suppressed=0, last_retrain_window=retrained, latched=state.latched
+        )

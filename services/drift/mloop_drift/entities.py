@@ -93,7 +93,8 @@ class ReportSummary(BaseModel):
     cause: Cause | None
     action: Action | None
     emitted: bool
-    # Why an alarm the verdict calls for was not sent: "cooldown" or "labels" (too few labelled rows to retrain on).
+    # Why an alarm the verdict calls for was not sent: "cooldown", "labels" (too few labelled rows to retrain
+    # on), "retrain_in_flight" or "hysteresis" (what calls for it raised a retrain and has not cleared since).
     held_for: str | None = None
     # What the performance verdict rests on: "actual" (labels), "estimated" (CBPE) or None.
     basis: str | None = None

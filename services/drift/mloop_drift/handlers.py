@@ -13,7 +13,7 @@ import io
 import logging
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -41,7 +41,9 @@ from mloop_common.uow import Store
 from mloop_drift.cooldown import CooldownPolicy, CooldownState
 from mloop_drift.detector import Action, DriftConfig, DriftReport, evaluate
 from mloop_drift.entities import Label, MonitoredVersion, Observation, Prediction, Report
+from mloop_drift.hysteresis import Hysteresis, alarm_signals, readings, retrain_armed
 from mloop_drift.performance import Calibration
+from mloop_drift.retention import window_closed
 from mloop_drift.store import DriftUnit, known_policy
 from mloop_drift.window import Window, event_time, time_window
 
@@ -54,6 +56,7 @@ DETECTED = Counter(
 HELD_FOR_COOLDOWN = "cooldown"
 HELD_FOR_LABELS = "labels"
 HELD_FOR_RETRAIN = "retrain_in_flight"
+HELD_FOR_HYSTERESIS = "hysteresis"
 
 
 @dataclass(frozen=True)
@@ -69,6 +72,12 @@ class WindowRules:
     # A retrain asked for and not decided (no newer version promoted, no rejection) blocks the next one
     # this long at most: a failed training run announces nothing.
     retrain_timeout: timedelta = timedelta(hours=6)
+    # A signal that raised a retrain alarm raises none again until a later window has it below this
+    # share of its alarm threshold (hysteresis).
+    clear_fraction: float = 0.8
+    # A judged window is revised by labels and late predictions until this long has passed since its
+    # last judgement; after that it is closed (and its rows may be purged, mloop_drift.retention).
+    label_horizon: timedelta = timedelta(days=14)
 
 
 class DriftMonitor:
@@ -86,6 +95,7 @@ class DriftMonitor:
         self.artifacts = artifacts
         self.rules = rules
         self.clock = clock
+        self.hysteresis = Hysteresis(rules.clear_fraction)
         # Calibration maps fitted once per version (the profile never changes); a small bounded cache.
         self._calibrations: dict[tuple[str, int], Calibration | None] = {}
 
@@ -251,8 +261,13 @@ class DriftMonitor:
         monitored = await unit.lock_monitored(model, version)
         if monitored is None or monitored.retired:
             return
-        if await unit.latest_report(model, version, index) is None:
+        latest = await unit.latest_report(model, version, index)
+        if latest is None:
             return  # not judged yet: it will be once complete
+        if window_closed(latest, self.clock(), self.rules.label_horizon):
+            # Past the label horizon its rows may be purged already: a verdict on what is left would mislead.
+            log.info("%s v%s window %d is closed (label horizon): not revised", model, version, index)
+            return
         await self._judge_window(unit, monitored, index, cause)
 
     async def _judge_window(
@@ -265,18 +280,23 @@ class DriftMonitor:
             return monitored
         verdict = await self._evaluate(monitored, index, rows)
         previous = await unit.latest_report(model, version, index)
+        stored = monitored.cooldown
+        # Every judgement may release signals latched by an earlier retrain alarm (hysteresis).
+        latched = self.hysteresis.observe(stored.latched, index, readings(verdict))
+        if latched != stored.latched:
+            monitored = monitored.model_copy(update={"cooldown": replace(stored, latched=latched)})
         basis = verdict.performance.basis
         action = verdict.recommended_action
         if previous is not None and (previous.cause, previous.action, previous.basis) == (verdict.cause, action, basis):
             # Same verdict on the same footing: refresh its evidence; only an alarm held for labels is retried.
             sent, held, cooldown = False, previous.held_for, monitored.cooldown
             if previous.held_for == HELD_FOR_LABELS:
-                sent, held, cooldown = await self._alarm(unit, monitored, index, action)
+                sent, held, cooldown = await self._alarm(unit, monitored, index, verdict)
             fields = self._report_fields(verdict, previous.emitted or sent, held)
             report = previous.model_copy(update={**fields, "updated_at": self.clock()})
             await unit.update_report(report)
         else:
-            sent, held, cooldown = await self._alarm(unit, monitored, index, action)
+            sent, held, cooldown = await self._alarm(unit, monitored, index, verdict)
             report = Report(
                 id=uuid.uuid4().hex,
                 model=model,
@@ -287,7 +307,9 @@ class DriftMonitor:
                 **self._report_fields(verdict, sent, held),
             )
             await unit.add_report(report)
-        if cooldown != monitored.cooldown:
+        if sent and action == "retrain":
+            cooldown = replace(cooldown, latched=self.hysteresis.latch(cooldown.latched, index, alarm_signals(verdict)))
+        if cooldown != stored:
             await unit.advance(model, version, next_window=monitored.next_window, cooldown=cooldown)
             monitored = monitored.model_copy(update={"cooldown": cooldown})
         log.info(
@@ -342,11 +364,14 @@ class DriftMonitor:
         return self._calibrations[key]
 
     async def _alarm(
-        self, unit: DriftUnit, monitored: MonitoredVersion, index: int, action: Action | None
+        self, unit: DriftUnit, monitored: MonitoredVersion, index: int, verdict: DriftReport
     ) -> tuple[bool, str | None, CooldownState]:
         """Whether the verdict raises the alarm now, why not if it does not, and the cooldown after it."""
+        action = verdict.recommended_action
         if action is None:
             return False, None, monitored.cooldown
+        asked = monitored.retrain_requested_at
+        in_flight = asked is not None and self.clock() - asked < self.rules.retrain_timeout
         if action == "retrain":
             # Retraining is only worth it with labels this version has not seen: its own predictions' labels.
             labelled = await unit.count_labelled(monitored.model, monitored.version)
@@ -357,9 +382,13 @@ class DriftMonitor:
         )
         if not emit:
             return False, HELD_FOR_COOLDOWN, cooldown
-        asked = monitored.retrain_requested_at
-        if action == "retrain" and asked is not None and self.clock() - asked < self.rules.retrain_timeout:
+        if action == "retrain" and in_flight:
             return False, HELD_FOR_RETRAIN, monitored.cooldown  # the cooldown is not spent
+        # A retrain that timed out undecided (a failed run says nothing) is no evidence that retraining
+        # did not help: its latches do not hold the next one back.
+        timed_out = asked is not None and not in_flight
+        if action == "retrain" and not timed_out and not retrain_armed(verdict, monitored.cooldown.latched):
+            return False, HELD_FOR_HYSTERESIS, monitored.cooldown  # the cooldown is not spent
         return True, None, cooldown
 
     def _report_fields(self, verdict: DriftReport, emitted: bool, held: str | None) -> dict[str, Any]:
@@ -370,6 +399,11 @@ class DriftMonitor:
             summary += " Alarm held back by the cooldown after an earlier one."
         elif held == HELD_FOR_RETRAIN:
             summary += " A retrain asked for earlier is not decided yet: no second one meanwhile."
+        elif held == HELD_FOR_HYSTERESIS:
+            summary += (
+                " No new retrain: what calls for it already raised one and has not fallen below"
+                f" {self.rules.clear_fraction:.0%} of its alarm threshold since (hysteresis)."
+            )
         return {
             "drift_detected": verdict.drift_detected,
             "cause": verdict.cause,

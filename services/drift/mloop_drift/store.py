@@ -78,6 +78,9 @@ observations = sa.Table(
         "labelled_at",
         postgresql_where=sa.text("labelled_at IS NOT NULL AND logged_at IS NOT NULL"),
     ),
+    # retention: the oldest predictions first, and labels still waiting for their prediction
+    sa.Index("ix_observations_logged_at", "logged_at"),
+    sa.Index("ix_observations_unmatched", "labelled_at", postgresql_where=sa.text("logged_at IS NULL")),
 )
 reports = sa.Table(
     "reports",
@@ -99,6 +102,7 @@ reports = sa.Table(
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
     sa.Column("updated_at", sa.DateTime(timezone=True)),
     sa.UniqueConstraint("model", "version", "window_index", "revision"),  # a window's verdict history
+    sa.Index("ix_reports_created_at", "created_at"),  # retention: the oldest revisions first
 )
 
 
@@ -195,6 +199,14 @@ class DriftUnit(Messaging, Protocol):
 
     async def reports(self, model: str, limit: int) -> list[ReportSummary]:
         """The newest revision of each of a model's windows, newest window first."""
+        ...
+
+    async def purge_observations(self, cutoff: datetime, limit: int) -> int:
+        """Delete at most ``limit`` observations that `retention.observation_purgeable` allows; how many went."""
+        ...
+
+    async def purge_reports(self, cutoff: datetime, limit: int) -> int:
+        """Delete at most ``limit`` revisions that `retention.report_purgeable` allows; how many went."""
         ...
 
 
@@ -480,6 +492,69 @@ class SqlDriftUnit(SqlUnit):
             .limit(limit)
         )
         return [ReportSummary.model_validate(row) for row in await self.session.execute(query)]
+
+    async def purge_observations(self, cutoff: datetime, limit: int) -> int:
+        # Aliased: a subquery on the table being deleted from would otherwise correlate to the DELETE.
+        o, r, m = observations.alias("old"), reports, monitored
+        in_window = sa.and_(r.c.model == o.c.model, r.c.version == o.c.version, r.c.window_index == o.c.window_index)
+        judged = sa.exists().where(in_window)
+        revised_since = sa.exists().where(in_window, sa.func.coalesce(r.c.updated_at, r.c.created_at) >= cutoff)
+        watched = sa.exists().where(m.c.model == o.c.model, m.c.version == o.c.version, m.c.retired.is_(False))
+        predictions = (
+            sa.select(o.c.request_id)
+            .where(o.c.logged_at < cutoff, ~revised_since, sa.or_(judged, ~watched))
+            .order_by(o.c.logged_at)
+            .limit(limit)
+        )
+        waiting = (
+            sa.select(o.c.request_id)
+            .where(o.c.logged_at.is_(None), o.c.labelled_at < cutoff)
+            .order_by(o.c.labelled_at)
+            .limit(limit)
+        )
+        deleted = 0
+        for chosen in (predictions, waiting):
+            if deleted >= limit:
+                break
+            result = await self.session.execute(
+                sa.delete(observations).where(observations.c.request_id == _any_of(chosen.limit(limit - deleted)))
+            )
+            deleted += result.rowcount or 0  # type: ignore[attr-defined]
+        return deleted
+
+    async def purge_reports(self, cutoff: datetime, limit: int) -> int:
+        r, other, o = reports.alias("old"), reports.alias("sibling"), observations
+        same_window = sa.and_(
+            other.c.model == r.c.model, other.c.version == r.c.version, other.c.window_index == r.c.window_index
+        )
+        revised_since = sa.exists().where(
+            same_window, sa.func.coalesce(other.c.updated_at, other.c.created_at) >= cutoff
+        )
+        alarmed = sa.exists().where(same_window, other.c.emitted.is_(True))
+        superseded = sa.exists().where(same_window, other.c.revision > r.c.revision)
+        rows_left = sa.exists().where(
+            o.c.model == r.c.model, o.c.version == r.c.version, o.c.window_index == r.c.window_index
+        )
+        chosen = (
+            sa.select(r.c.id)
+            .where(
+                r.c.created_at < cutoff,
+                r.c.emitted.is_(False),
+                ~revised_since,
+                ~rows_left,
+                sa.or_(superseded, ~alarmed),  # the latest revision of a window that raised an alarm stays
+            )
+            .order_by(r.c.created_at)
+            .limit(limit)
+        )
+        result = await self.session.execute(sa.delete(reports).where(reports.c.id == _any_of(chosen)))
+        return result.rowcount or 0  # type: ignore[attr-defined]
+
+
+def _any_of(chosen: sa.Select[Any]) -> Any:
+    """``= ANY(ARRAY(chosen))``: the batch is picked first, then deleted by primary key (``IN (subquery)``
+    lets the planner hash-join the whole table instead)."""
+    return sa.any_(sa.func.array(chosen.scalar_subquery()))
 
 
 def _report_values(report: Report) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from mloop_common.errors import NotFound
 from mloop_common.testing import MemoryStore, MemoryUnit
 from mloop_drift.cooldown import CooldownState
 from mloop_drift.entities import Label, MonitoredVersion, Observation, Prediction, Report, ReportSummary, Revision
+from mloop_drift.retention import observation_purgeable, report_purgeable
 
 
 class MemoryDriftUnit(MemoryUnit):
@@ -195,6 +196,39 @@ class MemoryDriftUnit(MemoryUnit):
         return [
             ReportSummary.model_validate(r.model_dump(exclude={"report", "revisions"})) for r in newest_first[:limit]
         ]
+
+    async def purge_observations(self, cutoff: datetime, limit: int) -> int:
+        chosen = [
+            o.request_id
+            for o in self._observations.values()
+            if observation_purgeable(
+                o,
+                self._window(o.model, o.version or 0, o.window_index) if o.window_index is not None else [],
+                watched=(m := self._monitored.get((o.model, o.version or 0))) is not None and not m.retired,
+                cutoff=cutoff,
+            )
+        ][:limit]
+        for request_id in chosen:
+            del self._observations[request_id]
+        return len(chosen)
+
+    async def purge_reports(self, cutoff: datetime, limit: int) -> int:
+        chosen = [
+            r.id
+            for r in self._reports.values()
+            if report_purgeable(
+                r,
+                self._window(r.model, r.version, r.window_index),
+                rows_left=any(
+                    (o.model, o.version, o.window_index) == (r.model, r.version, r.window_index)
+                    for o in self._observations.values()
+                ),
+                cutoff=cutoff,
+            )
+        ][:limit]
+        for report_id in chosen:
+            del self._reports[report_id]
+        return len(chosen)
 
 
 def memory_store() -> MemoryStore[MemoryDriftUnit]:

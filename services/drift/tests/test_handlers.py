@@ -367,11 +367,69 @@ async def test_the_cooldown_holds_the_alarms_of_the_next_windows(tmp_path: Path)
     retrains = [a for a in drift.alarms if a.action == "retrain"]
     assert [a.report_id for a in retrains] == [reports[0].id]
 
-    await drift.reject_candidate(champion=1)  # the first retrain is decided
-    await drift.serve(1, drifted(seed=4), wrong=0.4)  # and the cooldown is over
+    await drift.reject_candidate(champion=1)  # the first retrain is decided: its candidate was no better
+    await drift.serve(1, drifted(seed=4), wrong=0.4)  # the cooldown is over, but the drop never cleared
+
+    fourth = (await drift.reports())[3]
+    assert (fourth.action, fourth.emitted, fourth.held_for) == ("retrain", False, "hysteresis")
+    assert "(hysteresis)" in fourth.summary
+    await drift.serve(1, calm(seed=5))  # accuracy back near the baseline, features back: every latch released
+    await drift.serve(1, drifted(seed=6), wrong=0.4)
 
     retrains = [a for a in drift.alarms if a.action == "retrain"]
-    assert [a.report_id for a in retrains] == [reports[0].id, (await drift.reports())[3].id]
+    assert [a.report_id for a in retrains] == [reports[0].id, (await drift.reports())[5].id]
+
+
+async def test_hysteresis_holds_a_retrain_until_performance_clears_even_with_no_cooldown(tmp_path: Path) -> None:
+    drift = Drift(tmp_path)
+    await drift.promote(1, cooldown_windows=0)  # baseline accuracy 0.95, tolerance 0.05: clear above 0.91
+
+    async def window(seed: int, wrong: int) -> None:
+        """A window the model gets exactly ``wrong`` of 100 rows wrong on."""
+        rows = undecided(WINDOW, seed=seed)
+        request_ids, _ = await drift.log(1, rows)
+        records = [
+            FeedbackRecord(
+                request_id=r,
+                label=("no" if truth(row) == "yes" else "yes") if i < wrong else truth(row),
+                timestamp=START,
+            )
+            for i, (r, row) in enumerate(zip(request_ids, rows, strict=True))
+        ]
+        await drift.monitor.on_feedback_received(*wire(FeedbackReceived(model=MODEL, records=records)))
+
+    await window(1, wrong=40)
+    await drift.reject_candidate(champion=1)  # decided: the next retrain is held by hysteresis alone
+    await window(2, wrong=30)
+    await window(3, wrong=10)  # accuracy 0.90: within the tolerance, but not below the clear level
+    await window(4, wrong=40)
+    await window(5, wrong=2)  # accuracy 0.98: the performance signal clears
+    await window(6, wrong=40)
+
+    reports = await drift.reports()
+    # Windows 3 and 5 hold their accuracy: covariate shift alerts (the features drifted all along).
+    assert [(r.window_index, r.emitted, r.held_for) for r in reports if r.action == "retrain"] == [
+        (1, True, None),
+        (2, False, "hysteresis"),
+        (4, False, "hysteresis"),
+        (6, True, None),
+    ]
+    assert [a.report_id for a in drift.alarms if a.action == "retrain"] == [reports[0].id, reports[5].id]
+
+
+async def test_labels_past_the_label_horizon_do_not_revise_a_closed_window(tmp_path: Path) -> None:
+    drift = Drift(tmp_path)
+    await drift.promote(1)
+    rows = drifted(seed=1)
+    request_ids, _ = await drift.log(1, rows)
+    [judged] = await drift.reports()
+
+    drift.now += timedelta(days=15)  # the default horizon is 14 days since the window's last judgement
+    await drift.label(request_ids, rows, wrong=0.4)
+
+    [still] = await drift.reports()
+    assert (still.id, still.revision, still.updated_at) == (judged.id, 1, None)
+    assert [a for a in drift.alarms if a.action == "retrain"] == []
 
 
 async def test_one_retrain_in_flight_at_a_time_until_it_is_decided_or_times_out(tmp_path: Path) -> None:
