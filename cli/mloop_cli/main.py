@@ -13,7 +13,7 @@ import httpx
 import typer
 from rich.table import Table
 
-from mloop_cli import audit, datasets, dlq, keys, lineage, rollouts, runs
+from mloop_cli import audit, datasets, dlq, keys, lineage, rollouts, runs, score
 from mloop_cli.client import bootstrap, call, console, err, url
 from mloop_common.bus import BusConfig, tail
 from mloop_common.contracts import PRODUCTION, AliasView, ModelList, SpecView, VersionList
@@ -37,6 +37,7 @@ app.command("search")(audit.search)
 models_app.command("tag")(audit.tag)
 app.command("publish")(datasets.publish)
 app.command("lineage")(lineage.lineage)
+app.command("score")(score.score)
 
 REPO = Path(__file__).resolve().parents[2]
 
