@@ -142,10 +142,28 @@ def as_category_strings(values: Any) -> np.ndarray:
     return out
 
 
+# A skops file is a zip archive: bounded before anything inside is read, so a crafted file (a zip bomb, or
+# millions of members) cannot exhaust memory or time. A 500-tree forest has a few thousand members.
+MAX_ARCHIVE_MEMBERS = 100_000
+MAX_UNCOMPRESSED_BYTES = 4 * 1024**3
+
+
+def check_archive(archive: zipfile.ZipFile) -> None:
+    """Refuse an archive with too many members or too many bytes once uncompressed (sizes as declared,
+    which zipfile then holds each member's reads to)."""
+    members = archive.infolist()
+    if len(members) > MAX_ARCHIVE_MEMBERS:
+        raise ModelIOError(f"model file has {len(members)} archive members, over {MAX_ARCHIVE_MEMBERS}")
+    total = sum(member.file_size for member in members)
+    if total > MAX_UNCOMPRESSED_BYTES:
+        raise ModelIOError(f"model file unpacks to {total} bytes, over {MAX_UNCOMPRESSED_BYTES}")
+
+
 def model_types(data: bytes) -> set[str]:
     """Every type (module.name) referenced anywhere in a skops file."""
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            check_archive(archive)
             schema = json.loads(archive.read("schema.json"))
         # skops's own audit, which sees types the schema walk might not (e.g. via its loaders)
         found = set(sio.get_untrusted_types(data=data))

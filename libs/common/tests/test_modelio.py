@@ -1,4 +1,8 @@
+import io
+import json
 import os
+import pickle
+import zipfile
 
 import numpy as np
 import pandas as pd
@@ -11,6 +15,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, StandardScaler
 from sklearn.svm import SVC
 
+from mloop_common import modelio
 from mloop_common.modelio import (
     ModelIOError,
     UntrustedModelError,
@@ -198,3 +203,56 @@ def test_the_spec_knows_every_constructor_parameter_of_the_installed_scikit_lear
     installed = set(estimator_class(name)().get_params(deep=False))
 
     assert set(ESTIMATOR_ALLOWLIST[name].params) == installed
+
+
+class _WritesMarker:
+    """Would create ``path`` if anything ever unpickled it."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return (os.system, (f"touch {self.path}",))
+
+
+def test_hostile_model_files_are_refused_without_running_anything(tmp_path):
+    marker = tmp_path / "marker"
+    pickled = pickle.dumps(_WritesMarker(str(marker)))
+    # the same payload inside a skops archive, as the member a loader would unpickle
+    X, y = make_classification(60, 4, random_state=0)
+    original = zipfile.ZipFile(io.BytesIO(sio.dumps(estimator_class("GaussianNB")().fit(X, y))))
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as zipped:
+        for member in original.namelist():
+            body = original.read(member)
+            if member == "schema.json":
+                schema = json.loads(body)
+                schema["content"]["smuggled"] = {
+                    "__class__": "_WritesMarker",
+                    "__module__": __name__,
+                    "__loader__": "ReduceNode",
+                }
+                body = json.dumps(schema).encode()
+            zipped.writestr(member, body)
+        zipped.writestr("smuggled.pkl", pickled)
+
+    for hostile in (pickled, archive.getvalue()):
+        with pytest.raises(ModelIOError):
+            load_model(hostile)
+
+    assert not marker.exists()
+
+
+def test_an_archive_too_large_once_unpacked_or_with_too_many_members_is_refused_before_reading(monkeypatch):
+    X, y = make_classification(60, 4, random_state=0)
+    data = dump_model(estimator_class("GaussianNB")().fit(X, y))
+    bomb = io.BytesIO(data)
+    with zipfile.ZipFile(bomb, "a", compression=zipfile.ZIP_DEFLATED) as zipped:
+        zipped.writestr("zeros.npy", b"\0" * (8 * 1024 * 1024))  # 8 MiB that compresses to a few KiB
+
+    monkeypatch.setattr(modelio, "MAX_UNCOMPRESSED_BYTES", 4 * 1024 * 1024)
+    with pytest.raises(ModelIOError, match="unpacks to"):
+        load_model(bomb.getvalue())
+    monkeypatch.setattr(modelio, "MAX_ARCHIVE_MEMBERS", 2)
+    with pytest.raises(ModelIOError, match="archive members"):
+        load_model(data)
