@@ -28,6 +28,8 @@ REPO = Path(__file__).resolve().parents[1]
 LOCAL = REPO / "deploy" / "local"
 # Another port (and MLOOP_TEST_PORT_OFFSET for the services) lets two test sessions run side by side.
 KAFKA_PORT = int(os.environ.get("MLOOP_TEST_KAFKA_PORT", "19092"))
+KAFKA_SASL_PORT = KAFKA_PORT + 2
+SCRAM_USER, SCRAM_PASSWORD = "mloop-tests", "scram-password-of-the-tests"
 TEST_RUN = REPO / ".run" / ("test" if KAFKA_PORT == 19092 else f"test-{KAFKA_PORT}")
 PG_PORT = int(os.environ.get("MLOOP_DATABASE_PORT", "55432"))
 ADMIN_DSN = f"postgresql://mloop:mloop@127.0.0.1:{PG_PORT}/mloop"
@@ -49,6 +51,9 @@ def _kafka_env() -> dict[str, str]:
         "MLOOP_RUN": str(TEST_RUN),
         "KAFKA_PORT": str(KAFKA_PORT),
         "KAFKA_CONTROLLER_PORT": str(KAFKA_PORT + 1),
+        "KAFKA_SASL_PORT": str(KAFKA_SASL_PORT),  # a SCRAM listener too (tests/integration/test_kafka_security.py)
+        "KAFKA_SCRAM_USER": SCRAM_USER,
+        "KAFKA_SCRAM_PASSWORD": SCRAM_PASSWORD,
     }
 
 

@@ -41,6 +41,7 @@ class ServiceStack:
             "MLOOP_ARTIFACTS_ROOT": str(self.artifacts),
             "MLOOP_REGISTRY_URL": self.urls["registry"],
             "MLOOP_ENVIRONMENT": "test",
+            "MLOOP_KAFKA__REPLICATION_FACTOR": "1",  # one broker here; outside development the default is 3
             "MLOOP_AUTH__SECRET": secrets.token_urlsafe(32),
             "MLOOP_AUTH__ADMIN_KEY": self.admin_key,
             "MLOOP_API_KEY": self.admin_key,  # for the CLI run against this stack

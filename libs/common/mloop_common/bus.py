@@ -251,6 +251,14 @@ class BusConfig:
     client_id: str = "mloop"
     # Largest record (key + value + headers) mloop creates; the broker's default limit is 1 MiB.
     max_message_bytes: int = MAX_MESSAGE_BYTES
+    replication_factor: int = 1
+    min_insync_replicas: int | None = None  # None: the broker's default
+    # How every client connects: security_protocol, sasl_* and ssl_context, as aiokafka names them.
+    security: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
+
+    def connection(self) -> dict[str, Any]:
+        """The keyword arguments every aiokafka client of this bus starts with."""
+        return {"bootstrap_servers": self.bootstrap_servers, **self.security}
 
 
 async def ensure_topics(config: BusConfig, topics: Iterable[str] = ALL_TOPICS, *, with_dlq: bool = True) -> None:
@@ -258,12 +266,21 @@ async def ensure_topics(config: BusConfig, topics: Iterable[str] = ALL_TOPICS, *
     wanted = set(topics)
     if with_dlq:
         wanted |= {dlq_topic(t) for t in wanted if not t.endswith(".dlq")}
-    admin = AIOKafkaAdminClient(bootstrap_servers=config.bootstrap_servers, client_id=config.client_id)
+    admin = AIOKafkaAdminClient(**config.connection(), client_id=config.client_id)
     await admin.start()
     try:
         missing = wanted - set(await admin.list_topics())
         if missing:
-            new = [NewTopic(name=t, num_partitions=config.partitions, replication_factor=1) for t in sorted(missing)]
+            configs = {"min.insync.replicas": str(config.min_insync_replicas)} if config.min_insync_replicas else {}
+            new = [
+                NewTopic(
+                    name=t,
+                    num_partitions=config.partitions,
+                    replication_factor=config.replication_factor,
+                    topic_configs=configs,
+                )
+                for t in sorted(missing)
+            ]
             response = await admin.create_topics(new)
             # Errors come per topic, not raised; one that already exists was made by another service just now.
             failed = [e for e in response.topic_errors if e[1] not in (0, TopicAlreadyExistsError.errno)]
@@ -287,7 +304,7 @@ class Producer:
     async def _started_client(self) -> AIOKafkaProducer:
         # aiokafka clients bind to the running loop, so they are built here, not in __init__.
         producer = AIOKafkaProducer(
-            bootstrap_servers=self.config.bootstrap_servers,
+            **self.config.connection(),
             client_id=self.config.client_id,
             enable_idempotence=True,
             acks="all",
@@ -446,7 +463,7 @@ class Subscriber:
         self._backoff = Backoff(backoff_seconds, max_backoff_seconds)
         self._on_failure = on_failure
         self._consumer_options = {
-            "bootstrap_servers": config.bootstrap_servers,
+            **config.connection(),
             "client_id": f"{config.client_id}-{group_id}",
             "group_id": group_id,
             "enable_auto_commit": False,
@@ -992,7 +1009,7 @@ async def tail(
     """Read topics without a consumer group (no commits): for the CLI, demos and tests."""
     consumer = AIOKafkaConsumer(
         *topics,
-        bootstrap_servers=config.bootstrap_servers,
+        **config.connection(),
         group_id=None,
         enable_auto_commit=False,
         auto_offset_reset="earliest" if from_beginning else "latest",
@@ -1072,7 +1089,7 @@ async def dead_letters(config: BusConfig, topic: str) -> list[DeadLetter]:
     dlq = topic if topic.endswith(".dlq") else dlq_topic(topic)
     consumer = AIOKafkaConsumer(
         dlq,
-        bootstrap_servers=config.bootstrap_servers,
+        **config.connection(),
         group_id=None,
         enable_auto_commit=False,
         auto_offset_reset="earliest",

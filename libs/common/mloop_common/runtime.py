@@ -62,6 +62,9 @@ class Runtime:
             common.kafka.partitions,
             f"mloop-{service}",
             max_message_bytes=common.kafka.max_message_bytes,
+            replication_factor=common.kafka.replication_factor or 1,
+            min_insync_replicas=common.kafka.min_insync_replicas,
+            security=common.kafka.client_security(),
         )
         self.uses_database = uses_database
         self.db: Database | None = None

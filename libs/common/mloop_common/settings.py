@@ -8,8 +8,9 @@ the environment.
 
 from __future__ import annotations
 
+import ssl
 from pathlib import Path
-from typing import ClassVar, Literal, Self
+from typing import Any, ClassVar, Literal, Self
 
 from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -24,6 +25,45 @@ class KafkaSettings(BaseModel):
     partitions: int = Field(3, ge=1)
     # Largest event (encoded key + value + headers) a service creates: bigger ones are refused at creation.
     max_message_bytes: int = Field(900_000, ge=1024)
+    # Of the topics the services create. Unset: 1 in development, else 3 (and min.insync.replicas 2), so a
+    # production cluster never gets unreplicated topics by accident; a single-broker deployment sets 1.
+    replication_factor: int | None = Field(None, ge=1)
+    min_insync_replicas: int | None = Field(None, ge=1)
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_cafile: Path | None = None  # the CA that signed the brokers' certificates (default: the system's)
+    ssl_certfile: Path | None = None  # a client certificate, for brokers that ask for one (mTLS)
+    ssl_keyfile: Path | None = None
+
+    @model_validator(mode="after")
+    def _sasl_needs_credentials(self) -> Self:
+        if self.security_protocol.startswith("SASL") and not (
+            self.sasl_mechanism and self.sasl_username and self.sasl_password
+        ):
+            raise ValueError(
+                f"MLOOP_KAFKA__SECURITY_PROTOCOL={self.security_protocol} needs MLOOP_KAFKA__SASL_MECHANISM, "
+                "MLOOP_KAFKA__SASL_USERNAME and MLOOP_KAFKA__SASL_PASSWORD"
+            )
+        return self
+
+    def client_security(self) -> dict[str, Any]:
+        """aiokafka's connection options for this protocol (SASL credentials, TLS context)."""
+        options: dict[str, Any] = {"security_protocol": self.security_protocol}
+        if self.security_protocol.startswith("SASL"):
+            assert self.sasl_password is not None  # checked above
+            options |= {
+                "sasl_mechanism": self.sasl_mechanism,
+                "sasl_plain_username": self.sasl_username,
+                "sasl_plain_password": self.sasl_password.get_secret_value(),
+            }
+        if self.security_protocol.endswith("SSL"):
+            context = ssl.create_default_context(cafile=self.ssl_cafile)
+            if self.ssl_certfile:
+                context.load_cert_chain(self.ssl_certfile, self.ssl_keyfile)
+            options["ssl_context"] = context
+        return options
 
 
 class AuthSettings(BaseModel):
@@ -58,7 +98,11 @@ class CommonSettings(BaseSettings):
     allowed_hosts: list[str] = ["localhost", "127.0.0.1", "::1"]
 
     @model_validator(mode="after")
-    def _no_default_secrets(self) -> Self:
+    def _environment_defaults(self) -> Self:
+        if self.kafka.replication_factor is None:
+            self.kafka.replication_factor = 1 if self.environment == "development" else 3
+        if self.kafka.min_insync_replicas is None and self.kafka.replication_factor > 1:
+            self.kafka.min_insync_replicas = min(2, self.kafka.replication_factor)
         if self.environment == "development":
             return self
         for name, value, default in (
