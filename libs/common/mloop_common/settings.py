@@ -11,6 +11,7 @@ from __future__ import annotations
 import ssl
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Self
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -152,15 +153,13 @@ class ServiceSettings(BaseSettings):
         self.port = self.port or SERVICE_PORTS[service]
         self.database_schema = self.database_schema or service
         self.database_url = self.database_url or self.common.database_url(service)
-        if (
-            self.uses_database
-            and self.common.environment == "production"
-            and f"{service}:{service}@" in self.database_url
-        ):
-            raise ValueError(
-                f"MLOOP_{service.upper()}_DATABASE_URL must be set in production "
-                "(the local default uses well-known passwords)"
-            )
+        if self.uses_database and self.common.environment != "development":
+            password = urlsplit(self.database_url).password
+            if not password or f"{service}:{service}@" in self.database_url:
+                raise ValueError(
+                    f"MLOOP_{service.upper()}_DATABASE_URL must be set, with a password, outside development "
+                    "(the local default uses well-known passwords)"
+                )
         return self
 
 

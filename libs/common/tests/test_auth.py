@@ -1,3 +1,5 @@
+from typing import ClassVar
+
 import pytest
 from pydantic import ValidationError
 
@@ -14,7 +16,7 @@ from mloop_common.auth import (
     service_key,
     verify_secret,
 )
-from mloop_common.settings import CommonSettings
+from mloop_common.settings import CommonSettings, ServiceSettings
 
 SECRET = "s" * 40
 
@@ -118,3 +120,23 @@ def test_outside_development_the_public_defaults_and_short_secrets_are_refused(m
     with pytest.raises(ValidationError, match="at least 32"):
         CommonSettings(auth={"secret": "x" * 32, "admin_key": "short"})
     assert CommonSettings(auth={"secret": "x" * 32, "admin_key": "y" * 32}).environment == environment
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        None,  # the local default, with its well-known password
+        "postgresql+asyncpg://trainer@db:5432/mloop",  # no password at all
+        "postgresql+asyncpg://trainer:trainer@db:5432/mloop",
+    ],
+)
+def test_outside_development_a_service_refuses_a_database_url_without_a_password_of_its_own(monkeypatch, url):
+    class TrainerSettings(ServiceSettings):
+        service: ClassVar[str] = "trainer"
+
+    monkeypatch.setenv("MLOOP_ENVIRONMENT", "test")
+    monkeypatch.setenv("MLOOP_AUTH__SECRET", "x" * 32)
+    monkeypatch.setenv("MLOOP_AUTH__ADMIN_KEY", "y" * 32)
+    with pytest.raises(ValidationError, match="MLOOP_TRAINER_DATABASE_URL must be set"):
+        TrainerSettings(database_url=url)
+    assert TrainerSettings(database_url="postgresql+asyncpg://trainer:s3cret@db:5432/mloop").database_url
