@@ -25,7 +25,15 @@ from mloop_common.bus import (
     replay_dead_letters,
     route,
 )
-from mloop_common.db import Database, claim_event, enqueue, messaging_metadata, outbox_table
+from mloop_common.db import (
+    Database,
+    claim_event,
+    enqueue,
+    inbox_table,
+    messaging_metadata,
+    outbox_table,
+    purge_handled,
+)
 from mloop_common.errors import TransientError
 from mloop_common.events import Envelope, Payload, dlq_topic
 from mloop_common.telemetry import setup_tracing, tracer
@@ -410,3 +418,21 @@ async def test_the_cli_lists_dead_letters_naming_the_cause(bus, monkeypatch) -> 
     assert "(not a CloudEvent)" in listed.output and "value omitted" in listed.output
     assert replayed.exit_code == 0 and "replayed 1 record(s)" in replayed.output
     assert "skipped" in replayed.output
+
+
+async def test_the_inbox_forgets_only_events_handled_before_its_retention(db: Database) -> None:
+    old, recent = event("t", 1), event("t", 2)
+    async with db.transaction() as session:
+        assert await claim_event(session, "svc", old) and await claim_event(session, "svc", recent)
+        await session.execute(
+            sa.update(inbox_table)
+            .where(inbox_table.c.event_id == old.id)
+            .values(handled_at=sa.func.now() - sa.text("interval '31 days'"))
+        )
+    async with db.transaction() as session:
+        purged = await purge_handled(session, 30 * 86_400)
+
+    assert purged == 1
+    async with db.transaction() as session:
+        assert await claim_event(session, "svc", old)  # forgotten: it would be handled again
+        assert not await claim_event(session, "svc", recent)  # still remembered: a redelivery does nothing

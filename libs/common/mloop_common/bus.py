@@ -791,11 +791,13 @@ class OutboxRelay:
         idle_seconds: float = 0.1,
         max_idle_seconds: float = 5.0,
         retention_seconds: float = 86_400,
+        inbox_retention_seconds: float = 30 * 86_400,
         max_attempts: int = 5,
         backoff: Backoff = Backoff(0.5, 10.0),
         listen: bool = True,
     ):
         self._retention = retention_seconds
+        self._inbox_retention = inbox_retention_seconds
         self._next_purge = 0.0
         self._db = db
         self._producer = producer
@@ -949,7 +951,9 @@ class OutboxRelay:
             OUTBOX_OLDEST_AGE.set(oldest_age)
 
     async def _purge_if_due(self) -> None:
-        from mloop_common.db import purge_sent
+        """Every 10 minutes: outbox rows sent long ago, and inbox entries older than any record the broker
+        can still deliver (the inbox must outlive the topics' retention, or a redelivery would act twice)."""
+        from mloop_common.db import purge_handled, purge_sent
 
         if time.monotonic() < self._next_purge:
             return
@@ -957,6 +961,7 @@ class OutboxRelay:
         with contextlib.suppress(Exception):
             async with self._db.transaction() as session:
                 await purge_sent(session, self._retention)
+                await purge_handled(session, self._inbox_retention)
 
     async def _listen(self) -> None:
         """Keep a LISTEN connection open, so that commits in other processes wake this relay at once."""

@@ -325,5 +325,15 @@ async def purge_sent(session: AsyncSession, older_than_seconds: float) -> int:
     return cast("sa.CursorResult[Any]", result).rowcount or 0
 
 
+async def purge_handled(session: AsyncSession, older_than_seconds: float) -> int:
+    """Forget events handled long ago: the inbox only needs ids the broker could still deliver again."""
+    result = await session.execute(
+        sa.delete(inbox_table).where(
+            inbox_table.c.handled_at < sa.func.now() - sa.text(f"interval '{int(older_than_seconds)} seconds'")
+        )
+    )
+    return cast("sa.CursorResult[Any]", result).rowcount or 0
+
+
 async def mark_sent(session: AsyncSession, seqs: list[int]) -> None:
     await session.execute(sa.update(outbox_table).where(outbox_table.c.seq.in_(seqs)).values(sent_at=sa.func.now()))

@@ -76,7 +76,11 @@ class Runtime:
             self.db.sessions.configure(info={MAX_MESSAGE_BYTES_INFO: self.bus_config.max_message_bytes})
         self.artifacts = ArtifactStore(common.artifacts_root)
         self.producer = Producer(self.bus_config)
-        self.relay = OutboxRelay(self.db, self.producer) if self.db else None
+        self.relay = (
+            OutboxRelay(self.db, self.producer, inbox_retention_seconds=common.inbox_retention_days * 86_400)
+            if self.db
+            else None
+        )
         self._migrations = migrations
         self._consumers: list[ConsumerSpec] = []
         self.subscribers: list[Subscriber] = []

@@ -94,6 +94,9 @@ class CommonSettings(BaseSettings):
     registry_url: str = "http://127.0.0.1:8004"
     code_version: str | None = None
     auth: AuthSettings = AuthSettings()
+    # How long a consumer remembers an event it handled. Longer than the topics' retention (Kafka's
+    # retention.ms, 7 days by default), or a record redelivered after that would be acted on twice.
+    inbox_retention_days: float = Field(30.0, gt=0)
     # Host headers the services answer to (``*`` any, ``*.example.org`` a domain); others get 400. The default
     # fits services reached on this machine only; containers add their service names (docker-compose.yml).
     allowed_hosts: list[str] = ["localhost", "127.0.0.1", "::1"]
