@@ -6,6 +6,7 @@ import importlib
 
 import pytest
 
+from mloop_common.settings import ServiceSettings
 from mloop_common.testing import access_problems
 
 SERVICES = ["ingest", "trainer", "validator", "registry", "serving", "drift"]
@@ -15,9 +16,11 @@ SERVICES = ["ingest", "trainer", "validator", "registry", "serving", "drift"]
 async def test_every_route_refuses_a_caller_without_a_key_or_with_the_wrong_role(service: str) -> None:
     app_module = importlib.import_module(f"mloop_{service}.app")
     config = importlib.import_module(f"mloop_{service}.config")
-    settings_class = next(
-        value for name, value in vars(config).items() if name.endswith("Settings") and name != "ServiceSettings"
-    )
+    [settings_class] = [
+        value
+        for value in vars(config).values()
+        if isinstance(value, type) and issubclass(value, ServiceSettings) and value is not ServiceSettings
+    ]
     app = app_module.create_app(settings_class())
 
     assert await access_problems(app) == []

@@ -16,6 +16,7 @@ from mloop_common.db import NAMING_CONVENTION, add_messaging_tables
 from mloop_common.errors import Conflict, NotFound
 from mloop_common.spec import ModelSpec
 from mloop_common.uow import Messaging, SqlUnit
+from mloop_registry.alerts import Alert, Delivery
 from mloop_registry.audit_chain import GENESIS, ChainedEntry, entry_hash
 from mloop_registry.entities import ApiKey, Model, ServingReport, Version
 from mloop_registry.search import And, Condition, Node, Or
@@ -126,6 +127,25 @@ api_keys = sa.Table(
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
     sa.Column("created_by", sa.String(200), nullable=False),
     sa.Column("revoked_at", sa.DateTime(timezone=True)),
+)
+# The alerts' outbox: one row per (alert, channel), written with the event's inbox claim, sent by
+# mloop_registry.alert_delivery with retries until delivered_at or failed_at is set.
+alert_deliveries = sa.Table(
+    "alert_deliveries",
+    metadata,
+    sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True),
+    sa.Column("alert_id", sa.String(36), nullable=False),
+    sa.Column("channel", sa.String(63), nullable=False),
+    sa.Column("severity", sa.String(16), nullable=False),
+    sa.Column("model", sa.String(200), nullable=False),
+    sa.Column("alert", sa.JSON, nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("next_attempt_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now(), index=True),
+    sa.Column("last_error", sa.Text),
+    sa.Column("delivered_at", sa.DateTime(timezone=True)),
+    sa.Column("failed_at", sa.DateTime(timezone=True)),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+    sa.UniqueConstraint("alert_id", "channel"),
 )
 # The audit log is append-only: a trigger (created by migration registry_0001, which Alembic does
 # not compare) makes the database refuse UPDATE and DELETE. Declared here too, so create_all has it.
@@ -257,6 +277,27 @@ class RegistryUnit(Messaging, Protocol):
 
     async def revoke_key(self, key_id: str) -> ApiKey | None:
         """Mark a key revoked (once: a second revocation keeps the first time); None if there is no such key."""
+        ...
+
+    async def add_deliveries(self, alert: Alert, channels: list[str]) -> None:
+        """One pending delivery of ``alert`` per channel, due now (a pair already stored is left as it is)."""
+        ...
+
+    async def due_deliveries(self, *, limit: int, lease_seconds: float) -> list[Delivery]:
+        """Take up to ``limit`` pending deliveries that are due, oldest first, and push their next attempt
+        ``lease_seconds`` away: another worker skips them meanwhile, and they come back if this one dies."""
+        ...
+
+    async def delivered(self, delivery_id: int) -> None:
+        """Count the attempt and mark the delivery done."""
+        ...
+
+    async def attempt_failed(self, delivery_id: int, error: str, *, retry_in: float | None) -> None:
+        """Count a failed attempt: try again in ``retry_in`` seconds, or (None) give up, marking it failed."""
+        ...
+
+    async def deliveries(self, alert_id: str | None = None) -> list[Delivery]:
+        """Deliveries (of one alert, when given), oldest first."""
         ...
 
 
@@ -522,6 +563,69 @@ class SqlRegistryUnit(SqlUnit):
             .values(revoked_at=sa.func.now())
         )
         return await self.key(key_id)
+
+    async def add_deliveries(self, alert: Alert, channels: list[str]) -> None:
+        if not channels:
+            return
+        values = [
+            {
+                "alert_id": alert.id,
+                "channel": channel,
+                "severity": alert.severity,
+                "model": alert.model,
+                "alert": alert.model_dump(mode="json"),
+            }
+            for channel in channels
+        ]
+        await self.session.execute(pg_insert(alert_deliveries).values(values).on_conflict_do_nothing())
+
+    async def due_deliveries(self, *, limit: int, lease_seconds: float) -> list[Delivery]:
+        d = alert_deliveries.c
+        due = (
+            sa.select(d.id)
+            .where(d.delivered_at.is_(None), d.failed_at.is_(None), d.next_attempt_at <= sa.func.now())
+            .order_by(d.next_attempt_at, d.id)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        rows = await self.session.execute(
+            sa.update(alert_deliveries)
+            .where(d.id.in_(due.scalar_subquery()))
+            .values(next_attempt_at=sa.func.now() + _seconds(lease_seconds))
+            .returning(*alert_deliveries.c)
+        )
+        return sorted((_delivery(row) for row in rows), key=lambda delivery: delivery.id)
+
+    async def delivered(self, delivery_id: int) -> None:
+        d = alert_deliveries.c
+        await self.session.execute(
+            sa.update(alert_deliveries)
+            .where(d.id == delivery_id)
+            .values(attempts=d.attempts + 1, delivered_at=sa.func.now(), last_error=None)
+        )
+
+    async def attempt_failed(self, delivery_id: int, error: str, *, retry_in: float | None) -> None:
+        d = alert_deliveries.c
+        values: dict[str, Any] = {"attempts": d.attempts + 1, "last_error": error[:2000]}
+        if retry_in is None:
+            values["failed_at"] = sa.func.now()
+        else:
+            values["next_attempt_at"] = sa.func.now() + _seconds(retry_in)
+        await self.session.execute(sa.update(alert_deliveries).where(d.id == delivery_id).values(**values))
+
+    async def deliveries(self, alert_id: str | None = None) -> list[Delivery]:
+        query = sa.select(alert_deliveries).order_by(alert_deliveries.c.id)
+        if alert_id is not None:
+            query = query.where(alert_deliveries.c.alert_id == alert_id)
+        return [_delivery(row) for row in await self.session.execute(query)]
+
+
+def _seconds(seconds: float) -> sa.ColumnElement[Any]:
+    return sa.func.make_interval(0, 0, 0, 0, 0, 0, float(seconds))
+
+
+def _delivery(row: sa.Row[Any]) -> Delivery:
+    return Delivery.model_validate({**row._mapping, "alert": Alert.model_validate(row.alert)})
 
 
 def _tag_target(model: str, version: int | None) -> tuple[sa.Table, list[sa.ColumnElement[bool]]]:

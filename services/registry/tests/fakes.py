@@ -9,6 +9,7 @@ from mloop_common.contracts import AuditEntry, SpecView, VersionStatus
 from mloop_common.errors import Conflict, NotFound
 from mloop_common.spec import ModelSpec
 from mloop_common.testing import MemoryStore, MemoryUnit
+from mloop_registry.alerts import Alert, Delivery
 from mloop_registry.audit_chain import GENESIS, ChainedEntry, entry_hash
 from mloop_registry.entities import ApiKey, Model, ServingReport, Version
 from mloop_registry.search import Node
@@ -223,6 +224,52 @@ class MemoryRegistryUnit(MemoryUnit):
         if key is not None and key.revoked_at is None:
             key = self._keys[key_id] = key.model_copy(update={"revoked_at": self._now()})
         return key
+
+    @property
+    def _deliveries(self) -> dict[int, Delivery]:
+        return self.tables.setdefault("alert_deliveries", {})
+
+    async def add_deliveries(self, alert: Alert, channels: list[str]) -> None:
+        now = datetime.now(UTC)
+        for channel in channels:
+            if any((d.alert.id, d.channel) == (alert.id, channel) for d in self._deliveries.values()):
+                continue  # the real table's unique (alert_id, channel)
+            number = len(self._deliveries) + 1
+            self._deliveries[number] = Delivery(
+                id=number, alert=alert, channel=channel, next_attempt_at=now, created_at=now
+            )
+
+    async def due_deliveries(self, *, limit: int, lease_seconds: float) -> list[Delivery]:
+        now = datetime.now(UTC)
+        due = sorted(
+            (
+                d
+                for d in self._deliveries.values()
+                if d.delivered_at is None and d.failed_at is None and d.next_attempt_at <= now
+            ),
+            key=lambda d: (d.next_attempt_at, d.id),
+        )[:limit]
+        leased = [d.model_copy(update={"next_attempt_at": now + timedelta(seconds=lease_seconds)}) for d in due]
+        self._deliveries.update({d.id: d for d in leased})
+        return leased
+
+    async def delivered(self, delivery_id: int) -> None:
+        d = self._deliveries[delivery_id]
+        self._deliveries[delivery_id] = d.model_copy(
+            update={"attempts": d.attempts + 1, "delivered_at": datetime.now(UTC), "last_error": None}
+        )
+
+    async def attempt_failed(self, delivery_id: int, error: str, *, retry_in: float | None) -> None:
+        d, now = self._deliveries[delivery_id], datetime.now(UTC)
+        update: dict[str, Any] = {"attempts": d.attempts + 1, "last_error": error}
+        if retry_in is None:
+            update["failed_at"] = now
+        else:
+            update["next_attempt_at"] = now + timedelta(seconds=retry_in)
+        self._deliveries[delivery_id] = d.model_copy(update=update)
+
+    async def deliveries(self, alert_id: str | None = None) -> list[Delivery]:
+        return [d for _, d in sorted(self._deliveries.items()) if alert_id in (None, d.alert.id)]
 
 
 def memory_store() -> MemoryStore[MemoryRegistryUnit]:

@@ -1,0 +1,222 @@
+"""Alerts to people on the real stack: a model rejected by the release gate reaches a webhook (retried after a
+500, signed) and an SMTP server, and an alert waiting for a receiver survives a SIGKILL of the registry."""
+
+from __future__ import annotations
+
+import asyncio
+import email
+import email.policy
+import json
+import signal
+import socket
+import threading
+import uuid
+from collections.abc import Iterator
+from email.message import EmailMessage
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import httpx
+import pytest
+from aiosmtpd.controller import Controller
+
+from mloop_registry.alerts import verify
+from tests.conftest import REPO, drop_schemas, eventually
+from tests.e2e.test_release_gate import declare, publish, spec
+from tests.stack import ServiceStack
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+SECRET = "webhook-secret-for-tests"
+TIMEOUT = 180
+
+
+class Webhook:
+    """A local webhook receiver: answers each POST with the next queued status (200 when none is queued)."""
+
+    def __init__(self) -> None:
+        self.statuses: list[int] = []
+        self.received: list[tuple[int, dict[str, str], bytes]] = []  # (status answered, headers, body)
+        self.lock = threading.Lock()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                with receiver.lock:
+                    status = receiver.statuses.pop(0) if receiver.statuses else 200
+                    receiver.received.append((status, dict(self.headers.items()), body))
+                self.send_response(status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks/mloop"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def fail_next(self, *statuses: int) -> None:
+        with self.lock:
+            self.statuses.extend(statuses)
+
+    def for_model(self, model: str) -> list[tuple[int, dict[str, str], bytes]]:
+        with self.lock:
+            return [r for r in self.received if json.loads(r[2])["model"] == model]
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class Mailbox:
+    """aiosmtpd's handler: keeps every message it accepts."""
+
+    def __init__(self) -> None:
+        self.messages: list[EmailMessage] = []
+        self.port = 0
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        message = email.message_from_bytes(envelope.content, policy=email.policy.default)
+        assert isinstance(message, EmailMessage)
+        self.messages.append(message)
+        return "250 Message accepted for delivery"
+
+    def for_model(self, model: str) -> list[EmailMessage]:
+        return [m for m in self.messages if model in str(m["Subject"])]
+
+
+@pytest.fixture(scope="module")
+def webhook() -> Iterator[Webhook]:
+    receiver = Webhook()
+    yield receiver
+    receiver.close()
+
+
+@pytest.fixture(scope="module")
+def mailbox() -> Iterator[Mailbox]:
+    box = Mailbox()
+    with socket.socket() as probe:  # a free port (aiosmtpd checks readiness by connecting, so not 0)
+        probe.bind(("127.0.0.1", 0))
+        box.port = probe.getsockname()[1]
+    controller = Controller(box, hostname="127.0.0.1", port=box.port)
+    controller.start()
+    yield box
+    controller.stop()
+
+
+@pytest.fixture(scope="module")
+def stack(
+    kafka_bootstrap: str, postgres: str, tmp_path_factory: pytest.TempPathFactory, webhook: Webhook, mailbox: Mailbox
+) -> Iterator[ServiceStack]:
+    """All six services; the registry alerts a local webhook and a local SMTP server, retrying quickly."""
+    services = ServiceStack(
+        bootstrap=kafka_bootstrap, database_url=postgres, root=tmp_path_factory.mktemp("stack"), repo=REPO
+    )
+    channels = [
+        # The receiver is on loopback: the SSRF rules refuse that unless the channel allows it.
+        {"name": "ops-hook", "kind": "webhook", "url": webhook.url, "secret": SECRET, "allow_private": True},
+        {
+            "name": "ops-mail",
+            "kind": "email",
+            "smtp_host": "127.0.0.1",
+            "smtp_port": mailbox.port,
+            "sender": "mloop@example.org",
+            "recipients": ["oncall@example.org"],
+            "min_severity": "warning",
+        },
+    ]
+    services.env.update(
+        {
+            "MLOOP_REGISTRY_ALERTS__CHANNELS": json.dumps(channels),
+            "MLOOP_REGISTRY_ALERTS__BACKOFF_SECONDS": "0.5",
+            "MLOOP_REGISTRY_ALERTS__MAX_BACKOFF_SECONDS": "2",
+            "MLOOP_REGISTRY_ALERTS__POLL_SECONDS": "0.5",
+            "MLOOP_REGISTRY_ALERTS__MAX_ATTEMPTS": "100",
+            "MLOOP_REGISTRY_ALERTS__VALIDATOR_URL": services.urls["validator"],
+            "MLOOP_REGISTRY_ALERTS__DRIFT_URL": services.urls["drift"],
+        }
+    )
+    try:
+        services.start()
+        yield services
+    finally:
+        codes = services.stop()
+        asyncio.run(drop_schemas(services.schemas))
+    unclean = {name: code for name, code in codes.items() if code not in (0, -signal.SIGTERM, -signal.SIGKILL)}
+    assert not unclean, f"services exited uncleanly: {unclean} (logs in {services.logs})"
+
+
+def delivered(webhook: Webhook, model: str) -> list[tuple[int, dict[str, str], bytes]]:
+    return [r for r in webhook.for_model(model) if r[0] == 200]
+
+
+async def alerts_counted(registry: httpx.AsyncClient, channel: str, outcome: str) -> float:
+    wanted = f'channel="{channel}"'
+    for line in (await registry.get("/metrics")).text.splitlines():
+        if line.startswith("mloop_alerts_total{") and wanted in line and f'outcome="{outcome}"' in line:
+            if 'severity="warning"' in line:
+                return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+async def test_a_rejected_model_alerts_the_webhook_after_a_failed_attempt_and_by_email(
+    stack: ServiceStack, clients: dict[str, httpx.AsyncClient], webhook: Webhook, mailbox: Mailbox
+) -> None:
+    name = f"alert-reject-{uuid.uuid4().hex[:6]}"
+    await declare(clients["registry"], spec(name, floors={"accuracy": 0.999}))  # beyond any model of this data
+    webhook.fail_next(500)
+
+    await publish(clients["ingest"], name, seed=1)
+
+    [(_, headers, body)] = await eventually(lambda: delivered(webhook, name), timeout=TIMEOUT, interval=0.5)
+    attempts = webhook.for_model(name)
+    assert [status for status, _, _ in attempts] == [500, 200]  # the first attempt failed, the retry arrived
+    assert attempts[0][2] == body and attempts[0][1]["X-Mloop-Alert-Id"] == headers["X-Mloop-Alert-Id"]
+    assert verify(body, SECRET, headers["X-Mloop-Signature"])
+    assert not verify(body, "another-secret", headers["X-Mloop-Signature"])
+    alert = json.loads(body)
+    assert alert["id"] == headers["X-Mloop-Alert-Id"]
+    assert (alert["type"], alert["severity"], alert["model"], alert["version"]) == (
+        "model.rejected",
+        "warning",
+        name,
+        None,
+    )
+    assert any("accuracy" in check and "0.9990" in check for check in alert["details"]["failed_checks"])
+    assert alert["link"].startswith(stack.urls["validator"]) and alert["link"].endswith("/report.html")
+    report = await clients["validator"].get(alert["link"].removeprefix(stack.urls["validator"]))
+    assert report.status_code == 200 and "rejected" in report.text.lower()
+
+    [message] = await eventually(lambda: mailbox.for_model(name), timeout=TIMEOUT, interval=0.5)
+    assert message["To"] == "oncall@example.org" and message["From"] == "mloop@example.org"
+    assert message["Subject"].startswith(f"[mloop warning] {name}")
+    assert message["Message-ID"] == f"<{alert['id']}@mloop.alerts>"
+    assert alert["link"] in message.get_content()
+
+    assert await alerts_counted(clients["registry"], "ops-hook", "delivered") >= 1
+    assert await alerts_counted(clients["registry"], "ops-mail", "delivered") >= 1
+
+
+async def test_an_alert_waiting_for_its_receiver_survives_a_kill_of_the_registry(
+    stack: ServiceStack, clients: dict[str, httpx.AsyncClient], webhook: Webhook
+) -> None:
+    name = f"alert-restart-{uuid.uuid4().hex[:6]}"
+    await declare(clients["registry"], spec(name, floors={"accuracy": 0.999}))
+    webhook.fail_next(*[503] * 1000)  # the receiver is down
+
+    await publish(clients["ingest"], name, seed=2)
+    await eventually(lambda: webhook.for_model(name), timeout=TIMEOUT, interval=0.5)  # tried and refused
+    stack.kill("registry")
+    with webhook.lock:
+        webhook.statuses.clear()  # the receiver is back, while the registry is not
+    refused = len(webhook.for_model(name))
+    stack.start("registry")
+
+    [(_, headers, body)] = await eventually(lambda: delivered(webhook, name), timeout=TIMEOUT, interval=0.5)
+    assert verify(body, SECRET, headers["X-Mloop-Signature"])
+    # Every attempt carried the same alert; only the last was accepted, and nothing came after it.
+    attempts = webhook.for_model(name)
+    assert len(attempts) > refused and {a[1]["X-Mloop-Alert-Id"] for a in attempts} == {headers["X-Mloop-Alert-Id"]}
+    assert [status for status, _, _ in attempts].count(200) == 1
