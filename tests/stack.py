@@ -115,6 +115,12 @@ class ServiceStack:
         os.killpg(process.pid, signal.SIGKILL)
         process.wait()
 
+    def terminate(self, name: str, timeout: float = 60) -> int:
+        """SIGTERM one service and wait for it to exit; its exit code."""
+        process = self.processes[name]
+        os.killpg(process.pid, signal.SIGTERM)
+        return process.wait(timeout=timeout)
+
     def stop(self) -> dict[str, int]:
         """SIGTERM every service, wait for a clean exit; returns the exit codes."""
         for process in self.processes.values():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 import uuid
 
 import httpx
@@ -59,6 +60,25 @@ async def test_trainer_killed_mid_training_trains_once_after_restart(
     assert [v["version"] for v in versions] == [1]
     runs = await runs_of(clients["trainer"], name)
     assert [r["status"] for r in runs["runs"]] == ["succeeded"] and runs["training"] == []
+
+
+async def test_trainer_stopped_mid_fit_stops_the_fit_exits_cleanly_and_the_next_trainer_trains_once(
+    stack: ServiceStack, clients: dict[str, httpx.AsyncClient]
+) -> None:
+    name = await declare(clients["registry"], slow=True)
+    await publish(clients["ingest"], name, slice(0, 7300))
+    await eventually(lambda: _training(clients["trainer"], name), timeout=60, interval=0.05)
+
+    code = await asyncio.to_thread(stack.terminate, "trainer")
+
+    assert code in (0, -signal.SIGTERM)  # uvicorn re-raises the signal once it has shut down cleanly
+    assert "failed (worker_died)" not in stack.log_tail("trainer", 20_000)  # the signal did not reach the fit
+    assert "a training job was cancelled" in stack.log_tail("trainer", 20_000)  # stopped, not waited for
+    await asyncio.to_thread(stack.start, "trainer")
+    versions = await eventually(lambda: _versions(clients["registry"], name), timeout=180, interval=0.5)
+    assert [v["version"] for v in versions] == [1]
+    runs = await runs_of(clients["trainer"], name)
+    assert [r["status"] for r in runs["runs"]] == ["succeeded"]
 
 
 async def test_registry_outage_delays_the_loop_but_loses_nothing(

@@ -432,6 +432,7 @@ class Subscriber:
             arrive are returned at once, so a long wait only saves idle round trips.
         lag_report_seconds: how often consumer lag is reported while no records arrive.
         on_failure: called with the subscriber and the error if its loop ever dies.
+        stop_timeout: how long stop() lets the record in hand finish before cancelling its handler.
     """
 
     def __init__(
@@ -450,8 +451,10 @@ class Subscriber:
         fetch_max_wait_ms: int = 2000,
         lag_report_seconds: float = 5.0,
         on_failure: Callable[[Subscriber, BaseException], None] | None = None,
+        stop_timeout: float = 30.0,
     ) -> None:
         self.group_id = group_id
+        self.stop_timeout = stop_timeout
         self._poll_while_busy = poll_while_busy_seconds
         self._poll_timeout_ms = poll_timeout_ms
         self._lag_interval = lag_report_seconds
@@ -500,9 +503,14 @@ class Subscriber:
                 await self._consumer.stop()
         await self.start()
 
-    async def stop(self, timeout: float = 30.0) -> None:
-        """Finish the record in hand, commit it, leave the group."""
+    async def stop(self, timeout: float | None = None) -> None:
+        """Finish the record in hand within ``timeout`` (default: ``stop_timeout``), commit it, leave the group.
+
+        A handler still running then is cancelled: its record stays uncommitted and is delivered again, to
+        this group's next member (its transaction rolled back, the inbox makes the redelivery safe).
+        """
         self._stopping.set()
+        timeout = self.stop_timeout if timeout is None else timeout
         if self._task is not None and not self._task.done():
             await asyncio.wait({self._task}, timeout=timeout)
             if not self._task.done():

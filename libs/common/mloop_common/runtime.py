@@ -46,6 +46,7 @@ CONSUMER_RESTARTS = 3
 class ConsumerSpec:
     routes: list[Route[Any]]
     group_suffix: str = ""
+    stop_timeout: float = 30.0
 
 
 class Runtime:
@@ -95,9 +96,12 @@ class Runtime:
     def group_id(self) -> str:
         return f"mloop-{self.service}"
 
-    def consume(self, *routes: Route[Any], group_suffix: str = "") -> None:
-        """Register one consumer (group) for these routes; it starts with the runtime."""
-        self._consumers.append(ConsumerSpec(list(routes), group_suffix))
+    def consume(self, *routes: Route[Any], group_suffix: str = "", stop_timeout: float = 30.0) -> None:
+        """Register one consumer (group) for these routes; it starts with the runtime.
+
+        At stop, a handler still running after ``stop_timeout`` seconds is cancelled (its record is redelivered).
+        """
+        self._consumers.append(ConsumerSpec(list(routes), group_suffix, stop_timeout))
 
     def store(self, unit: type[S]) -> SqlStore[S]:
         """Units of work of type ``unit`` on this service's schema; staged events leave right after commit."""
@@ -134,6 +138,7 @@ class Runtime:
                 routes=spec.routes,
                 dlq_producer=self.producer,
                 on_failure=self._consumer_died,
+                stop_timeout=spec.stop_timeout,
             )
             await subscriber.start()
             self.subscribers.append(subscriber)

@@ -46,8 +46,9 @@ async def bootstrap(settings: TrainerSettings, app: FastAPI) -> AsyncIterator[Tr
         limits=settings.limits,
         code_version=runtime.code_version,
     )
-    runtime.consume(route(DataPublished, trainer.on_data_published), group_suffix="-data")
-    runtime.consume(route(DriftDetected, trainer.on_drift_detected), group_suffix="-drift")
+    grace = settings.stop_grace_seconds
+    runtime.consume(route(DataPublished, trainer.on_data_published), group_suffix="-data", stop_timeout=grace)
+    runtime.consume(route(DriftDetected, trainer.on_drift_detected), group_suffix="-drift", stop_timeout=grace)
     try:
         # Pay the worker start-up (imports of scikit-learn and friends) now, not on the first dataset.
         await asyncio.gather(workers.start(), runtime.start(app))

@@ -91,6 +91,10 @@ def report_progress(value: Any) -> None:
 def _serve(connection: Connection, warm_up: Callable[[], None] | None) -> None:
     """A worker's life: warm up, say so, then run jobs until the pool closes the pipe."""
     global progress_sink
+    # Only the service decides when a worker stops (it kills it): a SIGTERM or Ctrl-C sent to the whole
+    # process group would otherwise end the fit as if it had crashed, and fail its run for good.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     progress_sink = lambda value: connection.send(("progress", value))  # noqa: E731
     if warm_up is not None:
         warm_up()
@@ -168,6 +172,13 @@ class WorkerPool:
         worker = await self._idle.get()
         try:
             return await asyncio.to_thread(self._run_on, worker, budget, fn, args, progress)
+        except asyncio.CancelledError:
+            # The caller gave the job up (the service is stopping): stop the fit now rather than let it run
+            # to the end unseen; its event was not committed, so the topic delivers it again.
+            log.warning("a training job was cancelled; its worker (pid %s) is stopped", worker.process.pid)
+            worker.process.kill()
+            worker.process.join(timeout=5)
+            raise
         finally:
             if not worker.process.is_alive():
                 self._all.remove(worker)

@@ -5,6 +5,7 @@ The jobs are standard-library callables, so the spawned workers can import them 
 
 from __future__ import annotations
 
+import asyncio
 import io
 import operator
 import signal
@@ -59,6 +60,19 @@ async def test_a_worker_killed_mid_job_is_reported_as_such_and_replaced(pool):
         await pool.run(ROOMY, signal.raise_signal, signal.SIGKILL)
 
     assert died.value.kind == "worker_died"
+    assert await pool.run(ROOMY, operator.add, 1, 1) == 2
+
+
+async def test_a_cancelled_job_stops_its_worker_at_once_and_the_pool_goes_on(pool):
+    job = asyncio.create_task(pool.run(ROOMY, time.sleep, 600))
+    await asyncio.sleep(1)  # the worker is sleeping through the job
+    [busy] = [w.process for w in pool._all]
+
+    job.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await job
+
+    assert not busy.is_alive()  # stopped, not left to sleep out its 600 s
     assert await pool.run(ROOMY, operator.add, 1, 1) == 2
 
 
