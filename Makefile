@@ -60,6 +60,7 @@ bench: up
 	$(PY) -m tests.perf.run
 	$(PY) -m tests.perf.drift_speed
 	$(PY) -m tests.perf.ingest_speed
+	$(PY) -m tests.perf.serving_speed
 
 # Formatting, lint and types of libs/ and services/ (config in pyproject.toml); part of `make test`.
 lint: setup

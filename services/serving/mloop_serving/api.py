@@ -11,7 +11,6 @@ from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 
 from mloop_common.errors import InvalidInput, MloopError, NotFound
-from mloop_common.http import components
 from mloop_serving.bootstrap import ServingService
 from mloop_serving.handlers import Scored
 from mloop_serving.oip import (
@@ -33,6 +32,15 @@ from mloop_serving.schemas import Feedback, FeedbackReceipt, PredictRequest, Pre
 
 log = logging.getLogger(__name__)
 router = APIRouter()
+
+
+async def components(request: Request) -> ServingService:
+    """The running service's components. Async on purpose: FastAPI runs a plain function dependency in a worker
+    thread, a hand-off that cost more than the rest of a single-row prediction."""
+    service: ServingService = request.app.state.service
+    return service
+
+
 Service = Annotated[ServingService, Depends(components)]
 VersionNumber = Annotated[int, Path(ge=1, le=2**31 - 1)]
 

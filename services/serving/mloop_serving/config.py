@@ -33,6 +33,18 @@ class ServingSettings(ServiceSettings):
     # At shutdown: how long to wait for Kafka before spilling what is left.
     log_stop_grace_seconds: float = Field(5.0, gt=0)
 
+    # Off: predictions are answered but not logged (no drift, no feedback joins downstream); to measure the log.
+    log_predictions: bool = True
+    # Threads of the numeric libraries (OpenMP, BLAS) per serving process; 0 leaves their default (one per core).
+    # A request scores a row or a small batch: more threads only add hand-offs, and several workers (or
+    # processes) on a machine would each start a thread per core. OMP_NUM_THREADS etc. set by hand win.
+    native_threads: int = Field(1, ge=0)
+    # Adaptive micro-batching of concurrent small requests (see batching.py); off: each request scored alone.
+    batching: bool = True
+    # How long a request may wait for others to join its batch (only while requests come concurrently).
+    batch_max_wait_us: int = Field(200, ge=0, le=100_000)
+    batch_max_rows: int = Field(256, ge=1)
+
     @property
     def log_spill_path(self) -> Path:
         return self.log_spill_dir / (re.sub(r"[^A-Za-z0-9._-]", "_", self.instance_id) + ".spill")

@@ -34,12 +34,13 @@ from mloop_common.modelio import load_model
 from mloop_common.profile import ReferenceProfile
 from mloop_common.retry import Backoff
 from mloop_serving import oip
+from mloop_serving.batching import MicroBatcher
 from mloop_serving.host import LoadedModel, ModelHost, Rollout, Routed, warmup_instance
 from mloop_serving.logbook import SOURCE, Logbook, Publisher, RequestIndex
 from mloop_serving.oip import Encoded, InferCall, check_outputs
 from mloop_serving.schemas import Feedback, FeedbackReceipt
 
-INLINE_ROWS = 64  # bigger batches are predicted in a thread so the event loop keeps serving
+INLINE_ROWS = 64  # bigger requests are predicted alone in a thread so the event loop keeps serving
 ROLLOUT_ALIASES = (CANARY, SHADOW, CHALLENGER)  # served beside production
 REPORT_TIMEOUT = 5.0  # seconds a load report may wait for Kafka; it is a status line, not worth stalling a load
 log = logging.getLogger(__name__)
@@ -310,6 +311,8 @@ class Scorer:
         new_id: Callable[[], str],
         max_instances: int = 10_000,
         max_shadow_pending: int = 8,
+        batcher: MicroBatcher | None = None,
+        log_predictions: bool = True,
     ) -> None:
         self.host = host
         self.requests = requests
@@ -318,6 +321,9 @@ class Scorer:
         self.new_id = new_id
         self.max_instances = max_instances
         self.max_shadow_pending = max_shadow_pending
+        # None: every request scored on its own (micro-batching switched off)
+        self.batcher = batcher
+        self.log_predictions = log_predictions
         self._shadows: set[asyncio.Task[None]] = set()
 
     async def score(
@@ -375,11 +381,13 @@ class Scorer:
     async def _score(self, routed: Routed, instances: list[dict[str, Any]], request_ids: list[str]) -> Scored:
         """Predict, and log the predictions under the version that answered (published later, in batches)."""
         model = routed.model
-        frame = model.frame(instances)
-        if len(instances) <= INLINE_ROWS:
-            predictions, probabilities = model.predict(frame)
+        rows = model.rows(instances)
+        if self.batcher is not None and len(rows) <= INLINE_ROWS:
+            predictions, probabilities = await self.batcher.predict(model, rows)
+        elif len(rows) <= INLINE_ROWS:
+            predictions, probabilities = model.predict(model.frame_of(rows))
         else:
-            predictions, probabilities = await asyncio.to_thread(model.predict, frame)
+            predictions, probabilities = await asyncio.to_thread(lambda: model.predict(model.frame_of(rows)))
         for request_id in request_ids:
             self.requests.add(request_id, model.name, model.version)
         self._log(model, instances, request_ids, predictions, probabilities, routed.route)
@@ -395,9 +403,12 @@ class Scorer:
         probabilities: list[list[float]] | None,
         route: Literal["champion", "canary", "shadow", "challenger"],
     ) -> None:
+        if not self.log_predictions:
+            return
         now = self.clock()
+        # Built without validation: every field comes from this process, already checked (a fraction of the cost).
         records = [
-            PredictionRecord(
+            PredictionRecord.model_construct(
                 request_id=request_id,
                 timestamp=now,
                 inputs=instances[i],

@@ -17,6 +17,7 @@ from mloop_common.errors import DigestMismatch, InvalidInput, NotFound, ServiceU
 from mloop_common.events import FeedbackReceived, PredictionsLogged
 from mloop_common.modelio import UntrustedModelError
 from mloop_common.retry import Backoff
+from mloop_serving.batching import MicroBatcher
 from mloop_serving.handlers import Loader
 from mloop_serving.oip import parse_infer_request
 from mloop_serving.schemas import Feedback
@@ -228,6 +229,35 @@ async def test_a_large_batch_is_scored_off_the_event_loop_with_the_same_answers(
     scored = await svc.scorer.score("churn", ROWS * 50)
 
     assert scored.predictions == ["yes", "no"] * 50 and len(set(scored.request_ids)) == 100
+
+
+async def test_concurrent_requests_batched_together_get_the_answers_and_logs_they_get_alone(svc: Serving) -> None:
+    await serving_v1(svc)
+    requests = [[ROWS[i % 2]] * (1 + i % 3) for i in range(12)]
+    alone = [await svc.scorer.score("churn", request) for request in requests]
+    svc.scorer.batcher = MicroBatcher(max_wait=0.001)
+
+    together = await asyncio.gather(*(svc.scorer.score("churn", request) for request in requests))
+    await svc.logbook.flush()
+
+    assert [s.predictions for s in together] == [s.predictions for s in alone]
+    logged = [r for p in svc.publisher.payloads(PredictionsLogged) for r in p.records]
+    batched_ids = [i for s in together for i in s.request_ids]
+    assert len(set(batched_ids)) == sum(len(r) for r in requests)
+    assert {r.request_id: r.prediction for r in logged if r.request_id in batched_ids} == {
+        i: p for s in together for i, p in zip(s.request_ids, s.predictions, strict=True)
+    }
+
+
+async def test_with_prediction_logging_off_requests_are_answered_and_nothing_is_logged(svc: Serving) -> None:
+    await serving_v1(svc)
+    svc.scorer.log_predictions = False
+
+    scored = await svc.scorer.score("churn", ROWS)
+    await svc.logbook.flush()
+
+    assert scored.predictions == ["yes", "no"]
+    assert svc.publisher.payloads(PredictionsLogged) == []
 
 
 async def test_too_many_instances_are_refused_and_nothing_is_logged(svc: Serving) -> None:

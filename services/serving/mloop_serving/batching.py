@@ -1,0 +1,110 @@
+"""Adaptive micro-batching: concurrent small requests for one model version scored by one call of the model.
+
+A model answers 100 rows in little more time than one (the pipeline's fixed cost per call dominates), so
+requests that arrive while the model is busy are gathered and scored together when it is free again: under
+load the batch grows by itself, and a lone request is scored at once. Only when the last batch held more
+than one request (there is concurrency to gather) does the next one wait, at most ``max_wait`` seconds, for
+company. Scoring runs in a worker thread, so the event loop keeps reading requests meanwhile.
+
+Each request is checked on its own before it joins a batch; if the batch's scoring fails anyway, its
+requests are scored one by one, so one request's failure never becomes another's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any
+
+from mloop_serving.host import LoadedModel
+
+Answer = tuple[list[Any], list[list[float]] | None]
+
+
+@dataclass
+class _Waiting:
+    rows: list[list[Any]]
+    answer: asyncio.Future[Answer]
+
+
+@dataclass
+class _Queue:
+    model: LoadedModel
+    waiting: list[_Waiting] = field(default_factory=list)
+    last_batch: int = 0  # requests in the previous batch: more than one means concurrent traffic
+    worker: asyncio.Task[None] | None = None
+
+
+class MicroBatcher:
+    """Scores checked rows of one request, together with whatever else is waiting for the same model version."""
+
+    def __init__(self, *, max_wait: float = 0.0002, max_rows: int = 256) -> None:
+        self.max_wait = max_wait
+        self.max_rows = max_rows
+        self._queues: dict[int, _Queue] = {}  # by id(model): a swapped-in version gets a queue of its own
+
+    async def predict(self, model: LoadedModel, rows: list[list[Any]]) -> Answer:
+        queue = self._queues.get(id(model))
+        if queue is None or queue.model is not model:
+            queue = self._queues[id(model)] = _Queue(model)
+        answer: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
+        queue.waiting.append(_Waiting(rows, answer))
+        if queue.worker is None:
+            queue.worker = asyncio.create_task(self._work(queue), name=f"batch-{model.name}-v{model.version}")
+        return await answer
+
+    async def _work(self, queue: _Queue) -> None:
+        try:
+            while queue.waiting:
+                if queue.last_batch > 1 and self.max_wait > 0:
+                    await asyncio.sleep(self.max_wait)
+                batch = self._take(queue)
+                queue.last_batch = len(batch)
+                await self._score(queue.model, batch)
+        except BaseException:  # a bug or a shutdown: nobody may wait for an answer that will not come
+            for waiting in queue.waiting:
+                waiting.answer.cancel()
+            queue.waiting.clear()
+            raise
+        finally:
+            queue.worker = None
+            if not queue.waiting and self._queues.get(id(queue.model)) is queue:
+                del self._queues[id(queue.model)]
+
+    def _take(self, queue: _Queue) -> list[_Waiting]:
+        """The oldest waiting requests, up to ``max_rows`` rows (always at least one request)."""
+        taken, rows = 0, 0
+        for waiting in queue.waiting:
+            if taken and rows + len(waiting.rows) > self.max_rows:
+                break
+            taken += 1
+            rows += len(waiting.rows)
+        batch, queue.waiting[:] = queue.waiting[:taken], queue.waiting[taken:]
+        return batch
+
+    async def _score(self, model: LoadedModel, batch: list[_Waiting]) -> None:
+        live = [w for w in batch if not w.answer.done()]  # a client gone (cancelled) needs no answer
+        if not live:
+            return
+        rows = [row for waiting in live for row in waiting.rows]
+        try:
+            predictions, probabilities = await asyncio.to_thread(_predict, model, rows)
+        except Exception as exc:
+            if len(live) == 1:
+                if not live[0].answer.done():
+                    live[0].answer.set_exception(exc)
+                return
+            for waiting in live:  # alone, so the failure stays with the request that causes it
+                await self._score(model, [waiting])
+            return
+        start = 0
+        for waiting in live:
+            end = start + len(waiting.rows)
+            part = (predictions[start:end], probabilities[start:end] if probabilities is not None else None)
+            if not waiting.answer.done():
+                waiting.answer.set_result(part)
+            start = end
+
+
+def _predict(model: LoadedModel, rows: list[list[Any]]) -> Answer:
+    return model.predict(model.frame_of(rows))

@@ -1,0 +1,118 @@
+import asyncio
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.ensemble import HistGradientBoostingClassifier
+from sklearn.impute import SimpleImputer
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import Pipeline
+
+from mloop_serving.batching import MicroBatcher
+from mloop_serving.bootstrap import counter_ids
+from mloop_serving.host import LoadedModel
+
+FEATURES = ["usage", "calls"]
+
+
+def fitted(estimator=None):
+    rng = np.random.default_rng(1)
+    X = pd.DataFrame({"usage": rng.normal(size=200), "calls": rng.normal(size=200)})
+    y = np.where(X["usage"] - X["calls"] > 0, "yes", "no")
+    return Pipeline([("impute", SimpleImputer()), ("model", estimator or LogisticRegression())]).fit(X, y)
+
+
+class Counting:
+    """An estimator wrapper counting calls, failing on a poisoned value (as a broken input might)."""
+
+    def __init__(self, inner, poison: float | None = None):
+        self.inner, self.poison, self.calls = inner, poison, 0
+        self.classes_ = inner.classes_
+
+    def predict_proba(self, frame):
+        self.calls += 1
+        if self.poison is not None and (frame["usage"] == self.poison).any():
+            raise ValueError("poisoned row")
+        return self.inner.predict_proba(frame)
+
+    def predict(self, frame):
+        return self.inner.predict(frame)
+
+
+def model(estimator) -> LoadedModel:
+    return LoadedModel("churn", 1, "classification", FEATURES, dict.fromkeys(FEATURES, "numeric"), estimator)
+
+
+def rows(count: int, seed: int = 0) -> list[list[float]]:
+    return np.random.default_rng(seed).normal(size=(count, 2)).round(3).tolist()
+
+
+async def test_concurrent_requests_each_get_their_own_answer_from_fewer_model_calls():
+    estimator = Counting(fitted())
+    served, batcher = model(estimator), MicroBatcher(max_wait=0.001)
+    requests = [rows(1 + i % 3, seed=i) for i in range(40)]
+
+    answers = await asyncio.gather(*(batcher.predict(served, r) for r in requests))
+
+    assert estimator.calls < len(requests)  # scored together
+    for request, (predictions, probabilities) in zip(requests, answers, strict=True):
+        alone_predictions, alone_probabilities = served.predict(served.frame_of(request))
+        assert predictions == alone_predictions
+        # the same to the last bits or so: BLAS may sum in another order for a larger matrix
+        assert probabilities == [pytest.approx(p, rel=1e-12, abs=1e-15) for p in alone_probabilities]
+
+
+async def test_a_lone_request_is_answered_without_waiting_for_company():
+    served = model(fitted())
+    batcher = MicroBatcher(max_wait=10.0)  # a wait this long would time the test out
+
+    predictions, _ = await asyncio.wait_for(batcher.predict(served, [[3.0, -3.0]]), 5)
+
+    assert predictions == ["yes"]
+
+
+async def test_a_request_that_fails_the_model_fails_alone():
+    served = model(Counting(fitted(), poison=7.5))
+    batcher = MicroBatcher(max_wait=0.001)
+
+    results = await asyncio.gather(
+        *(batcher.predict(served, [[float(i), 0.0]]) for i in range(5)),
+        batcher.predict(served, [[7.5, 0.0]]),
+        *(batcher.predict(served, [[-float(i), 0.0]]) for i in range(1, 5)),
+        return_exceptions=True,
+    )
+
+    failed = [r for r in results if isinstance(r, Exception)]
+    assert len(failed) == 1 and str(failed[0]) == "poisoned row"
+    assert isinstance(results[5], ValueError)
+    assert all(isinstance(r, tuple) and r[0] in (["yes"], ["no"]) for i, r in enumerate(results) if i != 5)
+
+
+async def test_batches_hold_at_most_max_rows_but_a_larger_request_still_goes_through():
+    estimator = Counting(fitted())
+    served, batcher = model(estimator), MicroBatcher(max_wait=0.001, max_rows=4)
+
+    answers = await asyncio.gather(
+        batcher.predict(served, rows(10)), *(batcher.predict(served, rows(3)) for _ in range(3))
+    )
+
+    assert [len(a[0]) for a in answers] == [10, 3, 3, 3]
+    assert estimator.calls == 4  # the large request alone, then each 3-row request (two would exceed 4 rows)
+
+
+@pytest.mark.parametrize("estimator", [LogisticRegression(), HistGradientBoostingClassifier(max_iter=20)])
+def test_labels_read_off_the_probabilities_are_the_estimators_predictions(estimator):
+    served = model(fitted(estimator))
+    frame = served.frame_of(rows(500, seed=5) + [[None, 0.0], [0.0, None]])
+
+    predictions, _ = served.predict(frame)
+
+    assert predictions == served.estimator.predict(frame).tolist()
+
+
+def test_request_ids_are_unique_within_a_process_and_across_processes():
+    first, second = counter_ids(), counter_ids()
+
+    ids = [first() for _ in range(1000)] + [second() for _ in range(1000)]
+
+    assert len(set(ids)) == 2000 and all(len(i) <= 100 for i in ids)  # feedback takes ids of up to 100 chars

@@ -1,0 +1,623 @@
+"""`make bench`: mloop serving against MLServer, `mlflow models serve` and a bare FastAPI echo, in one run.
+
+Every target serves the same fitted model on one worker and is driven by the same load generator, `wrk`
+(Debian's package, unpacked into .cache/ like promtool), with one single-row request body repeated:
+
+- echo: a bare FastAPI endpoint returning the JSON it got, under uvicorn (the HTTP floor of this stack);
+- mloop `/v1/models/{name}:predict` and OIP `/v2/models/{name}/infer` (one FP64 tensor per feature), each
+  with prediction logging on (Kafka) and off (``MLOOP_SERVING_LOG_PREDICTIONS=false``); serving runs as its
+  own process behind the registry, the model registered directly (as tests/faults do);
+- mloop `/v1` with micro-batching off (``MLOOP_SERVING_BATCHING=false``), logging on: what batching brings;
+- MLServer (mlserver + mlserver-sklearn, one process: ``parallel_workers`` 0) with the pandas codec, so the
+  pipeline gets the DataFrame it was fitted on; `mlflow models serve` with a ``dataframe_split`` body.
+  Each lives in a venv of its own under .cache/serving-bench/, made on first use with pinned versions.
+  Both answer ``predict`` only (their default); mloop answers labels and probabilities.
+
+The model: scikit-learn's HistGradientBoostingClassifier behind mloop's preprocessing (a ColumnTransformer
+imputing and scaling the 20 numeric columns), fitted on 50,000 x 20 synthetic rows with a fixed seed.
+The anchors get ``OMP_NUM_THREADS=1`` (their best case on a small machine); mloop serving gets no thread
+setting from outside (it limits its own native threads).
+
+Concurrency 8 and 64, WARMUP seconds then DURATION seconds each; req/s, p50, p99 and failures (connect,
+read, write and timeout errors and non-2xx answers), and the CPU time the server's processes spent per
+answered request (steadier than req/s on a machine shared with other work). Results, with the issue's ratios, go to
+bench/results/serving_speed.json (``--out`` elsewhere).
+
+Environment: MLOOP_KAFKA__BOOTSTRAP_SERVERS (default 127.0.0.1:9092), MLOOP_TEST_PORT_OFFSET (ports: see
+tests/stack.py; the others take 8101..8107 plus the offset), MLOOP_DATABASE_PORT (default 55432),
+MLOOP_BENCH_SERVING_SECONDS (default 10), MLOOP_BENCH_SERVING_REPEATS (default 1, medians taken).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import re
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+from fastapi import Body, FastAPI
+
+REPO = Path(__file__).resolve().parents[2]
+if str(REPO) not in sys.path:  # also runnable as a plain script
+    sys.path.insert(0, str(REPO))
+
+from tests.perf.idle_cpu import group_cpu_seconds  # noqa: E402
+from tests.stack import PORT_OFFSET, ServiceStack  # noqa: E402
+
+CACHE = REPO / ".cache" / "serving-bench"
+OUT = REPO / "bench" / "results" / "serving_speed.json"
+PG_PORT = int(os.environ.get("MLOOP_DATABASE_PORT", "55432"))
+ADMIN_DSN = f"postgresql://mloop:mloop@127.0.0.1:{PG_PORT}/mloop"
+ADMIN_URL = f"postgresql+asyncpg://mloop:mloop@127.0.0.1:{PG_PORT}/mloop"
+DURATION = float(os.environ.get("MLOOP_BENCH_SERVING_SECONDS", "10"))
+WARMUP = 2.0
+REPEATS = int(os.environ.get("MLOOP_BENCH_SERVING_REPEATS", "1"))
+CONCURRENCY = (8, 64)
+TIMEOUT = "10s"  # wrk's own default (2 s) would count slow answers as failures instead of measuring them
+
+ROWS, WIDTH, SEED = 50_000, 20, 0
+FEATURES = [f"f{i:02d}" for i in range(WIDTH)]
+MODEL = "speed"
+MLSERVER = ["mlserver==1.7.1", "mlserver-sklearn==1.7.1", "scikit-learn==1.9.1"]
+MLFLOW = ["mlflow==3.17.2", "scikit-learn==1.9.1"]  # 3.18.0 needs an mlflow-skinny not on PyPI (yet)
+ADMIN_KEY = "bench-" + uuid.uuid4().hex  # this run's own (services outside development refuse the default)
+ONE_THREAD = dict.fromkeys(("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"), "1")
+
+# --- the HTTP floor --------------------------------------------------------------------------
+
+echo_app = FastAPI()
+
+
+@echo_app.post("/echo")
+async def echo(body: dict[str, Any] = Body()) -> dict[str, Any]:  # noqa: B008 (FastAPI's idiom)
+    """The request's JSON, parsed and answered back: what any JSON endpoint costs before it does any work."""
+    return body
+
+
+# --- tools and environments ------------------------------------------------------------------
+
+
+def wrk() -> list[str]:
+    """wrk from Debian (and the LuaJIT it links), unpacked into the cache; the command prefix to run it."""
+    root = CACHE / "wrk"
+    binary = root / "usr" / "bin" / "wrk"
+    if not binary.exists():
+        with tempfile.TemporaryDirectory() as work:
+            for package in ("wrk", "libluajit-5.1-2"):
+                done = subprocess.run(["apt-get", "download", package], cwd=work, capture_output=True, text=True)
+                if done.returncode != 0:
+                    raise RuntimeError(
+                        f"apt-get download {package} failed (as root, run apt-get update): {done.stderr}"
+                    )
+            partial = root.with_name("wrk.partial")
+            subprocess.run(["rm", "-rf", str(partial)], check=True)
+            for deb in Path(work).glob("*.deb"):
+                subprocess.run(["dpkg-deb", "-x", str(deb), str(partial)], check=True)
+            subprocess.run(["rm", "-rf", str(root)], check=True)
+            partial.rename(root)
+    libs = root / "usr" / "lib" / "x86_64-linux-gnu"
+    return ["env", f"LD_LIBRARY_PATH={libs}", str(binary)]
+
+
+def venv(name: str, packages: list[str]) -> Path:
+    """A venv under the cache holding ``packages`` from PyPI, made on first use.
+
+    Built in place (its scripts name their interpreter by path, so a venv cannot be moved once made); the
+    marker is written last, so an interrupted install is made again from scratch.
+    """
+    path = CACHE / name
+    if not (path / ".installed").exists():
+        subprocess.run([sys.executable, "-m", "venv", "--clear", str(path)], check=True)
+        subprocess.run(
+            [str(path / "bin" / "python"), "-m", "pip", "install", "--quiet", *packages],
+            check=True,
+            timeout=1200,
+            cwd=CACHE,  # not the repository: pip would take its egg-info for an installed package
+        )
+        (path / ".installed").touch()
+    return path
+
+
+# --- the model -------------------------------------------------------------------------------
+
+
+def model_files() -> tuple[Path, dict[str, float]]:
+    """The fitted pipeline (skops for mloop, joblib for the others) and its reference profile, cached by seed."""
+    import joblib
+    import numpy as np
+    import pandas as pd
+    from sklearn.compose import ColumnTransformer
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.impute import SimpleImputer
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from mloop_common.modelio import dump_model
+    from mloop_common.profile import build_reference_profile
+
+    root = CACHE / f"model-{ROWS}x{WIDTH}-seed{SEED}"
+    rng = np.random.default_rng(SEED)
+    frame = pd.DataFrame(rng.normal(size=(ROWS, WIDTH)), columns=FEATURES)
+    noise = rng.normal(scale=0.5, size=ROWS)
+    frame["label"] = np.where(frame["f00"] + frame["f01"] * frame["f02"] - frame["f03"] + noise > 0, "yes", "no")
+    row = {f: round(float(v), 6) for f, v in frame.loc[123, FEATURES].items()}
+    if not (root / "model.joblib").exists():
+        # mloop's preprocessing around the estimator (services/trainer build_pipeline, numeric columns)
+        numeric = Pipeline([("impute", SimpleImputer(strategy="median")), ("scale", StandardScaler())])
+        preprocess = ColumnTransformer([("numeric", numeric, FEATURES)], remainder="drop", sparse_threshold=0.0)
+        model = Pipeline([("preprocess", preprocess), ("model", HistGradientBoostingClassifier(random_state=SEED))])
+        model.fit(frame[FEATURES], frame["label"])
+        partial = root.with_name(root.name + ".partial")
+        partial.mkdir(parents=True, exist_ok=True)
+        (partial / "model.skops").write_bytes(dump_model(model))
+        joblib.dump(model, partial / "model.joblib")
+        (partial / "profile.json").write_bytes(build_reference_profile(frame, FEATURES).to_json())
+        frame.head(5)[FEATURES].to_json(partial / "sample.json", orient="split", index=False)
+        subprocess.run(["rm", "-rf", str(root)], check=True)
+        partial.rename(root)
+    return root, row
+
+
+def register(stack: ServiceStack, files: Path) -> None:
+    """Version 1 of MODEL straight into the registry (so it is production), as tests/faults do."""
+    from mloop_common.artifacts import ArtifactStore
+    from mloop_common.contracts import Lineage, RegisterVersion
+    from mloop_common.events import ArtifactPointer
+
+    artifacts = ArtifactStore(stack.artifacts)
+    artifact = artifacts.put((files / "model.skops").read_bytes(), kind="models")
+    profile = artifacts.put((files / "profile.json").read_bytes(), kind="profiles", suffix=".json")
+    spec = {
+        "name": MODEL,
+        "dataset": MODEL,
+        "task": "classification",
+        "target": "label",
+        "features": FEATURES,
+        "estimators": [{"class": "HistGradientBoostingClassifier"}],
+        "metric": "accuracy",
+    }
+    registration = RegisterVersion(
+        run_id=uuid.uuid4().hex,
+        evaluation_id=uuid.uuid4().hex,
+        spec_version=1,
+        task="classification",
+        artifact=ArtifactPointer(uri=artifact.uri, sha256=artifact.sha256),
+        profile=ArtifactPointer(uri=profile.uri, sha256=profile.sha256),
+        features=FEATURES,
+        metrics={"accuracy": 0.9},
+        lineage=Lineage(
+            dataset=MODEL,
+            dataset_version=1,
+            dataset_sha256="b" * 64,
+            trigger="data.published",
+            code_version="bench",
+            estimator_class="HistGradientBoostingClassifier",
+            params={},
+            seed=SEED,
+            training_seconds=1.0,
+            trained_event_id=uuid.uuid4().hex,
+            correlation_id=uuid.uuid4().hex,
+        ),
+    )
+    headers = {"Authorization": f"Bearer {ADMIN_KEY}"}
+    with httpx.Client(base_url=stack.urls["registry"], timeout=30, headers=headers) as registry:
+        registry.post("/v1/models", json=spec).raise_for_status()
+        registry.post(f"/v1/models/{MODEL}/versions", json=registration.model_dump(mode="json")).raise_for_status()
+
+
+# --- processes -------------------------------------------------------------------------------
+
+
+class Processes:
+    """Servers started here, each in its own process group, stopped together."""
+
+    def __init__(self, logs: Path) -> None:
+        self.logs = logs
+        self.running: dict[str, subprocess.Popen[bytes]] = {}
+
+    def start(self, name: str, command: list[str], env: dict[str, str], cwd: Path = REPO) -> None:
+        with (self.logs / f"{name}.log").open("ab") as log:
+            self.running[name] = subprocess.Popen(
+                command, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+
+    def wait(self, name: str, url: str, timeout: float = 180) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.running[name].poll() is not None:
+                raise RuntimeError(f"{name} exited during start: {self.tail(name)}")
+            try:
+                if httpx.get(url, timeout=2).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.3)
+        raise RuntimeError(f"{name} not ready after {timeout:.0f}s: {self.tail(name)}")
+
+    def tail(self, name: str) -> str:
+        path = self.logs / f"{name}.log"
+        return path.read_text(errors="replace")[-1500:] if path.exists() else ""
+
+    def stop(self) -> None:
+        for process in self.running.values():
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+        for process in self.running.values():
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+
+
+# --- targets ---------------------------------------------------------------------------------
+
+
+class Target:
+    """One endpoint: where to POST what, and how to tell that an answer is a real prediction."""
+
+    def __init__(self, name: str, url: str, body: dict[str, Any], check: Callable[[Any], bool], answers: str) -> None:
+        self.name, self.url, self.body, self.check, self.answers = name, url, body, check, answers
+        self.process_group = 0  # of the server answering: its CPU time is read around each run
+
+    def verify(self) -> None:
+        response = httpx.post(self.url, json=self.body, timeout=30)
+        if response.status_code != 200 or not self.check(response.json()):
+            raise RuntimeError(f"{self.name}: unexpected answer {response.status_code} {response.text[:300]}")
+
+
+def oip_body(row: dict[str, float]) -> dict[str, Any]:
+    return {"inputs": [{"name": f, "shape": [1], "datatype": "FP64", "data": [v]} for f, v in row.items()]}
+
+
+def run_wrk(command: list[str], target: Target, connections: int, seconds: float, work: Path) -> dict[str, Any]:
+    script = work / f"{target.name}.lua"
+    script.write_text(
+        'wrk.method = "POST"\n'
+        f"wrk.body = [==[{json.dumps(target.body, separators=(',', ':'))}]==]\n"
+        'wrk.headers["Content-Type"] = "application/json"\n'
+        "done = function(s, latency, requests)\n"
+        '  io.write(string.format("RESULT %d %d %d %d %d %d %d %d %d\\n", s.requests, s.duration,\n'
+        "    s.errors.connect, s.errors.read, s.errors.write, s.errors.status, s.errors.timeout,\n"
+        "    latency:percentile(50), latency:percentile(99)))\n"
+        "end\n"
+    )
+    done = subprocess.run(
+        [*command, "-t1", f"-c{connections}", f"-d{seconds:g}s", f"--timeout={TIMEOUT}", "-s", str(script), target.url],
+        capture_output=True,
+        text=True,
+        timeout=seconds + 60,
+    )
+    match = re.search(r"^RESULT (.*)$", done.stdout, re.MULTILINE)
+    if match is None:
+        raise RuntimeError(f"wrk gave no result for {target.name}: {done.stdout} {done.stderr}")
+    requests, duration, connect, read, write, status, timeouts, p50, p99 = (int(v) for v in match.group(1).split())
+    failures = connect + read + write + status + timeouts
+    answered = requests > 0  # none: every request was still waiting when the run ended (no latency to report)
+    return {
+        "requests_per_second": round((requests - status) / (duration / 1e6), 1),
+        "p50_ms": round(p50 / 1000, 2) if answered else None,
+        "p99_ms": round(p99 / 1000, 2) if answered else None,
+        "requests": requests,
+        "failures": failures,
+    }
+
+
+def median_of(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    keys = ("requests_per_second", "p50_ms", "p99_ms", "server_cpu_ms_per_request")
+    summary: dict[str, Any] = {}
+    for key in keys:
+        values = [r[key] for r in runs if r[key] is not None]
+        summary[key] = round(statistics.median(values), 2) if values else None
+    summary["failures"] = sum(r["failures"] for r in runs)
+    summary["runs"] = runs
+    return summary
+
+
+# --- the run ---------------------------------------------------------------------------------
+
+
+def start_all(
+    processes: Processes, stack: ServiceStack, files: Path, row: dict[str, float]
+) -> tuple[list[Target], dict[str, str]]:
+    """Every server ready, each target checked once; also why any anchor could not be measured."""
+    skipped: dict[str, str] = {}
+    base = 8100 + PORT_OFFSET
+    anchor_env = {**os.environ, **ONE_THREAD}
+    anchor_env.pop("PYTHONPATH", None)
+
+    processes.start(
+        "echo",
+        [sys.executable, "-m", "uvicorn", "tests.perf.serving_speed:echo_app", "--port", str(base + 1)]
+        + ["--workers", "1", "--log-level", "warning"],
+        anchor_env,
+    )
+    processes.wait("echo", f"http://127.0.0.1:{base + 1}/docs")
+
+    # mloop: registry and serving (logging on), then a second serving process with logging off
+    stack.env.update(
+        {
+            "MLOOP_AUTH__OPEN_PREDICT": "true",
+            "MLOOP_AUTH__SECRET": ADMIN_KEY + "-secret",
+            "MLOOP_AUTH__ADMIN_KEY": ADMIN_KEY,
+        }
+    )
+    for key in ONE_THREAD:
+        stack.env.pop(key, None)
+    stack.env["MLOOP_SERVING_LOG_SPILL_DIR"] = str(stack.artifacts.parent / "spill")
+    stack.start("registry", "serving")
+    register(stack, files)
+    _wait_http(f"{stack.urls['serving']}/v2/models/{MODEL}/ready")
+    stack.env.update(
+        {"MLOOP_SERVING_LOG_PREDICTIONS": "false", "MLOOP_SERVING_INSTANCE_ID": f"bench-nolog-{stack.run_id}"}
+    )
+    stack.start_replica("serving", "serving-nolog", base + 6)
+    # logging on, micro-batching off: what batching alone brings
+    stack.env.update(
+        {
+            "MLOOP_SERVING_LOG_PREDICTIONS": "true",
+            "MLOOP_SERVING_BATCHING": "false",
+            "MLOOP_SERVING_INSTANCE_ID": f"bench-unbatched-{stack.run_id}",
+        }
+    )
+    stack.start_replica("serving", "serving-unbatched", base + 7)
+    for serving in ("serving-nolog", "serving-unbatched"):
+        _wait_http(f"{stack.urls[serving]}/v2/models/{MODEL}/ready")
+
+    def mloop_v1(answer: Any) -> bool:
+        return answer["predictions"][0] in ("yes", "no") and len(answer["probabilities"][0]) == 2
+
+    def mloop_oip(answer: Any) -> bool:
+        return {o["name"] for o in answer["outputs"]} == {"predict", "predict_proba"}
+
+    targets = [Target("echo", f"http://127.0.0.1:{base + 1}/echo", {"instances": [row]}, lambda a: bool(a), "echo")]
+    for label, serving in (("log-on", "serving"), ("log-off", "serving-nolog")):
+        url = stack.urls[serving]
+        targets += [
+            Target(
+                f"mloop-v1-{label}",
+                f"{url}/v1/models/{MODEL}:predict",
+                {"instances": [row]},
+                mloop_v1,
+                "label + probabilities",
+            ),
+            Target(
+                f"mloop-oip-{label}",
+                f"{url}/v2/models/{MODEL}/infer",
+                oip_body(row),
+                mloop_oip,
+                "predict + predict_proba",
+            ),
+        ]
+
+    unbatched = f"{stack.urls['serving-unbatched']}/v1/models/{MODEL}:predict"
+    targets.append(Target("mloop-v1-unbatched", unbatched, {"instances": [row]}, mloop_v1, "label + probabilities"))
+    try:
+        targets.append(start_mlserver(processes, files, row, base, anchor_env))
+    except Exception as exc:
+        skipped["mlserver"] = f"{type(exc).__name__}: {exc}"[:1500]
+    try:
+        targets.append(start_mlflow(processes, files, row, base, anchor_env))
+    except Exception as exc:
+        skipped["mlflow"] = f"{type(exc).__name__}: {exc}"[:1500]
+    groups = {
+        "echo": processes.running["echo"].pid,
+        "mloop-v1-log-on": stack.processes["serving"].pid,
+        "mloop-oip-log-on": stack.processes["serving"].pid,
+        "mloop-v1-log-off": stack.processes["serving-nolog"].pid,
+        "mloop-oip-log-off": stack.processes["serving-nolog"].pid,
+        "mloop-v1-unbatched": stack.processes["serving-unbatched"].pid,
+        **{name: process.pid for name, process in processes.running.items() if name in ("mlserver", "mlflow")},
+    }
+    for target in targets:
+        target.process_group = groups[target.name]
+        target.verify()
+    return targets, skipped
+
+
+def _wait_http(url: str, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.3)
+    raise RuntimeError(f"{url} not answering 200 after {timeout:.0f}s")
+
+
+def start_mlserver(processes: Processes, files: Path, row: dict[str, float], base: int, env: dict[str, str]) -> Target:
+    python = venv("mlserver-1.7.1", MLSERVER) / "bin"
+    folder = processes.logs / "mlserver"
+    (folder / MODEL).mkdir(parents=True, exist_ok=True)
+    (folder / MODEL / "model.joblib").write_bytes((files / "model.joblib").read_bytes())
+    (folder / MODEL / "model-settings.json").write_text(
+        json.dumps(
+            {"name": MODEL, "implementation": "mlserver_sklearn.SKLearnModel", "parameters": {"uri": "./model.joblib"}}
+        )
+    )
+    settings = {"http_port": base + 2, "grpc_port": base + 3, "metrics_port": base + 4, "parallel_workers": 0}
+    (folder / "settings.json").write_text(json.dumps(settings))
+    processes.start("mlserver", [str(python / "mlserver"), "start", str(folder)], env, cwd=folder)
+    processes.wait("mlserver", f"http://127.0.0.1:{base + 2}/v2/models/{MODEL}/ready")
+    body = {"parameters": {"content_type": "pd"}, **oip_body(row)}
+    return Target(
+        "mlserver",
+        f"http://127.0.0.1:{base + 2}/v2/models/{MODEL}/infer",
+        body,
+        lambda a: a["outputs"][0]["data"][0] in ("yes", "no"),
+        "predict",
+    )
+
+
+def start_mlflow(processes: Processes, files: Path, row: dict[str, float], base: int, env: dict[str, str]) -> Target:
+    python = venv("mlflow-3.17.2", MLFLOW) / "bin"
+    saved = processes.logs / "mlflow-model"
+    # cloudpickle: MLflow 3's default format (skops) refuses HistGradientBoosting's tree nodes unless trusted by name
+    save = (
+        "import sys, joblib, pandas as pd, mlflow.sklearn\n"
+        "from mlflow.models import infer_signature\n"
+        "model = joblib.load(sys.argv[1]); sample = pd.read_json(sys.argv[2], orient='split')\n"
+        "mlflow.sklearn.save_model(\n"
+        "    model, sys.argv[3], signature=infer_signature(sample, model.predict(sample)),\n"
+        "    serialization_format='cloudpickle')\n"
+    )
+    done = subprocess.run(
+        [str(python / "python"), "-c", save, str(files / "model.joblib"), str(files / "sample.json"), str(saved)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"saving the model as an MLflow model failed: {done.stderr[-1000:]}")
+    command = [str(python / "mlflow"), "models", "serve", "-m", str(saved), "-h", "127.0.0.1", "-p", str(base + 5)]
+    processes.start(
+        "mlflow", [*command, "-w", "1", "--env-manager", "local"], {**env, "PATH": f"{python}:{env['PATH']}"}
+    )
+    processes.wait("mlflow", f"http://127.0.0.1:{base + 5}/ping")
+    body = {"dataframe_split": {"columns": list(row), "data": [list(row.values())]}}
+    return Target(
+        "mlflow",
+        f"http://127.0.0.1:{base + 5}/invocations",
+        body,
+        lambda a: a["predictions"][0] in ("yes", "no"),
+        "predict",
+    )
+
+
+def ratios(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The issue's targets, as ratios of this run's medians (None where a denominator is missing or zero)."""
+
+    def ratio(ours: float | None, theirs: float | None, digits: int = 3) -> float | None:
+        return round(ours / theirs, digits) if ours is not None and theirs else None
+
+    out: dict[str, Any] = {}
+    for c in CONCURRENCY:
+        key = f"c{c}"
+        rate = {name: by_c[key]["requests_per_second"] for name, by_c in results.items()}
+        cpu = {name: by_c[key]["server_cpu_ms_per_request"] for name, by_c in results.items()}
+        anchors = {n: rate[n] for n in ("mlserver", "mlflow") if n in rate}
+        faster = max(anchors, key=anchors.__getitem__) if anchors else None
+        entry: dict[str, Any] = {"faster_anchor": faster}
+        for path in ("v1", "oip"):
+            on, off = f"mloop-{path}-log-on", f"mloop-{path}-log-off"
+            entry[f"mloop_{path}_vs_echo"] = ratio(rate[on], rate["echo"])
+            cost = ratio(rate[on], rate[off])
+            entry[f"mloop_{path}_logging_cost"] = round(1 - cost, 3) if cost is not None else None
+            entry[f"mloop_{path}_logging_cpu_per_request"] = ratio(cpu[on], cpu[off])
+            if faster:
+                entry[f"mloop_{path}_vs_faster_anchor"] = ratio(rate[on], anchors[faster], 2)
+                entry[f"mloop_{path}_p99_vs_faster_anchor"] = ratio(
+                    results[on][key]["p99_ms"], results[faster][key]["p99_ms"]
+                )
+                entry[f"mloop_{path}_cpu_per_request_vs_faster_anchor"] = ratio(cpu[on], cpu[faster])
+        out[key] = entry
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--label", default="", help="what this run measures (kept in the results)")
+    args = parser.parse_args()
+    started = time.monotonic()
+    command = wrk()
+    files, row = model_files()
+    bootstrap = os.environ.get("MLOOP_KAFKA__BOOTSTRAP_SERVERS", "127.0.0.1:9092")
+    with tempfile.TemporaryDirectory(prefix="mloop-serving-bench-") as root:
+        work = Path(root)
+        stack = ServiceStack(bootstrap=bootstrap, database_url=ADMIN_URL, root=work, repo=REPO)
+        processes = Processes(stack.logs)
+        try:
+            targets, skipped = start_all(processes, stack, files, row)
+            runs: dict[str, dict[str, list[dict[str, Any]]]] = {
+                t.name: {f"c{c}": [] for c in CONCURRENCY} for t in targets
+            }
+            for _ in range(REPEATS):
+                for c in CONCURRENCY:
+                    for target in targets:  # interleaved, so a busy moment of the machine hits every target alike
+                        run_wrk(command, target, c, WARMUP, work)
+                        cpu = group_cpu_seconds(target.process_group)
+                        run = run_wrk(command, target, c, DURATION, work)
+                        cpu = group_cpu_seconds(target.process_group) - cpu
+                        run["server_cpu_ms_per_request"] = (
+                            round(1000 * cpu / run["requests"], 2) if run["requests"] else None
+                        )
+                        runs[target.name][f"c{c}"].append(run)
+                        print(target.name, c, runs[target.name][f"c{c}"][-1], flush=True)
+        finally:
+            processes.stop()
+            codes = stack.stop()
+            asyncio.run(_drop(stack.schemas))
+    results = {name: {c: median_of(r) for c, r in by_c.items()} for name, by_c in runs.items()}
+    report = {
+        "benchmark": "serving_speed",
+        "label": args.label,
+        "when": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+        "method": {
+            "load_generator": "wrk 4.1.0 (Debian), 1 thread, one single-row body repeated",
+            "concurrency": list(CONCURRENCY),
+            "warmup_seconds": WARMUP,
+            "seconds": DURATION,
+            "repeats": REPEATS,
+            "timeout": TIMEOUT,
+            "model": f"Pipeline(ColumnTransformer(impute+scale), HistGradientBoostingClassifier), {ROWS}x{WIDTH}, "
+            f"seed {SEED}",
+            "workers": 1,
+            "answers": {t.name: t.answers for t in targets},
+            "anchors": {"mlserver": MLSERVER, "mlflow": MLFLOW, "threads": "OMP_NUM_THREADS=1 for the anchors"},
+        },
+        "results": results,
+        "ratios": ratios(results),
+        "not_measured": skipped,
+        "exit_codes": codes,
+        "seconds_total": round(time.monotonic() - started),
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print(
+        json.dumps(
+            {
+                "results": {
+                    n: {c: {k: v for k, v in r.items() if k != "runs"} for c, r in by_c.items()}
+                    for n, by_c in results.items()
+                },
+                "ratios": report["ratios"],
+                "not_measured": skipped,
+            },
+            indent=1,
+        )
+    )
+    return 0
+
+
+async def _drop(names: list[str]) -> None:
+    import asyncpg
+
+    connection = await asyncpg.connect(ADMIN_DSN)
+    try:
+        for name in names:
+            await connection.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
+    finally:
+        await connection.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
