@@ -8,7 +8,7 @@ on the other.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -23,6 +23,9 @@ VersionStatus = Literal["registered", "pending_approval", "approved", "rejected"
 
 # PostgreSQL integers are 32-bit: a bigger version number is refused at the edge, not by the database.
 MAX_INT = 2**31 - 1
+# A version number or row id as a path, query or body value: out of range is a 422 naming it, never a 500.
+PositiveInt32 = Annotated[int, Field(ge=1, le=MAX_INT)]
+MAX_BIGINT = 2**63 - 1  # a BIGINT column's (an audit entry's id)
 
 
 class Contract(BaseModel):

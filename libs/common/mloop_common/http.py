@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -19,7 +21,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mloop_common.auth import Authenticator, Permission, Principal, bearer_key
 from mloop_common.clients import KeyIntrospection
-from mloop_common.errors import Forbidden, MloopError, Unauthorized
+from mloop_common.errors import Forbidden, InvalidInput, MloopError, PayloadTooLarge, Unauthorized
 from mloop_common.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
@@ -218,6 +220,8 @@ def create_app(
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if isinstance(exc, BodyRefused):
+            return await mloop_error(request, exc.error)
         code = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}.get(
             exc.status_code, "http_error"
         )
@@ -257,20 +261,99 @@ def create_app(
         """Prometheus metrics in the text exposition format."""
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:  # built once, on first request: serving sets its plain prefixes after this
+            document_errors(FastAPI.openapi(app), getattr(app.state, "plain_error_prefixes", ()))
+        return app.openapi_schema  # type: ignore[return-value]
+
+    app.openapi = openapi  # type: ignore[method-assign]
     FastAPIInstrumentor.instrument_app(app, excluded_urls="healthz,readyz,metrics")
     # Outermost: a request from an unknown host or with too large a body goes no further.
     app.add_middleware(Gate, service=service, max_body_bytes=max_body_bytes, allowed_hosts=allowed_hosts)
     return app
 
 
+# What any keyed route can answer besides its own results, whatever the route (the Gate, ``authorize``, the
+# error handlers above, a store's constraint or an unavailable dependency).
+ERROR_RESPONSES = {
+    "400": "The Host header is not one this service answers to.",
+    "401": "No API key, or one that is not valid (unknown, malformed or revoked).",
+    "403": "The key's role does not allow this route.",
+    "404": "The route or what it names does not exist.",
+    "409": "A uniqueness or state rule refused the change.",
+    "413": "The body is over the size limit (counted while it streams).",
+    "422": "Invalid input; `field` names the offending field when it can.",
+    "503": "A dependency (database, broker, another service) is unavailable: retry later.",
+}
+ERROR_SCHEMA = {
+    "title": "Error",
+    "type": "object",
+    "required": ["error"],
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["code", "message"],
+            "properties": {
+                "code": {"type": "string", "description": "stable, machine-readable (e.g. not_found, conflict)"},
+                "message": {"type": "string"},
+                "field": {"type": "string", "description": "the offending field, when there is one"},
+            },
+        }
+    },
+}
+PLAIN_ERROR_SCHEMA = {
+    "title": "PlainError",
+    "type": "object",
+    "required": ["error"],
+    "properties": {"error": {"type": "string"}},
+    "description": "An error of a protocol that defines its own shape (the Open Inference Protocol's).",
+}
+_FASTAPI_422 = {"$ref": "#/components/schemas/HTTPValidationError"}
+
+
+def document_errors(document: dict[str, Any], plain_prefixes: Sequence[str] = ()) -> dict[str, Any]:
+    """Adds mloop's error answers to every keyed operation of an OpenAPI document, in place.
+
+    FastAPI documents a 422 whose body (``HTTPValidationError``) mloop never sends and none of the other
+    errors; clients and fuzzers validating answers against the document need the ones it does send:
+    ``{"error": {"code", "message", "field"?}}``, or ``{"error": "<message>"}`` under ``plain_prefixes``.
+    A status a route already documents with its own body (ingest's rejected version, a 422) keeps it,
+    as one of two shapes.
+    """
+    schemas = document.setdefault("components", {}).setdefault("schemas", {})
+    schemas["Error"], schemas["PlainError"] = ERROR_SCHEMA, PLAIN_ERROR_SCHEMA
+    for path, item in document.get("paths", {}).items():
+        ref = {"$ref": "#/components/schemas/" + ("PlainError" if path.startswith(tuple(plain_prefixes)) else "Error")}
+        for method, operation in item.items():
+            if (method.upper(), path) in PUBLIC_ROUTES:
+                continue
+            responses = operation.setdefault("responses", {})
+            for status, description in ERROR_RESPONSES.items():
+                answer = responses.setdefault(status, {"description": description})
+                if answer.get("description") == "Validation Error":
+                    answer["description"] = description
+                media = answer.setdefault("content", {}).setdefault("application/json", {})
+                own = media.get("schema")
+                media["schema"] = ref if own in (None, _FASTAPI_422, ref) else {"anyOf": [own, ref]}
+    if "HTTPValidationError" in schemas and '"#/components/schemas/HTTPValidationError"' not in json.dumps(
+        document.get("paths", {})
+    ):
+        schemas.pop("HTTPValidationError")
+        schemas.pop("ValidationError", None)
+    return document
+
+
 class Gate:
-    """Every request's metrics, and two refusals before anything else runs (pure ASGI, so it sees the body
+    """Every request's metrics, and three refusals before anything else runs (pure ASGI, so it sees the body
     as it streams in, and an error raised while the route reads it reaches the app's error handlers):
 
     - a ``Host`` header outside ``allowed_hosts`` (``*`` any, ``*.example.org`` a domain's hosts): a web
       page that rebinds its own name to 127.0.0.1 cannot reach a local service;
     - a body over ``max_body_bytes``: at once when ``Content-Length`` says so, else (chunked) as soon as
-      the bytes read pass it, so no service ever buffers more than its limit.
+      the bytes read pass it, so no service ever buffers more than its limit;
+    - a NUL character in the URL or in a JSON or urlencoded body (422): PostgreSQL can store it in no text or
+      JSON column, so it would otherwise come back as a 500 from whichever query first meets it. (Multipart
+      bodies carry binary files; their text fields are checked where they are parsed.)
     """
 
     def __init__(self, app: Any, *, service: str, max_body_bytes: int, allowed_hosts: Sequence[str] | None) -> None:
@@ -292,18 +375,28 @@ class Gate:
         limit = self.max_body_bytes
         length = headers.get("content-length", "")
         if length.isdigit() and int(length) > limit:
-            await _refuse_body(scope, receive, send, limit)
+            await _refuse(scope, receive, send, 413, "payload_too_large", f"request body over {limit} bytes")
             return
-        received = 0
+        protocol = str(scope.get("path", "")).startswith(PROTOCOL_PREFIX)  # its tensors may hold NUL bytes
+        if not protocol and ("\x00" in scope["path"] or b"%00" in scope.get("query_string", b"")):
+            await _refuse(scope, receive, send, 422, "invalid_input", NUL_MESSAGE.format(where="the URL"))
+            return
+        nul = None if protocol else _nul_pattern(headers.get("content-type", ""))
+        received, tail = 0, b""
 
         async def limited() -> Any:
-            nonlocal received
+            nonlocal received, tail
             message = await receive()
             if message["type"] == "http.request":
-                received += len(message.get("body", b""))
+                chunk = message.get("body", b"")
+                received += len(chunk)
                 if received > limit:
-                    # An HTTPException passes through FastAPI's body parsing untouched: answered as a 413.
-                    raise StarletteHTTPException(413, f"request body over {limit} bytes")
+                    raise BodyRefused(PayloadTooLarge(f"request body over {limit} bytes"))
+                if nul is not None:
+                    window = tail + chunk  # the tail: a NUL's escape split between two chunks is still seen
+                    if nul.search(window):
+                        raise BodyRefused(InvalidInput(NUL_MESSAGE.format(where="the body")))
+                    tail = window[-_NUL_TAIL:]
             return message
 
         started, status = time.perf_counter(), 500
@@ -322,11 +415,42 @@ class Gate:
             LATENCY.labels(self.service, scope["method"], path).observe(time.perf_counter() - started)
 
 
-async def _refuse_body(scope: Any, receive: Any, send: Any, limit: int) -> None:
-    plain = str(scope.get("path", "")).startswith("/v2")  # serving's OIP paths speak {"error": "<message>"}
-    message = f"request body over {limit} bytes"
-    body = {"error": message} if plain else error_body("payload_too_large", message)
-    await JSONResponse(body, 413)(scope, receive, send)
+PROTOCOL_PREFIX = "/v2"  # serving's Open Inference Protocol paths
+
+
+class BodyRefused(StarletteHTTPException, MloopError):
+    """The Gate's refusal of a body while it streams in. An HTTPException, so FastAPI's body parsing lets it
+    through (anything else becomes a 400 "error parsing the body"), and an MloopError with the status and
+    message of ``error``, so a route that answers errors itself (serving's OIP routes) answers it too."""
+
+    def __init__(self, error: MloopError) -> None:
+        StarletteHTTPException.__init__(self, error.status_code, error.message)
+        MloopError.__init__(self, error.message, field=error.field)
+        self.code = error.code
+        self.error = error
+
+
+NUL_MESSAGE = "{where} holds a NUL character (\\u0000, %00), which no value may contain"
+# JSON can carry a NUL only as the escape \u0000 (an unescaped backslash before it: an even run, or none);
+# urlencoded as %00. Bodies of other types are not scanned.
+_JSON_NUL = re.compile(rb"(?:^|[^\\])(?:\\\\)*\\u0000")
+_FORM_NUL = re.compile(rb"%00")
+_NUL_TAIL = 64  # bytes kept from the previous chunk (a run of backslashes longer than this is misjudged)
+
+
+def _nul_pattern(content_type: str) -> re.Pattern[bytes] | None:
+    media = content_type.split(";", 1)[0].strip().lower()
+    if media == "application/json" or media.endswith("+json"):
+        return _JSON_NUL
+    if media == "application/x-www-form-urlencoded":
+        return _FORM_NUL
+    return None
+
+
+async def _refuse(scope: Any, receive: Any, send: Any, status: int, code: str, message: str) -> None:
+    plain = str(scope.get("path", "")).startswith(PROTOCOL_PREFIX)  # OIP errors are {"error": "<message>"}
+    body = {"error": message} if plain else error_body(code, message)
+    await JSONResponse(body, status)(scope, receive, send)
 
 
 def _host_name(header: str) -> str:

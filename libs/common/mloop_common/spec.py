@@ -629,12 +629,33 @@ def parse_spec(body: bytes | str, content_type: str) -> ModelSpec:
         raise SpecError(f"spec is not valid {'JSON' if is_json else 'YAML'}: {exc}") from exc
     if not isinstance(data, dict):
         raise SpecError("spec must be a mapping of fields (name, dataset, task, ...)")
+    if nul := _first_nul(data):
+        # JSON's \u0000 and YAML's "\0" make text PostgreSQL cannot store; no spec field needs one.
+        raise InvalidInput(f"{nul}: contains a NUL character", field=nul)
     try:
         return ModelSpec.model_validate(data)
     except ValidationError as exc:
         first = exc.errors()[0]
         field = ".".join(str(part) for part in first["loc"]) or None
         raise InvalidInput(f"{field}: {first['msg']}" if field else first["msg"], field=field) from exc
+
+
+def _first_nul(node: Any, path: str = "") -> str | None:
+    """The path of the first key or string holding a NUL character, if any."""
+    if isinstance(node, str):
+        return path or "body" if "\x00" in node else None
+    if isinstance(node, dict):
+        for key, value in node.items():
+            here = f"{path}.{key}" if path else str(key)
+            if "\x00" in str(key):
+                return here
+            if found := _first_nul(value, here):
+                return found
+    if isinstance(node, list):
+        for index, value in enumerate(node):
+            if found := _first_nul(value, f"{path}.{index}"):
+                return found
+    return None
 
 
 def spec_digest(spec: ModelSpec) -> str:

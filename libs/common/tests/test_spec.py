@@ -316,3 +316,17 @@ def test_drift_policy_options_are_read_with_their_defaults_documented():
 @pytest.mark.parametrize(("text", "seconds"), [("30m", 1800), ("6h", 21_600), ("1d", 86_400), (" 2w ", 1_209_600)])
 def test_durations_are_read_in_minutes_hours_days_and_weeks(text, seconds):
     assert duration_seconds(text) == seconds
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ('name: churn\ndataset: churn\ntask: classification\ntarget: "la\\0bel"\n', "target"),
+        ('name: churn\ndataset: churn\ntask: classification\ntarget: y\nfeatures: [a, "b\\0"]\n', "features.1"),
+    ],
+)
+def test_a_spec_with_a_nul_character_is_refused_naming_the_field(body, field):
+    with pytest.raises(InvalidInput, match="NUL") as caught:
+        parse_spec(body, "application/yaml")
+
+    assert caught.value.field == field

@@ -6,8 +6,9 @@ import asyncio
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Query, Request, Response
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from mloop_common.contracts import PositiveInt32
 from mloop_common.datacontract import ContractDiff, DatasetContract
 from mloop_common.errors import InvalidInput, PayloadTooLarge
 from mloop_common.http import Actor, components
@@ -39,6 +40,15 @@ class PublishForm(BaseModel):
     contract: str | None = Field(
         None, description='declarations, JSON: {"id_column": "id", "columns": {"age": {"min": 0, "max": 130}}}'
     )
+
+    @field_validator("*")
+    @classmethod
+    def _no_nul(cls, value: str | None) -> str | None:
+        # The gate scans JSON and urlencoded bodies for NUL; a multipart body also carries a binary file, so its
+        # text fields are checked here (PostgreSQL stores a NUL in no text column).
+        if value is not None and "\x00" in value:
+            raise ValueError("holds a NUL character, which no value may contain")
+        return value
 
     @classmethod
     def of(cls, fields: dict[str, str]) -> PublishForm:
@@ -183,14 +193,14 @@ async def list_versions(service: Service, name: str) -> VersionList:
 
 
 @router.get("/v1/datasets/{name}/versions/{version}")
-async def get_version(service: Service, name: str, version: int) -> DatasetVersionDetail:
+async def get_version(service: Service, name: str, version: PositiveInt32) -> DatasetVersionDetail:
     """One version with its schema contract, column profile and validation report."""
     async with service.store.transaction() as unit:
         return await unit.version(name, version)
 
 
 @router.get("/v1/datasets/{name}/versions/{version}/contract")
-async def get_version_contract(service: Service, name: str, version: int) -> DatasetContract:
+async def get_version_contract(service: Service, name: str, version: PositiveInt32) -> DatasetContract:
     """The schema contract of one version (404 for a rejected version: it has none)."""
     return await read_contract(service.store, name, version)
 
@@ -205,8 +215,8 @@ async def get_contract(service: Service, name: str) -> DatasetContract:
 async def diff(
     service: Service,
     name: str,
-    before: Annotated[int, Query(alias="from", ge=1, description="earlier version")],
-    after: Annotated[int, Query(alias="to", ge=1, description="later version")],
+    before: Annotated[PositiveInt32, Query(alias="from", description="earlier version")],
+    after: Annotated[PositiveInt32, Query(alias="to", description="later version")],
 ) -> ContractDiff:
     """How the schema contract changed from one version to another."""
     return await read_diff(service.store, name, before, after)

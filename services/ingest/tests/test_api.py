@@ -300,6 +300,7 @@ async def test_a_chunked_upload_within_the_limit_is_published_and_the_spool_empt
         ({"target": "churned", "colour": "red"}, {"file": ("a.csv", b"a,b\n1,2\n")}, "colour", "unknown form field"),
         ({"target": "churned"}, {"upload": ("a.csv", b"a,b\n1,2\n")}, "upload", "send the file as 'file'"),
         ({"target": "churned", "contract": "{not json"}, {"file": ("a.csv", b"a,b\n1,2\n")}, "contract", "contract"),
+        ({"target": "churned", "description": "a\x00b"}, {"file": ("a.csv", b"a,b\n1,2\n")}, "description", "NUL"),
     ],
 )
 async def test_a_malformed_form_is_422_naming_the_field(ingest, spool, form, files, field, message):
@@ -483,6 +484,20 @@ async def test_the_diff_between_versions_names_added_columns_new_categories_and_
     [usage] = [r for r in diff["ranges"] if r["name"] == "usage"]
     assert usage["after"]["max"] == 1_000.0
     assert same["same_schema"] is True and same["added"] == same["ranges"] == same["categories"] == []
+
+
+@pytest.mark.parametrize(
+    ("path", "params", "field"),
+    [
+        (f"/v1/datasets/churn/versions/{2**31}", {}, "version"),
+        (f"/v1/datasets/churn/versions/{-(2**40)}/contract", {}, "version"),
+        ("/v1/datasets/churn/diff", {"from": 1, "to": 2**31}, "to"),
+    ],
+)
+async def test_a_version_number_beyond_the_database_range_is_422_naming_it(ingest, path, params, field):
+    response = await ingest.get(path, params=params)
+
+    assert (response.status_code, response.json()["error"]["field"]) == (422, field)
 
 
 async def test_a_diff_needs_both_versions_as_positive_numbers(ingest):

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Body, Depends, Path, Query, Request, Response
 from pydantic import ValidationError
 
 from mloop_common.contracts import (
+    MAX_BIGINT,
     MAX_INT,
     AliasUpdate,
     AliasView,
@@ -22,6 +23,7 @@ from mloop_common.contracts import (
     LineageView,
     ModelList,
     NewKeyView,
+    PositiveInt32,
     RegisterVersion,
     SpecView,
     Tags,
@@ -39,7 +41,7 @@ from mloop_registry.entities import ModelStatus
 
 router = APIRouter()
 Service = Annotated[RegistryService, Depends(components)]
-VersionNumber = Annotated[int, Path(le=MAX_INT)]
+VersionNumber = PositiveInt32
 # The spec body is read by hand (JSON or YAML), so OpenAPI learns its schema from here.
 _SPEC_SCHEMA = {"schema": {"$ref": "#/components/schemas/ModelSpec"}}
 _SPEC_BODY = {"required": True, "content": {"application/json": _SPEC_SCHEMA, "application/yaml": _SPEC_SCHEMA}}
@@ -212,7 +214,7 @@ async def audit(
     service: Service,
     model: Annotated[str | None, Query(max_length=63)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    before_id: Annotated[int | None, Query(ge=1)] = None,
+    before_id: Annotated[int | None, Query(ge=1, le=MAX_BIGINT)] = None,
 ) -> AuditPage:
     """The append-only audit log, newest first (page with ``before_id``)."""
     return await service.registry.audit(model=model, limit=limit, before_id=before_id)

@@ -209,10 +209,29 @@ async def test_alias_moves_and_approvals_map_refusals_to_statuses(client):
     assert same_place.status_code == 200 and same_place.json()["alias"] == PRODUCTION
 
 
-async def test_a_version_number_beyond_the_database_range_is_invalid_not_a_server_error(client):
-    response = await client.get(f"/v1/models/churn/versions/{2**31}")
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", f"/v1/models/churn/versions/{2**31}"),
+        ("GET", f"/v1/models/churn/versions/{-(2**63)}"),
+        ("POST", "/v1/models/churn/versions/0/approve"),
+        ("GET", f"/v1/lineage/churn/{2**40}"),
+        ("PUT", f"/v1/models/churn/versions/{-(2**31) - 1}/description"),
+    ],
+)
+async def test_a_version_number_beyond_the_database_range_is_invalid_not_a_server_error(client, method, path):
+    response = await client.request(method, path, json={"description": "x", "comment": ""})
 
     assert response.status_code == 422
+    assert response.json()["error"]["field"] == "version"
+
+
+async def test_an_audit_page_beyond_the_id_range_or_a_nul_in_a_query_is_invalid(client):
+    beyond = await client.get("/v1/audit", params={"before_id": 2**63})
+    nul = await client.get("/v1/audit", params={"model": "churn\x00"})
+
+    assert (beyond.status_code, beyond.json()["error"]["field"]) == (422, "before_id")
+    assert nul.status_code == 422 and "NUL" in nul.json()["error"]["message"]
 
 
 def test_openapi_documents_the_spec_body_and_the_answers():

@@ -379,6 +379,13 @@ def instances(call: InferCall, model: LoadedModel) -> list[dict[str, Any]]:
     tensor with the k features in the model's order (as the metadata lists them). Numeric features
     take INT/UINT/FP tensors, categorical ones BYTES or BOOL.
     """
+    rows = _rows(call, model)
+    if not rows:
+        raise InvalidInput("inputs: the tensors hold no rows (a shape of [0, ...]); send at least one", field="inputs")
+    return rows
+
+
+def _rows(call: InferCall, model: LoadedModel) -> list[dict[str, Any]]:
     features = model.features
     if len(call.inputs) == 1 and call.inputs[0].name not in features:
         return _matrix_rows(call.inputs[0], model)

@@ -331,6 +331,20 @@ def test_a_single_n_by_k_tensor_is_read_in_the_models_feature_order():
     assert rows == [{"usage": 1.5, "calls": 3}, {"usage": 2.5, "calls": 4}]
 
 
+@pytest.mark.parametrize(
+    "call",
+    [
+        tensors(("input-0", "FP64", (0, 2), [])),
+        tensors(("usage", "FP64", (0,), []), ("calls", "FP64", (0,), [])),
+    ],
+)
+def test_tensors_without_rows_are_refused_not_scored(call):
+    with pytest.raises(InvalidInput, match="hold no rows") as caught:
+        oip.instances(call, model(("usage", "calls")))
+
+    assert caught.value.field == "inputs"
+
+
 @pytest.mark.parametrize("shape", [(3, 2), (6,), (1, 2, 3)])
 def test_a_single_tensor_of_the_wrong_width_is_refused(shape):
     with pytest.raises(InvalidInput, match=r"must have shape \[n, 3\]") as caught:
