@@ -39,6 +39,7 @@ class Degraded:
 
 REQUESTS = Counter("mloop_http_requests_total", "HTTP requests", ["service", "method", "route", "status"])
 LATENCY = Histogram("mloop_http_request_seconds", "HTTP request latency", ["service", "method", "route"])
+OVERLOADED = Counter("mloop_http_overloaded_total", "Requests refused with 429: too many in progress", ["service"])
 
 
 S = TypeVar("S", bound=ServiceSettings)
@@ -153,6 +154,7 @@ def service_app(
         description=description,
         max_body_bytes=max_body_bytes,
         allowed_hosts=settings.common.allowed_hosts,
+        max_in_flight=settings.common.max_in_flight,
     )
     app.include_router(router)
     app.state.access = Access({**PUBLIC_ROUTES, **rules}, authenticator, open_predict=auth.open_predict)
@@ -186,6 +188,7 @@ def create_app(
     description: str = "",
     max_body_bytes: int = 10 * 1024 * 1024,
     allowed_hosts: Sequence[str] | None = None,
+    max_in_flight: int | None = None,
 ) -> FastAPI:
     """A FastAPI app with mloop's common endpoints; routes and ``app.state.checks`` come from the service."""
     app = FastAPI(
@@ -269,7 +272,13 @@ def create_app(
     app.openapi = openapi  # type: ignore[method-assign]
     FastAPIInstrumentor.instrument_app(app, excluded_urls="healthz,readyz,metrics")
     # Outermost: a request from an unknown host or with too large a body goes no further.
-    app.add_middleware(Gate, service=service, max_body_bytes=max_body_bytes, allowed_hosts=allowed_hosts)
+    app.add_middleware(
+        Gate,
+        service=service,
+        max_body_bytes=max_body_bytes,
+        allowed_hosts=allowed_hosts,
+        max_in_flight=max_in_flight,
+    )
     return app
 
 
@@ -283,6 +292,7 @@ ERROR_RESPONSES = {
     "409": "A uniqueness or state rule refused the change.",
     "413": "The body is over the size limit (counted while it streams).",
     "422": "Invalid input; `field` names the offending field when it can.",
+    "429": "Too many requests in progress (MLOOP_MAX_IN_FLIGHT): retry after the Retry-After header's seconds.",
     "503": "A dependency (database, broker, another service) is unavailable: retry later.",
 }
 ERROR_SCHEMA = {
@@ -354,13 +364,26 @@ class Gate:
     - a NUL character in the URL or in a JSON or urlencoded body (422): PostgreSQL can store it in no text or
       JSON column, so it would otherwise come back as a 500 from whichever query first meets it. (Multipart
       bodies carry binary files; their text fields are checked where they are parsed.)
+    - more than ``max_in_flight`` requests at once (429 with ``Retry-After``, at once): an overload queues
+      nowhere, so latency and memory stay bounded and the caller knows to back off. Health, readiness and
+      metrics are never refused, so probes see an overloaded service as alive and ready.
     """
 
-    def __init__(self, app: Any, *, service: str, max_body_bytes: int, allowed_hosts: Sequence[str] | None) -> None:
+    def __init__(
+        self,
+        app: Any,
+        *,
+        service: str,
+        max_body_bytes: int,
+        allowed_hosts: Sequence[str] | None,
+        max_in_flight: int | None = None,
+    ) -> None:
         self.app = app
         self.service = service
         self.max_body_bytes = max_body_bytes
         self.allowed_hosts = None if allowed_hosts is None or "*" in allowed_hosts else tuple(allowed_hosts)
+        self.max_in_flight = max_in_flight
+        self.in_flight = 0
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -400,6 +423,11 @@ class Gate:
             return message
 
         started, status = time.perf_counter(), 500
+        if self.max_in_flight is not None and self.in_flight >= self.max_in_flight and scope["path"] not in _PROBES:
+            OVERLOADED.labels(self.service).inc()
+            message = f"over {self.max_in_flight} requests in progress (MLOOP_MAX_IN_FLIGHT); retry shortly"
+            await _refuse(scope, receive, send, 429, "overloaded", message, {"Retry-After": "1"})
+            return
 
         async def sent(message: Any) -> None:
             nonlocal status
@@ -407,15 +435,18 @@ class Gate:
                 status = message["status"]
             await send(message)
 
+        self.in_flight += 1
         try:
             await self.app(scope, limited, sent)
         finally:
+            self.in_flight -= 1
             path = getattr(scope.get("route"), "path", "unmatched")  # the router records the route in the scope
             REQUESTS.labels(self.service, scope["method"], path, str(status)).inc()
             LATENCY.labels(self.service, scope["method"], path).observe(time.perf_counter() - started)
 
 
 PROTOCOL_PREFIX = "/v2"  # serving's Open Inference Protocol paths
+_PROBES = frozenset({"/healthz", "/readyz", "/metrics", "/v2/health/live", "/v2/health/ready"})
 
 
 class BodyRefused(StarletteHTTPException, MloopError):
@@ -447,10 +478,12 @@ def _nul_pattern(content_type: str) -> re.Pattern[bytes] | None:
     return None
 
 
-async def _refuse(scope: Any, receive: Any, send: Any, status: int, code: str, message: str) -> None:
+async def _refuse(
+    scope: Any, receive: Any, send: Any, status: int, code: str, message: str, headers: dict[str, str] | None = None
+) -> None:
     plain = str(scope.get("path", "")).startswith(PROTOCOL_PREFIX)  # OIP errors are {"error": "<message>"}
     body = {"error": message} if plain else error_body(code, message)
-    await JSONResponse(body, status)(scope, receive, send)
+    await JSONResponse(body, status, headers=headers)(scope, receive, send)
 
 
 def _host_name(header: str) -> str:

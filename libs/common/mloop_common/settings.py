@@ -100,6 +100,9 @@ class CommonSettings(BaseSettings):
     # Host headers the services answer to (``*`` any, ``*.example.org`` a domain); others get 400. The default
     # fits services reached on this machine only; containers add their service names (docker-compose.yml).
     allowed_hosts: list[str] = ["localhost", "127.0.0.1", "::1"]
+    # Requests one process handles at once; more are answered 429 at once (never queued). Health, readiness
+    # and metrics are not counted.
+    max_in_flight: int = Field(512, ge=1)
 
     @model_validator(mode="after")
     def _environment_defaults(self) -> Self:

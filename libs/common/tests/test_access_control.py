@@ -1,6 +1,7 @@
 """The access check every service's app runs before any route: keys, roles, the open-predict switch, and a
 registry that cannot be asked."""
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import ClassVar
@@ -9,7 +10,7 @@ import httpx
 import pytest
 from fastapi import APIRouter, FastAPI, Request
 
-from mloop_common.auth import Permission, Principal, new_key
+from mloop_common.auth import DEVELOPMENT_ADMIN_KEY, Permission, Principal, new_key
 from mloop_common.errors import ServiceUnavailable
 from mloop_common.http import Actor, service_app
 from mloop_common.settings import ServiceSettings
@@ -138,3 +139,31 @@ async def test_a_chunked_body_over_the_limit_is_refused_while_it_streams():
     assert chunked.status_code == 413 and chunked.json()["error"]["code"] == "payload_too_large"
     assert pulled < 10_000  # refused on the way, not after reading it all
     assert declared.status_code == 413 and "over 1000 bytes" in declared.json()["error"]["message"]
+
+
+async def test_past_its_in_flight_limit_a_service_answers_429_at_once_and_probes_still_answer():
+    release = asyncio.Event()
+    slow = APIRouter()
+
+    @slow.get("/slow")
+    async def wait() -> dict[str, str]:
+        await release.wait()
+        return {"done": "yes"}
+
+    settings = Settings(common={"max_in_flight": 2})
+    app = service_app(
+        settings, bootstrap=nothing, router=slow, rules={("GET", "/slow"): Permission.READ}, description="t"
+    )
+
+    async with client(app, DEVELOPMENT_ADMIN_KEY) as http:
+        held = [asyncio.create_task(http.get("/slow")) for _ in range(2)]
+        await asyncio.sleep(0.2)  # both are in the route now
+        refused = await http.get("/slow")
+        probe = await http.get("/readyz")
+        release.set()
+        answered = await asyncio.gather(*held)
+
+    assert refused.status_code == 429 and refused.headers["Retry-After"] == "1"
+    assert refused.json()["error"]["code"] == "overloaded"
+    assert probe.status_code == 200
+    assert [r.status_code for r in answered] == [200, 200]
