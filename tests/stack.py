@@ -13,6 +13,9 @@ from pathlib import Path
 
 import httpx
 
+from mloop_common.artifacts import ArtifactStore
+from mloop_common.contracts import Lineage, RegisterVersion
+from mloop_common.events import ArtifactPointer
 from mloop_common.settings import SERVICE_PORTS
 
 # 18001..18006 by default: clear of a `make up` stack on 8001..8006.
@@ -91,6 +94,50 @@ class ServiceStack:
                 start_new_session=True,
             )
         self.wait_ready(replica)
+
+    def register_directly(
+        self, name: str, *, model: bytes, profile: bytes, features: list[str], target: str, estimator: str
+    ) -> None:
+        """Version 1 of classifier ``name`` straight into the registry (so it becomes production), without
+        ingest, trainer or validator: for tests and benchmarks that need only registry and serving."""
+        artifacts = ArtifactStore(self.artifacts)
+        artifact = artifacts.put(model, kind="models")
+        reference = artifacts.put(profile, kind="profiles", suffix=".json")
+        spec = {
+            "name": name,
+            "dataset": name,
+            "task": "classification",
+            "target": target,
+            "features": features,
+            "estimators": [{"class": estimator}],
+            "metric": "accuracy",
+        }
+        registration = RegisterVersion(
+            run_id=uuid.uuid4().hex,
+            evaluation_id=uuid.uuid4().hex,
+            spec_version=1,
+            task="classification",
+            artifact=ArtifactPointer(uri=artifact.uri, sha256=artifact.sha256),
+            profile=ArtifactPointer(uri=reference.uri, sha256=reference.sha256),
+            features=features,
+            metrics={"accuracy": 0.9},
+            lineage=Lineage(
+                dataset=name,
+                dataset_version=1,
+                dataset_sha256="e" * 64,
+                trigger="data.published",
+                code_version="test",
+                estimator_class=estimator,
+                params={},
+                seed=1,
+                training_seconds=0.1,
+                trained_event_id=uuid.uuid4().hex,
+                correlation_id=uuid.uuid4().hex,
+            ),
+        )
+        with httpx.Client(base_url=self.urls["registry"], timeout=30, headers=self.headers) as registry:
+            registry.post("/v1/models", json=spec).raise_for_status()
+            registry.post(f"/v1/models/{name}/versions", json=registration.model_dump(mode="json")).raise_for_status()
 
     def wait_ready(self, *names: str, timeout: float = 120) -> None:
         deadline = time.monotonic() + timeout

@@ -23,10 +23,7 @@ import pytest
 import pytest_asyncio
 from sklearn.linear_model import LogisticRegression
 
-from mloop_common.artifacts import ArtifactStore
 from mloop_common.bus import BusConfig, tail
-from mloop_common.contracts import Lineage, RegisterVersion
-from mloop_common.events import ArtifactPointer
 from mloop_common.modelio import dump_model
 from mloop_common.profile import build_reference_profile
 from tests.conftest import LOCAL, REPO, _kafka_env, drop_schemas, eventually
@@ -64,46 +61,15 @@ async def model(stack: ServiceStack) -> str:
     rng = np.random.default_rng(3)
     frame = pd.DataFrame({"usage": rng.normal(size=300), "calls": rng.normal(size=300)})
     frame["churned"] = np.where(frame["usage"] + frame["calls"] > 0, "yes", "no")
-    artifacts = ArtifactStore(stack.artifacts)
-    artifact = artifacts.put(dump_model(LogisticRegression().fit(frame[FEATURES], frame["churned"])), kind="models")
-    profile = artifacts.put(build_reference_profile(frame, FEATURES).to_json(), kind="profiles", suffix=".json")
-    spec = {
-        "name": name,
-        "dataset": name,
-        "task": "classification",
-        "target": "churned",
-        "features": FEATURES,
-        "estimators": [{"class": "LogisticRegression"}],
-        "metric": "accuracy",
-    }
-    registration = RegisterVersion(
-        run_id=uuid.uuid4().hex,
-        evaluation_id=uuid.uuid4().hex,
-        spec_version=1,
-        task="classification",
-        artifact=ArtifactPointer(uri=artifact.uri, sha256=artifact.sha256),
-        profile=ArtifactPointer(uri=profile.uri, sha256=profile.sha256),
+    await asyncio.to_thread(
+        stack.register_directly,
+        name,
+        model=dump_model(LogisticRegression().fit(frame[FEATURES], frame["churned"])),
+        profile=build_reference_profile(frame, FEATURES).to_json(),
         features=FEATURES,
-        metrics={"accuracy": 0.9},
-        lineage=Lineage(
-            dataset=name,
-            dataset_version=1,
-            dataset_sha256="e" * 64,
-            trigger="data.published",
-            code_version="test",
-            estimator_class="LogisticRegression",
-            params={},
-            seed=1,
-            training_seconds=0.1,
-            trained_event_id=uuid.uuid4().hex,
-            correlation_id=uuid.uuid4().hex,
-        ),
+        target="churned",
+        estimator="LogisticRegression",
     )
-    async with httpx.AsyncClient(base_url=stack.urls["registry"], timeout=30, headers=stack.headers) as registry:
-        (await registry.post("/v1/models", json=spec)).raise_for_status()
-        (
-            await registry.post(f"/v1/models/{name}/versions", json=registration.model_dump(mode="json"))
-        ).raise_for_status()
     async with httpx.AsyncClient(base_url=stack.urls["serving"], timeout=5, headers=stack.headers) as serving:
         await eventually(lambda: _served(serving, name), timeout=60, interval=0.2)
     return name

@@ -42,7 +42,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -74,7 +73,6 @@ FEATURES = [f"f{i:02d}" for i in range(WIDTH)]
 MODEL = "speed"
 MLSERVER = ["mlserver==1.7.1", "mlserver-sklearn==1.7.1", "scikit-learn==1.9.1"]
 MLFLOW = ["mlflow==3.17.2", "scikit-learn==1.9.1"]  # 3.18.0 needs an mlflow-skinny not on PyPI (yet)
-ADMIN_KEY = "bench-" + uuid.uuid4().hex  # this run's own (services outside development refuse the default)
 ONE_THREAD = dict.fromkeys(("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"), "1")
 
 # --- the HTTP floor --------------------------------------------------------------------------
@@ -170,53 +168,6 @@ def model_files() -> tuple[Path, dict[str, float]]:
         subprocess.run(["rm", "-rf", str(root)], check=True)
         partial.rename(root)
     return root, row
-
-
-def register(stack: ServiceStack, files: Path) -> None:
-    """Version 1 of MODEL straight into the registry (so it is production), as tests/faults do."""
-    from mloop_common.artifacts import ArtifactStore
-    from mloop_common.contracts import Lineage, RegisterVersion
-    from mloop_common.events import ArtifactPointer
-
-    artifacts = ArtifactStore(stack.artifacts)
-    artifact = artifacts.put((files / "model.skops").read_bytes(), kind="models")
-    profile = artifacts.put((files / "profile.json").read_bytes(), kind="profiles", suffix=".json")
-    spec = {
-        "name": MODEL,
-        "dataset": MODEL,
-        "task": "classification",
-        "target": "label",
-        "features": FEATURES,
-        "estimators": [{"class": "HistGradientBoostingClassifier"}],
-        "metric": "accuracy",
-    }
-    registration = RegisterVersion(
-        run_id=uuid.uuid4().hex,
-        evaluation_id=uuid.uuid4().hex,
-        spec_version=1,
-        task="classification",
-        artifact=ArtifactPointer(uri=artifact.uri, sha256=artifact.sha256),
-        profile=ArtifactPointer(uri=profile.uri, sha256=profile.sha256),
-        features=FEATURES,
-        metrics={"accuracy": 0.9},
-        lineage=Lineage(
-            dataset=MODEL,
-            dataset_version=1,
-            dataset_sha256="b" * 64,
-            trigger="data.published",
-            code_version="bench",
-            estimator_class="HistGradientBoostingClassifier",
-            params={},
-            seed=SEED,
-            training_seconds=1.0,
-            trained_event_id=uuid.uuid4().hex,
-            correlation_id=uuid.uuid4().hex,
-        ),
-    )
-    headers = {"Authorization": f"Bearer {ADMIN_KEY}"}
-    with httpx.Client(base_url=stack.urls["registry"], timeout=30, headers=headers) as registry:
-        registry.post("/v1/models", json=spec).raise_for_status()
-        registry.post(f"/v1/models/{MODEL}/versions", json=registration.model_dump(mode="json")).raise_for_status()
 
 
 # --- processes -------------------------------------------------------------------------------
@@ -352,15 +303,20 @@ def start_all(
     stack.env.update(
         {
             "MLOOP_AUTH__OPEN_PREDICT": "true",
-            "MLOOP_AUTH__SECRET": ADMIN_KEY + "-secret",
-            "MLOOP_AUTH__ADMIN_KEY": ADMIN_KEY,
         }
     )
     for key in ONE_THREAD:
         stack.env.pop(key, None)
     stack.env["MLOOP_SERVING_LOG_SPILL_DIR"] = str(stack.artifacts.parent / "spill")
     stack.start("registry", "serving")
-    register(stack, files)
+    stack.register_directly(
+        MODEL,
+        model=(files / "model.skops").read_bytes(),
+        profile=(files / "profile.json").read_bytes(),
+        features=FEATURES,
+        target="label",
+        estimator="HistGradientBoostingClassifier",
+    )
     _wait_http(f"{stack.urls['serving']}/v2/models/{MODEL}/ready")
     stack.env.update(
         {"MLOOP_SERVING_LOG_PREDICTIONS": "false", "MLOOP_SERVING_INSTANCE_ID": f"bench-nolog-{stack.run_id}"}
