@@ -16,6 +16,7 @@ one's place. These failures are permanent: running the same job again would end 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import multiprocessing
 import resource
@@ -170,14 +171,18 @@ class WorkerPool:
 
     async def run(self, budget: Budget, fn: Callable[..., T], /, *args: Any, progress: ProgressSink | None = None) -> T:
         worker = await self._idle.get()
+        job = asyncio.ensure_future(asyncio.to_thread(self._run_on, worker, budget, fn, args, progress))
         try:
-            return await asyncio.to_thread(self._run_on, worker, budget, fn, args, progress)
+            return await asyncio.shield(job)
         except asyncio.CancelledError:
             # The caller gave the job up (the service is stopping): stop the fit now rather than let it run
             # to the end unseen; its event was not committed, so the topic delivers it again.
             log.warning("a training job was cancelled; its worker (pid %s) is stopped", worker.process.pid)
             worker.process.kill()
-            worker.process.join(timeout=5)
+            # The job's thread sees the worker end and reaps it; reaping here as well would race it, and the
+            # loser reads a dead worker as alive.
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(job, timeout=10)
             raise
         finally:
             if not worker.process.is_alive():
