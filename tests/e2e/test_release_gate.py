@@ -157,3 +157,31 @@ async def test_versions_wait_for_an_approver_approval_switches_serving_and_rejec
 
 async def _serves(serving: httpx.AsyncClient, name: str, version: int) -> bool:
     return await served_version(serving, name) == version
+
+
+async def test_a_spec_declared_after_its_data_trains_on_the_newest_version_without_a_new_publication(
+    stack: ServiceStack, clients: dict[str, httpx.AsyncClient]
+) -> None:
+    registry, trainer = clients["registry"], clients["trainer"]
+    name = f"late-spec-{uuid.uuid4().hex[:6]}"
+    await publish(clients["ingest"], name, seed=1)
+    newest = await publish(clients["ingest"], name, seed=2)  # no spec yet: nothing to train
+
+    async def runs(count: int) -> list[tuple[int, int, str, str]] | None:
+        found = (await trainer.get("/v1/runs", params={"model": name})).json()["runs"]
+        summary = sorted((r["spec_version"], r["dataset_version"], r["trigger"], r["status"]) for r in found)
+        return summary if len(summary) >= count else None
+
+    await declare(registry, spec(name))
+
+    assert await eventually(lambda: runs(1), timeout=TIMEOUT, interval=1.0) == [
+        (1, newest, "spec.changed", "succeeded")
+    ]
+    assert await eventually(lambda: served_version(clients["serving"], name), timeout=TIMEOUT, interval=0.5) == 1
+    changed = spec(name)
+    changed["estimators"] = [{"class": "LogisticRegression", "params": {"C": [0.5]}}]
+    await declare(registry, changed)  # a changed spec of a served model trains at once on the same data
+    assert await eventually(lambda: runs(2), timeout=TIMEOUT, interval=1.0) == [
+        (1, newest, "spec.changed", "succeeded"),
+        (2, newest, "spec.changed", "succeeded"),
+    ]

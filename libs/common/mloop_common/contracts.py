@@ -111,7 +111,7 @@ class Lineage(Contract):
     dataset_version: int
     dataset_sha256: str
     recent_data_sha256: str | None = None
-    trigger: Literal["data.published", "drift.detected"]
+    trigger: Literal["data.published", "drift.detected", "spec.changed"]
     code_version: str
     estimator_class: str
     params: dict[str, Any]

@@ -31,6 +31,7 @@ class Topic(StrEnum):
     DRIFT_DETECTED = "drift.detected"
     MODEL_ROLLOUT = "model.rollout"
     MODEL_SERVED = "model.served"
+    SPEC_CHANGED = "spec.changed"
 
 
 ALL_TOPICS: tuple[str, ...] = tuple(t.value for t in Topic)
@@ -113,7 +114,7 @@ class ModelTrained(Payload):
     dataset_version: int
     dataset_sha256: str
     recent_data_sha256: str | None = None
-    trigger: Literal["data.published", "drift.detected"]
+    trigger: Literal["data.published", "drift.detected", "spec.changed"]
     artifact: ArtifactPointer
     profile: ArtifactPointer
     holdout: ArtifactPointer
@@ -240,6 +241,16 @@ class ModelServed(Payload):
     serving_version: int | None = None  # what this instance serves under the alias now
 
 
+class SpecChanged(Payload):
+    """A new spec version of ``model`` was stored: the trainer trains it on the dataset's newest version at once,
+    rather than at the dataset's next publication."""
+
+    model: str
+    spec_version: int
+    spec_digest: str
+    dataset: str
+
+
 PAYLOADS: dict[str, type[Payload]] = {
     Topic.DATA_PUBLISHED: DataPublished,
     Topic.MODEL_TRAINED: ModelTrained,
@@ -251,6 +262,7 @@ PAYLOADS: dict[str, type[Payload]] = {
     Topic.DRIFT_DETECTED: DriftDetected,
     Topic.MODEL_ROLLOUT: ModelRollout,
     Topic.MODEL_SERVED: ModelServed,
+    Topic.SPEC_CHANGED: SpecChanged,
 }
 TOPIC_OF: dict[type[Payload], str] = {model: topic for topic, model in PAYLOADS.items()}
 P = TypeVar("P", bound=Payload)

@@ -26,6 +26,7 @@ from mloop_common.events import (
     ModelTrained,
     PredictionRecord,
     PredictionsLogged,
+    SpecChanged,
     Topic,
     dataschema,
     from_record,
@@ -205,6 +206,10 @@ def model_served():
     )
 
 
+def spec_changed():
+    return SpecChanged(model="churn", spec_version=3, spec_digest="d" * 64, dataset="churn-data")
+
+
 SAMPLES = {
     Topic.DATA_PUBLISHED: data_published,
     Topic.MODEL_TRAINED: model_trained,
@@ -216,6 +221,7 @@ SAMPLES = {
     Topic.DRIFT_DETECTED: drift_detected,
     Topic.MODEL_ROLLOUT: model_rollout,
     Topic.MODEL_SERVED: model_served,
+    Topic.SPEC_CHANGED: spec_changed,
 }
 
 

@@ -26,7 +26,15 @@ from mloop_common.contracts import (
     VersionView,
 )
 from mloop_common.errors import Conflict, InvalidInput, NotFound
-from mloop_common.events import Envelope, ModelPromoted, ModelRegistered, ModelRollout, ModelServed, new_event
+from mloop_common.events import (
+    Envelope,
+    ModelPromoted,
+    ModelRegistered,
+    ModelRollout,
+    ModelServed,
+    SpecChanged,
+    new_event,
+)
 from mloop_common.retry import Backoff, retry_call
 from mloop_common.spec import ModelSpec, PromotionPolicy, SpecLimits, check_limits, spec_digest
 from mloop_common.uow import Store
@@ -103,6 +111,11 @@ class ModelRegistry:
                 version=None,
                 detail={"spec_version": stored.spec_version, "digest": digest},
             )
+            # The trainer trains it on the dataset's newest version now, not at the next publication.
+            changed = SpecChanged(
+                model=spec.name, spec_version=stored.spec_version, spec_digest=digest, dataset=spec.dataset
+            )
+            await unit.stage(new_event(changed, source=SOURCE, subject=spec.name))
             return stored, True
 
     async def register(self, name: str, request: RegisterVersion, actor: str) -> tuple[VersionView, bool]:

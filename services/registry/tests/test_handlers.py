@@ -21,9 +21,10 @@ from mloop_common.events import (
     ModelRegistered,
     ModelRollout,
     ModelServed,
+    SpecChanged,
     new_event,
 )
-from mloop_common.spec import ModelSpec
+from mloop_common.spec import ModelSpec, spec_digest
 from mloop_common.testing import MemoryStore
 from mloop_registry.handlers import ModelRegistry
 
@@ -80,6 +81,11 @@ async def registry_with(model_spec: ModelSpec) -> tuple[ModelRegistry, MemorySto
     return registry, store
 
 
+def release_events(store: MemoryStore[MemoryRegistryUnit]) -> list[str]:
+    """The types of the events staged, but for the spec.changed each stored spec version announces."""
+    return [e.type for e in store.published if e.type != "spec.changed"]
+
+
 def lost_race(store: MemoryStore[MemoryRegistryUnit]) -> MemoryStore[MemoryRegistryUnit]:
     """The same records, seen by a request whose first unit of work looked before the winner committed."""
     blind = [True]
@@ -112,8 +118,8 @@ async def test_a_first_version_goes_to_production_under_the_default_policy():
     version, created = await registry.register("churn", request, "validator")
 
     assert created and (version.version, version.status, version.aliases) == (1, "registered", [PRODUCTION])
-    assert [e.type for e in store.published] == ["model.registered", "model.promoted"]
-    [registered_event, promoted_event] = store.published
+    assert release_events(store) == ["model.registered", "model.promoted"]
+    [registered_event, promoted_event] = [e for e in store.published if e.type != "spec.changed"]
     [registered] = store.published_payloads(ModelRegistered)
     [promoted] = store.published_payloads(ModelPromoted)
     assert (registered.version, registered.run_id, registered.requires_approval) == (1, request.run_id, False)
@@ -140,7 +146,7 @@ async def test_a_version_needing_approval_waits_and_is_promoted_only_once_approv
 
     assert version.status == "pending_approval" and version.aliases == []
     assert await production_of(registry) is None
-    assert [e.type for e in store.published] == ["model.registered"]
+    assert release_events(store) == ["model.registered"]
     assert store.published_payloads(ModelRegistered)[0].requires_approval is True
     with pytest.raises(Conflict):
         await registry.move_alias("churn", PRODUCTION, 1, "alice")
@@ -163,7 +169,7 @@ async def test_naming_an_older_spec_version_does_not_skip_the_approval_the_curre
 
     assert (version.spec_version, version.status, version.aliases) == (1, "pending_approval", [])
     assert await production_of(registry) is None
-    assert [e.type for e in store.published] == ["model.registered"]
+    assert release_events(store) == ["model.registered"]
     assert store.published_payloads(ModelRegistered)[0].requires_approval is True
     [registered, *_] = (await registry.audit(model="churn", limit=10, before_id=None)).entries
     assert registered.detail["policy"] == {
@@ -216,7 +222,7 @@ async def test_the_first_version_of_a_canary_policy_goes_to_production_having_no
     version, _ = await registry.register("churn", registration(), "validator")
 
     assert version.status == "registered" and version.aliases == [PRODUCTION]
-    assert [e.type for e in store.published] == ["model.registered", "model.promoted"]
+    assert release_events(store) == ["model.registered", "model.promoted"]
 
 
 @pytest.mark.parametrize("rollout, alias", [({"canary_percent": 20}, CANARY), ({"shadow": True}, SHADOW)])
@@ -228,7 +234,7 @@ async def test_a_rollout_policy_never_stops_promotion_it_serves_the_candidate_be
 
     assert candidate.aliases == [alias]
     assert await production_of(registry) == 1
-    assert [e.type for e in store.published][-2:] == ["model.registered", "model.rollout"]
+    assert release_events(store)[-2:] == ["model.registered", "model.rollout"]
 
 
 async def test_an_approved_candidate_of_a_canary_policy_becomes_the_canary():
@@ -386,7 +392,7 @@ async def test_registering_for_an_unknown_model_or_spec_version_is_not_found():
         await registry.register("unknown", registration(), "validator")
     with pytest.raises(NotFound):
         await registry.register("churn", registration().model_copy(update={"spec_version": 2}), "validator")
-    assert store.published == []
+    assert release_events(store) == []
 
 
 # --- aliases ---------------------------------------------------------------------------------
@@ -427,13 +433,13 @@ async def test_moving_the_challenger_alias_is_audited_and_announced_to_serving_a
     registry, store = await registry_with(spec(require_approval=True))
     await registry.register("churn", registration(), "validator")
     await registry.decide("churn", 1, approve=True, comment="", actor="bob")
-    published = len(store.published)
+    published = len(release_events(store))
 
     view = await registry.move_alias("churn", CHALLENGER, 1, "alice")
 
     assert view.aliases == [CHALLENGER, PRODUCTION]
     assert (await registry.alias("churn", CHALLENGER)).version == 1
-    assert [e.type for e in store.published[published:]] == ["model.rollout"]
+    assert release_events(store)[published:] == ["model.rollout"]
     [moved, *_] = (await registry.audit(model="churn", limit=10, before_id=None)).entries
     assert moved.detail["alias"] == CHALLENGER
 
@@ -461,7 +467,7 @@ async def test_promoting_a_version_that_does_not_exist_is_not_found():
 
     with pytest.raises(NotFound):
         await registry.move_alias("churn", PRODUCTION, 7, "alice")
-    assert store.published == []
+    assert release_events(store) == []
 
 
 # --- approvals -------------------------------------------------------------------------------
@@ -510,6 +516,16 @@ async def test_a_changed_spec_makes_a_new_spec_version():
     detail = await registry.model("churn", None)
     assert (detail.spec_version, detail.spec.target) == (2, "left")
     assert (await registry.model("churn", 1)).spec.target == "churned"
+
+
+async def test_each_new_spec_version_is_announced_for_the_trainer_and_an_identical_one_is_not():
+    registry, store = await registry_with(spec())
+    await registry.submit_spec(spec(), "bob")
+    await registry.submit_spec(spec(target="left"), "bob")
+
+    announced = store.published_payloads(SpecChanged)
+    assert [(a.model, a.spec_version, a.dataset) for a in announced] == [("churn", 1, "churn"), ("churn", 2, "churn")]
+    assert announced[1].spec_digest == spec_digest(spec(target="left"))
 
 
 async def test_resubmitting_an_older_spec_makes_it_the_latest_again():

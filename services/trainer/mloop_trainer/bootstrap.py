@@ -11,7 +11,7 @@ from fastapi import FastAPI
 
 from mloop_common.bus import route
 from mloop_common.clients import RegistryClient
-from mloop_common.events import DataPublished, DriftDetected
+from mloop_common.events import DataPublished, DriftDetected, SpecChanged
 from mloop_common.runtime import Runtime
 from mloop_common.uow import Store
 from mloop_trainer.config import TrainerSettings
@@ -49,6 +49,7 @@ async def bootstrap(settings: TrainerSettings, app: FastAPI) -> AsyncIterator[Tr
     grace = settings.stop_grace_seconds
     runtime.consume(route(DataPublished, trainer.on_data_published), group_suffix="-data", stop_timeout=grace)
     runtime.consume(route(DriftDetected, trainer.on_drift_detected), group_suffix="-drift", stop_timeout=grace)
+    runtime.consume(route(SpecChanged, trainer.on_spec_changed), group_suffix="-spec", stop_timeout=grace)
     try:
         # Pay the worker start-up (imports of scikit-learn and friends) now, not on the first dataset.
         await asyncio.gather(workers.start(), runtime.start(app))

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from mloop_common.events import ArtifactPointer
 
 RunStatus = Literal["succeeded", "failed"]
-Trigger = Literal["data.published", "drift.detected"]
+Trigger = Literal["data.published", "drift.detected", "spec.changed"]
 
 
 class DatasetRef(BaseModel):
@@ -120,6 +120,7 @@ class ActiveRun(BaseModel):
     model: str
     status: Literal["training"] = "training"
     trigger: Trigger
+    spec_version: int
     dataset: str
     dataset_version: int
     started_at: datetime

@@ -21,8 +21,16 @@ from mloop_common.artifacts import Artifacts, sha256_hex
 from mloop_common.clients import Registry
 from mloop_common.contracts import PRODUCTION
 from mloop_common.datacontract import DatasetContract
-from mloop_common.errors import Conflict, InvalidInput, MloopError
-from mloop_common.events import ArtifactPointer, DataPublished, DriftDetected, Envelope, ModelTrained, new_event
+from mloop_common.errors import Conflict, InvalidInput, MloopError, NotFound
+from mloop_common.events import (
+    ArtifactPointer,
+    DataPublished,
+    DriftDetected,
+    Envelope,
+    ModelTrained,
+    SpecChanged,
+    new_event,
+)
 from mloop_common.modelio import load_model
 from mloop_common.profile import ReferenceProfile
 from mloop_common.spec import ModelSpec, SpecLimits, check_limits, spec_digest
@@ -94,10 +102,6 @@ class Trainer:
         return [run for run in self._active.values() if model in (None, run.model)]
 
     async def on_data_published(self, published: DataPublished, event: Envelope) -> None:
-        async with self.store.transaction() as unit:
-            if await unit.handled(event):
-                return
-        models = await self.registry.models_for_dataset(published.dataset)
         dataset = DatasetRef(
             name=published.dataset,
             version=published.version,
@@ -108,6 +112,12 @@ class Trainer:
             contract_uri=published.contract.uri if published.contract else None,
             contract_sha256=published.contract.sha256 if published.contract else None,
         )
+        async with self.store.transaction() as unit:
+            if await unit.handled(event):
+                return
+            # Known before the specs are read, so a spec stored meanwhile (spec.changed) finds this version.
+            await unit.remember_dataset(dataset)
+        models = await self.registry.models_for_dataset(published.dataset)
         data = self.artifacts.get(dataset.snapshot_uri, dataset.snapshot_sha256)
         runs = [
             (model.spec, await self._train(model.spec, model.spec_version, dataset, data, "data.published", event))
@@ -116,9 +126,48 @@ class Trainer:
         async with self.store.transaction() as unit:
             if not await unit.claim(event):
                 return
-            await unit.remember_dataset(dataset)
             for spec, run in runs:
                 await self._record(unit, spec, run, event)
+
+    async def on_spec_changed(self, changed: SpecChanged, event: Envelope) -> None:
+        """A new spec version trains on the newest version of its dataset now, not at the next publication."""
+        async with self.store.transaction() as unit:
+            if await unit.handled(event):
+                return
+            try:
+                dataset: DatasetRef | None = await unit.latest_dataset(changed.dataset)
+            except NotFound:
+                dataset = None  # the dataset's first publication trains this spec
+            done = dataset is not None and await unit.has_trained(changed.model, changed.spec_version, dataset.version)
+        model = await self.registry.model(changed.model)
+        skip = None
+        if dataset is None:
+            skip = "its dataset has no version yet; the first publication trains it"
+        elif model.spec_version != changed.spec_version:
+            skip = f"spec v{model.spec_version} is newer and trains instead"
+        elif done or self._training_now(changed.model, changed.spec_version, dataset.version):
+            skip = f"it has trained on {dataset.name} v{dataset.version} already"
+        if dataset is None or skip:
+            log.info("spec v%s of %s: nothing to train (%s)", changed.spec_version, changed.model, skip)
+            async with self.store.transaction() as unit:
+                await unit.claim(event)
+            return
+        data = self.artifacts.get(dataset.snapshot_uri, dataset.snapshot_sha256)
+        run = await self._train(model.spec, model.spec_version, dataset, data, "spec.changed", event)
+        async with self.store.transaction() as unit:
+            if not await unit.claim(event):
+                return
+            if await unit.has_trained(changed.model, changed.spec_version, dataset.version):
+                # The dataset's publication trained the same inputs while this ran: one version is enough.
+                log.info("spec v%s of %s trained meanwhile; this run is dropped", changed.spec_version, changed.model)
+                return
+            await self._record(unit, model.spec, run, event)
+
+    def _training_now(self, model: str, spec_version: int, dataset_version: int) -> bool:
+        return any(
+            (run.model, run.spec_version, run.dataset_version) == (model, spec_version, dataset_version)
+            for run in self._active.values()
+        )
 
     async def on_drift_detected(self, drift: DriftDetected, event: Envelope) -> None:
         if drift.action != "retrain" or drift.recent_data is None:
@@ -202,6 +251,7 @@ class Trainer:
         self._active[run_id] = ActiveRun(
             run_id=run_id,
             model=spec.name,
+            spec_version=spec_version,
             trigger=trigger,
             dataset=dataset.name,
             dataset_version=dataset.version,

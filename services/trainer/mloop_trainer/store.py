@@ -67,6 +67,10 @@ class TrainerUnit(Messaging, Protocol):
 
     async def add_run(self, run: Run) -> None: ...
 
+    async def has_trained(self, model: str, spec_version: int, dataset_version: int) -> bool:
+        """Whether a run (succeeded or failed) of this spec version on this dataset version alone is recorded."""
+        ...
+
     async def run(self, run_id: str) -> Run: ...
 
     async def runs(self, model: str | None, limit: int) -> list[Run]:
@@ -95,6 +99,15 @@ class SqlTrainerUnit(SqlUnit):
     async def add_run(self, run: Run) -> None:
         values = run.model_dump(exclude={"details"})
         await self.session.execute(sa.insert(runs).values(**values, details=run.details.model_dump(mode="json")))
+
+    async def has_trained(self, model: str, spec_version: int, dataset_version: int) -> bool:
+        query = sa.select(runs.c.run_id).where(
+            runs.c.model == model,
+            runs.c.spec_version == spec_version,
+            runs.c.dataset_version == dataset_version,
+            runs.c.recent_data_sha256.is_(None),  # a drift retrain also learned from production rows
+        )
+        return (await self.session.execute(query.limit(1))).first() is not None
 
     async def run(self, run_id: str) -> Run:
         row = (await self.session.execute(sa.select(runs).where(runs.c.run_id == run_id))).first()

@@ -40,6 +40,13 @@ class MemoryTrainerUnit(MemoryUnit):
             raise AssertionError(f"{run.model} trained twice for event {run.trigger_event_id} (unique in the table)")
         self._runs[run.run_id] = run
 
+    async def has_trained(self, model: str, spec_version: int, dataset_version: int) -> bool:
+        return any(
+            (r.model, r.spec_version, r.dataset_version, r.recent_data_sha256)
+            == (model, spec_version, dataset_version, None)
+            for r in self._runs.values()
+        )
+
     async def run(self, run_id: str) -> Run:
         if run_id not in self._runs:
             raise NotFound(f"run {run_id!r} does not exist", field="run_id")

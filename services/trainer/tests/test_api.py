@@ -149,6 +149,7 @@ async def test_a_run_being_fitted_is_listed_as_training(artifacts, registry):
         "model",
         "status",
         "trigger",
+        "spec_version",
         "dataset",
         "dataset_version",
         "started_at",

@@ -16,10 +16,18 @@ from prometheus_client import REGISTRY
 from mloop_common.artifacts import ArtifactStore
 from mloop_common.contracts import Lineage, RegisterVersion
 from mloop_common.datacontract import ColumnContract, DatasetContract, Declared
-from mloop_common.events import ArtifactPointer, DataPublished, DriftDetected, Envelope, ModelTrained, new_event
+from mloop_common.events import (
+    ArtifactPointer,
+    DataPublished,
+    DriftDetected,
+    Envelope,
+    ModelTrained,
+    SpecChanged,
+    new_event,
+)
 from mloop_common.modelio import load_model
 from mloop_common.profile import ReferenceProfile
-from mloop_common.spec import ModelSpec, SpecLimits
+from mloop_common.spec import ModelSpec, SpecLimits, spec_digest
 from mloop_common.testing import FakeRegistry, MemoryStore, through_the_wire
 from mloop_trainer.entities import FailedDetails, Run, TrainedDetails
 from mloop_trainer.handlers import Trainer
@@ -193,6 +201,52 @@ async def test_a_published_dataset_trains_each_model_of_that_dataset_once(artifa
     model = load_model(artifacts.get(churn.artifact.uri, churn.artifact.sha256))
     assert set(model.predict(frame(rows=5, seed=9)[FEATURES])) <= {"yes", "no"}
     assert all(e.causationid == event.id and e.correlationid == event.correlationid for e in store.published)
+
+
+def spec_changed(registry: FakeRegistry, name: str, spec_version: int) -> tuple[SpecChanged, Envelope]:
+    model_spec = registry.specs[name][spec_version - 1]
+    payload = SpecChanged(
+        model=name, spec_version=spec_version, spec_digest=spec_digest(model_spec), dataset=model_spec.dataset
+    )
+    event = through_the_wire(new_event(payload, source="tests", subject=name))
+    return event.decode(SpecChanged), event
+
+
+async def test_a_spec_declared_after_its_dataset_was_published_trains_on_the_newest_version_at_once(
+    artifacts, registry
+):
+    store = memory_store()
+    handler = trainer(store, registry, artifacts)
+    await handler.on_data_published(*published(artifacts, frame(), dataset="weather", version=1))
+    await handler.on_data_published(*published(artifacts, frame(seed=1), dataset="weather", version=2))
+    registry.add_spec(spec("rain", dataset="weather"))  # declared after both publications
+
+    payload, event = spec_changed(registry, "rain", 1)
+    await handler.on_spec_changed(payload, event)
+
+    [run] = await runs_of(store, "rain")
+    assert (run.status, run.trigger, run.dataset_version, run.spec_version) == ("succeeded", "spec.changed", 2, 1)
+    [trained] = [t for t in store.published_payloads(ModelTrained) if t.model == "rain"]
+    assert (trained.trigger, trained.dataset_version) == ("spec.changed", 2)
+    await handler.on_spec_changed(payload, event)  # redelivered
+    assert len(await runs_of(store, "rain")) == 1
+
+
+async def test_a_spec_change_trains_nothing_without_data_when_newer_or_when_already_trained(artifacts, registry):
+    store = memory_store()
+    handler = trainer(store, registry, artifacts)
+    registry.add_spec(spec("fresh", dataset="unpublished"))
+    no_data = spec_changed(registry, "fresh", 1)
+    superseded = spec_changed(registry, "churn", 1)  # the fixture's churn has spec v2 already
+    await handler.on_data_published(*published(artifacts, frame()))  # trains churn spec v2 on churn v1
+    already = spec_changed(registry, "churn", 2)
+
+    for payload, event in (no_data, superseded, already):
+        await handler.on_spec_changed(payload, event)
+        assert await handled(store, event)  # claimed: not delivered again
+
+    assert [r.trigger for r in await runs_of(store, "churn")] == ["data.published"]
+    assert await runs_of(store, "fresh") == []
 
 
 async def test_a_redelivered_data_published_trains_nothing_more(artifacts, registry):
