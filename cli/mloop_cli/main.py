@@ -139,6 +139,24 @@ def rollback(name: str, version: int) -> None:
 
 
 @app.command()
+def alias(
+    name: str,
+    alias_name: Annotated[str, typer.Argument(metavar="ALIAS", help="a serving alias, or a label such as 'stable'")],
+    version: Annotated[int | None, typer.Argument(help="the version it names (omit with --clear)")] = None,
+    clear: Annotated[bool, typer.Option("--clear", help="take the alias off its version")] = False,
+) -> None:
+    """Point ALIAS of NAME at VERSION, or --clear it. Labels are names for people; serving hosts only its aliases."""
+    if clear == (version is not None):
+        raise typer.BadParameter("give a VERSION, or --clear without one")
+    if clear:
+        call("DELETE", "registry", f"/v1/models/{name}/aliases/{alias_name}")
+        console.print(f"{name}: {alias_name} cleared")
+        return
+    body = call("PUT", "registry", f"/v1/models/{name}/aliases/{alias_name}", json={"version": version})
+    console.print(f"{name}: {alias_name} -> v{body['version']}")
+
+
+@app.command()
 def approve(
     name: str, version: int, comment: Annotated[str, typer.Option(help="why, kept in the audit log")] = ""
 ) -> None:

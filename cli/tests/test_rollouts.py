@@ -75,3 +75,17 @@ def test_an_alias_that_is_not_a_rollout_is_refused_before_any_call(registry):
     result = runner.invoke(app, ["rollouts", "abort", "churn", "--alias", "production"])
 
     assert result.exit_code == 2 and registry == []
+
+
+def test_alias_points_a_label_at_a_version_and_clears_it(registry):
+    moved = runner.invoke(app, ["alias", "churn", "stable", "2"])
+    cleared = runner.invoke(app, ["alias", "churn", "stable", "--clear"])
+    neither = runner.invoke(app, ["alias", "churn", "stable"])
+
+    assert moved.exit_code == 0 and cleared.exit_code == 0, moved.output + cleared.output
+    assert registry == [
+        ("PUT", "/v1/models/churn/aliases/stable", {"version": 2}),
+        ("DELETE", "/v1/models/churn/aliases/stable", None),
+    ]
+    assert "stable -> v2" in moved.output and "stable cleared" in cleared.output
+    assert neither.exit_code == 2 and "--clear" in neither.output

@@ -47,6 +47,7 @@ from mloop_registry.policy import (
     check_clearable,
     governing_policy,
     initial_status,
+    is_label,
     may_hold_alias,
     may_promote,
     move_reason,
@@ -207,13 +208,15 @@ class ModelRegistry:
             return target.as_alias(alias, await unit.aliases(name))
 
     async def clear_alias(self, name: str, alias: str, actor: str) -> None:
-        """Take a rollout alias off its version (a canary or shadow rolled back): serving stops hosting it."""
+        """Take a rollout alias off its version (a canary or shadow rolled back: serving stops hosting it), or
+        a label off its version."""
         check_clearable(alias)
         async with self.store.transaction() as unit:
             previous = await unit.alias(name, alias, for_update=True)
             if previous is None:
                 raise NotFound(f"model {name!r} has no {alias!r} alias")
-            await _clear_alias(unit, name, alias, previous, reason="rollback", actor=actor)
+            reason = "removed" if is_label(alias) else "rollback"
+            await _clear_alias(unit, name, alias, previous, reason=reason, actor=actor)
 
     async def on_model_served(self, served: ModelServed, event: Envelope) -> None:
         """Remember what a serving instance made of an alias: the version it loaded, or why it could not."""
@@ -412,7 +415,7 @@ async def _move_alias(
 
     Where it already points, nothing happens. A version becoming production leaves its rollout aliases.
     """
-    if not may_hold_alias(version.status):
+    if not is_label(alias) and not may_hold_alias(version.status):
         raise Conflict(f"{version.model} v{version.version} is {version.status} and cannot become {alias}")
     share = canary_share(alias, await _policy_of(unit, version))
     previous = await unit.alias(version.model, alias, for_update=True)
@@ -426,6 +429,8 @@ async def _move_alias(
         version=version.version,
         detail={"alias": alias, "previous_version": previous, "reason": reason},
     )
+    if is_label(alias):
+        return  # a name for people and tools: serving hosts no label
     if alias != PRODUCTION:
         rollout = ModelRollout(
             model=version.model,
@@ -472,6 +477,8 @@ async def _clear_alias(unit: RegistryUnit, model: str, alias: str, previous: int
         version=previous,
         detail={"alias": alias, "reason": reason},
     )
+    if is_label(alias):
+        return
     cleared = ModelRollout(model=model, alias=alias, version=None, previous_version=previous, reason=reason)
     await unit.stage(new_event(cleared, source=SOURCE, subject=model))
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
 from mloop_common.contracts import VersionStatus
@@ -66,7 +67,7 @@ def canary_share(alias: str, policy: PromotionPolicy) -> float:
 
 
 def check_clearable(alias: str) -> None:
-    """Only rollout aliases can be cleared; production is moved (rolled back), never removed."""
+    """Rollout aliases and labels can be cleared; production is moved (rolled back), never removed."""
     check_alias_name(alias)
     if alias == PRODUCTION:
         raise InvalidInput("production cannot be cleared: roll back by moving it to an older version", field="alias")
@@ -82,7 +83,20 @@ def move_reason(current: int | None, target: int) -> MoveReason:
     return "rollback" if current is not None and target < current else "manual"
 
 
+# A label of the user's choosing ("stable", "eu-2026"): lower case, it fits the alias column (63).
+_LABEL = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
+
+
 def check_alias_name(alias: str) -> None:
-    """Only the known aliases can be moved."""
-    if alias not in ALIASES:
-        raise InvalidInput(f"unknown alias {alias!r}: use {' or '.join(repr(a) for a in ALIASES)}", field="alias")
+    """The serving aliases, or a label that names a version for people and tools (serving never hosts it)."""
+    if alias not in ALIASES and not _LABEL.match(alias):
+        raise InvalidInput(
+            f"bad alias {alias!r}: one of {', '.join(ALIASES)}, or a label of 1-63 lower-case letters, digits, "
+            "'-' and '_' starting with a letter",
+            field="alias",
+        )
+
+
+def is_label(alias: str) -> bool:
+    """A free-form alias: moved and cleared in the registry only, announced to nobody."""
+    return alias not in ALIASES

@@ -198,7 +198,7 @@ async def test_alias_moves_and_approvals_map_refusals_to_statuses(client):
     await declare(client)
     await register(client)
 
-    unknown_alias = await client.put("/v1/models/churn/aliases/staging", json={"version": 1})
+    unknown_alias = await client.put("/v1/models/churn/aliases/Bad%20Alias", json={"version": 1})
     missing_version = await client.put(f"/v1/models/churn/aliases/{PRODUCTION}", json={"version": 9})
     not_pending = await client.post("/v1/models/churn/versions/1/approve", json={"comment": "ok"})
     same_place = await client.put(f"/v1/models/churn/aliases/{PRODUCTION}", json={"version": 1})

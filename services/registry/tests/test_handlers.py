@@ -444,14 +444,33 @@ async def test_moving_the_challenger_alias_is_audited_and_announced_to_serving_a
     assert moved.detail["alias"] == CHALLENGER
 
 
-async def test_an_unknown_alias_name_is_refused():
+async def test_a_malformed_alias_name_is_refused():
     registry, _ = await registry_with(spec())
     await registry.register("churn", registration(), "validator")
 
     with pytest.raises(InvalidInput) as refused:
-        await registry.move_alias("churn", "staging", 1, "alice")
+        await registry.move_alias("churn", "Staging Area", 1, "alice")
 
     assert refused.value.field == "alias"
+
+
+async def test_a_label_names_any_version_is_audited_and_announces_nothing_to_serving():
+    registry, store = await registry_with(spec(require_approval=True))
+    await registry.register("churn", registration(), "validator")  # waits for an approver: no serving alias
+    published = len(store.published)
+
+    view = await registry.move_alias("churn", "reviewed-by-risk", 1, "alice")
+    await registry.clear_alias("churn", "reviewed-by-risk", "alice")
+
+    assert view.aliases == ["reviewed-by-risk"]
+    assert len(store.published) == published  # nothing for serving to host
+    with pytest.raises(NotFound):
+        await registry.alias("churn", "reviewed-by-risk")
+    entries = (await registry.audit(model="churn", limit=10, before_id=None)).entries
+    assert [(e.action, e.detail["alias"]) for e in entries[:2]] == [
+        ("alias.cleared", "reviewed-by-risk"),
+        ("alias.moved", "reviewed-by-risk"),
+    ]
 
 
 async def test_an_alias_that_is_not_set_is_not_found():

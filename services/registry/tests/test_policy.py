@@ -10,6 +10,7 @@ from mloop_registry.policy import (
     check_clearable,
     governing_policy,
     initial_status,
+    is_label,
     may_hold_alias,
     may_promote,
     move_reason,
@@ -77,11 +78,17 @@ def test_moving_an_alias_back_to_an_older_version_is_a_rollback(current, target,
     assert move_reason(current, target) == reason
 
 
-def test_production_and_the_rollout_aliases_are_the_only_aliases():
-    for alias in (PRODUCTION, CANARY, SHADOW, CHALLENGER):
+@pytest.mark.parametrize("alias", [PRODUCTION, CANARY, SHADOW, CHALLENGER, "staging", "eu-2026", "a", "x" * 63])
+def test_the_serving_aliases_and_lower_case_labels_are_aliases(alias):
+    check_alias_name(alias)
+    assert is_label(alias) == (alias not in (PRODUCTION, CANARY, SHADOW, CHALLENGER))
+
+
+@pytest.mark.parametrize("alias", ["Staging", "2026", "-x", "x" * 64, "a b", "a/b", "a.b", "ünicode", ""])
+def test_anything_else_is_refused_naming_the_field(alias):
+    with pytest.raises(InvalidInput, match="a label of 1-63 lower-case") as refused:
         check_alias_name(alias)
-    with pytest.raises(InvalidInput, match="'production' or 'canary' or 'shadow' or 'challenger'"):
-        check_alias_name("staging")
+    assert refused.value.field == "alias"
 
 
 @pytest.mark.parametrize(
