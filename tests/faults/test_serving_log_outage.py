@@ -1,9 +1,11 @@
-"""Kafka goes away while serving answers a steady stream of predictions: no prediction record is lost.
+"""Serving under a steady stream of predictions: Kafka going away, or production swapped back and forth,
+fails no request and loses no prediction record.
 
 The real broker is stopped and started under load; serving keeps answering, spills what Kafka does not
 take to its local file, and replays it when the broker is back. The test counts request ids end to end:
 every id serving answered must appear in ``predictions.logged``. A SIGTERM during the outage spills
-what is buffered, and the next serving process replays it.
+what is buffered, and the next serving process replays it. Ten promotions under load (production moved
+between two versions) fail no request, and serving's memory stays flat across them.
 """
 
 from __future__ import annotations
@@ -58,21 +60,25 @@ def broker(action: str) -> None:
 async def model(stack: ServiceStack) -> str:
     """A fitted classifier registered (and so promoted) as version 1 of a fresh model, served."""
     name = f"outage-{uuid.uuid4().hex[:6]}"
+    await asyncio.to_thread(register, stack, name, c=1.0)
+    async with httpx.AsyncClient(base_url=stack.urls["serving"], timeout=5, headers=stack.headers) as serving:
+        await eventually(lambda: _served(serving, name), timeout=60, interval=0.2)
+    return name
+
+
+def register(stack: ServiceStack, name: str, *, c: float) -> None:
+    """A new version of ``name`` (a logistic regression with inverse regularisation ``c``), made production."""
     rng = np.random.default_rng(3)
     frame = pd.DataFrame({"usage": rng.normal(size=300), "calls": rng.normal(size=300)})
     frame["churned"] = np.where(frame["usage"] + frame["calls"] > 0, "yes", "no")
-    await asyncio.to_thread(
-        stack.register_directly,
+    stack.register_directly(
         name,
-        model=dump_model(LogisticRegression().fit(frame[FEATURES], frame["churned"])),
+        model=dump_model(LogisticRegression(C=c).fit(frame[FEATURES], frame["churned"])),
         profile=build_reference_profile(frame, FEATURES).to_json(),
         features=FEATURES,
         target="churned",
         estimator="LogisticRegression",
     )
-    async with httpx.AsyncClient(base_url=stack.urls["serving"], timeout=5, headers=stack.headers) as serving:
-        await eventually(lambda: _served(serving, name), timeout=60, interval=0.2)
-    return name
 
 
 async def _served(serving: httpx.AsyncClient, name: str) -> bool:
@@ -88,6 +94,7 @@ class Load:
     headers: dict[str, str]
     answered: list[str] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
+    versions: list[int] = field(default_factory=list)  # the model version of each answer, in order
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _running: asyncio.Task[None] | None = None
 
@@ -115,7 +122,9 @@ class Load:
                 await asyncio.sleep(0.2)
                 continue
             if response.status_code == 200:
-                self.answered += response.json()["request_ids"]
+                answer = response.json()
+                self.answered += answer["request_ids"]
+                self.versions.append(int(answer["model_version"]))
             else:
                 self.failures.append(f"{response.status_code} {response.text[:200]}")
 
@@ -200,6 +209,39 @@ async def test_sigterm_while_the_broker_is_away_spills_and_the_next_process_repl
 
     assert codes in (0, -signal.SIGTERM)  # uvicorn re-raises the signal once it has shut down cleanly
     assert answered - logged == set(), f"{len(answered - logged)} of {len(answered)} answered predictions not logged"
+
+
+async def test_ten_promotions_under_load_fail_no_request_lose_no_record_and_keep_memory_flat(
+    stack: ServiceStack, model: str, load: Load
+):
+    await asyncio.to_thread(register, stack, model, c=0.01)  # version 2, production at once
+    await eventually(lambda: 2 in load.versions[-20:], timeout=60, interval=0.1)
+    rss = [_rss_kib(stack.processes["serving"].pid)]
+
+    for swap in range(10):
+        target = 1 if swap % 2 == 0 else 2
+        async with httpx.AsyncClient(base_url=stack.urls["registry"], timeout=30, headers=stack.headers) as registry:
+            moved = await registry.put(f"/v1/models/{model}/aliases/production", json={"version": target})
+            assert moved.status_code == 200, moved.text
+        seen = len(load.versions)
+        await eventually(lambda: target in load.versions[seen:], timeout=60, interval=0.05)  # noqa: B023
+        await grows(load, 100)  # answers from the new version for a while before the next swap
+        rss.append(_rss_kib(stack.processes["serving"].pid))
+    await load.stop()
+
+    answered = set(load.answered)
+    logged = await logged_request_ids(stack, model, answered)
+    assert load.failures == [], load.failures[:5]
+    assert answered - logged == set(), f"{len(answered - logged)} of {len(answered)} answered predictions not logged"
+    switches = sum(1 for a, b in zip(load.versions, load.versions[1:], strict=False) if a != b)
+    assert switches >= 10  # serving really moved each time (answers in flight may interleave at a swap)
+    # Flat: after the first swaps have loaded both versions once, ten more cost no lasting memory.
+    assert rss[-1] - rss[2] < 64 * 1024, f"serving's RSS in KiB across the swaps: {rss}"
+
+
+def _rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmRSS:"))
 
 
 def _stop_serving(stack: ServiceStack) -> int:
