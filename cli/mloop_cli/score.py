@@ -200,6 +200,14 @@ def score(
     inputs: Annotated[bool, typer.Option("--inputs/--no-inputs", help="copy the input columns into the output")] = True,
     force: Annotated[bool, typer.Option("--force", help="replace OUT if it exists")] = False,
     timeout: Annotated[float, typer.Option(help="seconds to wait for each predict request")] = 120,
+    log: Annotated[
+        bool,
+        typer.Option(
+            "--log/--no-log",
+            help="log the predictions for drift and lineage like any others; --no-log (a test file, a backfill) "
+            "needs a data-scientist or admin key",
+        ),
+    ] = True,
 ) -> None:
     """Score a CSV or Parquet file with NAME, chunk by chunk, into a Parquet file (bounded memory).
 
@@ -222,7 +230,7 @@ def score(
         raise typer.Exit(1) from exc
     temporary = _temporary(out)
     try:
-        rows, versions = _run(name, version, source, temporary, chunk_rows, inputs, timeout)
+        rows, versions = _run(name, version, source, temporary, chunk_rows, inputs, timeout, log)
         os.replace(temporary, out)
     except ScoreError as exc:
         err.print(f"[red]error:[/] {exc}")
@@ -245,12 +253,14 @@ def _run(
     chunk_rows: int,
     inputs: bool,
     timeout: float,
+    log: bool,
 ) -> tuple[int, set[int]]:
     """Score every chunk of ``source`` into ``temporary``; the rows scored and the versions that answered."""
     path = f"/v1/models/{name}" + (f"/versions/{version}" if version is not None else "") + ":predict"
     # One routing key for the whole run: without --version every chunk takes the same route (production or
     # its canary), so one file is not scored by two versions because of traffic splitting.
     headers = {"content-type": "application/json", ROUTING_HEADER: f"mloop-score-{uuid.uuid4().hex}"}
+    params = None if log else {"log": "false"}
     features = model_features(name, version)
     writer: pq.ParquetWriter | None = None
     done = 0
@@ -274,7 +284,9 @@ def _run(
                 answers = []
                 rows = instances(batch, features)
                 for _, body in request_bodies(rows):
-                    answers.append(call("POST", "serving", path, content=body, headers=headers, timeout=timeout))
+                    answers.append(
+                        call("POST", "serving", path, content=body, headers=headers, timeout=timeout, params=params)
+                    )
                 table = output_table(batch, done, answers, inputs)
                 if writer is None:
                     writer = pq.ParquetWriter(temporary, table.schema)

@@ -63,7 +63,9 @@ class FakeServing:
 
     async def answer(self, name: str, version: int, request: Request, ids: Iterator[int]) -> JSONResponse:
         body = await request.json()
-        self.requests.append({"path": request.url.path, "body": body, "headers": dict(request.headers)})
+        self.requests.append(
+            {"path": request.url.path, "query": request.url.query, "body": body, "headers": dict(request.headers)}
+        )
         if self.fail_on_request == len(self.requests):
             return JSONResponse({"error": {"code": "internal", "message": "boom"}}, 500)
         if name != "churn" or version not in (1, 2):
@@ -175,6 +177,17 @@ def test_a_parquet_file_is_scored_by_the_version_asked_for_without_its_inputs(se
     assert scored["row"].tolist() == list(range(1_200)) and set(scored["model_version"]) == {1}
     assert scored["prediction"].tolist() == np.where(frame["usage"] > 10, "yes", "no").tolist()
     assert {r["path"] for r in serving.requests} == {"/v1/models/churn/versions/1:predict"}
+
+
+def test_predictions_are_logged_unless_no_log_is_asked_for(serving, tmp_path):
+    source = tmp_path / "customers.csv"
+    churn(10).to_csv(source, index=False)
+
+    logged = mloop("churn", str(source), "-o", str(tmp_path / "a.parquet"))
+    unlogged = mloop("churn", str(source), "-o", str(tmp_path / "b.parquet"), "--no-log")
+
+    assert logged.exit_code == unlogged.exit_code == 0, logged.output + unlogged.output
+    assert [r["query"] for r in serving.requests] == ["", "log=false"]
 
 
 def test_missing_values_are_sent_as_null(serving, tmp_path):

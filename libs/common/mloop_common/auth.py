@@ -43,6 +43,7 @@ class Permission(StrEnum):
     RELEASE = "release"  # approve, reject, promote, roll back (aliases)
     REGISTER = "register"  # register a validated version (the validator)
     PREDICT = "predict"
+    PREDICT_UNLOGGED = "predict-unlogged"  # predict with ?log=false: batch scoring that drift must not see
     FEEDBACK = "feedback"
     INTROSPECT = "introspect"  # ask the registry who a key belongs to (services)
     ADMIN = "admin"  # create, list and revoke keys
@@ -51,7 +52,17 @@ class Permission(StrEnum):
 ROLES: dict[str, frozenset[Permission]] = {
     "admin": frozenset(Permission) - {Permission.PUBLIC},
     "data-engineer": frozenset({Permission.READ, Permission.PUBLISH}),
-    "data-scientist": frozenset({Permission.READ, Permission.SPECS, Permission.TRAIN, Permission.ANNOTATE}),
+    # Predicting too: scoring a test file (unlogged, so drift never mistakes it for production traffic).
+    "data-scientist": frozenset(
+        {
+            Permission.READ,
+            Permission.SPECS,
+            Permission.TRAIN,
+            Permission.ANNOTATE,
+            Permission.PREDICT,
+            Permission.PREDICT_UNLOGGED,
+        }
+    ),
     "approver": frozenset({Permission.READ, Permission.RELEASE, Permission.ANNOTATE}),
     "app": frozenset({Permission.PREDICT, Permission.FEEDBACK}),
     "viewer": frozenset({Permission.READ}),

@@ -6,11 +6,13 @@ import logging
 from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends, FastAPI, Header, Path, Request, Response
+from fastapi import APIRouter, Body, Depends, FastAPI, Header, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 
-from mloop_common.errors import InvalidInput, MloopError, NotFound
+from mloop_common.auth import Permission
+from mloop_common.errors import Forbidden, InvalidInput, MloopError, NotFound
+from mloop_common.http import caller
 from mloop_serving.bootstrap import ServingService
 from mloop_serving.handlers import Scored
 from mloop_serving.oip import (
@@ -48,35 +50,67 @@ VersionNumber = Annotated[int, Path(ge=1, le=2**31 - 1)]
 # Requests with the same routing key take the same route (canary or production); without one, the first
 # request id is the key, which spreads anonymous traffic by the canary's share.
 RoutingKey = Annotated[str | None, Header(alias="X-Mloop-Routing-Key", max_length=200)]
+Log = Annotated[
+    bool,
+    Query(description="false: answer without logging the predictions (batch scoring); needs predict-unlogged"),
+]
 VERSION_HEADER = "X-Mloop-Model-Version"
 ROUTE_HEADER = "X-Mloop-Route"
 
 
 @router.post("/v1/models/{name}:predict", tags=["predict"], response_model_exclude_none=True)
 async def predict(
-    service: Service, name: str, request: PredictRequest, response: Response, key: RoutingKey = None
+    service: Service,
+    name: str,
+    request: PredictRequest,
+    response: Response,
+    http: Request,
+    key: RoutingKey = None,
+    log: Log = True,
 ) -> PredictResponse:
     """Predict for a list of instances (objects of feature values) with production, or its canary for its share.
 
     ``X-Mloop-Routing-Key`` makes a client sticky: the same key always takes the same route.
     """
-    return _answer(await service.scorer.score(name, request.instances, key=key), response)
+    scored = await service.scorer.score(name, request.instances, key=key, log=log or may_skip_logging(http))
+    return _answer(scored, response)
 
 
 @router.post("/v1/models/{name}/versions/{version}:predict", tags=["predict"], response_model_exclude_none=True)
 async def predict_version(
-    service: Service, name: str, version: VersionNumber, request: PredictRequest, response: Response
+    service: Service,
+    name: str,
+    version: VersionNumber,
+    request: PredictRequest,
+    response: Response,
+    http: Request,
+    log: Log = True,
 ) -> PredictResponse:
     """Predict with a loaded version named by number (production or a challenger, canary or shadow beside it)."""
-    return _answer(await service.scorer.score(name, request.instances, version), response)
+    scored = await service.scorer.score(name, request.instances, version, log=log or may_skip_logging(http))
+    return _answer(scored, response)
 
 
 @router.post("/v1/models/{name}/aliases/{alias}:predict", tags=["predict"], response_model_exclude_none=True)
 async def predict_alias(
-    service: Service, name: str, alias: str, request: PredictRequest, response: Response
+    service: Service, name: str, alias: str, request: PredictRequest, response: Response, http: Request, log: Log = True
 ) -> PredictResponse:
     """Predict with the version an alias names here (``production``, ``canary``, ``shadow``, ``challenger``)."""
-    return _answer(await service.scorer.score(name, request.instances, alias=alias), response)
+    scored = await service.scorer.score(name, request.instances, alias=alias, log=log or may_skip_logging(http))
+    return _answer(scored, response)
+
+
+def may_skip_logging(http: Request) -> bool:
+    """False (log nothing), once the caller may turn logging off: unlogged predictions are invisible to drift
+    and the audit trail, so only roles with ``predict-unlogged`` may ask."""
+    principal = caller(http)
+    if not principal.allows(Permission.PREDICT_UNLOGGED):
+        raise Forbidden(
+            f"role {principal.role!r} may not predict with log=false: that needs "
+            f"{Permission.PREDICT_UNLOGGED.value!r} (data-scientist or admin)",
+            field="log",
+        )
+    return False
 
 
 def _answer(scored: Scored, response: Response) -> PredictResponse:

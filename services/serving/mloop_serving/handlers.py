@@ -53,6 +53,9 @@ LOAD_FAILED = Gauge(
 )
 LOAD_FAILURES = Counter("mloop_serving_model_load_failures_total", "Failed attempts to load a model version", ["model"])
 ROUTED = Counter("mloop_serving_routed_requests_total", "Requests answered, by model and route", ["model", "route"])
+UNLOGGED = Counter(
+    "mloop_serving_unlogged_predictions_total", "Predictions answered with log=false (batch scoring)", ["model"]
+)
 SHADOW_SCORED = Counter("mloop_serving_shadow_scored_total", "Requests scored by a shadow version", ["model"])
 SHADOW_SKIPPED = Counter(
     "mloop_serving_shadow_skipped_total",
@@ -334,12 +337,16 @@ class Scorer:
         *,
         alias: str | None = None,
         key: str | None = None,
+        log: bool = True,
     ) -> Scored:
-        """Predict ``instances`` with model ``name``: routed by ``key``, or the ``version`` or ``alias`` named."""
+        """Predict ``instances`` with model ``name``: routed by ``key``, or the ``version`` or ``alias`` named.
+
+        ``log=False`` (batch scoring) logs no prediction and scores no shadow copy: drift never sees them.
+        """
         request_ids = self._ids(instances)
         routed = self._pick(name, version, alias, key or request_ids[0])
-        scored = await self._score(routed, instances, request_ids)
-        if version is None and alias is None:
+        scored = await self._score(routed, instances, request_ids, log=log)
+        if version is None and alias is None and log:
             self._shadow(name, instances, request_ids)
         return scored
 
@@ -378,7 +385,9 @@ class Scorer:
             return self.host.explicit(self.host.get(name, version))
         return self.host.route(name, key)
 
-    async def _score(self, routed: Routed, instances: list[dict[str, Any]], request_ids: list[str]) -> Scored:
+    async def _score(
+        self, routed: Routed, instances: list[dict[str, Any]], request_ids: list[str], *, log: bool = True
+    ) -> Scored:
         """Predict, and log the predictions under the version that answered (published later, in batches)."""
         model = routed.model
         rows = model.rows(instances)
@@ -390,7 +399,10 @@ class Scorer:
             predictions, probabilities = await asyncio.to_thread(lambda: model.predict(model.frame_of(rows)))
         for request_id in request_ids:
             self.requests.add(request_id, model.name, model.version)
-        self._log(model, instances, request_ids, predictions, probabilities, routed.route)
+        if log:
+            self._log(model, instances, request_ids, predictions, probabilities, routed.route)
+        else:
+            UNLOGGED.labels(model.name).inc(len(request_ids))
         ROUTED.labels(model.name, routed.route).inc()
         return Scored(model, predictions, probabilities, request_ids, routed.route)
 

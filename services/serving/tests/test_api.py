@@ -15,10 +15,19 @@ from fastapi import FastAPI
 from sklearn.linear_model import LinearRegression
 
 from mloop_common.artifacts import ArtifactStore
+from mloop_common.auth import (
+    DEVELOPMENT_ADMIN_KEY,
+    DEVELOPMENT_SECRET,
+    Authenticator,
+    Principal,
+    StaticKeys,
+    new_key,
+)
 from mloop_common.events import PredictionsLogged
-from mloop_common.http import create_app
+from mloop_common.http import PUBLIC_ROUTES, Access, create_app
 from mloop_common.testing import ADMIN_HEADERS
 from mloop_serving import api
+from mloop_serving.access import RULES
 from mloop_serving.bootstrap import ServingService, models_check
 from mloop_serving.host import LoadedModel
 
@@ -423,3 +432,35 @@ async def test_a_version_that_is_not_loaded_is_not_found_by_number_or_alias(svc,
     by_alias = await client.post("/v1/models/churn/aliases/canary:predict", json={"instances": [ROW]})
 
     assert (by_number.status_code, by_alias.status_code) == (404, 404)
+
+
+async def test_log_false_answers_the_same_logs_nothing_and_is_refused_to_an_app_key(svc, client):
+    await serving_v1(svc)
+    app_key = new_key().key
+    client._transport.app.state.access = Access(  # type: ignore[attr-defined]
+        {**PUBLIC_ROUTES, **RULES},
+        Authenticator(
+            secret=DEVELOPMENT_SECRET,
+            admin_key=DEVELOPMENT_ADMIN_KEY,
+            resolver=StaticKeys({app_key: Principal("shop", "app", key_id="000000000001")}),
+        ),
+    )
+
+    logged = await client.post("/v1/models/churn:predict", json={"instances": [ROW]})
+    unlogged = await client.post("/v1/models/churn:predict", params={"log": "false"}, json={"instances": [ROW]})
+    by_version = await client.post(
+        "/v1/models/churn/versions/1:predict", params={"log": "false"}, json={"instances": [ROW]}
+    )
+    refused = await client.post(
+        "/v1/models/churn:predict",
+        params={"log": "false"},
+        json={"instances": [ROW]},
+        headers={"Authorization": f"Bearer {app_key}"},
+    )
+    await svc.logbook.flush()
+
+    assert logged.status_code == unlogged.status_code == by_version.status_code == 200
+    assert unlogged.json()["predictions"] == logged.json()["predictions"]
+    assert refused.status_code == 403 and refused.json()["error"]["field"] == "log"
+    records = [r.request_id for p in svc.publisher.payloads(PredictionsLogged) for r in p.records]
+    assert records == logged.json()["request_ids"]  # only the logged answer
