@@ -100,7 +100,7 @@ class DriftMonitor:
         self._calibrations: dict[tuple[str, int], Calibration | None] = {}
 
     async def on_model_promoted(self, promoted: ModelPromoted, event: Envelope) -> None:
-        profile = self._profile(promoted)
+        profile = await self._profile(promoted)
         try:
             policy = known_policy(
                 {
@@ -211,8 +211,9 @@ class DriftMonitor:
             for version, index in await unit.windows_of(feedback.model, [label.request_id for label in labels]):
                 await self._rejudge(unit, feedback.model, version, index, event)
 
-    def _profile(self, promoted: ModelPromoted) -> ReferenceProfile:
-        data = self.artifacts.get(promoted.profile.uri, promoted.profile.sha256)
+    async def _profile(self, promoted: ModelPromoted) -> ReferenceProfile:
+        # Off the event loop: a network store (S3) may take seconds, and the consumer's heartbeat must not wait.
+        data = await asyncio.to_thread(self.artifacts.get, promoted.profile.uri, promoted.profile.sha256)
         try:
             return ReferenceProfile.from_json(data)
         except ValidationError as exc:
@@ -424,7 +425,7 @@ class DriftMonitor:
         frame = pd.DataFrame([{**(r.inputs or {}), target: r.label} for r in rows])
         buffer = io.BytesIO()
         frame.to_parquet(buffer, index=False)
-        ref = self.artifacts.put(buffer.getvalue(), kind="recent", suffix=".parquet")
+        ref = await asyncio.to_thread(self.artifacts.put, buffer.getvalue(), kind="recent", suffix=".parquet")
         return ArtifactPointer(uri=ref.uri, sha256=ref.sha256), len(frame)
 
 

@@ -118,7 +118,7 @@ class Trainer:
             # Known before the specs are read, so a spec stored meanwhile (spec.changed) finds this version.
             await unit.remember_dataset(dataset)
         models = await self.registry.models_for_dataset(published.dataset)
-        data = self.artifacts.get(dataset.snapshot_uri, dataset.snapshot_sha256)
+        data = await self._get(dataset.snapshot_uri, dataset.snapshot_sha256)
         runs = [
             (model.spec, await self._train(model.spec, model.spec_version, dataset, data, "data.published", event))
             for model in models
@@ -152,7 +152,7 @@ class Trainer:
             async with self.store.transaction() as unit:
                 await unit.claim(event)
             return
-        data = self.artifacts.get(dataset.snapshot_uri, dataset.snapshot_sha256)
+        data = await self._get(dataset.snapshot_uri, dataset.snapshot_sha256)
         run = await self._train(model.spec, model.spec_version, dataset, data, "spec.changed", event)
         async with self.store.transaction() as unit:
             if not await unit.claim(event):
@@ -190,7 +190,7 @@ class Trainer:
         model = await self.registry.model(drift.model)
         async with self.store.transaction() as unit:
             dataset = await unit.latest_dataset(model.spec.dataset)
-        data = self.artifacts.get(dataset.snapshot_uri, dataset.snapshot_sha256)
+        data = await self._get(dataset.snapshot_uri, dataset.snapshot_sha256)
         run = await self._train(
             model.spec, model.spec_version, dataset, data, "drift.detected", event, recent=drift.recent_data
         )
@@ -210,7 +210,7 @@ class Trainer:
         recent: ArtifactPointer | None = None,
     ) -> Run:
         """Fit ``spec`` in a worker and store its artifacts; a run that cannot succeed is a failed run."""
-        recent_data = self.artifacts.get(recent.uri, recent.sha256) if recent is not None else None
+        recent_data = await self._get(recent.uri, recent.sha256) if recent is not None else None
         run_id, started_at = uuid.uuid4().hex, self.clock()
 
         def finished(details: TrainedDetails | FailedDetails, error: str | None = None) -> Run:
@@ -279,22 +279,22 @@ class Trainer:
         details = TrainedDetails(
             **output.report.model_dump(),
             seed=spec.seed,
-            artifact=self._put(output.model, "models", ".skops"),
-            profile=self._put(self._with_contract(output.profile, dataset), "profiles", ".json"),
-            holdout=self._put(output.holdout, "holdouts", ".parquet"),
+            artifact=await self._put(output.model, "models", ".skops"),
+            profile=await self._put(await self._with_contract(output.profile, dataset), "profiles", ".json"),
+            holdout=await self._put(output.holdout, "holdouts", ".parquet"),
         )
         log.info(
             "run %s: %s cv=%.4f in %.1fs", run_id, details.estimator_class, details.cv_score, details.timings["job_s"]
         )
         return finished(details)
 
-    def _with_contract(self, profile: bytes, dataset: DatasetRef) -> bytes:
+    async def _with_contract(self, profile: bytes, dataset: DatasetRef) -> bytes:
         """The reference profile with the dataset's schema contract in it, for drift's data-quality checks."""
         if dataset.contract_uri is None or dataset.contract_sha256 is None:
             return profile
         try:
             contract = DatasetContract.model_validate_json(
-                self.artifacts.get(dataset.contract_uri, dataset.contract_sha256)
+                await self._get(dataset.contract_uri, dataset.contract_sha256)
             )
         except (MloopError, ValidationError) as exc:
             # Training goes on: drift then judges data quality by the training data and the spec alone.
@@ -337,17 +337,17 @@ class Trainer:
         spec = (await self.registry.model(run.model, run.spec_version)).spec
         if spec_digest(spec) != run.spec_digest:
             raise Conflict(f"spec v{run.spec_version} of {run.model} is not the one run {run_id} trained on")
-        data = self.artifacts.get(run.dataset_uri, run.dataset_sha256)
+        data = await self._get(run.dataset_uri, run.dataset_sha256)
         recent = (
-            self.artifacts.get(run.recent_data_uri, run.recent_data_sha256)
+            await self._get(run.recent_data_uri, run.recent_data_sha256)
             if run.recent_data_uri and run.recent_data_sha256
             else None
         )
         output: JobOutput = await self.workers.run(
             self.budget, run_training_job, spec.model_dump(by_alias=True), data, recent
         )
-        recorded_model = self.artifacts.get(details.artifact.uri, details.artifact.sha256)
-        holdout = self.artifacts.get(details.holdout.uri, details.holdout.sha256)
+        recorded_model = await self._get(details.artifact.uri, details.artifact.sha256)
+        holdout = await self._get(details.holdout.uri, details.holdout.sha256)
         outcome, gap, rows = await asyncio.to_thread(
             _predict_both, recorded_model, output.model, holdout, details.features
         )
@@ -367,8 +367,12 @@ class Trainer:
             seconds=time.perf_counter() - started,
         )
 
-    def _put(self, data: bytes, kind: str, suffix: str) -> ArtifactPointer:
-        ref = self.artifacts.put(data, kind=kind, suffix=suffix)
+    async def _get(self, uri: str, sha256: str) -> bytes:
+        # Off the event loop: a network store (S3) may take seconds, and the consumer's heartbeat must not wait.
+        return await asyncio.to_thread(self.artifacts.get, uri, sha256)
+
+    async def _put(self, data: bytes, kind: str, suffix: str) -> ArtifactPointer:
+        ref = await asyncio.to_thread(self.artifacts.put, data, kind=kind, suffix=suffix)
         return ArtifactPointer(uri=ref.uri, sha256=ref.sha256)
 
     async def _record(self, unit: TrainerUnit, spec: ModelSpec, run: Run, cause: Envelope) -> None:

@@ -117,8 +117,12 @@ class Validator:
             return _evaluation(
                 champion.evaluation_id, trained, spec, already, champion.metrics, {}, None, None, None, 0, {}
             )
-        holdout = pd.read_parquet(io.BytesIO(self.artifacts.get(trained.holdout.uri, trained.holdout.sha256)))
-        artifact = self.artifacts.get(trained.artifact.uri, trained.artifact.sha256)
+        # Off the event loop: a network store (S3) may take seconds, and the consumer's heartbeat must not wait.
+        holdout_bytes, artifact = await asyncio.gather(
+            asyncio.to_thread(self.artifacts.get, trained.holdout.uri, trained.holdout.sha256),
+            asyncio.to_thread(self.artifacts.get, trained.artifact.uri, trained.artifact.sha256),
+        )
+        holdout = pd.read_parquet(io.BytesIO(holdout_bytes))
         try:
             candidate = load_model(artifact)
         except InvalidInput as exc:
@@ -152,7 +156,10 @@ class Validator:
         report["infra"] = {"error": infra.error, "rows": infra.rows}
         champion_metrics = champion_slices = None
         if champion is not None:
-            champion_model = load_model(self.artifacts.get(champion.artifact.uri, champion.artifact.sha256))
+            champion_bytes = await asyncio.to_thread(
+                self.artifacts.get, champion.artifact.uri, champion.artifact.sha256
+            )
+            champion_model = load_model(champion_bytes)
             champion_metrics, champion_slices = await asyncio.to_thread(
                 score, champion_model, holdout, features=champion.features
             )
