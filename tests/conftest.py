@@ -13,6 +13,7 @@ import signal
 import subprocess
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import asyncpg
@@ -74,20 +75,28 @@ def postgres() -> str:
     return ADMIN_URL
 
 
-@pytest.fixture(scope="module")
-def stack(kafka_bootstrap: str, postgres: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceStack]:
-    """All six services as processes with their own ports (18001..18006), schemas and artifact folder."""
-    services = ServiceStack(
-        bootstrap=kafka_bootstrap, database_url=postgres, root=tmp_path_factory.mktemp("stack"), repo=REPO
-    )
+@contextmanager
+def running(services: ServiceStack, *names: str) -> Iterator[ServiceStack]:
+    """Start ``names`` (all six by default); afterwards stop them, drop their schemas and check that every
+    process exited cleanly (a SIGKILL a test sent itself counts as clean)."""
     try:
-        services.start()
+        services.start(*names)
         yield services
     finally:
         codes = services.stop()
         asyncio.run(drop_schemas(services.schemas))
     unclean = {name: code for name, code in codes.items() if code not in (0, -signal.SIGTERM, -signal.SIGKILL)}
     assert not unclean, f"services exited uncleanly: {unclean} (logs in {services.logs})"
+
+
+@pytest.fixture(scope="module")
+def stack(kafka_bootstrap: str, postgres: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceStack]:
+    """All six services as processes with their own ports (18001..18006), schemas and artifact folder."""
+    services = ServiceStack(
+        bootstrap=kafka_bootstrap, database_url=postgres, root=tmp_path_factory.mktemp("stack"), repo=REPO
+    )
+    with running(services):
+        yield services
 
 
 @pytest_asyncio.fixture(loop_scope="module")

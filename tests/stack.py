@@ -13,10 +13,10 @@ from pathlib import Path
 
 import httpx
 
-from mloop_common.artifacts import ArtifactStore
+from mloop_common.artifacts import ArtifactStore, S3ArtifactStore, open_artifact_store
 from mloop_common.contracts import Lineage, RegisterVersion
 from mloop_common.events import ArtifactPointer
-from mloop_common.settings import SERVICE_PORTS
+from mloop_common.settings import SERVICE_PORTS, S3Settings
 
 # 18001..18006 by default: clear of a `make up` stack on 8001..8006.
 PORT_OFFSET = int(os.environ.get("MLOOP_TEST_PORT_OFFSET", "10000"))
@@ -25,10 +25,23 @@ PORT_OFFSET = int(os.environ.get("MLOOP_TEST_PORT_OFFSET", "10000"))
 class ServiceStack:
     """Starts, kills and restarts service processes that share a broker, a database and an artifact folder."""
 
-    def __init__(self, *, bootstrap: str, database_url: str, root: Path, repo: Path) -> None:
+    def __init__(
+        self,
+        *,
+        bootstrap: str,
+        database_url: str,
+        root: Path,
+        repo: Path,
+        artifacts_url: str | None = None,
+        s3: S3Settings | None = None,
+    ) -> None:
+        """``artifacts_url`` (e.g. ``s3://bucket/prefix``, with ``s3`` for its endpoint and keys) puts the
+        artifacts there instead of in the folder ``root/artifacts``."""
         self.run_id = uuid.uuid4().hex[:8]
         self.bootstrap = bootstrap
         self.artifacts = root / "artifacts"
+        self.artifacts_url = artifacts_url or str(self.artifacts)
+        self.s3 = s3
         self.logs = root / "logs"
         self.logs.mkdir(parents=True, exist_ok=True)
         self.repo = repo
@@ -41,7 +54,7 @@ class ServiceStack:
         self.env = {
             **os.environ,
             "MLOOP_KAFKA__BOOTSTRAP_SERVERS": bootstrap,
-            "MLOOP_ARTIFACTS_ROOT": str(self.artifacts),
+            "MLOOP_ARTIFACTS_ROOT": self.artifacts_url,
             "MLOOP_REGISTRY_URL": self.urls["registry"],
             "MLOOP_ENVIRONMENT": "test",
             "MLOOP_KAFKA__REPLICATION_FACTOR": "1",  # one broker here; outside development the default is 3
@@ -54,6 +67,8 @@ class ServiceStack:
             # 400-row fit took 59 s instead of 9 s). It is what an operator would set on such a machine.
             **dict.fromkeys(("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"), "1"),
         }
+        if s3 is not None:
+            self.env.update(s3_environment(s3))
         for name, port in self.ports.items():
             prefix = f"MLOOP_{name.upper()}_"
             self.env.update(
@@ -65,14 +80,18 @@ class ServiceStack:
             )
         self.processes: dict[str, subprocess.Popen] = {}  # type: ignore[type-arg]
 
-    def start(self, *names: str) -> None:
-        """Start services (all by default) and wait until each answers /readyz."""
+    def start(self, *names: str, env: dict[str, str] | None = None) -> None:
+        """Start services (all by default) and wait until each answers /readyz.
+
+        ``env`` adds to (or overrides) the stack's environment for these processes only, e.g. to arm a
+        fault point (``mloop_common.faults``) in one service.
+        """
         for name in names or tuple(self.ports):
             with (self.logs / f"{name}.log").open("ab") as log:  # the child keeps its own descriptor
                 self.processes[name] = subprocess.Popen(
                     [sys.executable, "-m", f"mloop_{name}"],
                     cwd=self.repo,
-                    env=self.env,
+                    env={**self.env, **(env or {})},
                     stdout=log,
                     stderr=subprocess.STDOUT,
                     start_new_session=True,
@@ -95,12 +114,16 @@ class ServiceStack:
             )
         self.wait_ready(replica)
 
+    def artifact_store(self) -> ArtifactStore | S3ArtifactStore:
+        """The store the services of this stack read and write."""
+        return open_artifact_store(self.artifacts_url, self.s3)
+
     def register_directly(
         self, name: str, *, model: bytes, profile: bytes, features: list[str], target: str, estimator: str
     ) -> None:
         """Version 1 of classifier ``name`` straight into the registry (so it becomes production), without
         ingest, trainer or validator: for tests and benchmarks that need only registry and serving."""
-        artifacts = ArtifactStore(self.artifacts)
+        artifacts = self.artifact_store()
         artifact = artifacts.put(model, kind="models")
         reference = artifacts.put(profile, kind="profiles", suffix=".json")
         spec = {
@@ -162,6 +185,10 @@ class ServiceStack:
         os.killpg(process.pid, signal.SIGKILL)
         process.wait()
 
+    def exited(self, name: str) -> int | None:
+        """The exit code of ``name``'s process (negative: the signal that ended it), None while it runs."""
+        return self.processes[name].poll()
+
     def terminate(self, name: str, timeout: float = 60) -> int:
         """SIGTERM one service and wait for it to exit; its exit code."""
         process = self.processes[name]
@@ -185,3 +212,15 @@ class ServiceStack:
     def log_tail(self, name: str, chars: int = 3000) -> str:
         path = self.logs / f"{name}.log"
         return path.read_text(errors="replace")[-chars:] if path.exists() else ""
+
+
+def s3_environment(s3: S3Settings) -> dict[str, str]:
+    """``MLOOP_S3__...`` variables that make a service read ``s3`` back."""
+    env = {}
+    for field, value in s3.model_dump().items():
+        if value is None:
+            continue
+        if hasattr(value, "get_secret_value"):
+            value = value.get_secret_value()
+        env[f"MLOOP_S3__{field.upper()}"] = str(value).lower() if isinstance(value, bool) else str(value)
+    return env

@@ -62,7 +62,10 @@ def distribution_of(module: str) -> str | None:
     top = module.partition(".")[0]
     if top in sys.stdlib_module_names or top.startswith("mloop_") or top == "__future__":
         return None
-    spec = importlib.util.find_spec(module)
+    try:
+        spec = importlib.util.find_spec(module)
+    except ValueError:  # a compiled submodule without a spec (obstore.exceptions): its package answers
+        spec = importlib.util.find_spec(top)
     assert spec is not None, f"{module} is imported but not installed"
     locations = [spec.origin] if spec.origin and spec.has_location else list(spec.submodule_search_locations or ())
     for location in locations:

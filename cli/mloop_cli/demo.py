@@ -27,10 +27,11 @@ import yaml
 from rich.console import Console
 
 from mloop_cli.client import api_key
-from mloop_common.artifacts import ArtifactStore
+from mloop_common.artifacts import open_artifact_store
 from mloop_common.bus import BusConfig, tail
 from mloop_common.events import ALL_TOPICS, Envelope, dlq_topic
 from mloop_common.modelio import load_model
+from mloop_common.settings import CommonSettings, S3Settings
 
 SPEC = Path(__file__).resolve().parents[2] / "examples" / "rainfall.yaml"
 TARGET = "rain"
@@ -43,7 +44,10 @@ class DemoConfig:
     registry_url: str
     serving_url: str
     bootstrap_servers: str
-    artifacts_root: Path = Path(".run/artifacts")
+    # The store the services write to (to score v1 and v2 here): a folder or s3://bucket/prefix. Unset:
+    # MLOOP_ARTIFACTS_ROOT and MLOOP_S3__..., as the services read them.
+    artifacts_root: Path | str | None = None
+    s3: S3Settings | None = None
     model: str | None = None  # default: a fresh name per run, so every run starts from v1
     v1_rows: int = 7300  # 1949-1968
     traffic_start: int = 12500  # the 1980s
@@ -280,7 +284,8 @@ async def _loop(
     console.print(f"[bold]5.[/] serving answers with v2 after {result.v2_served_after:.1f}s")
 
     recent = frame.iloc[len(frame) - config.eval_rows :]
-    store = ArtifactStore(config.artifacts_root)
+    location = CommonSettings()  # where the services keep their artifacts, read as they read it
+    store = open_artifact_store(config.artifacts_root or location.artifacts_root, config.s3 or location.s3)
     for version in (1, 2):
         info = (await registry.get(f"/v1/models/{model}/versions/{version}")).json()
         estimator = load_model(store.get(info["artifact"]["uri"], info["artifact"]["sha256"]))

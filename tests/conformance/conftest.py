@@ -7,9 +7,7 @@ Two models go through the whole loop (ingest -> trainer -> validator -> registry
 
 from __future__ import annotations
 
-import asyncio
 import os
-import signal
 import subprocess
 import sys
 import uuid
@@ -19,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.conformance.served import SERVICES, Served, ServedModel, churn_frame, declare_and_publish, wait_until_served
-from tests.conftest import REPO, drop_schemas
+from tests.conftest import REPO, running
 from tests.stack import ServiceStack
 
 
@@ -32,8 +30,7 @@ def served(kafka_bootstrap: str, postgres: str, tmp_path_factory: pytest.TempPat
     # Inference clients are used unchanged, so without credentials: this deployment trusts its inference
     # network (MLOOP_AUTH__OPEN_PREDICT); everything else still needs a key.
     stack.env["MLOOP_AUTH__OPEN_PREDICT"] = "true"
-    try:
-        stack.start(*SERVICES)
+    with running(stack, *SERVICES):
         suffix = uuid.uuid4().hex[:6]
         frame = churn_frame(600, seed=7)
         mixed = ServedModel(
@@ -44,11 +41,6 @@ def served(kafka_bootstrap: str, postgres: str, tmp_path_factory: pytest.TempPat
         declare_and_publish(stack, numeric.name, frame[["usage", "calls", "churned"]], numeric.features)
         wait_until_served(stack, [mixed.name, numeric.name])
         yield Served(url=stack.urls["serving"], mixed=mixed, numeric=numeric)
-    finally:
-        codes = stack.stop()
-        asyncio.run(drop_schemas(stack.schemas))
-    unclean = {name: code for name, code in codes.items() if code not in (0, -signal.SIGTERM, -signal.SIGKILL)}
-    assert not unclean, f"services exited uncleanly: {unclean} (logs in {stack.logs})"
 
 
 # KServe's SDK pins pandas<3, so it cannot share mloop's lock: it lives in a venv of its own, made once.

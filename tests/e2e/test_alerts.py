@@ -3,11 +3,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import email
 import email.policy
 import json
-import signal
 import socket
 import threading
 import uuid
@@ -21,7 +19,7 @@ import pytest
 from aiosmtpd.controller import Controller
 
 from mloop_registry.alerts import verify
-from tests.conftest import REPO, drop_schemas, eventually
+from tests.conftest import REPO, eventually, running
 from tests.e2e.test_release_gate import declare, publish, spec
 from tests.stack import ServiceStack
 
@@ -138,14 +136,8 @@ def stack(
             "MLOOP_REGISTRY_ALERTS__DRIFT_URL": services.urls["drift"],
         }
     )
-    try:
-        services.start()
+    with running(services):
         yield services
-    finally:
-        codes = services.stop()
-        asyncio.run(drop_schemas(services.schemas))
-    unclean = {name: code for name, code in codes.items() if code not in (0, -signal.SIGTERM, -signal.SIGKILL)}
-    assert not unclean, f"services exited uncleanly: {unclean} (logs in {services.logs})"
 
 
 def delivered(webhook: Webhook, model: str) -> list[tuple[int, dict[str, str], bytes]]:

@@ -4,14 +4,13 @@ arrives, and one over the limit is refused without being buffered, in memory or 
 from __future__ import annotations
 
 import asyncio
-import signal
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.conftest import REPO, drop_schemas
+from tests.conftest import REPO, running
 from tests.stack import ServiceStack
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -34,13 +33,8 @@ def ingest(
         bootstrap=kafka_bootstrap, database_url=postgres, root=tmp_path_factory.mktemp("stack"), repo=REPO
     )
     services.env.update({"MLOOP_INGEST_MAX_UPLOAD_BYTES": str(LIMIT), "MLOOP_INGEST_SPOOL_DIR": str(spool)})
-    try:
-        services.start("ingest")
+    with running(services, "ingest"):
         yield services
-    finally:
-        codes = services.stop()
-        asyncio.run(drop_schemas(services.schemas))
-    assert codes["ingest"] in (0, -signal.SIGTERM), f"ingest exited with {codes['ingest']}"
 
 
 class Body:

@@ -28,7 +28,7 @@ from sklearn.linear_model import LogisticRegression
 from mloop_common.bus import BusConfig, tail
 from mloop_common.modelio import dump_model
 from mloop_common.profile import build_reference_profile
-from tests.conftest import LOCAL, REPO, _kafka_env, drop_schemas, eventually
+from tests.conftest import LOCAL, REPO, _kafka_env, eventually, running
 from tests.stack import ServiceStack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
@@ -41,15 +41,11 @@ def stack(kafka_bootstrap: str, postgres: str, tmp_path_factory: pytest.TempPath
     root = tmp_path_factory.mktemp("log-outage")
     services = ServiceStack(bootstrap=kafka_bootstrap, database_url=postgres, root=root, repo=REPO)
     services.env["MLOOP_SERVING_LOG_SPILL_DIR"] = str(root / "spill")
-    try:
-        services.start("registry", "serving")
-        yield services
-    finally:
-        broker("start")  # whatever a failed test left behind, the session's broker runs again
-        codes = services.stop()
-        asyncio.run(drop_schemas(services.schemas))
-    unclean = {name: code for name, code in codes.items() if code not in (0, -signal.SIGTERM, -signal.SIGKILL)}
-    assert not unclean, f"services exited uncleanly: {unclean} (logs in {services.logs})"
+    with running(services, "registry", "serving"):
+        try:
+            yield services
+        finally:
+            broker("start")  # whatever a failed test left behind, the session's broker runs again
 
 
 def broker(action: str) -> None:

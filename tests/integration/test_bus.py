@@ -291,9 +291,15 @@ async def test_trace_context_survives_a_hop(db: Database, bus) -> None:  # type:
     finally:
         await subscriber.stop()
     assert seen[0].trace_id == parent.get_span_context().trace_id
-    process_span = next(s for s in exporter.get_finished_spans() if s.name == f"{topic} process")
-    assert process_span.parent is not None and process_span.parent.span_id == parent.get_span_context().span_id
+    # publish side -> the relay's PRODUCER send span (the outbox kept the context) -> the CONSUMER process span
+    finished = exporter.get_finished_spans()
+    send_span = next(s for s in finished if s.name == f"send {topic}")
+    process_span = next(s for s in finished if s.name == f"process {topic}")
+    assert send_span.parent is not None and send_span.parent.span_id == parent.get_span_context().span_id
+    assert process_span.parent is not None and process_span.parent.span_id == send_span.context.span_id
+    assert process_span.attributes is not None and send_span.attributes is not None
     assert process_span.attributes["messaging.destination.name"] == topic
+    assert process_span.attributes["messaging.kafka.offset"] == send_span.attributes["messaging.kafka.offset"]
 
 
 async def test_outage_of_a_dependency_is_waited_out_not_dead_lettered(db: Database, bus) -> None:  # type: ignore[no-untyped-def]

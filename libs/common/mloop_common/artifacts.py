@@ -1,8 +1,12 @@
 """Content-addressed artifact store. URIs look like ``artifact:models/ab/ab12...ef.skops``.
 
-Writes go to a temporary file and are renamed into place, so a reader never sees half a file.
-Every read verifies the sha256 the caller vouches for. A URI is untrusted input: one that
-would resolve outside the root is refused.
+Two stores behind one interface, chosen by ``open_artifact_store(location)``: a local folder (the
+default) or a bucket of S3-compatible object storage (``s3://bucket/prefix``). The URI names the
+content, not the place, so events and database rows stay the same whichever store holds the bytes.
+
+A reader never sees half an artifact: the folder writes a temporary file and renames it into place,
+S3 makes an object visible only when its PUT (or multipart upload) completes. Every read verifies the
+sha256 the caller vouches for. A URI is untrusted input: anything but a well-formed store URI is refused.
 """
 
 from __future__ import annotations
@@ -11,11 +15,19 @@ import hashlib
 import os
 import re
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+from urllib.parse import urlsplit
 
 from mloop_common.errors import DigestMismatch, InvalidInput, NotFound
+
+if TYPE_CHECKING:
+    from obstore.store import S3Store
+
+    from mloop_common.settings import S3Settings
 
 SCHEME = "artifact:"
 _KIND = re.compile(r"^[a-z][a-z0-9_-]{0,40}$")
@@ -32,6 +44,25 @@ class ArtifactRef:
 
 def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def _check_kind(kind: str, suffix: str) -> None:
+    if not _KIND.match(kind) or not _SUFFIX.match(suffix):
+        raise InvalidInput(f"bad artifact kind/suffix {kind!r}/{suffix!r}")
+
+
+def _relative(uri: str) -> str:
+    """``kind/ab/<sha256><suffix>`` of a well-formed store URI; no ``..``, no absolute path, no other scheme."""
+    if not uri.startswith(SCHEME) or not _RELATIVE.match(uri[len(SCHEME) :]):
+        raise InvalidInput(f"not an artifact URI of this store: {uri!r}", field="uri")
+    return uri[len(SCHEME) :]
+
+
+def _verified(uri: str, data: bytes, sha256: str) -> bytes:
+    actual = sha256_hex(data)
+    if actual != sha256:
+        raise DigestMismatch(f"artifact {uri} has sha256 {actual}, expected {sha256}")
+    return data
 
 
 class Artifacts(Protocol):
@@ -51,8 +82,7 @@ class ArtifactStore:
 
     def put(self, data: bytes, *, kind: str, suffix: str = "") -> ArtifactRef:
         """Store ``data`` under its digest; storing the same bytes twice is a no-op."""
-        if not _KIND.match(kind) or not _SUFFIX.match(suffix):
-            raise InvalidInput(f"bad artifact kind/suffix {kind!r}/{suffix!r}")
+        _check_kind(kind, suffix)
         digest = sha256_hex(data)
         relative = f"{kind}/{digest[:2]}/{digest}{suffix}"
         path = self.root / relative
@@ -72,8 +102,7 @@ class ArtifactStore:
 
     def put_file(self, source: Path, *, kind: str, suffix: str = "") -> ArtifactRef:
         """Store the file at ``source`` under its digest, copied in chunks (never whole in memory)."""
-        if not _KIND.match(kind) or not _SUFFIX.match(suffix):
-            raise InvalidInput(f"bad artifact kind/suffix {kind!r}/{suffix!r}")
+        _check_kind(kind, suffix)
         (self.root / kind).mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=self.root / kind, prefix=".tmp-")
         digest, size = hashlib.sha256(), 0
@@ -95,9 +124,7 @@ class ArtifactStore:
 
     def path_of(self, uri: str) -> Path:
         """The file behind ``uri``; refuses anything that is not a well-formed store URI."""
-        if not uri.startswith(SCHEME) or not _RELATIVE.match(uri[len(SCHEME) :]):
-            raise InvalidInput(f"not an artifact URI of this store: {uri!r}", field="uri")
-        path = (self.root / uri[len(SCHEME) :]).resolve()
+        path = (self.root / _relative(uri)).resolve()
         if not path.is_relative_to(self.root):
             raise InvalidInput(f"artifact URI escapes the store: {uri!r}", field="uri")
         return path
@@ -109,7 +136,176 @@ class ArtifactStore:
             data = path.read_bytes()
         except FileNotFoundError as exc:
             raise NotFound(f"artifact {uri} does not exist") from exc
-        actual = sha256_hex(data)
-        if actual != sha256:
-            raise DigestMismatch(f"artifact {uri} has sha256 {actual}, expected {sha256}")
-        return data
+        return _verified(uri, data, sha256)
+
+    def __repr__(self) -> str:
+        return f"ArtifactStore({str(self.root)!r})"
+
+
+# S3 parts: at least 5 MiB (S3's minimum, but for the last part). With a few in flight at once, an upload
+# holds about (PART_CONCURRENCY + 1) parts in memory whatever the size of the file.
+PART_BYTES = 8 * 1024 * 1024
+MIN_PART_BYTES = 5 * 1024 * 1024
+PART_CONCURRENCY = 4
+READ_CHUNK = 1024 * 1024
+
+
+def _missing(exc: BaseException) -> bool:
+    from obstore.exceptions import NotFoundError
+
+    return isinstance(exc, FileNotFoundError | NotFoundError)
+
+
+class S3ArtifactStore:
+    """Immutable, digest-named objects under ``s3://bucket/prefix`` on S3-compatible object storage.
+
+    The same keys as the folder (``<prefix>/kind/ab/<sha256><suffix>``). An object becomes visible only when
+    its PUT or its multipart upload completes (S3 guarantees both are atomic), so a reader never sees half of
+    one; an upload that fails midway is aborted. A HEAD comes first: the same bytes twice upload nothing.
+    """
+
+    def __init__(self, bucket: str, prefix: str = "", *, store: S3Store, part_bytes: int = PART_BYTES) -> None:
+        if part_bytes < MIN_PART_BYTES:
+            raise ValueError(f"S3 parts are at least {MIN_PART_BYTES} bytes, not {part_bytes}")
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+        self.store = store
+        self.part_bytes = part_bytes
+
+    @classmethod
+    def from_url(cls, url: str, settings: S3Settings | None = None, *, part_bytes: int = PART_BYTES) -> S3ArtifactStore:
+        """A store for ``s3://bucket/prefix``. Unset settings fall back to the standard ``AWS_*`` variables
+        (``AWS_ENDPOINT_URL``, ``AWS_REGION``, ``AWS_ACCESS_KEY_ID``...) and to instance or pod credentials."""
+        from obstore.store import S3Store
+
+        parts = urlsplit(url)
+        if parts.scheme != "s3" or not parts.netloc or parts.query or parts.fragment:
+            raise ValueError(f"not an s3://bucket/prefix URL: {url!r}")
+        prefix = parts.path.strip("/")
+        config: dict[str, Any] = {}
+        client: dict[str, Any] = {}
+        retry: dict[str, Any] = {}
+        if settings is not None:
+            if settings.endpoint_url:
+                config["endpoint"] = settings.endpoint_url
+            if settings.region:
+                config["region"] = settings.region
+            if settings.access_key_id:
+                config["access_key_id"] = settings.access_key_id
+            if settings.secret_access_key:
+                config["secret_access_key"] = settings.secret_access_key.get_secret_value()
+            if settings.session_token:
+                config["session_token"] = settings.session_token.get_secret_value()
+            if settings.virtual_hosted_style:
+                config["virtual_hosted_style_request"] = True
+            client = {"allow_http": settings.allow_http, "timeout": timedelta(seconds=settings.timeout_seconds)}
+            retry = {"max_retries": settings.max_retries, "retry_timeout": timedelta(seconds=settings.retry_seconds)}
+        store = S3Store(
+            parts.netloc,
+            prefix=prefix or None,
+            config=config or None,  # type: ignore[arg-type]
+            client_options=client or None,  # type: ignore[arg-type]
+            retry_config=retry or None,  # type: ignore[arg-type]
+        )
+        return cls(parts.netloc, prefix, store=store, part_bytes=part_bytes)
+
+    @property
+    def url(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix}" if self.prefix else f"s3://{self.bucket}"
+
+    def _size(self, key: str) -> int | None:
+        """The size of the object at ``key``, None if there is none."""
+        import obstore
+
+        try:
+            return int(obstore.head(self.store, key)["size"])
+        except Exception as exc:
+            if _missing(exc):
+                return None
+            raise
+
+    def put(self, data: bytes, *, kind: str, suffix: str = "") -> ArtifactRef:
+        """Store ``data`` under its digest; storing the same bytes twice is a no-op."""
+        import obstore
+
+        _check_kind(kind, suffix)
+        digest = sha256_hex(data)
+        key = f"{kind}/{digest[:2]}/{digest}{suffix}"
+        # An object of another size under this digest was damaged: the upload replaces it.
+        if self._size(key) != len(data):
+            obstore.put(
+                self.store, key, data, chunk_size=self.part_bytes, max_concurrency=PART_CONCURRENCY, mode="overwrite"
+            )
+        return ArtifactRef(uri=SCHEME + key, sha256=digest, size=len(data))
+
+    def put_file(self, source: Path, *, kind: str, suffix: str = "") -> ArtifactRef:
+        """Store the file at ``source`` under its digest, streamed (never whole in memory).
+
+        The key needs the digest, so the file is read twice: once to hash it, then while uploading it in
+        parts. A file that changed in between fails the upload before it completes (nothing is stored).
+        """
+        import obstore
+
+        _check_kind(kind, suffix)
+        hasher, size = hashlib.sha256(), 0
+        with source.open("rb") as reader:
+            while chunk := reader.read(READ_CHUNK):
+                hasher.update(chunk)
+                size += len(chunk)
+        digest = hasher.hexdigest()
+        key = f"{kind}/{digest[:2]}/{digest}{suffix}"
+        if self._size(key) != size:
+            obstore.put(
+                self.store,
+                key,
+                _verified_chunks(source, digest),
+                chunk_size=self.part_bytes,
+                max_concurrency=PART_CONCURRENCY,
+                mode="overwrite",
+            )
+        return ArtifactRef(uri=SCHEME + key, sha256=digest, size=size)
+
+    def key_of(self, uri: str) -> str:
+        """The object key behind ``uri`` (below the prefix); refuses anything but a well-formed store URI."""
+        return _relative(uri)
+
+    def get(self, uri: str, sha256: str) -> bytes:
+        """The bytes behind ``uri``, only if they hash to ``sha256``."""
+        import obstore
+
+        key = self.key_of(uri)
+        try:
+            data = bytes(obstore.get(self.store, key).bytes())
+        except Exception as exc:
+            if _missing(exc):
+                raise NotFound(f"artifact {uri} does not exist in {self.url}") from exc
+            raise
+        return _verified(uri, data, sha256)
+
+    def __repr__(self) -> str:
+        return f"S3ArtifactStore({self.url!r})"
+
+
+def _verified_chunks(source: Path, digest: str) -> Iterator[bytes]:
+    """The file's chunks; raises before the last one is consumed if they no longer hash to ``digest``, so the
+    multipart upload is aborted instead of completed under a name its content does not have."""
+    hasher = hashlib.sha256()
+    with source.open("rb") as reader:
+        while chunk := reader.read(READ_CHUNK):
+            hasher.update(chunk)
+            yield chunk
+    if hasher.hexdigest() != digest:
+        raise DigestMismatch(f"{source} changed while it was stored")
+
+
+def open_artifact_store(location: str | Path, s3: S3Settings | None = None) -> ArtifactStore | S3ArtifactStore:
+    """The store at ``location``: ``s3://bucket/prefix`` is a bucket, a path or ``file://`` URL a local folder."""
+    text = str(location)
+    scheme = urlsplit(text).scheme if "://" in text else ""
+    if scheme == "s3":
+        return S3ArtifactStore.from_url(text, s3)
+    if scheme == "file":
+        return ArtifactStore(urlsplit(text).path)
+    if scheme:
+        raise ValueError(f"unsupported artifact store {text!r}: use a folder or s3://bucket/prefix")
+    return ArtifactStore(text)

@@ -33,6 +33,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import BrokerResponseError, CommitFailedError, KafkaError, TopicAlreadyExistsError
+from opentelemetry.trace import Span
 from prometheus_client import Counter, Gauge, Histogram
 
 from mloop_common.errors import PayloadTooLarge, PermanentError, TransientError
@@ -49,8 +50,9 @@ from mloop_common.events import (
     from_record,
     to_record,
 )
+from mloop_common.faults import CONSUMER_BEFORE_OFFSET_COMMIT, OUTBOX_BEFORE_MARK_SENT, fault_point
 from mloop_common.retry import Backoff
-from mloop_common.telemetry import consumer_span, current_trace_headers
+from mloop_common.telemetry import consumer_span, current_trace_headers, end_send_span, start_send_span
 
 if TYPE_CHECKING:  # the relay's database side is imported where used: serving has no database
     import asyncpg  # type: ignore[import-untyped]
@@ -346,23 +348,34 @@ class Producer:
         """Send a batch, wait for the broker's answers, and return each record's error (None: stored)."""
         client = self._client
         pending: list[asyncio.Future[Any] | Exception] = []
-        for topic, key, value, headers in records:
-            try:
-                pending.append(await client.send(topic, value=value, key=key, headers=headers))
-            except Exception as exc:  # refused before sending, e.g. over max_request_size
-                pending.append(exc)
+        spans: list[Span] = []  # one PRODUCER span per record; on the wire, its context replaces the record's
         errors: list[Exception | None] = []
-        for (topic, *_), outcome in zip(records, pending, strict=True):
-            if isinstance(outcome, Exception):
-                errors.append(outcome)
-                continue
-            try:
-                await outcome
-            except Exception as exc:
-                errors.append(exc)
-                continue
-            PUBLISHED.labels(topic).inc()
-            errors.append(None)
+        try:
+            for topic, key, value, headers in records:
+                span, headers = start_send_span(topic, key, headers, client_id=self.config.client_id)
+                spans.append(span)
+                try:
+                    pending.append(await client.send(topic, value=value, key=key, headers=headers))
+                except Exception as exc:  # refused before sending, e.g. over max_request_size
+                    pending.append(exc)
+            for (topic, *_), outcome, span in zip(records, pending, spans, strict=True):
+                if isinstance(outcome, Exception):
+                    end_send_span(span, error=outcome)
+                    errors.append(outcome)
+                    continue
+                try:
+                    metadata = await outcome
+                except Exception as exc:
+                    end_send_span(span, error=exc)
+                    errors.append(exc)
+                    continue
+                end_send_span(span, partition=metadata.partition, offset=metadata.offset)
+                PUBLISHED.labels(topic).inc()
+                errors.append(None)
+        finally:
+            for span in spans:
+                if span.is_recording():  # cancelled while waiting for the broker
+                    span.end()
         if any(isinstance(e, BrokerResponseError) and not e.retriable for e in errors):
             await self._renew(client)
         return errors
@@ -551,6 +564,7 @@ class Subscriber:
                             break  # uncommitted records are redelivered to whoever owns the partition
                         if not await self._handle(record):
                             break  # shutting down mid-retry: leave it uncommitted for the next owner
+                        fault_point(CONSUMER_BEFORE_OFFSET_COMMIT)  # test hook (tests/faults/)
                         if not await self._commit(tp, record.offset + 1):
                             break  # _commit put the position back
                         unfinished[tp] = record.offset + 1
@@ -664,7 +678,9 @@ class Subscriber:
             tries += 1
             started = time.perf_counter()
             try:
-                with consumer_span(event, self.group_id):
+                with consumer_span(
+                    event, self.group_id, partition=record.partition, offset=record.offset, key=record.key
+                ):
                     await self._run_while_polling(route.handler(payload, event))
             except Exception as exc:
                 verdict = classify(exc)
@@ -879,6 +895,7 @@ class OutboxRelay:
                 elif stuck is None:
                     stuck = error  # later rows that failed too wait for the next round, in order
             if done:
+                fault_point(OUTBOX_BEFORE_MARK_SENT)  # test hook (tests/faults/)
                 await mark_sent(session, done)
         if stuck is not None:
             raise stuck

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import subprocess
 import sys
 from collections.abc import Awaitable, Callable
@@ -20,11 +19,11 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import uvicorn
 from fastapi import FastAPI
 
-from mloop_common.artifacts import ArtifactStore
+from mloop_common.artifacts import open_artifact_store
 from mloop_common.bus import BusConfig, OutboxRelay, Producer, Route, Subscriber, ensure_topics
 from mloop_common.retry import Backoff, retry_call
 from mloop_common.settings import ServiceSettings
-from mloop_common.telemetry import setup_tracing
+from mloop_common.telemetry import configure_logging, setup_tracing
 
 # The database layer is imported only by services that have one: serving installs no database driver.
 if TYPE_CHECKING:
@@ -75,7 +74,7 @@ class Runtime:
             self.db = Database(own.database_url or "", schema=own.database_schema)
             # enqueue() refuses events over the broker's limit when they are staged
             self.db.sessions.configure(info={MAX_MESSAGE_BYTES_INFO: self.bus_config.max_message_bytes})
-        self.artifacts = ArtifactStore(common.artifacts_root)
+        self.artifacts = open_artifact_store(common.artifacts_root, common.s3)
         self.producer = Producer(self.bus_config)
         self.relay = (
             OutboxRelay(self.db, self.producer, inbox_retention_seconds=common.inbox_retention_days * 86_400)
@@ -238,12 +237,18 @@ def serve(app: FastAPI, settings: ServiceSettings) -> None:
     A fatal runtime failure (``app.state.on_fatal``: a consumer that cannot be restarted) shuts the
     server down the same way and the process exits with status 1.
     """
-    logging.basicConfig(
-        level=os.environ.get("MLOOP_LOG_LEVEL", "INFO"), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(settings.service)
     logging.getLogger("aiokafka").setLevel(logging.WARNING)
     server = _Server(
-        uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning", timeout_graceful_shutdown=30)
+        # log_config=None: uvicorn's own lines go through the root handler too (JSON by default), not its formatter.
+        uvicorn.Config(
+            app,
+            host=settings.host,
+            port=settings.port,
+            log_level="warning",
+            log_config=None,
+            timeout_graceful_shutdown=30,
+        )
     )
     fatal: list[str] = []
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal, Self
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, Field, SecretStr, model_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from mloop_common.auth import DEVELOPMENT_ADMIN_KEY, DEVELOPMENT_SECRET, MIN_SECRET_CHARS, service_key
@@ -80,6 +80,29 @@ class AuthSettings(BaseModel):
     cache_seconds: float = Field(30.0, ge=0, le=3600)
 
 
+class S3Settings(BaseModel):
+    """S3-compatible object storage for the artifacts (``MLOOP_S3__...``), used when ``MLOOP_ARTIFACTS_ROOT`` is
+    an ``s3://bucket/prefix`` URL. What is unset here comes from the standard ``AWS_*`` variables
+    (``AWS_ENDPOINT_URL``, ``AWS_REGION``, ``AWS_ACCESS_KEY_ID``...) or from instance or pod credentials."""
+
+    endpoint_url: str | None = None  # MinIO, Ceph, R2... (default: AWS's endpoint for the region)
+    region: str | None = None
+    access_key_id: str | None = None
+    secret_access_key: SecretStr | None = None
+    session_token: SecretStr | None = None
+    allow_http: bool = False  # plain HTTP to the endpoint: only for a local or otherwise trusted network
+    virtual_hosted_style: bool = False  # bucket.endpoint/key instead of endpoint/bucket/key
+    timeout_seconds: float = Field(120.0, gt=0)  # of one request (a part of a multipart upload included)
+    max_retries: int = Field(5, ge=0)
+    retry_seconds: float = Field(60.0, gt=0)  # retries of one request stop after this long
+
+    @model_validator(mode="after")
+    def _both_keys(self) -> Self:
+        if bool(self.access_key_id) != bool(self.secret_access_key):
+            raise ValueError("MLOOP_S3__ACCESS_KEY_ID and MLOOP_S3__SECRET_ACCESS_KEY go together")
+        return self
+
+
 class CommonSettings(BaseSettings):
     """What every service needs: where the broker, the artifacts and the other services are."""
 
@@ -87,7 +110,9 @@ class CommonSettings(BaseSettings):
 
     environment: Literal["development", "test", "production"] = "development"
     kafka: KafkaSettings = KafkaSettings()
-    artifacts_root: Path = Path(".run/artifacts")
+    # The artifact store: a folder (shared by every service) or s3://bucket/prefix (with ``s3`` below).
+    artifacts_root: str = ".run/artifacts"
+    s3: S3Settings = S3Settings()
     database_host: str = "127.0.0.1"
     database_port: int = 55432
     database_name: str = "mloop"
@@ -103,6 +128,16 @@ class CommonSettings(BaseSettings):
     # Requests one process handles at once; more are answered 429 at once (never queued). Health, readiness
     # and metrics are not counted.
     max_in_flight: int = Field(512, ge=1)
+
+    @field_validator("artifacts_root")
+    @classmethod
+    def _artifacts_location(cls, value: str) -> str:
+        scheme = urlsplit(value).scheme if "://" in value else ""
+        if scheme == "s3" and not urlsplit(value).netloc:
+            raise ValueError(f"MLOOP_ARTIFACTS_ROOT={value!r} names no bucket (s3://bucket/prefix)")
+        if scheme not in ("", "file", "s3"):
+            raise ValueError(f"MLOOP_ARTIFACTS_ROOT={value!r}: a folder or s3://bucket/prefix")
+        return value
 
     @model_validator(mode="after")
     def _environment_defaults(self) -> Self:

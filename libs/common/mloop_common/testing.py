@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import copy
 import re
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+import socket
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Generic, TypeVar
@@ -34,6 +36,7 @@ from mloop_common.contracts import (
 )
 from mloop_common.errors import NotFound, ServiceUnavailable
 from mloop_common.events import TOPIC_OF, Envelope, P, from_record, to_record
+from mloop_common.settings import S3Settings
 from mloop_common.spec import ModelSpec, spec_digest
 
 
@@ -270,3 +273,35 @@ async def access_problems(app: FastAPI) -> list[str]:
                 if wrong.status_code != 403:
                     problems.append(f"{method} {route.path} as {role} (lacks {permission}): {wrong.status_code}")
     return problems
+
+
+@contextmanager
+def local_s3() -> Iterator[S3Settings]:
+    """A local S3-compatible endpoint (moto in server mode, a dev dependency, in this process) and the
+    settings that reach it; moto accepts any credentials."""
+    from moto.server import ThreadedMotoServer
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = int(probe.getsockname()[1])
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        yield S3Settings(
+            endpoint_url=f"http://127.0.0.1:{port}",
+            region="us-east-1",
+            access_key_id="test-key",
+            secret_access_key="test-secret",
+            allow_http=True,
+            max_retries=1,
+            retry_seconds=5,
+        )
+    finally:
+        server.stop()
+
+
+def new_bucket(endpoint: S3Settings) -> str:
+    """A new, empty bucket on a local endpoint (an unsigned CreateBucket: moto needs no signature); its name."""
+    name = f"mloop-{uuid.uuid4().hex[:12]}"
+    httpx.put(f"{endpoint.endpoint_url}/{name}", timeout=10).raise_for_status()
+    return name

@@ -51,7 +51,7 @@ async def bootstrap(settings: IngestSettings, app: FastAPI) -> AsyncIterator[Ing
             publisher=publisher,
             max_upload_bytes=settings.max_upload_bytes,
             spool_dir=settings.spool_dir,
-            sources=Sources.of(settings.source_roots),
+            sources=Sources.of(settings.source_roots, settings.common.s3),
         )
     finally:
         await runtime.stop()

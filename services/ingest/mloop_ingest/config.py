@@ -19,7 +19,8 @@ class IngestSettings(ServiceSettings):
     # Where uploads and snapshots are spooled while a version is prepared (default: the system's temp folder).
     spool_dir: Path | None = None
     checks: CheckPolicy = CheckPolicy()
-    # Where versions may be registered from by URI: file:///... folders or https://host/prefix/ (JSON list).
+    # Where versions may be registered from by URI (JSON list): file:///... folders, https://host/prefix/, or
+    # s3://bucket/prefix/ reached with the artifact store's S3 settings (MLOOP_S3__...).
     source_roots: list[str] = []
 
     @field_validator("source_roots")

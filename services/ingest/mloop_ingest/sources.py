@@ -1,5 +1,8 @@
 """Registering a dataset version by URI: only under a configured root, copied to the spool while hashed.
 
+Roots are local folders (``file:///srv/data/``), web prefixes (``https://host/exports/``) or S3-compatible
+prefixes (``s3://bucket/exports/``, reached with the artifact store's S3 settings, ``MLOOP_S3__*``).
+
 A URI is untrusted input. Refused, each with a 422 naming the ``uri`` field:
 
 - anything not under a configured root (scheme, host, port and path prefix must all match), so
@@ -32,12 +35,14 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from urllib.parse import SplitResult, unquote, urlsplit
 
+from mloop_common.artifacts import S3ArtifactStore
 from mloop_common.errors import InvalidInput, PayloadTooLarge
+from mloop_common.settings import S3Settings
 from mloop_ingest.uploads import SpooledFile
 
 FIELD = "uri"
 CHUNK = 1024 * 1024
-SCHEMES = ("file", "http", "https")
+SCHEMES = ("file", "http", "https", "s3")
 # Percent-encodings that could smuggle a traversal past the checks: ".", "/", "\" and "%" itself.
 _SMUGGLED = re.compile(r"%(2e|2f|5c|25)", re.IGNORECASE)
 Resolver = Callable[[str, int], list[str]]
@@ -49,7 +54,8 @@ def _refuse(message: str) -> InvalidInput:
 
 @dataclass(frozen=True)
 class Root:
-    """One configured place versions may come from: ``file:///srv/data/`` or ``https://host/exports/``."""
+    """One configured place versions may come from: ``file:///srv/data/``, ``https://host/exports/`` or
+    ``s3://bucket/exports/`` (the bucket is the host)."""
 
     scheme: str
     host: str
@@ -60,9 +66,9 @@ class Root:
     def parse(cls, text: str) -> Root:
         parts = urlsplit(text)
         if parts.scheme not in SCHEMES or not parts.path.startswith("/"):
-            raise ValueError(f"a source root is a file:// or http(s):// URL with an absolute path: {text!r}")
+            raise ValueError(f"a source root is a file://, http(s):// or s3:// URL with an absolute path: {text!r}")
         if parts.scheme != "file" and not parts.hostname:
-            raise ValueError(f"an http(s) source root names its host: {text!r}")
+            raise ValueError(f"an http(s) source root names its host, an s3 one its bucket: {text!r}")
         return cls(parts.scheme, (parts.hostname or "").lower(), parts.port, PurePosixPath(parts.path))
 
     def holds(self, parts: SplitResult, path: PurePosixPath) -> bool:
@@ -81,7 +87,7 @@ def check_uri(uri: str, roots: Iterable[Root]) -> tuple[Root, SplitResult, PureP
         raise _refuse("the URI percent-encodes '.', '/', '\\' or '%': write the path plainly")
     parts = urlsplit(uri)
     if parts.scheme not in SCHEMES:
-        raise _refuse(f"scheme {parts.scheme!r} is not supported (file, http, https under a configured root)")
+        raise _refuse(f"scheme {parts.scheme!r} is not supported (file, http, https, s3 under a configured root)")
     if parts.username is not None or parts.password is not None:
         raise _refuse("the URI carries credentials")
     if parts.query or parts.fragment:
@@ -202,6 +208,22 @@ def _http_chunks(
         connection.close()
 
 
+def _s3_chunks(bucket: str, path: PurePosixPath, *, settings: S3Settings | None, limit: int) -> Iterator[bytes]:
+    import obstore
+
+    store = S3ArtifactStore.from_url(f"s3://{bucket}", settings).store
+    try:
+        found = obstore.get(store, str(path).lstrip("/"))
+    except FileNotFoundError as exc:
+        raise _refuse(f"no object at s3://{bucket}{path}") from exc
+    except Exception as exc:  # obstore's errors: credentials, an unreachable endpoint, a missing bucket
+        raise _refuse(f"cannot read s3://{bucket}{path}: {exc}") from exc
+    if int(found.meta["size"]) > limit:  # refused before a byte is copied
+        raise PayloadTooLarge(f"the source is over the {limit}-byte limit", field=FIELD)
+    for chunk in found.stream(min_chunk_size=CHUNK):
+        yield bytes(chunk)
+
+
 @dataclass(frozen=True)
 class Sources:
     """The configured roots and how to reach them (the resolver and address rule are seams for tests)."""
@@ -210,16 +232,19 @@ class Sources:
     resolve: Resolver = resolve_host
     allowed: Callable[[str], bool] = public_address
     timeout: float = 30.0
+    s3: S3Settings | None = None  # how s3:// roots are reached (the artifact store's settings)
 
     @classmethod
-    def of(cls, roots: Iterable[str]) -> Sources:
-        return cls(tuple(Root.parse(r) for r in roots))
+    def of(cls, roots: Iterable[str], s3: S3Settings | None = None) -> Sources:
+        return cls(tuple(Root.parse(r) for r in roots), s3=s3)
 
     def fetch(self, uri: str, *, limit: int, directory: Path | None) -> SpooledFile:
         """Copy the file behind ``uri`` into ``directory``, hashing it; blocking (run it in a thread)."""
         root, parts, path = check_uri(uri, self.roots)
         if root.scheme == "file":
             chunks = _local_chunks(root, path)
+        elif root.scheme == "s3":
+            chunks = _s3_chunks(root.host, path, settings=self.s3, limit=limit)
         else:
             chunks = _http_chunks(parts, resolve=self.resolve, allowed=self.allowed, timeout=self.timeout)
         return _spool(chunks, filename=path.name, limit=limit, directory=directory)

@@ -8,9 +8,13 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
+import obstore
 import pytest
 
+from mloop_common.artifacts import S3ArtifactStore
 from mloop_common.errors import InvalidInput, PayloadTooLarge
+from mloop_common.settings import S3Settings
+from mloop_common.testing import local_s3, new_bucket
 from mloop_ingest.sources import Root, Sources, public_address
 
 DATA = b"usage,churned\n1,yes\n2,no\n"
@@ -212,6 +216,40 @@ def test_a_file_served_under_an_http_root_is_copied_with_its_digest(layout, serv
 
 
 def test_a_root_that_is_not_a_url_with_an_absolute_path_is_refused_at_start():
-    for bad in ("/srv/data", "ftp://host/x/", "https:///nohost/", "file://relative"):
+    for bad in ("/srv/data", "ftp://host/x/", "https:///nohost/", "file://relative", "s3:///no-bucket/"):
         with pytest.raises(ValueError):
             Root.parse(bad)
+
+
+@pytest.fixture(scope="module")
+def s3() -> Iterator[S3Settings]:
+    with local_s3() as endpoint:
+        yield endpoint
+
+
+def test_an_object_under_an_s3_root_is_copied_with_its_digest_and_others_are_refused(layout, s3):
+    bucket, other = new_bucket(s3), new_bucket(s3)
+    store = S3ArtifactStore.from_url(f"s3://{bucket}", s3).store
+    obstore.put(store, "exports/churn.csv", DATA)
+    obstore.put(store, "private/churn.csv", DATA)
+    obstore.put(S3ArtifactStore.from_url(f"s3://{other}", s3).store, "exports/churn.csv", DATA)
+    sources = Sources.of([f"s3://{bucket}/exports/"], s3)
+
+    spooled = fetch(sources, f"s3://{bucket}/exports/churn.csv", layout)
+
+    assert spooled.path.read_bytes() == DATA and spooled.sha256 == hashlib.sha256(DATA).hexdigest()
+    assert spooled.filename == "churn.csv"
+    for outside in (
+        f"s3://{bucket}/private/churn.csv",  # another prefix of the same bucket
+        f"s3://{other}/exports/churn.csv",  # the same prefix of another bucket
+        f"s3://{bucket}/exports/../private/churn.csv",
+        f"s3://{bucket}/exports/%2e%2e/private/churn.csv",
+    ):
+        with pytest.raises(InvalidInput) as refused:
+            fetch(sources, outside, layout)
+        assert refused.value.field == "uri"
+    with pytest.raises(InvalidInput, match="no object at"):
+        fetch(sources, f"s3://{bucket}/exports/missing.csv", layout)
+    with pytest.raises(PayloadTooLarge):
+        fetch(sources, f"s3://{bucket}/exports/churn.csv", layout, limit=10)
+    assert [p.name for p in layout["spool"].iterdir()] == [spooled.path.name]  # nothing left by the refusals

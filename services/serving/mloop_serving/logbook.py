@@ -25,7 +25,7 @@ from mloop_common.events import (
     to_record,
 )
 from mloop_common.retry import Backoff
-from mloop_common.telemetry import current_trace_headers
+from mloop_common.telemetry import TRACEPARENT_PLACEHOLDER, SpanContext, create_span_headers, current_span_context
 from mloop_serving.spill import MemorySpill, Spill
 
 SOURCE = "mloop/serving"
@@ -119,6 +119,8 @@ class Logbook:
         self._stop_grace = stop_grace
         self._predictions: dict[tuple[str, int], list[PredictionRecord]] = defaultdict(list)
         self._feedback: dict[str, list[FeedbackRecord]] = defaultdict(list)
+        # The span of the request that logged each record, by (topic, request id): a batch's event links to them.
+        self._contexts: dict[tuple[str, str], SpanContext] = {}
         self._size = 0
         self._full = asyncio.Event()
         self._stopping = asyncio.Event()
@@ -126,18 +128,22 @@ class Logbook:
         SPILL_BYTES.set(self._spill.size)
 
     def log_predictions(self, model: str, version: int, records: Sequence[PredictionRecord]) -> None:
-        self._add(self._predictions[(model, version)], records)
+        self._add(self._predictions[(model, version)], records, TOPIC_OF[PredictionsLogged])
 
     def log_feedback(self, model: str, records: Sequence[FeedbackRecord]) -> None:
-        self._add(self._feedback[model], records)
+        self._add(self._feedback[model], records, TOPIC_OF[FeedbackReceived])
 
-    def _add(self, bucket: list[Any], records: Sequence[Any]) -> None:
+    def _add(self, bucket: list[Any], records: Sequence[Any], topic: str) -> None:
         room = max(self._capacity - self._size, 0)
         if room < len(records):
             DROPPED.inc(len(records) - room)
             log.error("log buffer full: dropping %d records (Kafka unreachable?)", len(records) - room)
             records = records[:room]
         bucket.extend(records)
+        context = current_span_context()
+        if context.is_valid:
+            for record in records:
+                self._contexts[(topic, record.request_id)] = context
         self._size += len(records)
         PENDING.set(self._size)
         if self._size >= self._batch_size:
@@ -167,15 +173,16 @@ class Logbook:
         """Publish the spill's backlog, then everything buffered; what Kafka does not take is spilled."""
         predictions, self._predictions = self._predictions, defaultdict(list)
         feedback, self._feedback = self._feedback, defaultdict(list)
+        contexts, self._contexts = self._contexts, {}
         self._size = 0
         PENDING.set(0)
         batches: list[_Batch] = []
         for (model, version), records in predictions.items():
             logged = PredictionsLogged(model=model, version=version, records=[])
-            batches += self._batches(logged, model, records)
+            batches += self._batches(logged, model, records, contexts)
         for model, labels in feedback.items():
             received = FeedbackReceived(model=model, records=[])
-            batches += self._batches(received, model, labels)
+            batches += self._batches(received, model, labels, contexts)
         if not self._spill.empty:
             self._to_spill(batches)  # behind the backlog, so the order holds
             await self._replay()
@@ -215,21 +222,33 @@ class Logbook:
             log.error("prediction log spill full (%d bytes): dropping %d records", self._spill.size, lost)
 
     def _batches(
-        self, empty: PredictionsLogged | FeedbackReceived, subject: str, records: Sequence[Any]
+        self,
+        empty: PredictionsLogged | FeedbackReceived,
+        subject: str,
+        records: Sequence[Any],
+        contexts: dict[tuple[str, str], SpanContext],
     ) -> list[_Batch]:
         """``records`` as events of at most ``batch_size`` records and ``max_event_bytes`` bytes."""
         batches: list[_Batch] = []
         for start in range(0, len(records), self._batch_size):
             batches += self._fitting(empty, subject, records[start : start + self._batch_size])
-        return batches
+        topic = TOPIC_OF[type(empty)]
+        return [self._traced(batch, topic, contexts) for batch in batches]
+
+    @staticmethod
+    def _traced(batch: _Batch, topic: str, contexts: dict[tuple[str, str], SpanContext]) -> _Batch:
+        """The batch's event with the context of its ``create`` span, linked to each of its records' requests."""
+        records = batch.event.data.get("records", [])
+        links = [contexts[key] for key in ((topic, r.get("request_id", "")) for r in records) if key in contexts]
+        event = batch.event.with_trace(*create_span_headers(topic, links, records=batch.records))
+        return _Batch(event, batch.records)
 
     def _fitting(
         self, empty: PredictionsLogged | FeedbackReceived, subject: str, records: Sequence[Any]
     ) -> list[_Batch]:
         event = new_event(empty.model_copy(update={"records": list(records)}), source=SOURCE, subject=subject)
-        # Measured with the trace headers the producer would add, so what fits here fits on the wire.
-        event = event.with_trace(*current_trace_headers())
-        size = encoded_size(event)
+        # Measured with a trace header as large as the one it gets, so what fits here fits on the wire.
+        size = encoded_size(event.with_trace(TRACEPARENT_PLACEHOLDER))
         if size <= self._max_event_bytes:
             return [_Batch(event, len(records))]
         if len(records) == 1:
