@@ -1,6 +1,7 @@
 """docker-compose.yml, checked without a Docker engine: valid against the Compose Specification's JSON schema,
 the six services built from the Dockerfile with health checks and healthy dependencies, every file a service
-mounts present, and Prometheus, the OpenTelemetry collector and Grafana wired to the compose host names."""
+mounts present, the artifacts in MinIO's bucket (no shared volume), and Prometheus, the OpenTelemetry
+collector and Grafana wired to the compose host names."""
 
 from __future__ import annotations
 
@@ -63,7 +64,6 @@ def test_the_six_services_are_built_from_the_dockerfile_with_health_checks() -> 
         assert (REPO / spec["build"].get("context", ".") / spec["build"].get("dockerfile", "Dockerfile")).is_file()
         assert any(f"{port}/readyz" in part for part in spec["healthcheck"]["test"]), spec["healthcheck"]
         assert spec["environment"][f"MLOOP_{service.upper()}_HOST"] == "0.0.0.0"
-        assert "/var/lib/mloop/artifacts" in [v.split(":")[1] for v in spec["volumes"]], "the shared artifact volume"
 
 
 def test_dependencies_wait_for_health_checks_that_exist() -> None:
@@ -77,6 +77,40 @@ def test_dependencies_wait_for_health_checks_that_exist() -> None:
             assert name in declared, f"{service} depends on unknown {name}"
             if dependency["condition"] == "service_healthy":
                 assert "healthcheck" in declared[name], f"{service} waits for {name}, which has no health check"
+
+
+def test_services_keep_artifacts_in_the_bucket_minio_init_creates_and_share_no_volume() -> None:
+    declared = services()
+    init = declared["minio-init"]
+    assert init["depends_on"]["minio"]["condition"] == "service_healthy"
+    script = " ".join(init["command"])
+    for service in SERVICE_PORTS:
+        spec = declared[service]
+        environment = spec["environment"]
+        root = environment["MLOOP_ARTIFACTS_ROOT"]
+        assert root.startswith("s3://"), f"{service}: {root}"
+        bucket = root.removeprefix("s3://").split("/")[0]
+        assert f"mc mb --ignore-existing minio/{bucket}" in script, f"minio-init does not create {bucket}"
+        endpoint = environment["MLOOP_S3__ENDPOINT_URL"]
+        host, port = endpoint.removeprefix("http://").split(":")
+        assert host == "minio" and f"{port}:{port}" in declared["minio"]["ports"], endpoint
+        assert f"http://{host}:{port}" in script  # the bucket is made where the services look for it
+        assert environment["MLOOP_S3__ALLOW_HTTP"] == "true"
+        # the keys are MinIO's own (the same variables and defaults)
+        minio = declared["minio"]["environment"]
+        assert environment["MLOOP_S3__ACCESS_KEY_ID"] == minio["MINIO_ROOT_USER"]
+        assert environment["MLOOP_S3__SECRET_ACCESS_KEY"] == minio["MINIO_ROOT_PASSWORD"]
+        assert init["environment"] == minio
+        assert spec["depends_on"]["minio-init"]["condition"] == "service_completed_successfully", service
+        named = [v.split(":")[0] for v in spec.get("volumes", []) if not v.startswith((".", "/"))]
+        for volume in named:
+            users = [
+                name
+                for name, other in declared.items()
+                if any(v.startswith(f"{volume}:") for v in other.get("volumes", []))
+            ]
+            assert users == [service], f"{service} shares the volume {volume} with {users}"
+    assert "artifacts" not in (compose().get("volumes") or {})
 
 
 def test_database_urls_reach_the_roles_the_init_script_creates() -> None:

@@ -161,6 +161,44 @@ def test_services_budgets_and_autoscalers_select_the_deployments(folder: Path) -
     assert ("HorizontalPodAutoscaler", "mloop-serving") in resources
 
 
+def environment(container: Doc, resources: dict[tuple[str, str], Doc]) -> dict[str, Any]:
+    """A container's variables: those of the ConfigMaps it loads, then its own (values or their sources)."""
+    variables: dict[str, Any] = {}
+    for source in container.get("envFrom", []):
+        if "configMapRef" in source:
+            variables |= resources[("ConfigMap", source["configMapRef"]["name"])]["data"]
+    for entry in container.get("env", []):
+        variables[entry["name"]] = entry.get("value", entry.get("valueFrom"))
+    return variables
+
+
+@pytest.mark.parametrize("folder", [BASE, *OVERLAYS], ids=lambda p: p.name)
+def test_services_keep_artifacts_in_a_bucket_and_mount_no_shared_volume(folder: Path) -> None:
+    resources = build(folder)
+    assert not [name for kind, name in resources if kind == "PersistentVolumeClaim"]
+    for doc in resources.values():
+        if doc["kind"] not in ("Deployment", "Job"):
+            continue
+        pod = doc["spec"]["template"]["spec"]
+        for volume in pod.get("volumes", []):
+            # emptyDir only: a pod's own scratch space, never shared with another pod
+            assert set(volume) == {"name", "emptyDir"}, f"{folder.name}: {doc['metadata']['name']} mounts {volume}"
+        if doc["kind"] != "Deployment":
+            continue
+        for container in pod["containers"]:
+            where = f"{folder.name}: {doc['metadata']['name']}"
+            variables = environment(container, resources)
+            assert variables["MLOOP_ARTIFACTS_ROOT"].startswith("s3://"), where
+            assert variables["MLOOP_S3__ENDPOINT_URL"].startswith(("http://", "https://")), where
+            if variables["MLOOP_S3__ENDPOINT_URL"].startswith("http://"):
+                assert variables["MLOOP_S3__ALLOW_HTTP"] == "true", where
+            for name, key in (
+                ("MLOOP_S3__ACCESS_KEY_ID", "access-key-id"),
+                ("MLOOP_S3__SECRET_ACCESS_KEY", "secret-access-key"),
+            ):
+                assert variables[name] == {"secretKeyRef": {"name": "mloop-s3", "key": key, "optional": True}}, where
+
+
 def test_migration_job_migrates_every_service_with_a_database() -> None:
     job = build(BASE)[("Job", "mloop-migrate")]
     containers = job["spec"]["template"]["spec"]["containers"]

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
 
-from mloop_common.errors import DigestMismatch, InvalidInput, NotFound
+from mloop_common.errors import DigestMismatch, InvalidInput, MloopError, NotFound
 
 if TYPE_CHECKING:
     from obstore.store import S3Store
@@ -150,6 +150,62 @@ PART_CONCURRENCY = 4
 READ_CHUNK = 1024 * 1024
 
 
+class ArtifactStoreUnusable(MloopError):
+    """The artifact store cannot be reached or used as configured (``S3ArtifactStore.check``).
+
+    ``transient``: the endpoint did not answer (it may still be starting); otherwise it answered with a refusal
+    (no such bucket, credentials refused) that waiting will not change.
+    """
+
+    code = "artifact_store_unusable"
+
+    def __init__(self, message: str, *, transient: bool) -> None:
+        super().__init__(message)
+        self.transient = transient
+
+
+_S3_CODE = re.compile(r"<Code>([^<]{1,100})</Code>")
+_REFUSED_CREDENTIALS = {
+    "InvalidAccessKeyId",
+    "SignatureDoesNotMatch",
+    "InvalidToken",
+    "ExpiredToken",
+    "TokenRefreshRequired",
+    "AccessDenied",
+    "AllAccessDisabled",
+}
+
+
+def s3_problem(error: str, bucket: str) -> tuple[str, bool]:
+    """What a failed S3 request means for an operator, and whether waiting may fix it (the endpoint did not
+    answer). ``error`` is the text of obstore's error, which carries S3's error code when the endpoint answered."""
+    match = _S3_CODE.search(error)
+    code = match.group(1) if match else ""
+    if code == "NoSuchBucket":
+        return f"bucket {bucket!r} does not exist: create it, or name another in MLOOP_ARTIFACTS_ROOT", False
+    if code in _REFUSED_CREDENTIALS or re.search(r"status code: 40[13]\b", error):
+        return (
+            "the endpoint refused the credentials: check MLOOP_S3__ACCESS_KEY_ID and MLOOP_S3__SECRET_ACCESS_KEY "
+            "(or the AWS_* variables, the pod's identity) and what they may do on the bucket",
+            False,
+        )
+    if re.search(r"status code: 5\d\d\b", error):
+        return f"the endpoint is not ready ({code or 'a server error'})", True  # MinIO answers 503 while it starts
+    if code:
+        return f"the endpoint answered {code}", False
+    if "builder error" in error:
+        return "the request could not be made: an http:// endpoint needs MLOOP_S3__ALLOW_HTTP=true", False
+    if "error sending request" in error or "timed out" in error.lower() or "HTTP error" in error:
+        return "the endpoint cannot be reached (not started yet, or a wrong MLOOP_S3__ENDPOINT_URL)", True
+    return "the request failed", False
+
+
+def _first_lines(error: BaseException) -> str:
+    """obstore's message without its multi-line debug dump, the S3 error code and message kept."""
+    text = str(error).split("\n\nDebug source")[0]
+    return " ".join(text.split())[:600]
+
+
 def _missing(exc: BaseException) -> bool:
     from obstore.exceptions import NotFoundError
 
@@ -212,6 +268,29 @@ class S3ArtifactStore:
     @property
     def url(self) -> str:
         return f"s3://{self.bucket}/{self.prefix}" if self.prefix else f"s3://{self.bucket}"
+
+    @property
+    def endpoint(self) -> str:
+        configured = self.store.config.get("endpoint")
+        return str(configured) if configured else f"AWS S3 ({self.store.config.get('region') or 'default region'})"
+
+    def check(self) -> None:
+        """Raise ``ArtifactStoreUnusable`` unless the bucket answers a listing under the prefix.
+
+        Run when a service starts, so that a missing bucket or refused credentials stop it with a message naming
+        the bucket and the endpoint, instead of failing the first model or dataset it stores.
+        """
+        import obstore
+
+        try:
+            # One request: the prefix's top level (a few "kind/" folders), not every object below it.
+            obstore.list_with_delimiter(self.store)
+        except Exception as exc:
+            error = _first_lines(exc)
+            problem, transient = s3_problem(error, self.bucket)
+            raise ArtifactStoreUnusable(
+                f"artifact store {self.url} at {self.endpoint}: {problem} ({error})", transient=transient
+            ) from exc
 
     def _size(self, key: str) -> int | None:
         """The size of the object at ``key``, None if there is none."""

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import uvicorn
 from fastapi import FastAPI
 
-from mloop_common.artifacts import open_artifact_store
+from mloop_common.artifacts import ArtifactStoreUnusable, S3ArtifactStore, open_artifact_store
 from mloop_common.bus import BusConfig, OutboxRelay, Producer, Route, Subscriber, ensure_topics
 from mloop_common.retry import Backoff, retry_call
 from mloop_common.settings import ServiceSettings
@@ -124,6 +124,11 @@ class Runtime:
             from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
 
             SQLAlchemyInstrumentor().instrument(engine=db.engine.sync_engine)
+        artifacts = self.artifacts
+        if isinstance(artifacts, S3ArtifactStore):
+            # A missing bucket or refused credentials stop the service now, not at the first artifact it stores;
+            # an endpoint that does not answer yet is waited for like the broker and the database.
+            await _retry("artifact store", lambda: asyncio.to_thread(artifacts.check), retry_if=_store_may_recover)
         if db and migrations:
             await _retry("database", lambda: db.migrate(migrations))
         await _retry("kafka topics", lambda: ensure_topics(self.bus_config))
@@ -192,9 +197,23 @@ class Runtime:
             await self.db.dispose()
 
 
-async def _retry(what: str, action: Callable[[], Awaitable[object]]) -> None:
+async def _retry(
+    what: str,
+    action: Callable[[], Awaitable[object]],
+    retry_if: Callable[[BaseException], bool] = lambda exc: isinstance(exc, Exception),
+) -> None:
     """The broker or the database may still be starting when a service starts: wait for it, then give up."""
-    await retry_call(action, what=f"connecting to the {what}", backoff=STARTUP_BACKOFF, attempts=STARTUP_ATTEMPTS)
+    await retry_call(
+        action,
+        what=f"connecting to the {what}",
+        backoff=STARTUP_BACKOFF,
+        attempts=STARTUP_ATTEMPTS,
+        retry_if=retry_if,
+    )
+
+
+def _store_may_recover(error: BaseException) -> bool:
+    return isinstance(error, ArtifactStoreUnusable) and error.transient
 
 
 def detect_code_version() -> str:
