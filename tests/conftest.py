@@ -20,9 +20,9 @@ import asyncpg
 import httpx
 import pytest
 import pytest_asyncio
-from aiokafka import AIOKafkaConsumer
 
-from mloop_common.events import Envelope, from_record
+from mloop_common.bus import BusConfig, read_topics
+from mloop_common.events import Envelope
 from tests.stack import ServiceStack
 
 REPO = Path(__file__).resolve().parents[1]
@@ -151,20 +151,6 @@ def promtool() -> Path:
 
 
 async def topic_events(bootstrap: str, topic: str, subject: str | None = None) -> list[Envelope]:
-    """Every event on ``topic`` (of ``subject``, if given) up to its end offsets now, from the beginning.
-
-    One ``getmany`` returns at most one fetch per partition (about 1 MiB), which late in a session holds only
-    the oldest records of a busy topic; this reads on until each partition's end offset is reached.
-    """
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest")
-    await consumer.start()
-    try:
-        await consumer.seek_to_beginning()
-        ends = await consumer.end_offsets(list(consumer.assignment()))
-        events: list[Envelope] = []
-        while any([await consumer.position(tp) < end for tp, end in ends.items()]):
-            for records in (await consumer.getmany(timeout_ms=1000, max_records=10_000)).values():
-                events.extend(from_record(r.value, r.headers) for r in records)
-    finally:
-        await consumer.stop()
-    return [e for e in events if subject is None or e.subject == subject]
+    """Every event on ``topic`` (of ``subject``, if given) up to its end offsets now, from the beginning."""
+    records = await read_topics(BusConfig(bootstrap), [topic])
+    return [e for _, e in records if e is not None and (subject is None or e.subject == subject)]

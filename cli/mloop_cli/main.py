@@ -9,16 +9,14 @@ import sys
 from pathlib import Path
 from typing import Annotated, Any
 
-import httpx
 import typer
 from rich.table import Table
 
-from mloop_cli import audit, datasets, dlq, keys, lineage, rollouts, runs, score
+from mloop_cli import audit, datasets, dlq, keys, lineage, rollouts, runs, score, status, trace
 from mloop_cli.client import bootstrap, call, console, err, url
 from mloop_common.bus import BusConfig, tail
 from mloop_common.contracts import PRODUCTION, AliasView, ModelList, SpecView, VersionList
 from mloop_common.events import ALL_TOPICS, dlq_topic
-from mloop_common.settings import SERVICE_PORTS
 
 app = typer.Typer(
     help="mloop: event-driven MLOps. Datasets and drift flow to fresh, validated, served models.", no_args_is_help=True
@@ -38,6 +36,8 @@ models_app.command("tag")(audit.tag)
 app.command("publish")(datasets.publish)
 app.command("lineage")(lineage.lineage)
 app.command("score")(score.score)
+app.command("trace")(trace.trace)
+app.command("status")(status.status)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -59,36 +59,6 @@ def down() -> None:
     """Stop everything `mloop up` started."""
     for script in ("services.sh", "kafka.sh", "postgres.sh"):
         _script(script, "stop")
-
-
-@app.command()
-def status() -> None:
-    """Health of each component: Kafka, PostgreSQL and every service's /readyz."""
-    table = Table("component", "state", "details")
-    healthy = True
-    for name, script in (("kafka", "kafka.sh"), ("postgres", "postgres.sh")):
-        running = (
-            subprocess.call(
-                [str(REPO / "deploy" / "local" / script), "status"],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-            == 0
-        )
-        healthy &= running
-        table.add_row(name, "[green]running[/]" if running else "[red]stopped[/]", "")
-    for service in SERVICE_PORTS:
-        try:
-            response = httpx.get(url(service) + "/readyz", timeout=5)
-            body = response.json()
-            ready = response.status_code == 200
-            details = ", ".join(f"{k}: {v}" for k, v in body.get("checks", {}).items())
-        except (httpx.TransportError, ValueError) as exc:
-            ready, details = False, f"unreachable ({type(exc).__name__})"
-        healthy &= ready
-        table.add_row(service, "[green]ready[/]" if ready else "[red]not ready[/]", details)
-    console.print(table)
-    raise typer.Exit(0 if healthy else 1)
 
 
 @models_app.command("create")

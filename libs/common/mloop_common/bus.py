@@ -1051,15 +1051,63 @@ async def tail(
 
     async def records() -> AsyncIterator[tuple[ConsumerRecord, Envelope | None]]:
         async for record in consumer:
-            try:
-                yield record, from_record(record.value, record.headers)
-            except (InvalidEvent, RecursionError):  # RecursionError: JSON nested too deep to parse
-                yield record, None
+            yield record, _decoded(record)
 
     try:
         yield records()
     finally:
         await consumer.stop()
+
+
+async def read_topics(config: BusConfig, topics: Iterable[str]) -> list[tuple[ConsumerRecord, Envelope | None]]:
+    """Every record the ``topics`` hold now, from their beginning up to their end offsets at the call (no
+    group, no commits); a record that is not a CloudEvent comes with ``None``. A topic that does not exist
+    is skipped. For tools that look back over what is retained (``mloop trace``) and for tests."""
+    consumer = AIOKafkaConsumer(
+        *topics, **config.connection(), group_id=None, enable_auto_commit=False, auto_offset_reset="earliest"
+    )
+    await consumer.start()
+    found: list[tuple[ConsumerRecord, Envelope | None]] = []
+    try:
+        assigned = list(consumer.assignment())
+        if not assigned:
+            return found
+        await consumer.seek_to_beginning(*assigned)
+        ends = await consumer.end_offsets(assigned)
+        # One getmany returns at most one fetch per partition: read on until every partition is at its end.
+        while any([await consumer.position(tp) < end for tp, end in ends.items()]):
+            for records in (await consumer.getmany(timeout_ms=1000, max_records=10_000)).values():
+                for record in records:
+                    if record.offset < ends[TopicPartition(record.topic, record.partition)]:
+                        found.append((record, _decoded(record)))
+    finally:
+        await consumer.stop()
+    return found
+
+
+def _decoded(record: ConsumerRecord) -> Envelope | None:
+    try:
+        return from_record(record.value, record.headers)
+    except (InvalidEvent, RecursionError):  # RecursionError: JSON nested too deep to parse
+        return None
+
+
+async def topic_sizes(config: BusConfig, topics: Iterable[str]) -> dict[str, int]:
+    """How many records each topic holds now (end minus beginning offsets over its partitions); a topic that
+    does not exist holds 0."""
+    names = list(topics)
+    consumer = AIOKafkaConsumer(*names, **config.connection(), group_id=None, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        assigned = list(consumer.assignment())
+        beginnings = await consumer.beginning_offsets(assigned) if assigned else {}
+        ends = await consumer.end_offsets(assigned) if assigned else {}
+    finally:
+        await consumer.stop()
+    sizes = dict.fromkeys(names, 0)
+    for tp, end in ends.items():
+        sizes[tp.topic] += end - beginnings[tp]
+    return sizes
 
 
 # --- dead letters ---------------------------------------------------------------------------
@@ -1086,7 +1134,7 @@ class DeadLetter:
     def event(self) -> Envelope | None:
         try:
             return from_record(self.value, self.headers)
-        except (InvalidEvent, RecursionError):
+        except (InvalidEvent, RecursionError):  # RecursionError: JSON nested too deep to parse
             return None
 
     @property

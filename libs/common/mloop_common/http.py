@@ -236,9 +236,9 @@ def create_app(
         return JSONResponse(error_body("internal", f"internal error: {type(exc).__name__}"), 500)
 
     @app.get("/healthz", tags=["ops"])
-    async def healthz() -> dict[str, str]:
-        """Liveness: the process answers."""
-        return {"status": "ok", "service": service}
+    async def healthz(request: Request) -> dict[str, str]:
+        """Liveness: the process answers; ``version`` is the code version it runs (known once it has started)."""
+        return {"status": "ok", "service": service, "version": getattr(request.app.state, "code_version", "unknown")}
 
     @app.get("/readyz", tags=["ops"])
     async def readyz(request: Request) -> JSONResponse:

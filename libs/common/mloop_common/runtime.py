@@ -118,6 +118,7 @@ class Runtime:
         """
         if app is not None:
             self._on_fatal = getattr(app.state, "on_fatal", None)
+            app.state.code_version = self.code_version  # /healthz shows it
         setup_tracing(self.service)
         db, migrations = self.db, self._migrations
         if db:
