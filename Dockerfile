@@ -46,6 +46,7 @@ RUN groupadd --system --gid 10001 mloop \
 COPY --from=build /app /app
 # MLOOP_SERVICE is read by the entrypoint and the health check only (no setting has that name).
 # The artifact root and the spill folder are absolute: a relative one would resolve from the working dir.
+# The folder root is for a single container only; deployments set MLOOP_ARTIFACTS_ROOT to s3://bucket/prefix.
 # MLOOP_CODE_VERSION replaces `git rev-parse` (no git in the image) in the runs' code_version.
 ENV PATH=/app/.venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
@@ -57,7 +58,6 @@ ENV PATH=/app/.venv/bin:$PATH \
 WORKDIR /app
 USER 10001:10001
 EXPOSE 8001 8002 8003 8004 8005 8006
-VOLUME ["/var/lib/mloop/artifacts"]
 # Liveness only (/healthz): readiness (/readyz) depends on Kafka and PostgreSQL, which an orchestrator
 # checks separately. The port is the service's default unless MLOOP_<SERVICE>_PORT moves it.
 HEALTHCHECK --interval=15s --timeout=5s --start-period=60s --retries=3 \
