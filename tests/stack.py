@@ -80,8 +80,8 @@ class ServiceStack:
             )
         self.processes: dict[str, subprocess.Popen] = {}  # type: ignore[type-arg]
 
-    def start(self, *names: str, env: dict[str, str] | None = None) -> None:
-        """Start services (all by default) and wait until each answers /readyz.
+    def start(self, *names: str, env: dict[str, str] | None = None, wait: bool = True) -> None:
+        """Start services (all by default) and wait until each answers /readyz (unless ``wait`` is false).
 
         ``env`` adds to (or overrides) the stack's environment for these processes only, e.g. to arm a
         fault point (``mloop_common.faults``) in one service.
@@ -96,7 +96,8 @@ class ServiceStack:
                     stderr=subprocess.STDOUT,
                     start_new_session=True,
                 )
-        self.wait_ready(*(names or tuple(self.ports)))
+        if wait:
+            self.wait_ready(*(names or tuple(self.ports)))
 
     def start_replica(self, service: str, replica: str, port: int) -> None:
         """Another process of ``service`` named ``replica``: its own port, the same schema and consumer groups."""

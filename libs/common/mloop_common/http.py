@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
@@ -140,11 +141,36 @@ def service_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if unruled := app.state.access.unruled(app):
             raise RuntimeError(f"{settings.service}: routes without a permission (deny by default): {unruled}")
-        try:
+        starting = Starting(settings.service)
+        app.state.starting = starting
+        app.state.checks["startup"] = starting.check
+        stop = asyncio.Event()
+
+        async def run() -> None:
             async with bootstrap(settings, app) as service:
                 app.state.service = service
-                yield
+                starting.finish()
+                await stop.wait()
+
+        task = asyncio.create_task(run())
+        try:
+            # Until the service has started or waits for a dependency: a failure before that (bad settings, a
+            # missing bucket) fails the start as it always did; a broker or database not there yet does not.
+            await starting.settled(task)
+            task.add_done_callback(lambda done: starting.ended(done, getattr(app.state, "on_fatal", None)))
+            yield
         finally:
+            stop.set()
+            if not starting.finished:
+                task.cancel()  # stopped while still waiting for a dependency
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
+            except Exception:
+                if starting.finished:
+                    raise  # the components failed to stop: as before
+                # failed to start after waiting: Starting.ended has reported it
             if introspection is not None:
                 await introspection.aclose()
 
@@ -159,6 +185,50 @@ def service_app(
     app.include_router(router)
     app.state.access = Access({**PUBLIC_ROUTES, **rules}, authenticator, open_predict=auth.open_predict)
     return app
+
+
+class Starting:
+    """A service between its HTTP server coming up and its components being ready. Probes answer meanwhile
+    (``/readyz`` says what it waits for); every other request gets 503 with ``Retry-After``."""
+
+    def __init__(self, service: str) -> None:
+        self.service = service
+        self.finished = False
+        self.status = "starting"
+        self._settled = asyncio.Event()
+
+    def waiting(self, what: str, attempt: int, error: BaseException) -> None:
+        """A dependency did not answer yet (called on each failed attempt while the service waits for it)."""
+        self.status = f"waiting for the {what} (attempt {attempt}): {type(error).__name__}: {error}"[:300]
+        self._settled.set()
+
+    def finish(self) -> None:
+        self.finished = True
+        self.status = "started"
+        self._settled.set()
+
+    async def check(self) -> bool | str:
+        return True if self.finished else self.status
+
+    async def settled(self, task: asyncio.Task[None]) -> None:
+        """Return once the service has started or waits for a dependency; raise what stopped it before that."""
+        waiting = asyncio.create_task(self._settled.wait())
+        try:
+            await asyncio.wait({task, waiting}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiting.cancel()
+        if task.done() and not self.finished:
+            task.result()  # raises why it failed; a bootstrap that returned without starting is a bug
+            raise RuntimeError(f"{self.service} stopped before it started")
+
+    def ended(self, task: asyncio.Task[None], on_fatal: Callable[[str], None] | None) -> None:
+        """Once started in the background, a failure to start (after waiting) ends the process like any fatal one."""
+        if task.cancelled() or task.exception() is None:
+            return
+        reason = f"{self.service} could not start: {type(task.exception()).__name__}: {task.exception()}"
+        log.critical(reason, exc_info=task.exception())
+        if on_fatal is not None:
+            on_fatal(reason)
 
 
 def components(request: Request) -> Any:
@@ -422,6 +492,11 @@ class Gate:
                     tail = window[-_NUL_TAIL:]
             return message
 
+        starting: Starting | None = getattr(getattr(scope.get("app"), "state", None), "starting", None)
+        if starting is not None and not starting.finished and scope["path"] not in _PROBES:
+            message = f"{self.service} is starting ({starting.status}); retry shortly"
+            await _refuse(scope, receive, send, 503, "unavailable", message, {"Retry-After": "5"})
+            return
         started, status = time.perf_counter(), 500
         if self.max_in_flight is not None and self.in_flight >= self.max_in_flight and scope["path"] not in _PROBES:
             OVERLOADED.labels(self.service).inc()

@@ -38,16 +38,20 @@ async def retry_call(
     backoff: Backoff,
     attempts: int | None = None,
     retry_if: Callable[[BaseException], bool] = lambda exc: isinstance(exc, Exception),
+    on_retry: Callable[[int, BaseException], None] | None = None,
 ) -> T:
     """Await ``action()`` until it succeeds; after ``attempts`` failures (None: never) its error propagates.
 
-    Errors for which ``retry_if`` is false propagate at once.
+    Errors for which ``retry_if`` is false propagate at once. ``on_retry(attempt, error)`` hears of each
+    failure that will be retried.
     """
 
     def announce(state: RetryCallState) -> None:
         error = state.outcome.exception() if state.outcome else None
         limit = f"/{attempts}" if attempts else ""
         log.warning("%s failed (%r); attempt %d%s, retrying", what, error, state.attempt_number, limit)
+        if on_retry is not None and error is not None:
+            on_retry(state.attempt_number, error)
 
     retrying = AsyncRetrying(
         stop=stop_after_attempt(attempts) if attempts else stop_never,

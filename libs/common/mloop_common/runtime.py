@@ -8,6 +8,7 @@ lifespan, registers its consumers, and hands the adapters it owns (``store()``, 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import subprocess
 import sys
@@ -21,6 +22,7 @@ from fastapi import FastAPI
 
 from mloop_common.artifacts import ArtifactStoreUnusable, S3ArtifactStore, open_artifact_store
 from mloop_common.bus import BusConfig, OutboxRelay, Producer, Route, Subscriber, ensure_topics
+from mloop_common.http import Starting
 from mloop_common.retry import Backoff, retry_call
 from mloop_common.settings import ServiceSettings
 from mloop_common.telemetry import configure_logging, setup_tracing
@@ -34,9 +36,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# The broker or the database may still be starting: about a minute of attempts, then give up loudly.
-STARTUP_BACKOFF = Backoff(initial=0.5, maximum=2.0)
-STARTUP_ATTEMPTS = 30
+# The broker, the database or the artifact store may still be starting, or be away for a while: a service
+# waits for them (its /readyz says what for) and never gives up on its own; its supervisor decides.
+STARTUP_BACKOFF = Backoff(initial=0.5, maximum=5.0)
+STARTUP_ATTEMPTS: int | None = None
 # A consumer whose loop died is restarted this often per process; after that the process exits.
 CONSUMER_RESTARTS = 3
 
@@ -116,9 +119,11 @@ class Runtime:
         ``app.state.on_fatal`` (set by ``serve``) is called with a reason when a consumer died and
         cannot be restarted: the process should then exit non-zero so that its supervisor restarts it.
         """
+        starting = None
         if app is not None:
             self._on_fatal = getattr(app.state, "on_fatal", None)
             app.state.code_version = self.code_version  # /healthz shows it
+            starting = getattr(app.state, "starting", None)
         setup_tracing(self.service)
         db, migrations = self.db, self._migrations
         if db:
@@ -129,11 +134,11 @@ class Runtime:
         if isinstance(artifacts, S3ArtifactStore):
             # A missing bucket or refused credentials stop the service now, not at the first artifact it stores;
             # an endpoint that does not answer yet is waited for like the broker and the database.
-            await _retry("artifact store", lambda: asyncio.to_thread(artifacts.check), retry_if=_store_may_recover)
+            await _retry("artifact store", lambda: asyncio.to_thread(artifacts.check), _store_may_recover, starting)
         if db and migrations:
-            await _retry("database", lambda: db.migrate(migrations))
-        await _retry("kafka topics", lambda: ensure_topics(self.bus_config))
-        await _retry("kafka producer", self.producer.start)
+            await _retry("database", lambda: db.migrate(migrations), starting=starting)
+        await _retry("kafka topics", lambda: ensure_topics(self.bus_config), starting=starting)
+        await _retry("kafka producer", self.producer.start, starting=starting)
         if self.relay:
             await self.relay.start()
         for spec in self._consumers:
@@ -202,14 +207,17 @@ async def _retry(
     what: str,
     action: Callable[[], Awaitable[object]],
     retry_if: Callable[[BaseException], bool] = lambda exc: isinstance(exc, Exception),
+    starting: Starting | None = None,
 ) -> None:
-    """The broker or the database may still be starting when a service starts: wait for it, then give up."""
+    """A dependency may still be starting when a service starts: wait for it, telling ``starting`` (the app's
+    start-up state, which /readyz shows) of each failed attempt."""
     await retry_call(
         action,
         what=f"connecting to the {what}",
         backoff=STARTUP_BACKOFF,
         attempts=STARTUP_ATTEMPTS,
         retry_if=retry_if,
+        on_retry=functools.partial(starting.waiting, what) if starting is not None else None,
     )
 
 
