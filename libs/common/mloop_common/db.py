@@ -70,13 +70,14 @@ inbox_table, outbox_table = add_messaging_tables(messaging_metadata)
 class Database:
     """An async engine bound to one schema, handing out transactional sessions."""
 
-    def __init__(self, url: str, *, schema: str | None = None, pool_size: int = 5) -> None:
-        connect_args: dict[str, Any] = {}
+    def __init__(self, url: str, *, schema: str | None = None, pool_size: int = 5, pool_timeout: float = 5.0) -> None:
+        # connect timeout: a database that does not answer fails a request within seconds (503), not a minute.
+        connect_args: dict[str, Any] = {"timeout": 10}
         if schema:
             connect_args["server_settings"] = {"search_path": schema}
         self.schema = schema
         self.engine: AsyncEngine = create_async_engine(
-            url, pool_size=pool_size, pool_pre_ping=True, connect_args=connect_args
+            url, pool_size=pool_size, pool_timeout=pool_timeout, pool_pre_ping=True, connect_args=connect_args
         )
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
 

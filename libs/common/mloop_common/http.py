@@ -21,8 +21,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mloop_common.auth import Authenticator, Permission, Principal, bearer_key
+from mloop_common.bus import classify
 from mloop_common.clients import KeyIntrospection
-from mloop_common.errors import Forbidden, InvalidInput, MloopError, PayloadTooLarge, Unauthorized
+from mloop_common.errors import Forbidden, InvalidInput, MloopError, PayloadTooLarge, TransientError, Unauthorized
 from mloop_common.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
@@ -279,6 +280,8 @@ def create_app(
             response = JSONResponse({"error": exc.message}, exc.status_code)
         else:
             response = JSONResponse(error_body(exc.code, exc.message, exc.field), exc.status_code)
+        if isinstance(exc, TransientError):
+            response.headers["Retry-After"] = RETRY_AFTER
         if isinstance(exc, Unauthorized):
             response.headers["WWW-Authenticate"] = "Bearer"
         return response
@@ -301,7 +304,13 @@ def create_app(
         return framework_error(request, code, str(exc.detail), exc.status_code)
 
     @app.exception_handler(Exception)
-    async def unexpected(_: Request, exc: Exception) -> JSONResponse:
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        if classify(exc) == "transient":  # the database (restarting, pool exhausted) or another dependency
+            log.warning("%s %s: a dependency is unavailable: %r", request.method, request.url.path, exc)
+            message = f"{service} cannot reach a dependency ({type(exc).__name__}); retry shortly"
+            response = framework_error(request, "unavailable", message, 503)
+            response.headers["Retry-After"] = RETRY_AFTER
+            return response
         log.exception("unhandled error")
         return JSONResponse(error_body("internal", f"internal error: {type(exc).__name__}"), 500)
 
@@ -495,7 +504,7 @@ class Gate:
         starting: Starting | None = getattr(getattr(scope.get("app"), "state", None), "starting", None)
         if starting is not None and not starting.finished and scope["path"] not in _PROBES:
             message = f"{self.service} is starting ({starting.status}); retry shortly"
-            await _refuse(scope, receive, send, 503, "unavailable", message, {"Retry-After": "5"})
+            await _refuse(scope, receive, send, 503, "unavailable", message, {"Retry-After": RETRY_AFTER})
             return
         started, status = time.perf_counter(), 500
         if self.max_in_flight is not None and self.in_flight >= self.max_in_flight and scope["path"] not in _PROBES:
@@ -521,6 +530,7 @@ class Gate:
 
 
 PROTOCOL_PREFIX = "/v2"  # serving's Open Inference Protocol paths
+RETRY_AFTER = "5"  # seconds, on every 503: starting, or a dependency away
 _PROBES = frozenset({"/healthz", "/readyz", "/metrics", "/v2/health/live", "/v2/health/ready"})
 
 

@@ -74,7 +74,12 @@ class Runtime:
         if uses_database:
             from mloop_common.db import MAX_MESSAGE_BYTES_INFO, Database
 
-            self.db = Database(own.database_url or "", schema=own.database_schema)
+            self.db = Database(
+                own.database_url or "",
+                schema=own.database_schema,
+                pool_size=own.database_pool_size,
+                pool_timeout=own.database_pool_timeout_seconds,
+            )
             # enqueue() refuses events over the broker's limit when they are staged
             self.db.sessions.configure(info={MAX_MESSAGE_BYTES_INFO: self.bus_config.max_message_bytes})
         self.artifacts = open_artifact_store(common.artifacts_root, common.s3)

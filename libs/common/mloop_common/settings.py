@@ -181,6 +181,9 @@ class ServiceSettings(BaseSettings):
     port: int = 0
     database_url: str | None = None
     database_schema: str | None = None
+    database_pool_size: int = Field(5, ge=1, le=100)
+    # How long a request waits for a free connection before it is answered 503 (pool exhausted), not hung.
+    database_pool_timeout_seconds: float = Field(5.0, gt=0, le=300)
     common: CommonSettings = Field(default_factory=CommonSettings)
 
     @property
