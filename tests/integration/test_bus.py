@@ -442,3 +442,46 @@ async def test_the_inbox_forgets_only_events_handled_before_its_retention(db: Da
     async with db.transaction() as session:
         assert await claim_event(session, "svc", old)  # forgotten: it would be handled again
         assert not await claim_event(session, "svc", recent)  # still remembered: a redelivery does nothing
+
+
+async def test_broadcast_subscribers_each_see_every_record_from_their_start_and_leave_no_group(bus) -> None:  # type: ignore[no-untyped-def]
+    config, topic, producer = bus
+    await producer.publish(event(topic, 0))  # before both start: the caller's to catch up on, not theirs
+    seen: dict[str, list[int]] = {"a": [], "b": []}
+
+    def recorder(replica: str) -> Callable[[Envelope], Awaitable[None]]:
+        async def handle(envelope: Envelope) -> None:
+            seen[replica].append(envelope.data["value"])
+
+        return handle
+
+    replicas = []
+    for replica in seen:
+        subscriber = Subscriber(
+            config,
+            group_id="mloop-serving-broadcast-test",  # the same name on both: a group would share the records
+            routes=[route(Value, lambda _, envelope, r=replica: recorder(r)(envelope), topic=topic)],
+            dlq_producer=producer,
+            broadcast=True,
+        )
+        await subscriber.start()
+        replicas.append(subscriber)
+    try:
+        for value in range(1, 7):
+            await producer.publish(event(topic, value, subject=f"model-{value}"))  # keys over several partitions
+        await eventually(lambda: all(len(values) == 6 for values in seen.values()), timeout=30, interval=0.1)
+    finally:
+        for subscriber in replicas:
+            await subscriber.stop()
+
+    assert {replica: sorted(values) for replica, values in seen.items()} == {
+        "a": [1, 2, 3, 4, 5, 6],
+        "b": [1, 2, 3, 4, 5, 6],
+    }
+    admin = AIOKafkaAdminClient(bootstrap_servers=config.bootstrap_servers)
+    await admin.start()
+    try:
+        groups = {group for group, _ in await admin.list_consumer_groups()}
+    finally:
+        await admin.close()
+    assert "mloop-serving-broadcast-test" not in groups

@@ -446,6 +446,10 @@ class Subscriber:
         lag_report_seconds: how often consumer lag is reported while no records arrive.
         on_failure: called with the subscriber and the error if its loop ever dies.
         stop_timeout: how long stop() lets the record in hand finish before cancelling its handler.
+        broadcast: every process with this subscriber sees every record (serving replicas and promotions):
+            no consumer group on the broker (``group_id`` only names it in logs and metrics), nothing is
+            committed, and it reads from the end of each partition as of start(); what came before is the
+            caller's to catch up on (serving loads every production model from the registry after start).
     """
 
     def __init__(
@@ -465,8 +469,10 @@ class Subscriber:
         lag_report_seconds: float = 5.0,
         on_failure: Callable[[Subscriber, BaseException], None] | None = None,
         stop_timeout: float = 30.0,
+        broadcast: bool = False,
     ) -> None:
         self.group_id = group_id
+        self.broadcast = broadcast
         self.stop_timeout = stop_timeout
         self._poll_while_busy = poll_while_busy_seconds
         self._poll_timeout_ms = poll_timeout_ms
@@ -492,6 +498,9 @@ class Subscriber:
             # The fetcher's safety-net wake-up; it reacts to polls, seeks, pauses and rebalances at once.
             "consumer_timeout_ms": 1000,
         }
+        if broadcast:
+            # No group, so no orphan groups named after pods that are gone; every partition, from now on.
+            self._consumer_options.update({"group_id": None, "auto_offset_reset": "latest"})
         self._consumer: AIOKafkaConsumer = None  # built in start()
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -500,8 +509,15 @@ class Subscriber:
 
     async def start(self) -> None:
         consumer = AIOKafkaConsumer(**self._consumer_options)
-        consumer.subscribe(self.topics, listener=_Rebalance(self.group_id))
+        if self.broadcast:
+            consumer.subscribe(self.topics)
+        else:
+            consumer.subscribe(self.topics, listener=_Rebalance(self.group_id))
         await consumer.start()
+        if self.broadcast:
+            # Resolve "the end" now: a record published after start() returns is never skipped.
+            for tp in consumer.assignment():
+                await consumer.position(tp)
         self._consumer = consumer
         self.error = None
         self._task = asyncio.create_task(self._run(), name=f"subscriber-{self.group_id}")
@@ -651,6 +667,8 @@ class Subscriber:
         task.result()
 
     async def _commit(self, tp: TopicPartition, offset: int) -> bool:
+        if self.broadcast:
+            return True  # no group, nothing to commit: a restart reads from the end again
         try:
             await self._consumer.commit({tp: offset})
             return True

@@ -49,6 +49,7 @@ class ConsumerSpec:
     routes: list[Route[Any]]
     group_suffix: str = ""
     stop_timeout: float = 30.0
+    broadcast: bool = False
 
 
 class Runtime:
@@ -103,12 +104,15 @@ class Runtime:
     def group_id(self) -> str:
         return f"mloop-{self.service}"
 
-    def consume(self, *routes: Route[Any], group_suffix: str = "", stop_timeout: float = 30.0) -> None:
+    def consume(
+        self, *routes: Route[Any], group_suffix: str = "", stop_timeout: float = 30.0, broadcast: bool = False
+    ) -> None:
         """Register one consumer (group) for these routes; it starts with the runtime.
 
         At stop, a handler still running after ``stop_timeout`` seconds is cancelled (its record is redelivered).
+        ``broadcast``: every process sees every record, with no consumer group (see ``Subscriber``).
         """
-        self._consumers.append(ConsumerSpec(list(routes), group_suffix, stop_timeout))
+        self._consumers.append(ConsumerSpec(list(routes), group_suffix, stop_timeout, broadcast))
 
     def store(self, unit: type[S]) -> SqlStore[S]:
         """Units of work of type ``unit`` on this service's schema; staged events leave right after commit."""
@@ -154,6 +158,7 @@ class Runtime:
                 dlq_producer=self.producer,
                 on_failure=self._consumer_died,
                 stop_timeout=spec.stop_timeout,
+                broadcast=spec.broadcast,
             )
             await subscriber.start()
             self.subscribers.append(subscriber)

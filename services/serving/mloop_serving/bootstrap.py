@@ -95,11 +95,13 @@ async def bootstrap(settings: ServingSettings, app: FastAPI) -> AsyncIterator[Se
         ),
         log_predictions=settings.log_predictions,
     )
-    # Every replica must see every promotion, so each has its own consumer group.
+    # Every replica must see every promotion: a broadcast consumer (no group on the broker, so none left behind
+    # by pods that are gone). It reads from its start on; the sync below loads what was promoted before.
     runtime.consume(
         route(ModelPromoted, loader.on_model_promoted),
         route(ModelRollout, loader.on_model_rollout),
         group_suffix=f"-{settings.instance_id}",
+        broadcast=True,
     )
     await runtime.start(app)
     await logbook.start()
