@@ -59,6 +59,7 @@ efficacy: setup
 bench: up
 	$(PY) -m tests.perf.run
 	$(PY) -m tests.perf.drift_speed
+	$(PY) -m tests.perf.drift_throughput
 	$(PY) -m tests.perf.ingest_speed
 	$(PY) -m tests.perf.serving_speed
 
