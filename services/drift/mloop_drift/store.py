@@ -271,18 +271,19 @@ class SqlDriftUnit(SqlUnit):
     async def record_predictions(self, model: str, version: int, predictions: Sequence[Prediction]) -> None:
         if not predictions:
             return
-        statement = insert(observations).values(
-            [{**p.model_dump(), "model": model, "version": version} for p in predictions]
+        statement = insert(observations)
+        upsert = statement.on_conflict_do_update(
+            index_elements=["request_id"],
+            set_={
+                k: statement.excluded[k]
+                for k in ("version", "logged_at", "inputs", "prediction", "probabilities", "event_time")
+            },
+            where=observations.c.logged_at.is_(None),
         )
+        # Rows as parameters of one prepared statement (executemany), not one statement with every value in it:
+        # building that statement's hundreds of thousands of parameters cost more than PostgreSQL's work.
         await self.session.execute(
-            statement.on_conflict_do_update(
-                index_elements=["request_id"],
-                set_={
-                    k: statement.excluded[k]
-                    for k in ("version", "logged_at", "inputs", "prediction", "probabilities", "event_time")
-                },
-                where=observations.c.logged_at.is_(None),
-            )
+            upsert, [{**p.model_dump(), "model": model, "version": version} for p in predictions]
         )
 
     async def record_labels(self, model: str, labels: Sequence[Label]) -> None:
