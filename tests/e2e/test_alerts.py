@@ -132,6 +132,7 @@ def stack(
             "MLOOP_REGISTRY_ALERTS__MAX_BACKOFF_SECONDS": "2",
             "MLOOP_REGISTRY_ALERTS__POLL_SECONDS": "0.5",
             "MLOOP_REGISTRY_ALERTS__MAX_ATTEMPTS": "100",
+            "MLOOP_REGISTRY_ALERTS__TRAINER_URL": services.urls["trainer"],
             "MLOOP_REGISTRY_ALERTS__VALIDATOR_URL": services.urls["validator"],
             "MLOOP_REGISTRY_ALERTS__DRIFT_URL": services.urls["drift"],
         }
@@ -212,3 +213,22 @@ async def test_an_alert_waiting_for_its_receiver_survives_a_kill_of_the_registry
     attempts = webhook.for_model(name)
     assert len(attempts) > refused and {a[1]["X-Mloop-Alert-Id"] for a in attempts} == {headers["X-Mloop-Alert-Id"]}
     assert [status for status, _, _ in attempts].count(200) == 1
+
+
+async def test_a_training_run_that_cannot_succeed_alerts_with_its_reason_and_a_link_to_the_run(
+    stack: ServiceStack, clients: dict[str, httpx.AsyncClient], webhook: Webhook
+) -> None:
+    name = f"alert-failed-{uuid.uuid4().hex[:6]}"
+    broken = spec(name)
+    broken["features"] = ["x1", "x2", "not_in_the_data"]  # the data lacks it: no run of this spec can succeed
+    await declare(clients["registry"], broken)
+
+    await publish(clients["ingest"], name, seed=3)
+
+    [(_, headers, body)] = await eventually(lambda: delivered(webhook, name), timeout=TIMEOUT, interval=0.5)
+    alert = json.loads(body)
+    assert verify(body, SECRET, headers["X-Mloop-Signature"])
+    assert (alert["type"], alert["severity"], alert["details"]["failure"]) == ("training.failed", "warning", "data")
+    assert "not_in_the_data" in alert["details"]["error"]
+    run = await clients["trainer"].get(alert["link"].removeprefix(stack.urls["trainer"]))
+    assert run.status_code == 200 and run.json()["status"] == "failed"

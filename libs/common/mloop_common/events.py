@@ -32,6 +32,7 @@ class Topic(StrEnum):
     MODEL_ROLLOUT = "model.rollout"
     MODEL_SERVED = "model.served"
     SPEC_CHANGED = "spec.changed"
+    TRAINING_FAILED = "training.failed"
 
 
 ALL_TOPICS: tuple[str, ...] = tuple(t.value for t in Topic)
@@ -251,6 +252,20 @@ class SpecChanged(Payload):
     dataset: str
 
 
+class TrainingFailed(Payload):
+    """A run that could not succeed (bad data, over its limits or budget, its worker died): recorded by the
+    trainer, announced so that people hear of it (the registry's alerts); nothing downstream trains on it."""
+
+    model: str
+    run_id: str
+    failure: str = Field(description="data, limits, over_budget, worker_died or job_failed")
+    error: str
+    trigger: Literal["data.published", "drift.detected", "spec.changed"]
+    spec_version: int
+    dataset: str
+    dataset_version: int
+
+
 PAYLOADS: dict[str, type[Payload]] = {
     Topic.DATA_PUBLISHED: DataPublished,
     Topic.MODEL_TRAINED: ModelTrained,
@@ -263,6 +278,7 @@ PAYLOADS: dict[str, type[Payload]] = {
     Topic.MODEL_ROLLOUT: ModelRollout,
     Topic.MODEL_SERVED: ModelServed,
     Topic.SPEC_CHANGED: SpecChanged,
+    Topic.TRAINING_FAILED: TrainingFailed,
 }
 TOPIC_OF: dict[type[Payload], str] = {model: topic for topic, model in PAYLOADS.items()}
 P = TypeVar("P", bound=Payload)

@@ -28,6 +28,7 @@ from mloop_common.events import (
     PredictionsLogged,
     SpecChanged,
     Topic,
+    TrainingFailed,
     dataschema,
     from_record,
     new_event,
@@ -210,6 +211,19 @@ def spec_changed():
     return SpecChanged(model="churn", spec_version=3, spec_digest="d" * 64, dataset="churn-data")
 
 
+def training_failed():
+    return TrainingFailed(
+        model="churn",
+        run_id=uuid.uuid4().hex,
+        failure="over_budget",
+        error="the run needed more memory than its budget of 2048 MB",
+        trigger="data.published",
+        spec_version=2,
+        dataset="churn",
+        dataset_version=3,
+    )
+
+
 SAMPLES = {
     Topic.DATA_PUBLISHED: data_published,
     Topic.MODEL_TRAINED: model_trained,
@@ -222,6 +236,7 @@ SAMPLES = {
     Topic.MODEL_ROLLOUT: model_rollout,
     Topic.MODEL_SERVED: model_served,
     Topic.SPEC_CHANGED: spec_changed,
+    Topic.TRAINING_FAILED: training_failed,
 }
 
 

@@ -79,6 +79,7 @@ class AlertWriter:
         self.store = store
         self.settings = settings
         self.links = Links(
+            trainer_url=settings.trainer_url,
             validator_url=settings.validator_url,
             drift_url=settings.drift_url,
             registry_url=settings.registry_url or registry_url,

@@ -21,7 +21,7 @@ from urllib.parse import quote, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
-from mloop_common.events import DriftDetected, Envelope, ModelRejected, ModelServed
+from mloop_common.events import DriftDetected, Envelope, ModelRejected, ModelServed, TrainingFailed
 
 Severity = Literal["info", "warning", "critical"]
 SEVERITY_RANK: dict[str, int] = {"info": 0, "warning": 1, "critical": 2}
@@ -94,6 +94,7 @@ class AlertSettings(BaseModel):
     # outage) are not worth waking someone for.
     max_event_age_seconds: float = Field(86400.0, gt=0)
     # Where people open the reports an alert links to (public base URLs of the services).
+    trainer_url: str = "http://127.0.0.1:8002"
     validator_url: str = "http://127.0.0.1:8003"
     drift_url: str = "http://127.0.0.1:8006"
     registry_url: str | None = None  # default: MLOOP_REGISTRY_URL
@@ -130,6 +131,7 @@ class Alert(BaseModel):
 
 
 class Links(BaseModel):
+    trainer_url: str = "http://127.0.0.1:8002"
     validator_url: str
     drift_url: str
     registry_url: str
@@ -206,6 +208,29 @@ def alert_for(event: Envelope, links: Links) -> Alert | None:
                 "serving_version": served.serving_version,
             },
             link=f"{links.registry_url.rstrip('/')}/v1/models/{quote(served.model)}",
+        )
+    if event.type == "training.failed":
+        failed = event.decode(TrainingFailed)
+        return Alert(
+            **base,
+            # A model that cannot be trained on new data goes stale; its production version still serves.
+            severity="warning",
+            model=failed.model,
+            version=None,
+            summary=(
+                f"{failed.model}: training run {failed.run_id} on {failed.dataset} v{failed.dataset_version} "
+                f"failed ({failed.failure}): {failed.error}"
+            ),
+            details={
+                "run_id": failed.run_id,
+                "failure": failed.failure,
+                "error": failed.error,
+                "trigger": failed.trigger,
+                "spec_version": failed.spec_version,
+                "dataset": failed.dataset,
+                "dataset_version": failed.dataset_version,
+            },
+            link=f"{links.trainer_url.rstrip('/')}/v1/runs/{quote(failed.run_id)}",
         )
     return None
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from fastapi import FastAPI
 
 from mloop_common.bus import route
-from mloop_common.events import DriftDetected, ModelRejected, ModelServed
+from mloop_common.events import DriftDetected, ModelRejected, ModelServed, TrainingFailed
 from mloop_common.runtime import Runtime
 from mloop_common.uow import SqlStore
 from mloop_registry.alert_delivery import AlertWriter, DeliveryWorker, Senders
@@ -49,6 +49,7 @@ async def bootstrap(settings: RegistrySettings, app: FastAPI) -> AsyncIterator[R
         route(ModelRejected, writer.on_event),
         route(DriftDetected, writer.on_event),
         route(ModelServed, writer.on_event),
+        route(TrainingFailed, writer.on_event),
         group_suffix="-alerts",
     )
     await runtime.start(app)

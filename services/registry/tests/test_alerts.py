@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from mloop_common.events import DriftDetected, Envelope, ModelRejected, ModelServed, new_event
+from mloop_common.events import DriftDetected, Envelope, ModelRejected, ModelServed, TrainingFailed, new_event
 from mloop_common.testing import through_the_wire
 from mloop_registry.alerts import (
     Alert,
@@ -33,7 +33,12 @@ from mloop_registry.alerts import (
 )
 from mloop_registry.config import RegistrySettings
 
-LINKS = Links(validator_url="https://validator.example/", drift_url="https://drift.example", registry_url="https://reg")
+LINKS = Links(
+    trainer_url="https://trainer.example",
+    validator_url="https://validator.example/",
+    drift_url="https://drift.example",
+    registry_url="https://reg",
+)
 
 
 def rejected(model: str = "churn") -> Envelope:
@@ -133,6 +138,25 @@ def test_a_failed_load_is_critical_and_a_successful_one_alerts_nobody():
     assert "failed to load production v5" in alert.summary and "artifact digest mismatch" in alert.summary
     assert "serves v4" in alert.summary
     assert alert.link == "https://reg/v1/models/churn"
+
+
+def test_a_failed_training_run_is_a_warning_with_its_reason_linking_the_run():
+    failed = TrainingFailed(
+        model="churn",
+        run_id="run-7",
+        failure="over_budget",
+        error="the run needed more memory than its budget of 2048 MB",
+        trigger="data.published",
+        spec_version=2,
+        dataset="churn",
+        dataset_version=9,
+    )
+
+    alert = alert_for(through_the_wire(new_event(failed, source="mloop/trainer", subject="churn")), LINKS)
+
+    assert alert is not None and (alert.severity, alert.version, alert.type) == ("warning", None, "training.failed")
+    assert "churn v9 failed (over_budget)" in alert.summary and "2048 MB" in alert.summary
+    assert alert.details["run_id"] == "run-7" and alert.link == "https://trainer.example/v1/runs/run-7"
 
 
 def test_other_events_make_no_alert():

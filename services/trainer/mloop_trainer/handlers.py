@@ -29,6 +29,7 @@ from mloop_common.events import (
     Envelope,
     ModelTrained,
     SpecChanged,
+    TrainingFailed,
     new_event,
 )
 from mloop_common.modelio import load_model
@@ -376,11 +377,24 @@ class Trainer:
         return ArtifactPointer(uri=ref.uri, sha256=ref.sha256)
 
     async def _record(self, unit: TrainerUnit, spec: ModelSpec, run: Run, cause: Envelope) -> None:
-        """Record the run; a succeeded one also announces its model (model.trained, through the outbox)."""
+        """Record the run and announce it through the outbox: a succeeded one's model (model.trained), a failed
+        one's reason (training.failed, for the people the registry alerts; nothing trains on it)."""
         await unit.add_run(run)
         if isinstance(run.details, TrainedDetails):
             trained = model_trained(spec, run, run.details)
             await unit.stage(new_event(trained, source=SOURCE, subject=spec.name, cause=cause))
+            return
+        failed = TrainingFailed(
+            model=spec.name,
+            run_id=run.run_id,
+            failure=run.details.failure,
+            error=(run.error or "")[:2000],
+            trigger=run.trigger,
+            spec_version=run.spec_version,
+            dataset=run.dataset,
+            dataset_version=run.dataset_version,
+        )
+        await unit.stage(new_event(failed, source=SOURCE, subject=spec.name, cause=cause))
 
 
 def _predict_both(recorded: bytes, reproduced: bytes, holdout: bytes, features: list[str]) -> tuple[Any, Any, int]:

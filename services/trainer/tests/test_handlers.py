@@ -23,6 +23,7 @@ from mloop_common.events import (
     Envelope,
     ModelTrained,
     SpecChanged,
+    TrainingFailed,
     new_event,
 )
 from mloop_common.modelio import load_model
@@ -261,7 +262,15 @@ async def test_a_redelivered_data_published_trains_nothing_more(artifacts, regis
     assert sorted(t.model for t in store.published_payloads(ModelTrained)) == ["churn", "churn_small"]
 
 
-async def test_a_dataset_without_the_target_column_records_a_failed_run_and_announces_nothing(artifacts, registry):
+def announced_failures(store: MemoryStore[MemoryTrainerUnit]) -> list[tuple[str, str]]:
+    """(model, failure) of each training.failed staged; nothing else may be announced for a failed run."""
+    assert store.published_payloads(ModelTrained) == []
+    return sorted((f.model, f.failure) for f in store.published_payloads(TrainingFailed))
+
+
+async def test_a_dataset_without_the_target_column_records_a_failed_run_and_announces_only_the_failure(
+    artifacts, registry
+):
     store = memory_store()
     payload, event = published(artifacts, frame().rename(columns={"label": "outcome"}))
 
@@ -271,7 +280,10 @@ async def test_a_dataset_without_the_target_column_records_a_failed_run_and_anno
     assert {run.model for run in runs} == {"churn", "churn_small"}
     assert all(run.status == "failed" and "'label'" in (run.error or "") for run in runs)
     assert all(run.details == FailedDetails(seed=42, failure="data") for run in runs)
-    assert store.published == []
+    assert announced_failures(store) == [("churn", "data"), ("churn_small", "data")]
+    [failure] = [f for f in store.published_payloads(TrainingFailed) if f.model == "churn"]
+    assert "'label'" in failure.error and failure.run_id == next(r.run_id for r in runs if r.model == "churn")
+    assert (failure.trigger, failure.dataset, failure.dataset_version) == ("data.published", "churn", 1)
     assert await handled(store, event)  # a retry could not fix the data: the event is done
 
 
@@ -375,7 +387,8 @@ async def test_a_run_killed_for_memory_fails_once_is_not_retried_and_the_next_da
     assert failed["churn"].details == FailedDetails(seed=42, failure="worker_died")
     assert failed["churn_small"].details == FailedDetails(seed=42, failure="over_budget")
     assert "SIGKILL" in (failed["churn"].error or "") and "2048 MB" in (failed["churn_small"].error or "")
-    assert store.published == [] and await handled(store, event)
+    assert announced_failures(store) == [("churn", "worker_died"), ("churn_small", "over_budget")]
+    assert await handled(store, event)
     assert workers.budgets == [BUDGET, BUDGET]
     assert failed_runs("churn", "worker_died") == died_before + 1
     assert handler.training() == []
@@ -397,4 +410,5 @@ async def test_a_spec_beyond_the_trainers_limits_fails_without_running(artifacts
     runs = await runs_of(store)
     assert len(runs) == 2 and all(run.details == FailedDetails(seed=42, failure="limits") for run in runs)
     assert all("estimators.0.params.C" in (run.error or "") for run in runs)
-    assert workers.budgets == [] and store.published == [] and await handled(store, event)
+    assert workers.budgets == [] and await handled(store, event)
+    assert announced_failures(store) == [("churn", "limits"), ("churn_small", "limits")]
