@@ -210,6 +210,22 @@ class DriftUnit(Messaging, Protocol):
         ...
 
 
+# A version's reference profile is written once, when it is first watched (a row is never updated in
+# place), so its parsed form is kept rather than validated again for every batch of predictions.
+_PROFILES: dict[tuple[str, int, datetime], ReferenceProfile] = {}
+_PROFILES_KEPT = 64
+
+
+def _parsed_profile(model: str, version: int, promoted_at: datetime, stored: Any) -> ReferenceProfile:
+    key = (model, version, promoted_at)
+    parsed = _PROFILES.get(key)
+    if parsed is None:
+        if len(_PROFILES) >= _PROFILES_KEPT:
+            _PROFILES.pop(next(iter(_PROFILES)))  # the oldest kept
+        parsed = _PROFILES[key] = ReferenceProfile.model_validate(stored)
+    return parsed
+
+
 class SqlDriftUnit(SqlUnit):
     async def add_monitored(self, monitored_version: MonitoredVersion) -> None:
         values = monitored_version.model_dump(mode="json", exclude={"promoted_at", "retrain_requested_at"})
@@ -248,7 +264,7 @@ class SqlDriftUnit(SqlUnit):
         return MonitoredVersion.model_validate(
             {
                 **row._mapping,
-                "profile": ReferenceProfile.model_validate(row.profile),
+                "profile": _parsed_profile(row.model, row.version, row.promoted_at, row.profile),
                 "cooldown": CooldownState.from_dict(row.cooldown),
                 "policy": known_policy(row.policy),
             }
@@ -333,17 +349,18 @@ class SqlDriftUnit(SqlUnit):
             .order_by(observations.c.logged_at, observations.c.request_id)
             .limit(size)
             .with_for_update()
+            .scalar_subquery()
         )
-        ids = [r for (r,) in await self.session.execute(oldest)]
-        await self.session.execute(
-            sa.update(observations).where(observations.c.request_id.in_(ids)).values(window_index=index)
+        # One statement: the rows are chosen, moved into the window and returned without their ids travelling
+        # back and forth as thousands of parameters.
+        taken = (
+            sa.update(observations)
+            .where(observations.c.request_id.in_(oldest))
+            .values(window_index=index)
+            .returning(*observations.c)
         )
-        query = (
-            sa.select(observations)
-            .where(observations.c.request_id.in_(ids))
-            .order_by(observations.c.logged_at, observations.c.request_id)
-        )
-        return [Observation.model_validate(row) for row in await self.session.execute(query)]
+        rows = [Observation.model_validate(row) for row in await self.session.execute(taken)]
+        return sorted(rows, key=lambda row: (row.logged_at, row.request_id))
 
     async def place_in_windows(self, model: str, version: int, windows: Mapping[str, int]) -> None:
         by_window: dict[int, list[str]] = {}
