@@ -171,7 +171,7 @@ _PERMANENT_NAMES = frozenset(
         "UnsupportedForMessageFormatError",
     }
 )
-_NETWORK_ERRNOS = frozenset(
+_WAIT_ERRNOS = frozenset(
     {
         errno.ECONNREFUSED,
         errno.ECONNRESET,
@@ -182,6 +182,9 @@ _NETWORK_ERRNOS = frozenset(
         errno.ENETDOWN,
         errno.ETIMEDOUT,
         errno.EPIPE,
+        # A full disk or quota (an artifact or spool write): the work is fine, space comes back.
+        errno.ENOSPC,
+        errno.EDQUOT,
     }
 )
 
@@ -216,7 +219,7 @@ def classify(exc: BaseException) -> Verdict:
             names & _TRANSIENT_NAMES
             or getattr(error, "connection_invalidated", False) is True  # sqlalchemy: the connection died
             or (type(error).__module__.startswith("aiokafka") and getattr(error, "retriable", False) is True)
-            or (isinstance(error, OSError) and error.errno in _NETWORK_ERRNOS)
+            or (isinstance(error, OSError) and error.errno in _WAIT_ERRNOS)
         ):
             return "transient"
     return "retry"

@@ -1,9 +1,13 @@
+import errno
 import os
+import tempfile
 import uuid
+from typing import Any
 
 import pytest
 
 from mloop_common.artifacts import ArtifactStore, sha256_hex
+from mloop_common.bus import classify
 from mloop_common.errors import DigestMismatch, InvalidInput, NotFound
 
 
@@ -168,3 +172,27 @@ def test_store_reached_through_a_symlinked_root_still_reads(tmp_path):
     ref = store.put(data, kind="models")
 
     assert store.get(ref.uri, ref.sha256) == data
+
+
+def test_a_full_disk_leaves_no_artifact_and_fails_with_an_error_the_consumer_waits_out(tmp_path, monkeypatch):
+    store = ArtifactStore(tmp_path)
+    real_mkstemp = tempfile.mkstemp
+    temporary: list[str] = []
+
+    def onto_a_full_disk(**kwargs: Any) -> tuple[int, str]:
+        fd, path = real_mkstemp(**kwargs)
+        os.close(fd)
+        temporary.append(path)
+        return os.open("/dev/full", os.O_WRONLY), path  # every write there fails with ENOSPC, from the kernel
+
+    monkeypatch.setattr(tempfile, "mkstemp", onto_a_full_disk)
+    with pytest.raises(OSError) as full:
+        store.put(b"model bytes" * 1000, kind="models", suffix=".skops")
+    monkeypatch.undo()
+
+    assert full.value.errno == errno.ENOSPC
+    assert classify(full.value) == "transient"  # retried in place until space comes back, never dead-lettered
+    assert [p for p in tmp_path.rglob("*") if p.is_file()] == []  # no partial artifact, no temporary left
+    assert temporary and not os.path.exists(temporary[0])
+    stored = store.put(b"model bytes" * 1000, kind="models", suffix=".skops")  # space back: it works
+    assert store.get(stored.uri, stored.sha256) == b"model bytes" * 1000
