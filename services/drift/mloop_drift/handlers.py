@@ -252,8 +252,8 @@ class DriftMonitor:
         size = monitored.window_size
         index = monitored.next_window
         while await unit.count_open(model, version) >= size:
-            await unit.take_window(model, version, size, index)
-            monitored = await self._judge_window(unit, monitored, index, cause)
+            taken = await unit.take_window(model, version, size, index)
+            monitored = await self._judge_window(unit, monitored, index, cause, taken)
             index += 1
             await unit.advance(model, version, next_window=index, cooldown=monitored.cooldown)
 
@@ -272,11 +272,22 @@ class DriftMonitor:
         await self._judge_window(unit, monitored, index, cause)
 
     async def _judge_window(
-        self, unit: DriftUnit, monitored: MonitoredVersion, index: int, cause: Envelope
+        self,
+        unit: DriftUnit,
+        monitored: MonitoredVersion,
+        index: int,
+        cause: Envelope,
+        taken: list[Observation] | None = None,
     ) -> MonitoredVersion:
-        """Decide one window (again), keep the verdict as a report revision, and raise the alarm it calls for."""
+        """Decide one window (again), keep the verdict as a report revision, and raise the alarm it calls for.
+
+        ``taken``: the window's rows, oldest first, when the caller has just read them (not read again).
+        """
         model, version = monitored.model, monitored.version
-        rows = await unit.window_rows(model, version, index, self.rules.max_window_rows)
+        if taken is None:
+            rows = await unit.window_rows(model, version, index, self.rules.max_window_rows)
+        else:
+            rows = taken[-self.rules.max_window_rows :]
         if not rows:
             return monitored
         verdict = await self._evaluate(monitored, index, rows)
