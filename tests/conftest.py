@@ -99,9 +99,9 @@ def stack(kafka_bootstrap: str, postgres: str, tmp_path_factory: pytest.TempPath
         yield services
 
 
-@pytest_asyncio.fixture(loop_scope="module")
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def clients(stack: ServiceStack) -> AsyncIterator[dict[str, httpx.AsyncClient]]:
-    """One HTTP client per service of the stack."""
+    """One HTTP client per service of the stack (for the module, as the stack is)."""
     by_service = {
         name: httpx.AsyncClient(base_url=url, timeout=30, headers=stack.headers) for name, url in stack.urls.items()
     }

@@ -13,7 +13,7 @@ import json
 import secrets
 import threading
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -29,7 +29,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
-from tests.conftest import REPO, drop_schemas, eventually
+from tests.conftest import REPO, eventually, running
 from tests.stack import ServiceStack
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -133,22 +133,8 @@ def stack(
     )
     services.env.pop("MLOOP_LOG_FORMAT", None)  # the default: JSON lines
     services.env.update({"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url, "OTEL_BSP_SCHEDULE_DELAY": "200"})
-    try:
-        services.start()
+    with running(services):
         yield services
-    finally:
-        services.stop()
-        asyncio.run(drop_schemas(services.schemas))
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def clients(stack: ServiceStack) -> AsyncIterator[dict[str, httpx.AsyncClient]]:
-    by_service = {
-        name: httpx.AsyncClient(base_url=url, timeout=30, headers=stack.headers) for name, url in stack.urls.items()
-    }
-    yield by_service
-    for client in by_service.values():
-        await client.aclose()
 
 
 def dataset(rows: int = 400) -> bytes:

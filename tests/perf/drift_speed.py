@@ -41,6 +41,7 @@ from scipy import stats as sps
 from mloop_common.profile import FeatureKind, build_reference_profile
 from mloop_drift.detector import DriftConfig, evaluate
 from mloop_drift.window import Window, numeric_column
+from tests.perf.serving_speed import venv
 
 FEATURES = [f"f{i}" for i in range(20)]
 SHIFTED = FEATURES[:5]
@@ -90,27 +91,11 @@ def timed(action: Callable[[], Any]) -> tuple[float, Any]:
     return statistics.median(times), result
 
 
-def venv(name: str, packages: list[str]) -> Path:
-    """A venv under the cache holding ``packages`` from PyPI, made on first use (as in serving_speed.py)."""
-    path = CACHE / name
-    if not (path / ".installed").exists():
-        CACHE.mkdir(parents=True, exist_ok=True)
-        subprocess.run([sys.executable, "-m", "venv", "--clear", str(path)], check=True)
-        subprocess.run(
-            [str(path / "bin" / "python"), "-m", "pip", "install", "--quiet", *packages],
-            check=True,
-            timeout=1200,
-            cwd=CACHE,  # not the repository: pip would take its egg-info for an installed package
-        )
-        (path / ".installed").touch()
-    return path
-
-
 def anchor(library: str, reference: Path, window: Path) -> dict[str, Any]:
     """One anchor's own timing on the Parquet files (median of REPEATS runs), or why it could not run."""
     try:
         name, packages = ANCHORS[library]
-        python = venv(name, packages) / "bin" / "python"
+        python = venv(name, packages, cache=CACHE) / "bin" / "python"
         env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
         done = subprocess.run(
             [str(python), str(ANCHOR), library, str(reference), str(window), str(REPEATS)],

@@ -65,7 +65,7 @@ from mloop_common.events import (  # noqa: E402
 from mloop_common.uow import SqlStore  # noqa: E402
 from mloop_drift.handlers import DriftMonitor, WindowRules  # noqa: E402
 from mloop_drift.store import SqlDriftUnit  # noqa: E402
-from tests.perf.idle_cpu import group_cpu_seconds  # noqa: E402
+from tests.perf.idle_cpu import drop_schemas, group_cpu_seconds  # noqa: E402
 from tests.perf.serving_speed import FEATURES, model_files  # noqa: E402
 from tests.stack import ServiceStack  # noqa: E402
 
@@ -307,7 +307,7 @@ async def replay(profile: bytes, root: Path) -> dict[str, Any]:
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     finally:
         await database.dispose()
-        await _drop([schema])
+        await drop_schemas([schema])
     stats = pstats.Stats(profiler)
     rows = []
     for (file, line, name), (_, calls, tottime, cumtime, _) in stats.stats.items():
@@ -371,7 +371,7 @@ def main() -> int:
                 results = asyncio.run(measure(stack, bootstrap))
             finally:
                 codes = stack.stop()
-                asyncio.run(_drop(stack.schemas))
+                asyncio.run(drop_schemas(stack.schemas))
             # after the stack has stopped, so the profiled replay has the machine to itself
             profiled = asyncio.run(replay((files / "profile.json").read_bytes(), Path(root)))
     finally:
@@ -414,17 +414,6 @@ def main() -> int:
     print(json.dumps(summary, indent=1))
     print(f"-> {OUT}")
     return 0
-
-
-async def _drop(names: list[str]) -> None:
-    import asyncpg
-
-    connection = await asyncpg.connect(ADMIN_DSN)
-    try:
-        for name in names:
-            await connection.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
-    finally:
-        await connection.close()
 
 
 if __name__ == "__main__":

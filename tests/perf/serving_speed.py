@@ -54,7 +54,7 @@ REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:  # also runnable as a plain script
     sys.path.insert(0, str(REPO))
 
-from tests.perf.idle_cpu import group_cpu_seconds  # noqa: E402
+from tests.perf.idle_cpu import drop_schemas, group_cpu_seconds  # noqa: E402
 from tests.stack import PORT_OFFSET, ServiceStack  # noqa: E402
 
 CACHE = REPO / ".cache" / "serving-bench"
@@ -111,20 +111,21 @@ def wrk() -> list[str]:
     return ["env", f"LD_LIBRARY_PATH={libs}", str(binary)]
 
 
-def venv(name: str, packages: list[str]) -> Path:
+def venv(name: str, packages: list[str], cache: Path = CACHE) -> Path:
     """A venv under the cache holding ``packages`` from PyPI, made on first use.
 
     Built in place (its scripts name their interpreter by path, so a venv cannot be moved once made); the
     marker is written last, so an interrupted install is made again from scratch.
     """
-    path = CACHE / name
+    path = cache / name
     if not (path / ".installed").exists():
+        cache.mkdir(parents=True, exist_ok=True)
         subprocess.run([sys.executable, "-m", "venv", "--clear", str(path)], check=True)
         subprocess.run(
             [str(path / "bin" / "python"), "-m", "pip", "install", "--quiet", *packages],
             check=True,
             timeout=1200,
-            cwd=CACHE,  # not the repository: pip would take its egg-info for an installed package
+            cwd=cache,  # not the repository: pip would take its egg-info for an installed package
         )
         (path / ".installed").touch()
     return path
@@ -520,7 +521,7 @@ def main() -> int:
         finally:
             processes.stop()
             codes = stack.stop()
-            asyncio.run(_drop(stack.schemas))
+            asyncio.run(drop_schemas(stack.schemas))
     results = {name: {c: median_of(r) for c, r in by_c.items()} for name, by_c in runs.items()}
     report = {
         "benchmark": "serving_speed",
@@ -562,17 +563,6 @@ def main() -> int:
         )
     )
     return 0
-
-
-async def _drop(names: list[str]) -> None:
-    import asyncpg
-
-    connection = await asyncpg.connect(ADMIN_DSN)
-    try:
-        for name in names:
-            await connection.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
-    finally:
-        await connection.close()
 
 
 if __name__ == "__main__":
