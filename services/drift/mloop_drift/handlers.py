@@ -195,7 +195,9 @@ class DriftMonitor:
             late: set[int] = set()
             if monitored.policy.window_time is not None:
                 late = await self._place_open(unit, monitored)
-            await self._judge_complete_windows(unit, logged.model, logged.version, event)
+            # Placing by event time moved the version's window counter: read its row again then.
+            fresh = monitored if monitored.policy.window_time is None else None
+            await self._judge_complete_windows(unit, logged.model, logged.version, event, fresh)
             for index in sorted(late):
                 await self._rejudge(unit, logged.model, logged.version, index, event)
 
@@ -236,9 +238,17 @@ class DriftMonitor:
             await unit.advance(monitored.model, monitored.version, next_window=newest + 1, cooldown=monitored.cooldown)
         return {index for index in placed.values() if index < monitored.next_window}
 
-    async def _judge_complete_windows(self, unit: DriftUnit, model: str, version: int, cause: Envelope) -> None:
-        """Judge every complete window of (model, version) not judged yet."""
-        monitored = await unit.lock_monitored(model, version)
+    async def _judge_complete_windows(
+        self,
+        unit: DriftUnit,
+        model: str,
+        version: int,
+        cause: Envelope,
+        locked: MonitoredVersion | None = None,
+    ) -> None:
+        """Judge every complete window of (model, version) not judged yet; ``locked``: the version's row, when
+        this transaction holds it already."""
+        monitored = locked or await unit.lock_monitored(model, version)
         if monitored is None:
             return  # predictions raced ahead of the promotion; judged once it arrives
         if monitored.retired:
