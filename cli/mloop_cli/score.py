@@ -69,7 +69,9 @@ def open_source(path: Path, chunk_rows: int) -> Source:
     if kind == "csv":
         handle = path.open("rb")
         try:
-            reader = pacsv.open_csv(handle)
+            # One parsing thread: each of Arrow's would hold a block of its own in flight, and memory, not
+            # parsing, bounds a file larger than the machine's memory.
+            reader = pacsv.open_csv(handle, read_options=pacsv.ReadOptions(use_threads=False))
         except pa.ArrowInvalid as exc:
             handle.close()
             raise ScoreError(f"{path}: not a readable CSV file ({exc})") from exc
