@@ -445,7 +445,8 @@ class Gate:
       bodies carry binary files; their text fields are checked where they are parsed.)
     - more than ``max_in_flight`` requests at once (429 with ``Retry-After``, at once): an overload queues
       nowhere, so latency and memory stay bounded and the caller knows to back off. Health, readiness and
-      metrics are never refused, so probes see an overloaded service as alive and ready.
+      metrics are never refused, so probes see an overloaded service as alive and ready;
+    - any request but a probe while the service is still starting (``Starting``: 503 with ``Retry-After``).
     """
 
     def __init__(
