@@ -119,6 +119,14 @@ class Trainer:
             # Known before the specs are read, so a spec stored meanwhile (spec.changed) finds this version.
             await unit.remember_dataset(dataset)
         models = await self.registry.models_for_dataset(published.dataset)
+        async with self.store.transaction() as unit:
+            # A spec stored just before this publication may be training (or have trained) on it already.
+            models = [
+                m
+                for m in models
+                if not await unit.has_trained(m.name, m.spec_version, dataset.version)
+                and not self._training_now(m.name, m.spec_version, dataset.version)
+            ]
         data = await self._get(dataset.snapshot_uri, dataset.snapshot_sha256)
         runs = [
             (model.spec, await self._train(model.spec, model.spec_version, dataset, data, "data.published", event))
@@ -128,6 +136,10 @@ class Trainer:
             if not await unit.claim(event):
                 return
             for spec, run in runs:
+                if await unit.has_trained(spec.name, run.spec_version, run.dataset_version):
+                    # spec.changed trained the same inputs while this ran: one version is enough.
+                    log.info("%s spec v%s trained meanwhile; this run is dropped", spec.name, run.spec_version)
+                    continue
                 await self._record(unit, spec, run, event)
 
     async def on_spec_changed(self, changed: SpecChanged, event: Envelope) -> None:

@@ -30,7 +30,7 @@ from mloop_common.modelio import load_model
 from mloop_common.profile import ReferenceProfile
 from mloop_common.spec import ModelSpec, SpecLimits, spec_digest
 from mloop_common.testing import FakeRegistry, MemoryStore, through_the_wire
-from mloop_trainer.entities import FailedDetails, Run, TrainedDetails
+from mloop_trainer.entities import DatasetRef, FailedDetails, Run, TrainedDetails
 from mloop_trainer.handlers import Trainer
 from mloop_trainer.workers import Budget, OverBudget, WorkerDied, Workers
 
@@ -248,6 +248,32 @@ async def test_a_spec_change_trains_nothing_without_data_when_newer_or_when_alre
 
     assert [r.trigger for r in await runs_of(store, "churn")] == ["data.published"]
     assert await runs_of(store, "fresh") == []
+
+
+async def test_a_publication_handled_after_its_spec_change_trained_the_same_inputs_trains_nothing_more(
+    artifacts, registry
+):
+    store = memory_store()
+    handler = trainer(store, registry, artifacts)
+    registry.add_spec(spec("rain", dataset="weather"))
+    first, first_event = published(artifacts, frame(), dataset="weather", version=1)
+    async with store.transaction() as unit:
+        await unit.remember_dataset(
+            DatasetRef(
+                name="weather",
+                version=1,
+                snapshot_uri=first.snapshot.uri,
+                snapshot_sha256=first.snapshot.sha256,
+                target="label",
+            )
+        )  # as when the publication was remembered but its training waited for the registry
+    await handler.on_spec_changed(*spec_changed(registry, "rain", 1))
+
+    await handler.on_data_published(first, first_event)  # its training of rain would repeat the same inputs
+
+    assert [r.trigger for r in await runs_of(store, "rain")] == ["spec.changed"]
+    assert [t.trigger for t in store.published_payloads(ModelTrained) if t.model == "rain"] == ["spec.changed"]
+    assert await handled(store, first_event)
 
 
 async def test_a_redelivered_data_published_trains_nothing_more(artifacts, registry):
