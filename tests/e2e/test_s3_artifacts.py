@@ -13,8 +13,8 @@ from collections.abc import Iterator
 import httpx
 import obstore
 import pytest
-from obstore.store import S3Store
 
+from mloop_common.artifacts import S3ArtifactStore
 from mloop_common.settings import S3Settings
 from mloop_common.testing import local_s3, new_bucket
 from tests.conftest import REPO, eventually, running
@@ -52,15 +52,7 @@ def stack(
 
 
 def bucket_keys(settings: S3Settings, bucket: str) -> list[str]:
-    assert settings.secret_access_key is not None
-    store = S3Store(
-        bucket,
-        endpoint=settings.endpoint_url,
-        region="us-east-1",
-        access_key_id=settings.access_key_id,
-        secret_access_key=settings.secret_access_key.get_secret_value(),
-        client_options={"allow_http": True},
-    )
+    store = S3ArtifactStore.from_url(f"s3://{bucket}", settings).store
     return sorted(meta["path"] for batch in obstore.list(store) for meta in batch)
 
 

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import obstore
 import pytest
-from obstore.store import S3Store
 
 from mloop_common.artifacts import (
     MIN_PART_BYTES,
@@ -28,15 +27,7 @@ def some_bytes() -> bytes:
 
 def objects(settings: S3Settings, bucket: str) -> dict[str, dict]:
     """Every object in ``bucket`` (the whole bucket, not only the store's prefix) by key."""
-    assert settings.secret_access_key is not None
-    raw = S3Store(
-        bucket,
-        endpoint=settings.endpoint_url,
-        region="us-east-1",
-        access_key_id=settings.access_key_id,
-        secret_access_key=settings.secret_access_key.get_secret_value(),
-        client_options={"allow_http": True},
-    )
+    raw = S3ArtifactStore.from_url(f"s3://{bucket}", settings).store
     return {meta["path"]: dict(meta) for batch in obstore.list(raw) for meta in batch}
 
 
