@@ -19,6 +19,7 @@ from mloop_ingest.profiling import ColumnFacts, TableFacts
 
 Severity = Literal["error", "warning", "info"]
 WORST = 20  # per-column numbers kept in a result: the worst offenders
+_LEGACY_SEVERITY: dict[str, Severity] = {"pass": "info", "warn": "warning", "fail": "error"}
 
 
 class Limit(BaseModel):
@@ -104,6 +105,14 @@ class CheckResult(BaseModel):
     threshold: float | None = None
     columns: dict[str, float] = Field(default_factory=dict, description="per-column numbers, worst first")
     examples: list[int] = Field(default_factory=list, description="example rows (0-based, header excluded)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_status(cls, value: Any) -> Any:
+        """Reports recorded before severities said ``status: pass|warn|fail``; they must stay readable."""
+        if isinstance(value, dict) and "severity" not in value and value.get("status") in _LEGACY_SEVERITY:
+            return {**value, "severity": _LEGACY_SEVERITY[value["status"]]}
+        return value
 
 
 class Report(BaseModel):

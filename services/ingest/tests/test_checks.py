@@ -291,3 +291,18 @@ def test_values_breaking_the_declared_contract_reject_with_counts():
     assert found.severity == "error" and found.columns == {"usage": 10, "plan": 1}
     assert "10 values of 'usage' outside its declared range" in found.message and 5 in found.examples
     assert within.severity == "info"
+
+
+def test_a_report_recorded_before_severities_existed_still_reads():
+    """Rows written by an older ingest said ``status: pass|warn|fail``; reading them must not fail (it was a 500)."""
+    legacy = {
+        "checks": [
+            {"name": "non_empty", "status": "pass", "message": "7300 rows, 10 columns"},
+            {"name": "duplicate_rows", "status": "warn", "message": "3 duplicate rows"},
+            {"name": "target_present", "status": "fail", "message": "target 'rain' missing"},
+        ]
+    }
+    report = Report.model_validate(legacy)
+    assert [c.severity for c in report.checks] == ["info", "warning", "error"]
+    assert [c.message for c in report.failures()] == ["target 'rain' missing"]
+    assert not report.accepted
