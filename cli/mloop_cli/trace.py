@@ -20,7 +20,7 @@ from rich.table import Table
 
 from mloop_cli.client import bootstrap, console, err
 from mloop_common.bus import BusConfig, read_topics
-from mloop_common.events import ALL_TOPICS, Envelope, dlq_topic
+from mloop_common.events import ALL_TOPICS, Envelope, dlq_topic, gist
 
 
 @dataclass(frozen=True)
@@ -40,42 +40,6 @@ class Step:
         return {**self.__dict__, "time": self.time.isoformat()}
 
 
-def outcome(event: Envelope) -> str:
-    """What the event says happened, in a few words (its payload's gist)."""
-    data = event.data
-    match event.type:
-        case "data.published":
-            return f"{data['dataset']} v{data['version']}, {data['rows']:,} rows"
-        case "model.trained":
-            return (
-                f"run {data['run_id'][:8]}: {data['estimator_class']} on {data['dataset']} v{data['dataset_version']}"
-                f" ({data['trigger']})"
-            )
-        case "model.rejected":
-            return "rejected: " + "; ".join(data["reasons"])
-        case "model.registered":
-            waiting = ", waits for an approver" if data["requires_approval"] else ""
-            return f"v{data['version']} registered{waiting}"
-        case "model.promoted":
-            return f"v{data['version']} is {data.get('alias', 'production')} ({data['reason']})"
-        case "model.rollout":
-            moved = f"v{data['version']}" if data["version"] is not None else "cleared"
-            return f"{data['alias']}: {moved} ({data['reason']})"
-        case "model.served":
-            if data["loaded"]:
-                return f"{data['instance']} serves v{data['version']} as {data['alias']}"
-            return f"{data['instance']} failed to load v{data['version']}: {data.get('error')}"
-        case "predictions.logged":
-            return f"{len(data['records'])} predictions of v{data['version']}"
-        case "feedback.received":
-            return f"{len(data['records'])} labels"
-        case "drift.detected":
-            return f"{data.get('cause') or 'drift'} on v{data['version']}: {data['action']}"
-        case "spec.changed":
-            return f"spec v{data['spec_version']}"
-    return ""
-
-
 def chain(records: list[tuple[Any, Envelope | None]], correlation_id: str) -> list[Step]:
     """The events of one chain, oldest first; a dead letter is shown where its event stands, with the reason."""
     steps = []
@@ -84,10 +48,7 @@ def chain(records: list[tuple[Any, Envelope | None]], correlation_id: str) -> li
             continue
         headers = {k: v.decode(errors="replace") for k, v in record.headers or ()}
         dead = record.topic.endswith(".dlq")
-        try:
-            said = outcome(event)
-        except (KeyError, TypeError):  # an older payload version than this command knows
-            said = ""
+        said = gist(event)
         steps.append(
             Step(
                 time=event.time,

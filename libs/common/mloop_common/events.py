@@ -445,3 +445,48 @@ def from_record(value: bytes | None, headers: list[Header] | tuple[Header, ...])
         traceparent=attrs.get("traceparent"),
         tracestate=attrs.get("tracestate"),
     )
+
+
+def gist(event: Envelope) -> str:
+    """What the event says happened, in a few words (for people: `mloop trace`, the web UI's pipeline);
+    empty for a payload older or newer than this code knows."""
+    try:
+        return _gist(event.type, event.data)
+    except (KeyError, TypeError):
+        return ""
+
+
+def _gist(kind: str, data: dict[str, Any]) -> str:
+    match kind:
+        case "data.published":
+            return f"{data['dataset']} v{data['version']}, {data['rows']:,} rows"
+        case "model.trained":
+            return (
+                f"run {data['run_id'][:8]}: {data['estimator_class']} on {data['dataset']} v{data['dataset_version']}"
+                f" ({data['trigger']})"
+            )
+        case "model.rejected":
+            return "rejected: " + "; ".join(data["reasons"])
+        case "model.registered":
+            waiting = ", waits for an approver" if data["requires_approval"] else ""
+            return f"v{data['version']} registered{waiting}"
+        case "model.promoted":
+            return f"v{data['version']} is {data.get('alias', 'production')} ({data['reason']})"
+        case "model.rollout":
+            moved = f"v{data['version']}" if data["version"] is not None else "cleared"
+            return f"{data['alias']}: {moved} ({data['reason']})"
+        case "model.served":
+            if data["loaded"]:
+                return f"{data['instance']} serves v{data['version']} as {data['alias']}"
+            return f"{data['instance']} failed to load v{data['version']}: {data.get('error')}"
+        case "predictions.logged":
+            return f"{len(data['records'])} predictions of v{data['version']}"
+        case "feedback.received":
+            return f"{len(data['records'])} labels"
+        case "drift.detected":
+            return f"{data.get('cause') or 'drift'} on v{data['version']}: {data['action']}"
+        case "spec.changed":
+            return f"spec v{data['spec_version']}"
+        case "training.failed":
+            return f"run {data['run_id'][:8]} failed ({data['failure']}): {data['error']}"
+    return ""

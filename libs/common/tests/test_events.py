@@ -31,6 +31,7 @@ from mloop_common.events import (
     TrainingFailed,
     dataschema,
     from_record,
+    gist,
     new_event,
     to_record,
 )
@@ -411,3 +412,17 @@ def test_payload_from_a_newer_producer_with_an_extra_field_is_still_read():
     )
 
     assert decoded.payload() == event.payload()
+
+
+def test_an_events_gist_says_what_happened_and_is_empty_for_a_payload_it_does_not_know() -> None:
+    published = Envelope(
+        type="data.published", source="ingest", subject="rain", data={"dataset": "rain", "version": 3, "rows": 7300}
+    )
+    promoted = Envelope(
+        type="model.promoted", source="registry", subject="rain", data={"version": 2, "reason": "policy"}
+    )
+    older = Envelope(type="data.published", source="ingest", subject="rain", data={"dataset": "rain"})
+
+    assert gist(published) == "rain v3, 7,300 rows"
+    assert gist(promoted) == "v2 is production (policy)"
+    assert gist(older) == ""

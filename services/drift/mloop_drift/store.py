@@ -117,6 +117,10 @@ class DriftUnit(Messaging, Protocol):
         """A monitored version, locked until the unit ends so that one task at a time judges its windows."""
         ...
 
+    async def monitored(self, model: str, version: int) -> MonitoredVersion | None:
+        """The version's record, read without a lock (for the API)."""
+        ...
+
     async def watch_only(self, model: str, version: int) -> bool:
         """Judge ``version``'s windows and retire the model's others; False (nothing changed) if it is not known."""
         ...
@@ -257,8 +261,14 @@ class SqlDriftUnit(SqlUnit):
         return True
 
     async def lock_monitored(self, model: str, version: int) -> MonitoredVersion | None:
-        query = sa.select(monitored).where(monitored.c.model == model, monitored.c.version == version).with_for_update()
-        row = (await self.session.execute(query)).first()
+        return await self._monitored(model, version, lock=True)
+
+    async def monitored(self, model: str, version: int) -> MonitoredVersion | None:
+        return await self._monitored(model, version, lock=False)
+
+    async def _monitored(self, model: str, version: int, *, lock: bool) -> MonitoredVersion | None:
+        query = sa.select(monitored).where(monitored.c.model == model, monitored.c.version == version)
+        row = (await self.session.execute(query.with_for_update() if lock else query)).first()
         if row is None:
             return None
         return MonitoredVersion.model_validate(

@@ -51,6 +51,9 @@ class MemoryDriftUnit(MemoryUnit):
     async def lock_monitored(self, model: str, version: int) -> MonitoredVersion | None:
         return self._monitored.get((model, version))
 
+    async def monitored(self, model: str, version: int) -> MonitoredVersion | None:
+        return self._monitored.get((model, version))
+
     async def advance(self, model: str, version: int, *, next_window: int, cooldown: CooldownState) -> None:
         current = self._monitored[(model, version)]
         self._monitored[(model, version)] = current.model_copy(
