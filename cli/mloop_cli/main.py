@@ -12,7 +12,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from mloop_cli import audit, datasets, dlq, keys, lineage, rollouts, runs, score, status, trace
+from mloop_cli import artifacts, audit, datasets, dlq, keys, lineage, rollouts, runs, score, status, trace
 from mloop_cli.client import bootstrap, call, console, err, url
 from mloop_common.bus import BusConfig, tail
 from mloop_common.contracts import PRODUCTION, AliasView, ModelList, SpecView, VersionList
@@ -31,6 +31,7 @@ app.add_typer(runs.app, name="runs")
 app.add_typer(audit.app, name="audit")
 app.add_typer(keys.app, name="keys")
 app.add_typer(dlq.app, name="dlq")
+app.add_typer(artifacts.app, name="artifacts")
 app.command("search")(audit.search)
 models_app.command("tag")(audit.tag)
 app.command("publish")(datasets.publish)

@@ -7,6 +7,10 @@ content, not the place, so events and database rows stay the same whichever stor
 A reader never sees half an artifact: the folder writes a temporary file and renames it into place,
 S3 makes an object visible only when its PUT (or multipart upload) completes. Every read verifies the
 sha256 the caller vouches for. A URI is untrusted input: anything but a well-formed store URI is refused.
+
+Retention (a mark-and-sweep in the registry, mloop_registry.artifact_gc) lists what a store holds with its age
+(``stored``) and deletes what no service references (``delete``). Storing bytes that are already there refreshes
+their age, so content a new row is about to reference is never taken as an old orphan.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import re
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
@@ -35,11 +39,34 @@ _SUFFIX = re.compile(r"^(\.[a-z0-9]{1,10}){0,2}$")
 _RELATIVE = re.compile(r"^[a-z][a-z0-9_-]{0,40}/[0-9a-f]{2}/[0-9a-f]{64}(\.[a-z0-9]{1,10}){0,2}$")
 
 
+# Storing bytes already in the store refreshes their age when it is older than this (S3 re-uploads them, as an
+# object's time cannot be touched), so the sweep's grace period (at least an hour) covers a re-stored artifact.
+REFRESH_AFTER = timedelta(minutes=30)
+
+
 @dataclass(frozen=True)
 class ArtifactRef:
     uri: str
     sha256: str
     size: int
+
+
+@dataclass(frozen=True)
+class StoredArtifact:
+    """An artifact as the store holds it: its URI, size and when it was last written (UTC)."""
+
+    uri: str
+    size: int
+    modified: datetime
+
+    @property
+    def sha256(self) -> str:
+        return sha256_of(self.uri)
+
+
+def sha256_of(uri: str) -> str:
+    """The digest a well-formed store URI names (its file name, without the suffix)."""
+    return _relative(uri).split("/")[2][:64]
 
 
 def sha256_hex(data: bytes) -> str:
@@ -73,6 +100,16 @@ class Artifacts(Protocol):
     def get(self, uri: str, sha256: str) -> bytes: ...
 
 
+class SweptStore(Protocol):
+    """The artifact store as retention uses it: what it holds, and deleting one artifact."""
+
+    def stored(self) -> Iterator[StoredArtifact]: ...
+
+    def describe(self, uri: str) -> StoredArtifact | None: ...
+
+    def delete(self, uri: str) -> bool: ...
+
+
 class ArtifactStore:
     """A local folder of immutable, digest-named files."""
 
@@ -86,7 +123,7 @@ class ArtifactStore:
         digest = sha256_hex(data)
         relative = f"{kind}/{digest[:2]}/{digest}{suffix}"
         path = self.root / relative
-        if not path.exists():
+        if not _touched(path):
             path.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
             try:
@@ -117,10 +154,41 @@ class ArtifactStore:
             relative = f"{kind}/{digest.hexdigest()[:2]}/{digest.hexdigest()}{suffix}"
             path = self.root / relative
             path.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(tmp, path)  # the same bytes again replace a file with identical content
+            # The same bytes again replace a file with identical content (and a new modification time).
+            os.replace(tmp, path)
         finally:
             Path(tmp).unlink(missing_ok=True)
         return ArtifactRef(uri=SCHEME + relative, sha256=digest.hexdigest(), size=size)
+
+    def stored(self) -> Iterator[StoredArtifact]:
+        """Every artifact in the folder with its size and modification time; temporary files and anything not
+        named like an artifact are left out (never offered for deletion)."""
+        for kind in sorted(self.root.iterdir()):
+            if not kind.is_dir() or not _KIND.match(kind.name):
+                continue
+            for path in sorted(kind.glob("*/*")):
+                relative = path.relative_to(self.root).as_posix()
+                if not _RELATIVE.match(relative):
+                    continue
+                found = self.describe(SCHEME + relative)
+                if found is not None:
+                    yield found
+
+    def describe(self, uri: str) -> StoredArtifact | None:
+        """Size and modification time of the artifact ``uri``, None if there is none."""
+        try:
+            info = self.path_of(uri).stat()
+        except FileNotFoundError:
+            return None
+        return StoredArtifact(uri=uri, size=info.st_size, modified=datetime.fromtimestamp(info.st_mtime, UTC))
+
+    def delete(self, uri: str) -> bool:
+        """Remove the artifact ``uri``; False if it was not there. Its folder stays (a put may be writing in it)."""
+        try:
+            self.path_of(uri).unlink()
+        except FileNotFoundError:
+            return False
+        return True
 
     def path_of(self, uri: str) -> Path:
         """The file behind ``uri``; refuses anything that is not a well-formed store URI."""
@@ -140,6 +208,16 @@ class ArtifactStore:
 
     def __repr__(self) -> str:
         return f"ArtifactStore({str(self.root)!r})"
+
+
+def _touched(path: Path) -> bool:
+    """Whether ``path`` exists; if it does, its modification time is now (the same bytes stored again are as young
+    as the row about to reference them)."""
+    try:
+        os.utime(path)
+    except FileNotFoundError:
+        return False
+    return True
 
 
 # S3 parts: at least 5 MiB (S3's minimum, but for the last part). With a few in flight at once, an upload
@@ -292,16 +370,49 @@ class S3ArtifactStore:
                 f"artifact store {self.url} at {self.endpoint}: {problem} ({error})", transient=transient
             ) from exc
 
-    def _size(self, key: str) -> int | None:
-        """The size of the object at ``key``, None if there is none."""
+    def _head(self, key: str) -> tuple[int, datetime] | None:
+        """The size and last modification of the object at ``key``, None if there is none."""
         import obstore
 
         try:
-            return int(obstore.head(self.store, key)["size"])
+            meta = obstore.head(self.store, key)
         except Exception as exc:
             if _missing(exc):
                 return None
             raise
+        return int(meta["size"]), meta["last_modified"]
+
+    def _up_to_date(self, key: str, size: int) -> bool:
+        """Whether the object at ``key`` has ``size`` bytes and was written recently enough that storing it again
+        need not refresh its age (an object's time cannot be touched on S3: it is uploaded again)."""
+        found = self._head(key)
+        return found is not None and found[0] == size and datetime.now(UTC) - found[1] < REFRESH_AFTER
+
+    def stored(self) -> Iterator[StoredArtifact]:
+        """Every object under the prefix named like an artifact, with its size and last modification."""
+        import obstore
+
+        for batch in obstore.list(self.store, chunk_size=1000):
+            for meta in batch:
+                if _RELATIVE.match(meta["path"]):
+                    yield StoredArtifact(
+                        uri=SCHEME + meta["path"], size=int(meta["size"]), modified=meta["last_modified"]
+                    )
+
+    def describe(self, uri: str) -> StoredArtifact | None:
+        """Size and last modification of the artifact ``uri``, None if there is none."""
+        found = self._head(self.key_of(uri))
+        return None if found is None else StoredArtifact(uri=uri, size=found[0], modified=found[1])
+
+    def delete(self, uri: str) -> bool:
+        """Remove the artifact ``uri``; False if it was not there."""
+        import obstore
+
+        key = self.key_of(uri)
+        if self._head(key) is None:
+            return False
+        obstore.delete(self.store, key)
+        return True
 
     def put(self, data: bytes, *, kind: str, suffix: str = "") -> ArtifactRef:
         """Store ``data`` under its digest; storing the same bytes twice is a no-op."""
@@ -311,7 +422,7 @@ class S3ArtifactStore:
         digest = sha256_hex(data)
         key = f"{kind}/{digest[:2]}/{digest}{suffix}"
         # An object of another size under this digest was damaged: the upload replaces it.
-        if self._size(key) != len(data):
+        if not self._up_to_date(key, len(data)):
             obstore.put(
                 self.store, key, data, chunk_size=self.part_bytes, max_concurrency=PART_CONCURRENCY, mode="overwrite"
             )
@@ -333,7 +444,7 @@ class S3ArtifactStore:
                 size += len(chunk)
         digest = hasher.hexdigest()
         key = f"{kind}/{digest[:2]}/{digest}{suffix}"
-        if self._size(key) != size:
+        if not self._up_to_date(key, size):
             obstore.put(
                 self.store,
                 key,

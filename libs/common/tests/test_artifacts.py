@@ -2,6 +2,7 @@ import errno
 import os
 import tempfile
 import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -35,13 +36,15 @@ def test_putting_the_same_bytes_twice_gives_the_same_uri_and_writes_once(tmp_pat
     store = ArtifactStore(tmp_path)
     data = some_bytes()
     first = store.put(data, kind="models")
+    os.utime(store.path_of(first.uri), (1_000_000_000, 1_000_000_000))  # stored long ago
     before = os.stat(store.path_of(first.uri))
 
     second = store.put(data, kind="models")
     after = os.stat(store.path_of(second.uri))
 
     assert second == first
-    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+    assert after.st_ino == before.st_ino  # not written again
+    assert after.st_mtime > before.st_mtime  # but as young as the row about to reference it (retention)
     assert len([p for p in tmp_path.rglob("*") if p.is_file()]) == 1
 
 
@@ -196,3 +199,46 @@ def test_a_full_disk_leaves_no_artifact_and_fails_with_an_error_the_consumer_wai
     assert temporary and not os.path.exists(temporary[0])
     stored = store.put(b"model bytes" * 1000, kind="models", suffix=".skops")  # space back: it works
     assert store.get(stored.uri, stored.sha256) == b"model bytes" * 1000
+
+
+def test_stored_lists_every_artifact_with_its_size_and_age_and_nothing_else(tmp_path):
+    store = ArtifactStore(tmp_path)
+    model = store.put(b"a model", kind="models", suffix=".skops")
+    snapshot = store.put(b"a snapshot", kind="datasets", suffix=".parquet")
+    os.utime(store.path_of(snapshot.uri), (1_000_000_000, 1_000_000_000))
+    (tmp_path / "models" / ".tmp-half-written").write_bytes(b"x")  # a write in progress
+    (tmp_path / "notes.txt").write_text("an operator's file")
+    (tmp_path / "models" / "ab").mkdir(exist_ok=True)
+    (tmp_path / "models" / "ab" / "not-a-digest.skops").write_bytes(b"x")
+
+    found = {artifact.uri: artifact for artifact in store.stored()}
+
+    assert set(found) == {model.uri, snapshot.uri}
+    assert found[model.uri].size == len(b"a model") and found[model.uri].sha256 == model.sha256
+    assert found[snapshot.uri].modified == datetime.fromtimestamp(1_000_000_000, UTC)
+    assert store.describe(model.uri) == found[model.uri]
+
+
+def test_delete_removes_one_artifact_and_says_whether_it_was_there(tmp_path):
+    store = ArtifactStore(tmp_path)
+    gone = store.put(b"an orphan", kind="recent", suffix=".parquet")
+    kept = store.put(b"a model", kind="models")
+
+    assert store.delete(gone.uri) is True
+    assert store.delete(gone.uri) is False
+
+    assert [artifact.uri for artifact in store.stored()] == [kept.uri]
+    assert store.describe(gone.uri) is None
+    with pytest.raises(NotFound):
+        store.get(gone.uri, gone.sha256)
+    with pytest.raises(InvalidInput):
+        store.delete("artifact:../../etc/passwd")
+
+
+def test_a_deleted_artifact_stored_again_is_back(tmp_path):
+    store = ArtifactStore(tmp_path)
+    ref = store.put(b"bytes", kind="models")
+    store.delete(ref.uri)
+
+    assert store.put(b"bytes", kind="models") == ref
+    assert store.get(ref.uri, ref.sha256) == b"bytes"

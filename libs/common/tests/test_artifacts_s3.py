@@ -5,11 +5,13 @@ from __future__ import annotations
 import hashlib
 import os
 import uuid
+from datetime import timedelta
 from pathlib import Path
 
 import obstore
 import pytest
 
+from mloop_common import artifacts
 from mloop_common.artifacts import (
     MIN_PART_BYTES,
     ArtifactStore,
@@ -154,14 +156,14 @@ def test_a_file_that_changes_during_its_upload_is_not_stored(
     store = S3ArtifactStore.from_url(f"s3://{s3_bucket}", s3_endpoint, part_bytes=MIN_PART_BYTES)
     source = tmp_path / "snapshot.parquet"
     source.write_bytes(os.urandom(6 * 1024 * 1024))
-    real_size = store._size
+    real_check = store._up_to_date
 
-    def size_then_change(key: str) -> int | None:
-        found = real_size(key)
+    def check_then_change(key: str, size: int) -> bool:
+        found = real_check(key, size)
         source.write_bytes(os.urandom(6 * 1024 * 1024))  # another writer, between hashing and uploading
         return found
 
-    monkeypatch.setattr(store, "_size", size_then_change)
+    monkeypatch.setattr(store, "_up_to_date", check_then_change)
 
     with pytest.raises(DigestMismatch):
         store.put_file(source, kind="datasets", suffix=".parquet")
@@ -215,3 +217,55 @@ def test_the_default_is_still_the_local_folder(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.delenv("MLOOP_ARTIFACTS_ROOT", raising=False)
 
     assert CommonSettings().artifacts_root == ".run/artifacts"
+
+
+def test_stored_lists_the_prefixs_artifacts_and_delete_removes_one(
+    store: S3ArtifactStore, s3_endpoint: S3Settings, s3_bucket: str
+) -> None:
+    model = store.put(some_bytes(), kind="models", suffix=".skops")
+    orphan = store.put(some_bytes(), kind="recent", suffix=".parquet")
+    raw = S3ArtifactStore.from_url(f"s3://{s3_bucket}", s3_endpoint).store
+    obstore.put(raw, "elsewhere/models/ab/" + "a" * 64, b"outside the prefix")
+    obstore.put(store.store, "models/notes.txt", b"not an artifact")
+
+    found = {artifact.uri: artifact for artifact in store.stored()}
+
+    assert set(found) == {model.uri, orphan.uri}
+    assert found[orphan.uri].size == orphan.size and found[orphan.uri].sha256 == orphan.sha256
+    assert found[orphan.uri].modified.tzinfo is not None
+    assert store.describe(orphan.uri) == found[orphan.uri]
+
+    assert store.delete(orphan.uri) is True
+    assert store.delete(orphan.uri) is False
+    assert [artifact.uri for artifact in store.stored()] == [model.uri]
+    assert store.describe(orphan.uri) is None
+    with pytest.raises(NotFound):
+        store.get(orphan.uri, orphan.sha256)
+    assert "elsewhere/models/ab/" + "a" * 64 in objects(s3_endpoint, s3_bucket)
+
+
+def test_the_same_bytes_stored_again_long_after_are_uploaded_again_so_their_age_restarts(
+    store: S3ArtifactStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = some_bytes()
+    ref = store.put(data, kind="models")
+    first = store.describe(ref.uri)
+    assert first is not None
+    uploads: list[str] = []
+    real_put = obstore.put
+
+    def counted(store: object, key: str, *args: object, **kwargs: object) -> object:
+        uploads.append(key)
+        return real_put(store, key, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(obstore, "put", counted)
+    store.put(data, kind="models")
+    assert uploads == []  # stored moments ago: nothing to refresh
+    monkeypatch.setattr(artifacts, "REFRESH_AFTER", timedelta(0))  # as if stored long ago
+
+    store.put(data, kind="models")
+
+    assert uploads == [store.key_of(ref.uri)]
+    again = store.describe(ref.uri)
+    assert again is not None and again.modified >= first.modified
+    assert store.get(ref.uri, ref.sha256) == data

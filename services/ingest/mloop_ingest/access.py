@@ -13,4 +13,5 @@ RULES: Rules = {
     ("GET", "/v1/datasets/{name}/diff"): Permission.READ,
     ("GET", "/v1/datasets/{name}/policy"): Permission.READ,
     ("PUT", "/v1/datasets/{name}/policy"): Permission.PUBLISH,
+    ("GET", "/v1/artifacts/references"): Permission.READ,
 }

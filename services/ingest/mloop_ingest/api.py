@@ -8,6 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Depends, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from mloop_common.artifact_refs import REFERENCES_PATH, ArtifactReferences
 from mloop_common.contracts import PositiveInt32
 from mloop_common.datacontract import ContractDiff, DatasetContract
 from mloop_common.errors import InvalidInput, PayloadTooLarge
@@ -220,6 +221,13 @@ async def diff(
 ) -> ContractDiff:
     """How the schema contract changed from one version to another."""
     return await read_diff(service.store, name, before, after)
+
+
+@router.get(REFERENCES_PATH, tags=["artifacts"])
+async def artifact_references(service: Service) -> ArtifactReferences:
+    """The artifacts ingest needs kept (artifact retention): every published version's snapshot and contract."""
+    async with service.store.transaction() as unit:
+        return await unit.artifact_references()
 
 
 @router.get("/v1/datasets/{name}/policy")

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any, Protocol
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import IntegrityError
 
+from mloop_common.artifact_refs import ArtifactReferences
+from mloop_common.artifacts import SCHEME, sha256_hex
+from mloop_common.datacontract import DatasetContract
 from mloop_common.db import NAMING_CONVENTION, add_messaging_tables
 from mloop_common.errors import Conflict, NotFound
 from mloop_common.uow import Messaging, SqlUnit
@@ -99,6 +103,10 @@ class IngestUnit(Messaging, Protocol):
         """Replace ``dataset``'s overrides; returns them with their timestamp."""
         ...
 
+    async def artifact_references(self) -> ArtifactReferences:
+        """The artifacts of every published version: its snapshot and its stored contract (``live``)."""
+        ...
+
 
 class SqlIngestUnit(SqlUnit):
     async def version_by_upload(self, dataset: str, upload_sha256: str) -> DatasetVersion | None:
@@ -180,6 +188,30 @@ class SqlIngestUnit(SqlUnit):
             .returning(policies)
         )
         return PolicyOverrides.model_validate((await self.session.execute(statement)).one()._mapping)
+
+    async def artifact_references(self) -> ArtifactReferences:
+        query = sa.select(versions.c.snapshot_uri, versions.c.contract).where(versions.c.status == "published")
+        rows = (await self.session.execute(query)).all()
+        return live((row.snapshot_uri, row.contract) for row in rows)
+
+
+def contract_uri(contract: DatasetContract) -> str:
+    """Where the publication stored ``contract`` (handlers: ``put`` of its JSON under kind ``contracts``); the
+    row keeps the contract itself, so its artifact's URI is derived from the same bytes."""
+    digest = sha256_hex(contract.model_dump_json().encode())
+    return f"{SCHEME}contracts/{digest[:2]}/{digest}.json"
+
+
+def live(versions: Iterable[tuple[str | None, Any]]) -> ArtifactReferences:
+    """What ingest needs kept, from each published version's (snapshot URI, contract): every published version
+    is the record a model's lineage points back to, so its snapshot and its contract stay as long as it does (a
+    rejected version stored neither)."""
+    uris: list[str | None] = []
+    for snapshot, contract in versions:
+        uris.append(snapshot)
+        if contract is not None:
+            uris.append(contract_uri(DatasetContract.model_validate(contract)))
+    return ArtifactReferences.of("ingest", uris)
 
 
 def _fields(row: Any) -> dict[str, Any]:

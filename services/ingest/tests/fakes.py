@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from mloop_common.artifact_refs import ArtifactReferences
 from mloop_common.errors import Conflict, NotFound
 from mloop_common.testing import MemoryStore, MemoryUnit
 from mloop_ingest.entities import DatasetSummary, DatasetVersion, DatasetVersionDetail, PolicyOverrides
+from mloop_ingest.store import live
 
 
 class MemoryIngestUnit(MemoryUnit):
@@ -72,6 +74,10 @@ class MemoryIngestUnit(MemoryUnit):
     async def set_policy(self, dataset: str, overrides: PolicyOverrides) -> PolicyOverrides:
         self._policies[dataset] = overrides.model_copy(update={"updated_at": datetime.now(UTC)})
         return self._policies[dataset]
+
+    async def artifact_references(self) -> ArtifactReferences:
+        published = [v for v in self._versions.values() if v.status == "published"]
+        return live((v.snapshot_uri, v.contract.model_dump(mode="json") if v.contract else None) for v in published)
 
 
 def memory_store() -> MemoryStore[MemoryIngestUnit]:

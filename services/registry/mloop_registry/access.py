@@ -29,4 +29,6 @@ RULES: Rules = {
     ("GET", "/v1/keys"): Permission.ADMIN,
     ("DELETE", "/v1/keys/{key_id}"): Permission.ADMIN,
     ("POST", "/v1/auth/introspect"): Permission.INTROSPECT,
+    ("GET", "/v1/artifacts/references"): Permission.READ,
+    ("POST", "/v1/artifacts/gc"): Permission.ADMIN,
 }

@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Body, Depends, Path, Query, Request, Response
 from pydantic import ValidationError
 
+from mloop_common.artifact_refs import REFERENCES_PATH, ArtifactReferences
 from mloop_common.contracts import (
     MAX_BIGINT,
     MAX_INT,
@@ -33,9 +34,10 @@ from mloop_common.contracts import (
     VersionSearchPage,
     VersionView,
 )
-from mloop_common.errors import InvalidInput, PayloadTooLarge
+from mloop_common.errors import InvalidInput, PayloadTooLarge, ServiceUnavailable
 from mloop_common.http import Actor, components
 from mloop_common.spec import ModelSpec, SpecError, parse_spec
+from mloop_registry.artifact_gc import SweepReport
 from mloop_registry.bootstrap import RegistryService
 from mloop_registry.entities import ModelStatus
 
@@ -255,6 +257,27 @@ async def introspect(request: Request, body: IntrospectRequest) -> Introspection
     if principal is None:
         return Introspection(active=False)
     return Introspection(active=True, name=principal.name, role=principal.role, key_id=principal.key_id)
+
+
+@router.get(REFERENCES_PATH, tags=["artifacts"])
+async def artifact_references(service: Service) -> ArtifactReferences:
+    """The artifacts the registry needs kept (artifact retention): every version's model and profile, and by
+    digest the training data its lineage names."""
+    async with service.registry.store.transaction() as unit:
+        return await unit.artifact_references()
+
+
+@router.post("/v1/artifacts/gc", tags=["artifacts"])
+async def collect_artifacts(
+    service: Service,
+    actor: Actor,
+    dry_run: Annotated[bool, Query(description="report what would be deleted, delete nothing")] = False,
+) -> SweepReport:
+    """Delete the artifacts no service references that are older than the grace period (retention). 503, and
+    nothing deleted, when a service holding references cannot be asked."""
+    if service.sweeper is None:
+        raise ServiceUnavailable("artifact retention is not set up in this process")
+    return await service.sweeper.sweep(dry_run=dry_run, actor=actor)
 
 
 async def _spec_of(request: Request, max_bytes: int) -> ModelSpec:

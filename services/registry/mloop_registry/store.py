@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import IntegrityError
 
+from mloop_common.artifact_refs import ArtifactReferences
 from mloop_common.contracts import AuditEntry, SpecView, VersionStatus
 from mloop_common.db import NAMING_CONVENTION, add_messaging_tables
 from mloop_common.errors import Conflict, NotFound
@@ -203,6 +204,12 @@ class RegistryUnit(Messaging, Protocol):
         """One version; NotFound if it does not exist."""
         ...
 
+    async def artifact_references(self) -> ArtifactReferences:
+        """What the registry needs kept: every version's model and reference profile (any status: an archived
+        version can be rolled back to, a pending one approved) and, by digest, the training data its lineage names
+        (dataset snapshot, recent production rows)."""
+        ...
+
     async def versions(self, model: str) -> list[Version]:
         """Every version of a model, oldest first."""
         ...
@@ -390,6 +397,19 @@ class SqlRegistryUnit(SqlUnit):
         if row is None:
             raise NotFound(f"model {model!r} has no version {version}")
         return (await self._tagged([row]))[0]
+
+    async def artifact_references(self) -> ArtifactReferences:
+        lineage = model_versions.c.lineage
+        query = sa.select(
+            model_versions.c.artifact_uri,
+            model_versions.c.profile_uri,
+            lineage["dataset_sha256"].as_string(),
+            lineage["recent_data_sha256"].as_string(),
+        )
+        rows = (await self.session.execute(query)).all()
+        return ArtifactReferences.of(
+            "registry", [uri for row in rows for uri in row[:2]], [digest for row in rows for digest in row[2:]]
+        )
 
     async def versions(self, model: str) -> list[Version]:
         query = sa.select(model_versions).where(model_versions.c.model == model).order_by(model_versions.c.version)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from mloop_common.artifact_refs import ArtifactReferences
 from mloop_common.contracts import AuditEntry, SpecView, VersionStatus
 from mloop_common.errors import Conflict, NotFound
 from mloop_common.spec import ModelSpec
@@ -102,6 +103,14 @@ class MemoryRegistryUnit(MemoryUnit):
 
     async def versions(self, model: str) -> list[Version]:
         return [v for (m, _), v in sorted(self._versions.items()) if m == model]
+
+    async def artifact_references(self) -> ArtifactReferences:
+        versions = list(self._versions.values())
+        return ArtifactReferences.of(
+            "registry",
+            [uri for v in versions for uri in (v.artifact.uri, v.profile.uri)],
+            [digest for v in versions for digest in (v.lineage.dataset_sha256, v.lineage.recent_data_sha256)],
+        )
 
     async def set_status(self, model: str, version: int, status: VersionStatus) -> None:
         self._versions[(model, version)] = self._versions[(model, version)].model_copy(update={"status": status})

@@ -7,4 +7,5 @@ RULES: Rules = {
     ("GET", "/v1/runs"): Permission.READ,
     ("GET", "/v1/runs/{run_id}"): Permission.READ,
     ("POST", "/v1/runs/{run_id}/reproduce"): Permission.TRAIN,
+    ("GET", "/v1/artifacts/references"): Permission.READ,
 }

@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query
 
+from mloop_common.artifact_refs import REFERENCES_PATH, ArtifactReferences
 from mloop_common.http import components
 from mloop_trainer.bootstrap import TrainerService
 from mloop_trainer.entities import ActiveRun, Run, RunList
@@ -36,6 +37,14 @@ async def get_run(service: Service, run_id: Annotated[str, Path(max_length=64)])
         return active
     async with service.store.transaction() as unit:
         return await unit.run(run_id)
+
+
+@router.get(REFERENCES_PATH, tags=["artifacts"])
+async def artifact_references(service: Service) -> ArtifactReferences:
+    """The artifacts the trainer needs kept (artifact retention): the newest snapshot and contract of each dataset,
+    and every succeeded run's inputs and outputs (a recorded run can be reproduced)."""
+    async with service.store.transaction() as unit:
+        return await unit.artifact_references()
 
 
 @router.post("/v1/runs/{run_id}/reproduce")

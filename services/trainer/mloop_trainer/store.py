@@ -8,6 +8,7 @@ from typing import Protocol
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert
 
+from mloop_common.artifact_refs import ArtifactReferences
 from mloop_common.db import NAMING_CONVENTION, add_messaging_tables
 from mloop_common.errors import NotFound
 from mloop_common.uow import Messaging, SqlUnit
@@ -77,6 +78,12 @@ class TrainerUnit(Messaging, Protocol):
         """Runs, newest first, of one model or of all."""
         ...
 
+    async def artifact_references(self) -> ArtifactReferences:
+        """What the trainer needs kept: the newest snapshot and contract of every dataset (the next drift retrain
+        starts from them) and every succeeded run's inputs and outputs, which ``POST /v1/runs/{id}/reproduce``
+        reads for as long as the run is recorded. A failed run stored no output and cannot be reproduced."""
+        ...
+
 
 class SqlTrainerUnit(SqlUnit):
     async def remember_dataset(self, dataset: DatasetRef) -> None:
@@ -114,6 +121,13 @@ class SqlTrainerUnit(SqlUnit):
         if row is None:
             raise NotFound(f"run {run_id!r} does not exist", field="run_id")
         return Run.model_validate(row)
+
+    async def artifact_references(self) -> ArtifactReferences:
+        newest = (await self.session.execute(sa.select(datasets.c.snapshot_uri, datasets.c.contract_uri))).all()
+        outputs = [runs.c.details[name]["uri"].as_string() for name in ("artifact", "profile", "holdout")]
+        query = sa.select(runs.c.dataset_uri, runs.c.recent_data_uri, *outputs).where(runs.c.status == "succeeded")
+        succeeded = (await self.session.execute(query)).all()
+        return ArtifactReferences.of("trainer", [uri for row in [*newest, *succeeded] for uri in row])
 
     async def runs(self, model: str | None, limit: int) -> list[Run]:
         query = sa.select(runs).order_by(runs.c.finished_at.desc()).limit(limit)

@@ -7,10 +7,11 @@ import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from mloop_common.artifact_refs import ArtifactReferences
 from mloop_common.errors import NotFound
 from mloop_common.testing import MemoryStore, MemoryUnit
 from mloop_trainer import workers
-from mloop_trainer.entities import DatasetRef, Run
+from mloop_trainer.entities import DatasetRef, Run, TrainedDetails
 from mloop_trainer.workers import Budget, JobFailed, ProgressSink
 
 T = TypeVar("T")
@@ -55,6 +56,16 @@ class MemoryTrainerUnit(MemoryUnit):
     async def runs(self, model: str | None, limit: int) -> list[Run]:
         found = [r for r in reversed(self._runs.values()) if model in (None, r.model)]
         return sorted(found, key=lambda r: r.finished_at, reverse=True)[:limit]
+
+    async def artifact_references(self) -> ArtifactReferences:
+        uris: list[str | None] = []
+        for dataset in self._datasets.values():
+            uris += [dataset.snapshot_uri, dataset.contract_uri]
+        for run in self._runs.values():
+            if isinstance(run.details, TrainedDetails):
+                uris += [run.dataset_uri, run.recent_data_uri]
+                uris += [run.details.artifact.uri, run.details.profile.uri, run.details.holdout.uri]
+        return ArtifactReferences.of("trainer", uris)
 
 
 def memory_store() -> MemoryStore[MemoryTrainerUnit]:
