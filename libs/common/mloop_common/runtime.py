@@ -52,6 +52,20 @@ class ConsumerSpec:
     broadcast: bool = False
 
 
+def bus_config(settings: ServiceSettings) -> BusConfig:
+    """How this service's Kafka clients connect and create topics (from ``MLOOP_KAFKA__*``)."""
+    kafka = settings.common.kafka
+    return BusConfig(
+        kafka.bootstrap_servers,
+        kafka.partitions,
+        f"mloop-{settings.service}",
+        max_message_bytes=kafka.max_message_bytes,
+        replication_factor=kafka.replication_factor or 1,
+        min_insync_replicas=kafka.min_insync_replicas,
+        security=kafka.client_security(),
+    )
+
+
 class Runtime:
     """The adapters one service process owns, started and stopped together."""
 
@@ -61,15 +75,7 @@ class Runtime:
         self.service = service
         self.common = common
         self.settings = own
-        self.bus_config = BusConfig(
-            common.kafka.bootstrap_servers,
-            common.kafka.partitions,
-            f"mloop-{service}",
-            max_message_bytes=common.kafka.max_message_bytes,
-            replication_factor=common.kafka.replication_factor or 1,
-            min_insync_replicas=common.kafka.min_insync_replicas,
-            security=common.kafka.client_security(),
-        )
+        self.bus_config = bus_config(settings)
         self.uses_database = uses_database
         self.db: Database | None = None
         if uses_database:

@@ -57,13 +57,13 @@ def numeric_histogram(profile: NumericProfile, values: Sequence[Any]) -> Histogr
     numbers = np.array([n for v in values if (n := _number(v)) is not None], dtype=float)
     missing = (len(values) - len(numbers)) / len(values) if values else 0.0
     if len(edges) < 2:  # a constant (or empty) training column: one bin
-        inside = float(np.mean(numbers == edges[0])) if len(numbers) and edges else 0.0
+        at_value = float(np.mean(numbers == edges[0])) if len(numbers) and edges else 0.0
         label = f"{edges[0]:.4g}" if edges else "(no values)"
         return Histogram(
             kind="numeric",
             bins=[label],
             reference=[1.0 if edges else 0.0],
-            current=[inside],
+            current=[at_value],
             current_missing=missing,
             current_values=len(numbers),
         )
