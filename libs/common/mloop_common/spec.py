@@ -513,6 +513,20 @@ class RetrainPolicy(BaseModel):
     history_rows: int | None = Field(default=None, ge=0)
 
 
+class EvaluationSet(BaseModel):
+    """A pinned dataset version on which the validator also measures every candidate and the champion.
+
+    A run's holdout changes with each dataset version; a pinned version is the same rows for every
+    candidate, so their scores compare across runs (docs/api.md, "validator").
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    # None: a version of the spec's own dataset.
+    dataset: str | None = Field(default=None, pattern=NAME_PATTERN)
+    version: int = Field(ge=1, le=2**31 - 1)
+
+
 class ModelSpec(BaseModel):
     """A complete model declaration."""
 
@@ -528,6 +542,7 @@ class ModelSpec(BaseModel):
     search: SearchSpec = Field(default_factory=SearchSpec)
     metric: str
     holdout: float = Field(default=0.2, gt=0, lt=0.9)
+    evaluation: EvaluationSet | None = None
     promotion: PromotionPolicy = Field(default_factory=PromotionPolicy)
     drift: DriftPolicy = Field(default_factory=DriftPolicy)
     retrain: RetrainPolicy = Field(default_factory=RetrainPolicy)
@@ -660,7 +675,8 @@ def _first_nul(node: Any, path: str = "") -> str | None:
 
 def spec_digest(spec: ModelSpec) -> str:
     """sha256 of the canonical JSON form of a spec; equal specs give equal digests."""
-    canonical = json.dumps(
-        spec.model_dump(mode="json", by_alias=True), sort_keys=True, separators=(",", ":"), ensure_ascii=False
-    )
+    document = spec.model_dump(mode="json", by_alias=True)
+    if document.get("evaluation") is None:
+        del document["evaluation"]  # specs from before pinned evaluation sets keep the digests they were stored with
+    canonical = json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()

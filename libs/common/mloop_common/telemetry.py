@@ -17,6 +17,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 
+from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.propagate import extract, inject
@@ -97,6 +98,17 @@ def _context_of(traceparent: str | None, tracestate: str | None) -> Context:
     """The remote parent a message carries; an empty context (a new trace) when it carries none or a malformed one."""
     carrier = {k: v for k, v in (("traceparent", traceparent), ("tracestate", tracestate)) if v}
     return extract(carrier)
+
+
+@contextmanager
+def continued_trace(traceparent: str | None, tracestate: str | None = None) -> Iterator[None]:
+    """Make the span a ``traceparent`` names the current one while the block runs, so log lines carry its trace
+    id: for work handed to another process (the trainer's workers) that starts no spans of its own."""
+    token = otel_context.attach(_context_of(traceparent, tracestate))
+    try:
+        yield
+    finally:
+        otel_context.detach(token)
 
 
 def _headers_of(span: Span) -> dict[str, str]:
@@ -264,13 +276,27 @@ class JsonFormatter(logging.Formatter):
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
-def configure_logging(service: str | None = None, environ: dict[str, str] | os._Environ[str] = os.environ) -> None:
-    """Root logging to stderr: JSON lines by default, ``MLOOP_LOG_FORMAT=text`` for plain lines; ``MLOOP_LOG_LEVEL``."""
+def log_service_name(service: str) -> str:
+    """The ``service`` field of a service's JSON log lines: its resource's ``service.name``."""
+    return str(service_resource(service).attributes["service.name"])
+
+
+def configure_logging(
+    service: str | None = None,
+    environ: dict[str, str] | os._Environ[str] = os.environ,
+    *,
+    service_name: str | None = None,
+) -> None:
+    """Root logging to stderr: JSON lines by default, ``MLOOP_LOG_FORMAT=text`` for plain lines; ``MLOOP_LOG_LEVEL``.
+
+    ``service_name``: the ``service`` field already resolved (``log_service_name``), for a child process that
+    must not pay for reading the resource again (its detection holds on to some 16 MB of heap).
+    """
     log_format = environ.get("MLOOP_LOG_FORMAT", "json").strip().lower()
     if log_format not in ("json", "text"):
         raise ValueError(f"MLOOP_LOG_FORMAT must be json or text, not {log_format!r}")
     handler = logging.StreamHandler()
-    name = str(service_resource(service).attributes["service.name"]) if service else None
+    name = service_name or (log_service_name(service) if service else None)
     handler.setFormatter(JsonFormatter(name) if log_format == "json" else logging.Formatter(TEXT_FORMAT))
     root = logging.getLogger()
     for old in list(root.handlers):

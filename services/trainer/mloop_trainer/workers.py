@@ -8,6 +8,9 @@ loop and the Kafka heartbeat never wait on a fit. Each job has a budget:
   ``MemoryError`` inside the job instead of drawing the kernel's out-of-memory killer;
 - time: a job still running at its deadline has its worker killed.
 
+A worker logs like the service (``configure_logging``: JSON lines by default, ``MLOOP_LOG_FORMAT=text``
+for plain ones), and a job's lines carry the trace id of the run that sent it.
+
 Either way, and when a worker dies mid-job for any other reason (the OOM killer, a crash in
 native code), the job fails with a ``JobFailed`` that says why, and a fresh worker takes the dead
 one's place. These failures are permanent: running the same job again would end the same way.
@@ -89,7 +92,7 @@ def report_progress(value: Any) -> None:
         progress_sink(value)
 
 
-def _serve(connection: Connection, warm_up: Callable[[], None] | None) -> None:
+def _serve(connection: Connection, warm_up: Callable[[], None] | None, service_name: str) -> None:
     """A worker's life: warm up, say so, then run jobs until the pool closes the pipe."""
     global progress_sink
     # Only the service decides when a worker stops (it kills it): a SIGTERM or Ctrl-C sent to the whole
@@ -99,17 +102,27 @@ def _serve(connection: Connection, warm_up: Callable[[], None] | None) -> None:
     progress_sink = lambda value: connection.send(("progress", value))  # noqa: E731
     if warm_up is not None:
         warm_up()
+    # A spawned process starts with Python's default logging (plain text, WARNING and up): set up the service's,
+    # with the name the pool resolved (resolving it here keeps ~16 MB of the jobs' memory budget). The telemetry
+    # module is imported here and in the pool's methods, not at the top: a worker imports this module before its
+    # warm-up, and importing more then reshapes its heap enough to change how a job at the edge of its memory
+    # budget fails (test_workers.py).
+    from mloop_common.telemetry import configure_logging, continued_trace
+
+    configure_logging(service_name=service_name)
+    logging.captureWarnings(True)  # a library's stray warning becomes a log line of the same format, not raw stderr
     connection.send(("ready", None))
     soft, hard = resource.getrlimit(resource.RLIMIT_DATA)
     while True:
         try:
-            memory_bytes, fn, args = connection.recv()
+            memory_bytes, fn, args, traceparent = connection.recv()
         except EOFError:
             return
         limit = memory_bytes if hard == resource.RLIM_INFINITY else min(memory_bytes, hard)
         resource.setrlimit(resource.RLIMIT_DATA, (limit, hard))
         try:
-            outcome: tuple[str, Any] = ("ok", fn(*args))
+            with continued_trace(traceparent):
+                outcome: tuple[str, Any] = ("ok", fn(*args))
         except MemoryError as exc:
             outcome = ("memory", f"{type(exc).__name__}: {exc}".rstrip(": "))
         except BaseException as exc:  # the pool re-raises it in the service
@@ -134,9 +147,12 @@ class _Worker:
 class WorkerPool:
     """``size`` worker processes; ``run`` waits for a free one."""
 
-    def __init__(self, size: int, *, warm_up: Callable[[], None] | None = None) -> None:
+    def __init__(self, size: int, *, warm_up: Callable[[], None] | None = None, service: str = "trainer") -> None:
         self._size = size
         self._warm_up = warm_up
+        from mloop_common.telemetry import log_service_name  # not at the top: see _serve
+
+        self._log_name = log_service_name(service)  # the workers' log lines are the service's
         # spawn, not fork: forking a process that runs an event loop and Kafka threads is unsafe.
         self._context = multiprocessing.get_context("spawn")
         # A job submitted before start() finishes waits here for its worker.
@@ -153,7 +169,7 @@ class WorkerPool:
     def _spawn(self) -> _Worker:
         ours, theirs = self._context.Pipe()
         process = self._context.Process(
-            target=_serve, args=(theirs, self._warm_up), name="mloop-trainer-worker", daemon=True
+            target=_serve, args=(theirs, self._warm_up, self._log_name), name="mloop-trainer-worker", daemon=True
         )
         process.start()
         theirs.close()
@@ -171,7 +187,10 @@ class WorkerPool:
 
     async def run(self, budget: Budget, fn: Callable[..., T], /, *args: Any, progress: ProgressSink | None = None) -> T:
         worker = await self._idle.get()
-        job = asyncio.ensure_future(asyncio.to_thread(self._run_on, worker, budget, fn, args, progress))
+        from mloop_common.telemetry import current_trace_headers  # not at the top: see _serve
+
+        traceparent, _ = current_trace_headers()  # the run's trace (the consumer's span), for the job's log lines
+        job = asyncio.ensure_future(asyncio.to_thread(self._run_on, worker, budget, fn, args, progress, traceparent))
         try:
             return await asyncio.shield(job)
         except asyncio.CancelledError:
@@ -198,12 +217,13 @@ class WorkerPool:
         fn: Callable[..., T],
         args: tuple[Any, ...],
         progress: ProgressSink | None,
+        traceparent: str | None = None,
     ) -> T:
         if not worker.ready:
             self._await_ready(worker)
         deadline = time.monotonic() + budget.seconds
         try:
-            worker.connection.send((budget.memory_mb * MB, fn, args))
+            worker.connection.send((budget.memory_mb * MB, fn, args, traceparent))
             while True:
                 if not worker.connection.poll(max(deadline - time.monotonic(), 0)):
                     worker.process.kill()

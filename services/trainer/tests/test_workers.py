@@ -7,12 +7,16 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
+import logging
 import operator
 import signal
 import time
 from collections.abc import AsyncIterator
 
 import pytest
+from opentelemetry import trace
+from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 
 from mloop_trainer.jobs import run_training_job, warm_up
 from mloop_trainer.workers import Budget, JobFailed, OverBudget, WorkerDied, WorkerPool
@@ -109,3 +113,39 @@ async def test_a_training_job_reports_its_progress_from_the_worker_before_its_re
     assert [r.trials_done for r in reports] == sorted(r.trials_done for r in reports)
     assert reports[0].trials_done == 0 and reports[-1].stage.startswith("refitting")
     assert {r.trials_total for r in reports} == {1}
+
+
+RUN_TRACE = 0x4BF92F3577B34DA6A3CE929D0E0E4736
+
+
+async def log_from_a_worker(*args: object) -> None:
+    """Run ``logging.warning(*args)`` as a job of a fresh worker, inside the span of a run being handled."""
+    workers = WorkerPool(1)
+    await workers.start()
+    run = SpanContext(trace_id=RUN_TRACE, span_id=0x00F067AA0BA902B7, is_remote=False, trace_flags=TraceFlags(1))
+    try:
+        with trace.use_span(NonRecordingSpan(run)):
+            await workers.run(ROOMY, logging.warning, *args)
+    finally:
+        workers.close()
+
+
+async def test_a_workers_log_line_is_the_services_json_with_the_runs_trace_id(capfd, monkeypatch):
+    monkeypatch.delenv("MLOOP_LOG_FORMAT", raising=False)  # the default, as in a deployed service
+
+    await log_from_a_worker("fitting %s on %d rows", "churn", 400)
+
+    [line] = [line for line in capfd.readouterr().err.splitlines() if "fitting" in line]
+    logged = json.loads(line)
+    assert logged["message"] == "fitting churn on 400 rows"
+    assert (logged["level"], logged["logger"], logged["service"]) == ("WARNING", "root", "mloop-trainer")
+    assert logged["trace_id"] == format(RUN_TRACE, "032x")
+
+
+async def test_a_workers_log_line_is_plain_text_when_the_service_logs_text(capfd, monkeypatch):
+    monkeypatch.setenv("MLOOP_LOG_FORMAT", "text")
+
+    await log_from_a_worker("fitting %s", "churn")
+
+    [line] = [line for line in capfd.readouterr().err.splitlines() if "fitting" in line]
+    assert line.endswith(" WARNING root: fitting churn")

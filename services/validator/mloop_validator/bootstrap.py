@@ -10,7 +10,7 @@ from fastapi import FastAPI
 
 from mloop_common.bus import route
 from mloop_common.clients import RegistryClient
-from mloop_common.events import ModelTrained
+from mloop_common.events import DataPublished, ModelTrained
 from mloop_common.runtime import Runtime
 from mloop_common.uow import Store
 from mloop_validator.config import ValidatorSettings
@@ -29,13 +29,16 @@ class ValidatorService:
 
 @asynccontextmanager
 async def bootstrap(settings: ValidatorSettings, app: FastAPI) -> AsyncIterator[ValidatorService]:
-    """Build the database, bus, registry client and artifact store; consume model.trained while running."""
+    """Build the database, bus, registry client and artifact store; consume model.trained (and data.published)."""
     runtime = Runtime(settings, migrations="mloop_validator:migrations")
     registry = RegistryClient(settings.common.registry_url, key=settings.own_key)
     store = runtime.store(SqlValidatorUnit)
     infra_check = CleanProcessCheck(settings.infra_python, settings.infra_timeout_seconds)
     validator = Validator(store=store, registry=registry, artifacts=runtime.artifacts, infra_check=infra_check)
     runtime.consume(route(ModelTrained, validator.on_model_trained))
+    # Where each published version's snapshot is, for specs that pin an evaluation set; a group of its own, so a
+    # long evaluation never delays it.
+    runtime.consume(route(DataPublished, validator.on_data_published), group_suffix="-data")
     infra_check.start()  # the first check's process imports while the service starts
     await runtime.start(app)
     try:

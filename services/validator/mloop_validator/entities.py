@@ -58,5 +58,18 @@ class Evaluation(BaseModel):
         return [check for check in self.checks if not check.passed]
 
 
+class DatasetVersion(BaseModel):
+    """A published dataset version as data.published announced it: where its snapshot is, for pinned evaluations."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    name: str
+    version: int
+    snapshot_uri: str
+    snapshot_sha256: str
+    rows: int
+    target: str
+
+
 class EvaluationList(BaseModel):
     evaluations: list[Evaluation]

@@ -32,6 +32,16 @@ def labelled(holdout: pd.DataFrame, target: str, features: list[str]) -> pd.Data
     return holdout[holdout[target].notna()]
 
 
+def unusable_evaluation_set(frame: pd.DataFrame, features: list[str], target: str) -> str | None:
+    """Why a pinned evaluation set cannot measure a model of ``features`` and ``target``; None when it can."""
+    missing = [column for column in (*features, target) if column not in frame.columns]
+    if missing:
+        return f"it lacks the column(s) {', '.join(missing)} of the model's features and target"
+    if not frame[target].notna().any():
+        return f"none of its {len(frame)} rows has a label ({target})"
+    return None
+
+
 def _probabilities(model: Any, x: pd.DataFrame, task: str) -> Any:
     return model.predict_proba(x) if task == "classification" and hasattr(model, "predict_proba") else None
 

@@ -21,16 +21,16 @@ from prometheus_client import Counter
 
 from mloop_common.artifacts import Artifacts
 from mloop_common.clients import Registry
-from mloop_common.contracts import PRODUCTION, Lineage, RegisterVersion
-from mloop_common.errors import InvalidInput
-from mloop_common.events import Envelope, ModelRejected, ModelTrained, new_event
+from mloop_common.contracts import PRODUCTION, AliasView, Lineage, RegisterVersion
+from mloop_common.errors import DigestMismatch, InvalidInput, NotFound
+from mloop_common.events import DataPublished, Envelope, ModelRejected, ModelTrained, new_event
 from mloop_common.modelio import load_model
 from mloop_common.spec import ModelSpec
 from mloop_common.uow import Store
-from mloop_validator.entities import CheckResult, Evaluation, SlicePair
-from mloop_validator.evaluate import probe_candidate, score_model
+from mloop_validator.entities import CheckResult, DatasetVersion, Evaluation, SlicePair
+from mloop_validator.evaluate import labelled, probe_candidate, score_model, unusable_evaluation_set
 from mloop_validator.infra import SAMPLE_ROWS, InfraCheck, InfraReport
-from mloop_validator.policy import Check, Decision, Measured, decide
+from mloop_validator.policy import Check, Decision, Measured, decide, decide_pinned
 from mloop_validator.store import ValidatorUnit
 
 SOURCE = "mloop/validator"
@@ -61,6 +61,20 @@ class Validator:
         self.artifacts = artifacts
         self.infra_check = infra_check
         self.clock = clock
+
+    async def on_data_published(self, published: DataPublished, event: Envelope) -> None:
+        """Remember where a published version's snapshot is: a spec may pin it as its evaluation set."""
+        dataset = DatasetVersion(
+            name=published.dataset,
+            version=published.version,
+            snapshot_uri=published.snapshot.uri,
+            snapshot_sha256=published.snapshot.sha256,
+            rows=published.rows,
+            target=published.target,
+        )
+        async with self.store.transaction() as unit:
+            if await unit.claim(event):
+                await unit.remember_dataset(dataset)
 
     async def on_model_trained(self, trained: ModelTrained, event: Envelope) -> None:
         async with self.store.transaction() as unit:
@@ -154,7 +168,7 @@ class Validator:
             "latency": report.pop("latency"),
         }
         report["infra"] = {"error": infra.error, "rows": infra.rows}
-        champion_metrics = champion_slices = None
+        champion_metrics = champion_slices = champion_model = None
         if champion is not None:
             champion_bytes = await asyncio.to_thread(
                 self.artifacts.get, champion.artifact.uri, champion.artifact.sha256
@@ -163,7 +177,7 @@ class Validator:
             champion_metrics, champion_slices = await asyncio.to_thread(
                 score, champion_model, holdout, features=champion.features
             )
-        decision = decide(
+        on_holdout = decide(
             spec.metric,
             candidate_metrics,
             champion_metrics,
@@ -172,6 +186,15 @@ class Validator:
             spec.promotion,
             measured=_measured(report, infra, len(artifact)),
         )
+        decision = on_holdout
+        if spec.evaluation is not None:
+            report["pinned"], pinned_checks = await self._on_pinned_set(
+                spec, trained, score, candidate, champion, champion_model
+            )
+            checks = [*on_holdout.checks, *pinned_checks]
+            decision = Decision(
+                all(c.passed for c in checks), [c.message for c in checks], on_holdout.improvement, checks
+            )
         return _evaluation(
             evaluation_id,
             trained,
@@ -185,6 +208,79 @@ class Validator:
             len(holdout),
             report,
         )
+
+    async def _on_pinned_set(
+        self,
+        spec: ModelSpec,
+        trained: ModelTrained,
+        score: Callable[..., tuple[dict[str, float], dict[str, Any]]],
+        candidate: Any,
+        champion: AliasView | None,
+        champion_model: Any,
+    ) -> tuple[dict[str, Any], list[Check]]:
+        """Candidate and champion measured on the spec's pinned dataset version: the report's ``pinned`` section
+        and the checks it adds. A set that cannot be used is a failed check (the candidate is rejected with the
+        reason, as trying again would fail alike), never an error that sends the event to the dead letters."""
+        assert spec.evaluation is not None
+        name, version = spec.evaluation.dataset or spec.dataset, spec.evaluation.version
+        where = f"the pinned evaluation set {name} v{version}"
+        section: dict[str, Any] = {"dataset": name, "version": version, "error": None}
+
+        def unusable(reason: str) -> tuple[dict[str, Any], list[Check]]:
+            section["error"] = reason
+            return section, [Check("pinned", False, f"The candidate cannot be measured on {where}: {reason}.")]
+
+        async with self.store.transaction() as unit:
+            dataset = await unit.dataset_version(name, version)
+        if dataset is None:
+            return unusable(
+                f"dataset {name} has no published version {version} (never published, or refused by ingest)"
+            )
+        section["sha256"] = dataset.snapshot_sha256
+        try:
+            data = await asyncio.to_thread(self.artifacts.get, dataset.snapshot_uri, dataset.snapshot_sha256)
+        except (NotFound, DigestMismatch) as exc:
+            return unusable(f"its snapshot cannot be read ({exc})")
+        frame = pd.read_parquet(io.BytesIO(data))
+        if problem := unusable_evaluation_set(frame, trained.features, trained.target):
+            return unusable(problem)
+        section["rows"] = len(labelled(frame, trained.target, trained.features))
+        try:
+            candidate_metrics, candidate_slices = await asyncio.to_thread(
+                score, candidate, frame, features=trained.features
+            )
+        except (ValueError, TypeError, KeyError) as exc:  # e.g. a column of another type than the model learnt
+            return unusable(f"the candidate cannot predict on it ({type(exc).__name__}: {exc})")
+        champion_metrics = champion_slices = None
+        champion_problem = None
+        if champion is not None and champion_model is not None:
+            champion_problem = unusable_evaluation_set(frame, champion.features, trained.target)
+            if champion_problem is None:
+                try:
+                    champion_metrics, champion_slices = await asyncio.to_thread(
+                        score, champion_model, frame, features=champion.features
+                    )
+                except (ValueError, TypeError, KeyError) as exc:
+                    champion_problem = f"it cannot predict on it ({type(exc).__name__}: {exc})"
+            champion_problem = champion_problem and f"v{champion.version}: {champion_problem}"
+        section |= {
+            "candidate_metrics": candidate_metrics,
+            "champion_metrics": champion_metrics,
+            "slices": {"candidate": candidate_slices, "champion": champion_slices},
+            "champion_error": champion_problem,
+        }
+        measured = Check("pinned", True, f"The candidate was measured on {where} ({section['rows']} labelled rows).")
+        compared = decide_pinned(
+            where,
+            spec.metric,
+            candidate_metrics,
+            champion_metrics,
+            candidate_slices,
+            champion_slices,
+            spec.promotion,
+            champion_problem=champion_problem,
+        )
+        return section, [measured, *compared]
 
 
 def _measured(report: dict[str, Any], infra: InfraReport, artifact_bytes: int) -> Measured:

@@ -246,3 +246,33 @@ def _measured_checks(measured: Measured, policy: PromotionPolicy) -> list[Check]
             )
         )
     return checks
+
+
+def decide_pinned(
+    where: str,
+    metric: str,
+    candidate: dict[str, float],
+    champion: dict[str, float] | None,
+    candidate_slices: Slices | None,
+    champion_slices: Slices | None,
+    policy: PromotionPolicy,
+    *,
+    champion_problem: str | None = None,
+) -> list[Check]:
+    """The policy's comparisons (improvements, slice regressions) and floors, measured on the pinned evaluation set.
+
+    They come on top of the holdout's checks: a candidate must pass both (docs/api.md). ``where`` names the set in
+    the sentences; ``champion_problem`` says why a champion could not be measured on it (then its comparisons there
+    are skipped and stay on the holdout).
+    """
+    judged = decide(metric, candidate, champion, candidate_slices, champion_slices, policy)
+    checks = []
+    for check in judged.checks:
+        if check.name == "champion" and champion_problem is not None:
+            check = Check("champion", True, f"The champion cannot be measured on it ({champion_problem}).")
+        elif check.name == "champion":
+            continue  # the holdout's checks already say there is no champion
+        checks.append(
+            Check(f"pinned.{check.name}", check.passed, f"On {where}: {check.message}", check.value, check.bound)
+        )
+    return checks

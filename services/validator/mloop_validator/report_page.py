@@ -163,6 +163,34 @@ def _slices(evaluation: Evaluation) -> str:
     return _legend(bool(champion)) + "".join(parts)
 
 
+def _pinned(report: dict[str, Any]) -> str:
+    """Candidate and champion on the spec's pinned evaluation set (a section only when the spec pins one)."""
+    pinned = report.get("pinned")
+    if not pinned:
+        return ""
+    where = f"{pinned.get('dataset')} v{pinned.get('version')}"
+    heading = f"<h2>Pinned evaluation set: {escape(where)}</h2>"
+    if pinned.get("error"):
+        return f'{heading}<p class="fail">Not measured: {escape(str(pinned["error"]))}</p>'
+    candidate, champion = pinned.get("candidate_metrics") or {}, pinned.get("champion_metrics") or {}
+    names = sorted(set(candidate) | set(champion))
+    note = (
+        f"<p>The champion was not measured: {escape(str(pinned['champion_error']))}</p>"
+        if pinned.get("champion_error")
+        else ""
+    )
+    return (
+        f"{heading}<p>{_number(pinned.get('rows'))} labelled rows, snapshot sha256 "
+        f"<code>{escape(str(pinned.get('sha256')))}</code>.</p>{note}"
+        + _legend(bool(champion))
+        + bar_chart([(n, candidate.get(n), champion.get(n)) for n in names], title=f"metrics on {where}")
+        + _table(
+            ["metric", "candidate", "champion"],
+            [[escape(n), _number(candidate.get(n)), _number(champion.get(n))] for n in names],
+        )
+    )
+
+
 def _robustness(report: dict[str, Any]) -> str:
     robustness = report.get("robustness")
     if not robustness:
@@ -232,6 +260,7 @@ champion {escape(champion)}. Evaluation <code>{escape(evaluation.id)}</code>{whe
 <h2>Checks</h2>{_checks(evaluation.checks)}
 <h2>Metrics: candidate against champion</h2>{_metrics(evaluation)}
 <h2>Slices</h2>{_slices(evaluation)}
+{_pinned(evaluation.report)}
 <h2>Calibration</h2>{calibration_section}
 <h2>Robustness under perturbation</h2>{_robustness(evaluation.report)}
 <h2>Fairness</h2>{_fairness(evaluation.report)}

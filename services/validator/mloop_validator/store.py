@@ -1,4 +1,5 @@
-"""The validator's table (one evaluation per training run; the migrations' source) and its queries."""
+"""The validator's tables (one evaluation per training run; the published dataset versions, for pinned
+evaluation sets; the migrations' source) and their queries."""
 
 from __future__ import annotations
 
@@ -6,12 +7,13 @@ from datetime import datetime
 from typing import Protocol
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import IntegrityError
 
 from mloop_common.db import NAMING_CONVENTION, add_messaging_tables
 from mloop_common.errors import Conflict, NotFound
 from mloop_common.uow import Messaging, SqlUnit
-from mloop_validator.entities import Evaluation
+from mloop_validator.entities import DatasetVersion, Evaluation
 
 metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
 add_messaging_tables(metadata)
@@ -37,6 +39,19 @@ evaluations = sa.Table(
     sa.Column("settled_at", sa.DateTime(timezone=True)),
 )
 
+# Every version data.published announced (ingest publishes only those that passed its checks).
+datasets = sa.Table(
+    "datasets",
+    metadata,
+    sa.Column("name", sa.String(63), primary_key=True),
+    sa.Column("version", sa.Integer, primary_key=True),
+    sa.Column("snapshot_uri", sa.Text, nullable=False),
+    sa.Column("snapshot_sha256", sa.String(64), nullable=False),
+    sa.Column("rows", sa.Integer, nullable=False),
+    sa.Column("target", sa.String(200), nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+)
+
 
 class ValidatorUnit(Messaging, Protocol):
     """One transaction on the validator's records."""
@@ -56,6 +71,14 @@ class ValidatorUnit(Messaging, Protocol):
     async def evaluation(self, evaluation_id: str) -> Evaluation: ...
 
     async def evaluations(self, model: str | None, limit: int) -> list[Evaluation]: ...
+
+    async def remember_dataset(self, dataset: DatasetVersion) -> None:
+        """Keep a published version (a replayed publication changes nothing)."""
+        ...
+
+    async def dataset_version(self, name: str, version: int) -> DatasetVersion | None:
+        """A version data.published announced, if any."""
+        ...
 
 
 class SqlValidatorUnit(SqlUnit):
@@ -88,3 +111,12 @@ class SqlValidatorUnit(SqlUnit):
         if model:
             query = query.where(evaluations.c.model == model)
         return [Evaluation.model_validate(row) for row in await self.session.execute(query)]
+
+    async def remember_dataset(self, dataset: DatasetVersion) -> None:
+        statement = insert(datasets).values(**dataset.model_dump()).on_conflict_do_nothing()
+        await self.session.execute(statement)
+
+    async def dataset_version(self, name: str, version: int) -> DatasetVersion | None:
+        query = sa.select(datasets).where(datasets.c.name == name, datasets.c.version == version)
+        row = (await self.session.execute(query)).first()
+        return DatasetVersion.model_validate(row) if row is not None else None

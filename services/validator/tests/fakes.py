@@ -9,7 +9,7 @@ import pandas as pd
 
 from mloop_common.errors import Conflict, NotFound
 from mloop_common.testing import MemoryStore, MemoryUnit
-from mloop_validator.entities import Evaluation
+from mloop_validator.entities import DatasetVersion, Evaluation
 from mloop_validator.infra import InfraReport
 
 
@@ -38,6 +38,13 @@ class MemoryValidatorUnit(MemoryUnit):
     async def evaluations(self, model: str | None, limit: int) -> list[Evaluation]:
         found = [e for e in reversed(self._evaluations.values()) if model in (None, e.model)]
         return found[:limit]
+
+    async def remember_dataset(self, dataset: DatasetVersion) -> None:
+        self.tables.setdefault("datasets", {}).setdefault((dataset.name, dataset.version), dataset)
+
+    async def dataset_version(self, name: str, version: int) -> DatasetVersion | None:
+        found: DatasetVersion | None = self.tables.get("datasets", {}).get((name, version))
+        return found
 
 
 def memory_store() -> MemoryStore[MemoryValidatorUnit]:
