@@ -42,7 +42,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         path = str(item.path)
         if "/tests/integration/" in path:
             item.add_marker(pytest.mark.integration)
-        elif "/tests/e2e/" in path or "/tests/faults/" in path:
+        elif "/tests/e2e/" in path or "/tests/faults/" in path or "/tests/ui/" in path:
             item.add_marker(pytest.mark.e2e)
 
 

@@ -12,6 +12,7 @@ import uuid
 from pathlib import Path
 
 import httpx
+from mloop_ui.config import UI_PORT
 
 from mloop_common.artifacts import ArtifactStore, S3ArtifactStore, open_artifact_store
 from mloop_common.contracts import Lineage, RegisterVersion
@@ -114,6 +115,16 @@ class ServiceStack:
                 start_new_session=True,
             )
         self.wait_ready(replica)
+
+    def start_ui(self) -> str:
+        """The web UI (mloop_ui) against this stack's services; returns its address."""
+        port = UI_PORT + PORT_OFFSET
+        self.ports["ui"], self.urls["ui"] = port, f"http://127.0.0.1:{port}"
+        self.env["MLOOP_UI_PORT"] = str(port)
+        for service in ("ingest", "trainer", "validator", "serving", "drift"):
+            self.env[f"MLOOP_UI_{service.upper()}_URL"] = self.urls[service]
+        self.start("ui")
+        return self.urls["ui"]
 
     def artifact_store(self) -> ArtifactStore | S3ArtifactStore:
         """The store the services of this stack read and write."""

@@ -77,6 +77,7 @@ SERVICE_ROLES: dict[str, frozenset[Permission]] = {
         "registry": set(),
         "serving": set(),
         "drift": set(),
+        "ui": set(),  # checks the keys people sign in with; reads only with their own key
     }.items()
 }
 HUMAN_ROLES = tuple(ROLES)

@@ -21,6 +21,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from markupsafe import Markup
 
 from mloop_common.auth import Permission
+from mloop_common.errors import MloopError
 from mloop_common.http import components
 from mloop_ui import views
 from mloop_ui.backend import Backend, BackendError, gather_limited, segment
@@ -116,7 +117,12 @@ async def login(
     key: Annotated[str, Form(max_length=MAX_KEY_CHARS)],
     next: Annotated[str, Form(max_length=2000)] = "/",
 ) -> Response:
-    principal = await request.app.state.access.authenticator.authenticate(key.strip())
+    try:
+        principal = await request.app.state.access.authenticator.authenticate(key.strip())
+    except MloopError as error:  # the registry, which knows the stored keys, cannot be asked now
+        return render(
+            request, "login.html", 503, next=safe_next(next), error=f"Cannot check the key now: {error.message}"
+        )
     if principal is None:
         return render(
             request,

@@ -20,9 +20,10 @@ from mloop_ui.feed import Feed
 from mloop_ui.sessions import COOKIE, Sessions
 
 from mloop_common.auth import DEVELOPMENT_ADMIN_KEY, DEVELOPMENT_SECRET, Authenticator, Principal, StaticKeys, new_key
+from mloop_common.errors import ServiceUnavailable
 from mloop_common.http import PUBLIC_ROUTES, Access, create_app
 
-VIEWER, APPROVER, APP = new_key().key, new_key().key, new_key().key
+VIEWER, APPROVER, APP, UNCHECKABLE = (new_key().key for _ in range(4))
 NASTY = "<script>alert(1)</script>"
 PENDING = {
     "model": "rain",
@@ -80,6 +81,15 @@ class FakeServices:
         return httpx.Response(200, json=answers[path])
 
 
+class Keys(StaticKeys):
+    """Known keys; UNCHECKABLE stands for a key asked about while the registry is away."""
+
+    async def resolve(self, presented: str) -> Principal | None:
+        if presented == UNCHECKABLE:
+            raise ServiceUnavailable("cannot check the API key: the registry is unreachable")
+        return await super().resolve(presented)
+
+
 @asynccontextmanager
 async def no_lifespan(_: FastAPI) -> AsyncIterator[None]:
     yield
@@ -95,7 +105,7 @@ async def client(services: FakeServices) -> AsyncIterator[httpx.AsyncClient]:
     app = create_app(service="ui", lifespan=no_lifespan)
     app.include_router(pages.router)
     install(app)
-    keys = StaticKeys(
+    keys = Keys(
         {
             VIEWER: Principal("vera", "viewer", key_id="1"),
             APPROVER: Principal("carol", "approver", key_id="2"),
@@ -148,6 +158,13 @@ async def test_a_bad_key_or_a_role_that_cannot_read_is_refused_at_sign_in(client
         and COOKIE not in unknown.headers.get("set-cookie", "")
     )
     assert app.status_code == 403 and "cannot read" in app.text
+
+
+async def test_a_key_that_cannot_be_checked_now_gets_a_page_saying_so(client: httpx.AsyncClient) -> None:
+    refused = await sign_in(client, UNCHECKABLE)
+
+    assert refused.status_code == 503 and "Cannot check the key now" in refused.text
+    assert "registry is unreachable" in refused.text and COOKIE not in refused.headers.get("set-cookie", "")
 
 
 @pytest.mark.parametrize("target", ["//evil.example/x", "https://evil.example", "/\\evil.example", "evil"])
