@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 
 from mloop_common.auth import DEVELOPMENT_ADMIN_KEY
-from mloop_common.settings import SERVICE_PORTS
+from mloop_common.settings import SERVICE_PORTS, UI_PORT
 
 console = Console()
 err = Console(stderr=True)
@@ -18,7 +18,8 @@ err = Console(stderr=True)
 
 def url(service: str) -> str:
     """Base URL of a service: MLOOP_<SERVICE>_URL, else the local default port."""
-    return os.environ.get(f"MLOOP_{service.upper()}_URL", f"http://127.0.0.1:{SERVICE_PORTS[service]}")
+    port = UI_PORT if service == "ui" else SERVICE_PORTS[service]
+    return os.environ.get(f"MLOOP_{service.upper()}_URL", f"http://127.0.0.1:{port}")
 
 
 def bootstrap() -> str:

@@ -9,11 +9,13 @@ import sys
 from pathlib import Path
 from typing import Annotated, Any
 
+import httpx
 import typer
 from rich.table import Table
 
 from mloop_cli import artifacts, audit, datasets, dlq, keys, lineage, rollouts, runs, score, status, trace
-from mloop_cli.client import bootstrap, call, console, err, url
+from mloop_cli.client import api_key, bootstrap, call, console, err, url
+from mloop_common.auth import DEVELOPMENT_ADMIN_KEY
 from mloop_common.bus import BusConfig, tail
 from mloop_common.contracts import PRODUCTION, AliasView, ModelList, SpecView, VersionList
 from mloop_common.events import ALL_TOPICS, dlq_topic
@@ -219,7 +221,23 @@ def demo(
     )
     result = asyncio.run(run_demo(config, console))
     print_result(result, console)
+    print_ui_address(result.model)
     sys.exit(0 if result.completed else 1)
+
+
+def print_ui_address(model: str) -> None:
+    """Where to look at what the demo did, in pictures (the web UI, if it runs)."""
+    address = url("ui")
+    try:
+        up = httpx.get(f"{address}/healthz", timeout=3).status_code == 200
+    except httpx.HTTPError:
+        up = False
+    if not up:
+        console.print(f"web UI: not running at {address} (deploy/local/services.sh start ui)")
+        return
+    # Only the development key, which is public anyway, is ever printed.
+    how = f"the development admin key {DEVELOPMENT_ADMIN_KEY}" if api_key() == DEVELOPMENT_ADMIN_KEY else "your API key"
+    console.print(f"web UI: [bold]{address}/models/{model}[/] (sign in with {how})", soft_wrap=True)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Start, stop and inspect the six mloop services as local background processes.
+# Start, stop and inspect the six mloop services and the web UI as local background processes.
 #
 #   deploy/local/services.sh start|stop|status [name...]
 set -euo pipefail
@@ -16,7 +16,7 @@ LOGS=$RUN/logs
 PIDS=$RUN/pids
 
 # name:port, in start order
-SERVICES=(ingest:8001 trainer:8002 validator:8003 registry:8004 serving:8005 drift:8006)
+SERVICES=(ingest:8001 trainer:8002 validator:8003 registry:8004 serving:8005 drift:8006 ui:8007)
 
 log() { printf 'services: %s\n' "$*"; }
 die() { printf 'services: error: %s\n' "$*" >&2; exit 1; }

@@ -19,6 +19,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from mloop_common.auth import DEVELOPMENT_ADMIN_KEY, DEVELOPMENT_SECRET, MIN_SECRET_CHARS, service_key
 
 SERVICE_PORTS = {"ingest": 8001, "trainer": 8002, "validator": 8003, "registry": 8004, "serving": 8005, "drift": 8006}
+UI_PORT = 8007  # the web UI (services/ui): not one of the pipeline's services, no database and no consumer group
 
 
 class KafkaSettings(BaseModel):

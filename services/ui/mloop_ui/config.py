@@ -2,9 +2,7 @@ from typing import ClassVar
 
 from pydantic import Field
 
-from mloop_common.settings import ServiceSettings, service_config
-
-UI_PORT = 8007
+from mloop_common.settings import UI_PORT, ServiceSettings, service_config
 
 
 class UiSettings(ServiceSettings):
