@@ -25,6 +25,7 @@ from mloop_common.bus import (
     ensure_topics,
     replay_dead_letters,
     route,
+    tail,
 )
 from mloop_common.db import (
     Database,
@@ -529,3 +530,25 @@ async def test_a_member_joining_and_leaving_mid_batch_loses_nothing_and_applies_
 
 async def _count_is_at_least(db: Database, n: int) -> bool:
     return await effect_count(db) >= n
+
+
+async def test_a_tail_with_a_backlog_starts_that_many_records_back_per_partition_then_follows(bus) -> None:  # type: ignore[no-untyped-def]
+    """What the web UI's pipeline page shows at start: the recent past of each topic, then what comes."""
+    config, topic, producer = bus
+    for value in range(10):
+        await producer.publish(event(topic, value, subject="one-key"))  # one key: one partition, in order
+    seen: list[int] = []
+    async with tail(config, [topic], backlog={topic: 3, "another.topic": 50}) as records:
+
+        async def read(count: int) -> None:
+            async for _, envelope in records:
+                assert envelope is not None
+                seen.append(envelope.data["value"])
+                if len(seen) == count:
+                    return
+
+        await asyncio.wait_for(read(3), timeout=30)
+        await producer.publish(event(topic, 10, subject="one-key"))
+        await asyncio.wait_for(read(4), timeout=30)
+
+    assert seen == [7, 8, 9, 10]

@@ -25,7 +25,7 @@ import contextlib
 import errno
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, Literal
 
@@ -1055,11 +1055,16 @@ def _too_large(row: OutboxRow, limit: int) -> PayloadTooLarge:
 
 @contextlib.asynccontextmanager
 async def tail(
-    config: BusConfig, topics: Iterable[str], *, from_beginning: bool = False, backlog: int = 0
+    config: BusConfig,
+    topics: Iterable[str],
+    *,
+    from_beginning: bool = False,
+    backlog: int | Mapping[str, int] = 0,
 ) -> AsyncIterator[AsyncIterator[tuple[ConsumerRecord, Envelope | None]]]:
     """Read topics without a consumer group (no commits): for the CLI, demos, tests and the web UI's live view.
 
-    ``backlog``: start that many records before the end of each partition (the recent past, then what comes)."""
+    ``backlog``: start that many records before the end of each partition (the recent past, then what comes),
+    the same for every topic or per topic."""
     consumer = AIOKafkaConsumer(
         *topics,
         **config.connection(),
@@ -1072,7 +1077,8 @@ async def tail(
     if backlog and assigned:
         starts, ends = await consumer.beginning_offsets(assigned), await consumer.end_offsets(assigned)
         for tp in assigned:
-            consumer.seek(tp, max(starts[tp], ends[tp] - backlog))
+            back = backlog if isinstance(backlog, int) else backlog.get(tp.topic, 0)
+            consumer.seek(tp, max(starts[tp], ends[tp] - back))
     # Resolve the starting offsets now, so nothing published after this returns is missed.
     for tp in assigned:
         await consumer.position(tp)

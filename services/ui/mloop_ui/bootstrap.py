@@ -11,12 +11,21 @@ from dataclasses import dataclass
 
 from fastapi import FastAPI
 
+from mloop_common.events import ALL_TOPICS, Topic
 from mloop_common.http import Degraded
 from mloop_common.runtime import bus_config, detect_code_version
 from mloop_ui.backend import Backend
 from mloop_ui.config import UiSettings
 from mloop_ui.feed import Feed, follow
 from mloop_ui.sessions import Sessions
+
+
+def start_backlog(events: int) -> dict[str, int]:
+    """Records read back per partition at start: enough of each topic to fill the page, never its whole history;
+    a few of the big, frequent prediction and label batches (up to the broker's limit each) stand for the rest."""
+    each = max(20, events // 20)
+    busy = {Topic.PREDICTIONS_LOGGED.value, Topic.FEEDBACK_RECEIVED.value}
+    return {topic: 5 if topic in busy else each for topic in ALL_TOPICS}
 
 
 @dataclass(frozen=True)
@@ -41,8 +50,7 @@ async def bootstrap(settings: UiSettings, app: FastAPI) -> AsyncIterator[UiServi
         }
     )
     feed = Feed(settings.pipeline_events)
-    # Each partition's newest events at start: enough to fill the page, not the topics' whole history.
-    following = asyncio.create_task(follow(feed, bus_config(settings), backlog=max(20, settings.pipeline_events // 20)))
+    following = asyncio.create_task(follow(feed, bus_config(settings), backlog=start_backlog(settings.pipeline_events)))
 
     async def pipeline_check() -> bool | Degraded:
         # Pages work without the broker; only the pipeline page waits for it.

@@ -6,7 +6,7 @@ import asyncio
 import itertools
 import logging
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
@@ -81,7 +81,9 @@ class Feed:
         return self._events[-1].seq if self._events else 0
 
 
-async def follow(feed: Feed, config: BusConfig, *, backlog: int, backoff: Backoff | None = None) -> None:
+async def follow(
+    feed: Feed, config: BusConfig, *, backlog: int | Mapping[str, int], backoff: Backoff | None = None
+) -> None:
     """Fill ``feed`` from every topic: the recent past at first, then each event as it comes; reconnects."""
     backoff = backoff or Backoff(1.0, 15.0)
     attempt = 0

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from mloop_ui.bootstrap import start_backlog
 from mloop_ui.feed import Feed
 from mloop_ui.sessions import Sessions
 
 from mloop_common.auth import Permission, Principal
-from mloop_common.events import Envelope
+from mloop_common.events import ALL_TOPICS, Envelope
 
 VIEWER = Principal("vera", "viewer", key_id="1")
 
@@ -72,3 +73,12 @@ def test_the_feed_filters_by_chain_and_type_and_forgets_the_oldest_past_its_capa
     assert [e.event_id for e in feed.since()] == ["id-4", "id-3", "id-2"]
     assert [e.event_id for e in feed.since(correlation_id="b", types=["data.published"])] == ["id-4", "id-3"]
     assert feed.add(event(1, correlation="a")) is not None  # forgotten, so new again
+
+
+def test_at_start_the_feed_reads_back_a_little_of_every_topic_and_only_a_few_of_the_big_batches() -> None:
+    backlog = start_backlog(2000)
+
+    assert set(backlog) == set(ALL_TOPICS)
+    assert backlog["data.published"] == 100 and backlog["model.promoted"] == 100
+    assert backlog["predictions.logged"] == 5 and backlog["feedback.received"] == 5
+    assert start_backlog(10)["drift.detected"] == 20
