@@ -8,7 +8,8 @@ Scenarios of issue 10 covered here (the others live beside this module):
    ``outbox-after-publish-before-mark-sent``) → the duplicate event is absorbed downstream.
 8. Replay every topic the consumers read from the start → no new runs, evaluations, versions or promotions.
 
-The last test writes the summary table to tests/faults/results/summary.md and .json and prints it.
+The last test merges its rows into the summary table, tests/faults/results/summary.md and .json
+(tests/faults/summary.py), and prints it.
 """
 
 from __future__ import annotations
@@ -19,8 +20,7 @@ import signal
 import uuid
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -31,33 +31,24 @@ from mloop_cli.demo import SPEC, TARGET, TIME_COLUMN, load_rainfall
 from mloop_common.events import ALL_TOPICS
 from mloop_common.faults import CONSUMER_BEFORE_OFFSET_COMMIT, ENV, OUTBOX_BEFORE_MARK_SENT
 from tests.conftest import eventually
-from tests.faults import groups
+from tests.faults import groups, summary
 from tests.faults.invariants import Observed, check, grouped, observe, stored_predictions
+from tests.faults.summary import Row
 from tests.stack import ServiceStack
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
-RESULTS = Path(__file__).resolve().parent / "results"
 # The consumer groups of the services that commit database work (serving's group is per instance and
 # keeps no database; its reloads are not effects the checker counts).
 GROUPS = {
     "trainer": ["mloop-trainer-data", "mloop-trainer-drift", "mloop-trainer-spec"],
-    "validator": ["mloop-validator"],
+    "validator": ["mloop-validator", "mloop-validator-data"],
     "registry": ["mloop-registry", "mloop-registry-alerts"],
     "drift": ["mloop-drift"],
 }
 CONSUMERS = tuple(GROUPS)
 ROWS = slice(0, 3000)  # 1949-1957: a fit of seconds
 PREDICTIONS = 24
-
-
-@dataclass
-class Row:
-    scenario: str
-    injected: str
-    expected: str
-    observed: str
-    passed: bool
 
 
 @dataclass
@@ -198,33 +189,12 @@ async def test_8_replaying_every_topic_from_the_start_changes_nothing(
 
 
 async def test_summary_table(ledger: Ledger, capsys: pytest.CaptureFixture[str]) -> None:
-    """Writes tests/faults/results/summary.md and .json (the scenarios that ran) and prints the table."""
+    """Merges the scenarios that ran into tests/faults/results/summary.md and .json and prints the table."""
     assert ledger.rows, "no scenario ran"
-    RESULTS.mkdir(exist_ok=True)
-    table = summary(ledger.rows)
-    (RESULTS / "summary.md").write_text(table)
-    (RESULTS / "summary.json").write_text(json.dumps([asdict(r) for r in ledger.rows], indent=2) + "\n")
+    table = summary.write(ledger.rows)
     with capsys.disabled():
         print("\n" + table)
     assert all(r.passed for r in ledger.rows)
-
-
-def summary(rows: list[Row]) -> str:
-    def cell(text: str) -> str:
-        return text.replace("|", "\\|").replace("\n", " ")
-
-    lines = [
-        "# Fault suite: invariant scenarios (tests/faults/test_invariants.py)",
-        "",
-        "| scenario | injected | expected | observed | result |",
-        "| --- | --- | --- | --- | --- |",
-    ]
-    lines += [
-        f"| {cell(r.scenario)} | {cell(r.injected)} | {cell(r.expected)} | {cell(r.observed)} | "
-        f"{'pass' if r.passed else 'FAIL'} |"
-        for r in rows
-    ]
-    return "\n".join(lines) + "\n"
 
 
 # --- driving the stack ------------------------------------------------------------------------

@@ -107,6 +107,7 @@ class Loader:
         self._instance = instance
         self.rollout_failures: dict[tuple[str, str], str] = {}
         self.synced = False
+        host.starting = True  # until sync_all has tried every production model
         self.failures: dict[str, LoadFailure] = {}
         self._backoff = retry_backoff
         # One lock per model: a slow load of one never holds up a promotion of another.
@@ -131,6 +132,7 @@ class Loader:
         rolled_out = [m.name for m in models if PRODUCTION in m.aliases and set(m.aliases) & set(ROLLOUT_ALIASES)]
         await asyncio.gather(*(self.ensure_rollouts(name) for name in rolled_out), return_exceptions=True)
         self.synced = True
+        self.host.starting = False
 
     async def on_model_promoted(self, promoted: ModelPromoted, event: Envelope) -> None:
         # Ask the registry rather than trust event order: a replayed old promotion must not win. A failure is

@@ -10,7 +10,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from mloop_common.errors import InvalidInput, NotFound
+from mloop_common.errors import InvalidInput, NotFound, ServiceUnavailable
 from mloop_common.events import CANARY, PRODUCTION, SHADOW
 from mloop_common.profile import CategoricalProfile, FeatureKind, ReferenceProfile
 from mloop_serving.routing import takes_canary
@@ -152,11 +152,16 @@ class ModelHost:
 
     def __init__(self) -> None:
         self._models: dict[str, _Hosted] = {}
+        # True until the loader has tried every production model once (it sets and clears it): until then a
+        # model missing here may just not be loaded yet, which is worth a retry (503), not a 404.
+        self.starting = False
 
     def get(self, name: str, version: int | None = None) -> LoadedModel:
         """Production, or the hosted ``version`` (production or a rollout)."""
         hosted = self._models.get(name, _Hosted())
         if version is None or (hosted.production is not None and hosted.production.version == version):
+            if hosted.production is None and self.starting:
+                raise ServiceUnavailable(f"model {name!r} is not loaded yet: serving is starting")
             if hosted.production is None:
                 raise NotFound(f"model {name!r} is not served here (no production version loaded)")
             return hosted.production

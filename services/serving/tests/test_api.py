@@ -105,10 +105,24 @@ async def test_bad_predict_requests_are_422_naming_the_field(svc, client, body, 
     assert response.json()["error"]["code"] == "invalid_input" and response.json()["error"]["field"] == field
 
 
-async def test_predict_for_a_model_not_loaded_is_404(client):
+async def test_predict_for_a_model_not_loaded_is_404(svc, client):
+    await svc.loader.sync_all()
+
     response = await client.post("/v1/models/fraud:predict", json={"instances": [ROW]})
 
     assert response.status_code == 404 and response.json()["error"]["code"] == "not_found"
+
+
+async def test_predict_before_the_production_models_are_loaded_is_503_to_retry(svc, client):
+    await svc.register(classifier_file(seed=1))
+
+    early = await client.post("/v1/models/churn:predict", json={"instances": [ROW]})
+    await svc.loader.sync_all()
+    loaded = await client.post("/v1/models/churn:predict", json={"instances": [ROW]})
+
+    assert early.status_code == 503 and early.json()["error"]["code"] == "unavailable"
+    assert early.headers["retry-after"]
+    assert loaded.status_code == 200
 
 
 async def test_feedback_is_accepted_with_202_and_unknown_ids_listed(svc, client):
