@@ -1,7 +1,7 @@
 # syntax=docker/dockerfile:1
 # One image per mloop service, chosen at build time:
 #   docker build --build-arg SERVICE=trainer -t mloop-trainer .
-# SERVICE is one of ingest, trainer, validator, registry, serving, drift. The build stage installs that
+# SERVICE is one of ingest, trainer, validator, registry, serving, drift, ui (the web UI). The build stage installs that
 # service's uv workspace member and its dependencies exactly as uv.lock pins them (no dev tools); the
 # final stage gets only the virtual environment, so no compiler, uv or source tree ships.
 
@@ -25,7 +25,7 @@ COPY libs ./libs
 COPY services ./services
 COPY cli ./cli
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
-RUN test -n "${SERVICE}" || { echo "build with --build-arg SERVICE=<ingest|trainer|validator|registry|serving|drift>" >&2; exit 1; } \
+RUN test -n "${SERVICE}" || { echo "build with --build-arg SERVICE=<ingest|trainer|validator|registry|serving|drift|ui>" >&2; exit 1; } \
     && test -d "services/${SERVICE}" || { echo "unknown SERVICE '${SERVICE}'" >&2; exit 1; }
 RUN --mount=type=cache,target=/root/.cache/uv \
     /opt/uv/bin/uv sync --frozen --no-dev --no-editable --package "mloop-${SERVICE}"
@@ -57,10 +57,10 @@ ENV PATH=/app/.venv/bin:$PATH \
     MLOOP_SERVING_LOG_SPILL_DIR=/var/lib/mloop/serving-spill
 WORKDIR /app
 USER 10001:10001
-EXPOSE 8001 8002 8003 8004 8005 8006
+EXPOSE 8001 8002 8003 8004 8005 8006 8007
 # Liveness only (/healthz): readiness (/readyz) depends on Kafka and PostgreSQL, which an orchestrator
-# checks separately. The port is the service's default unless MLOOP_<SERVICE>_PORT moves it.
+# checks separately. The port is the service's default (the web UI's: UI_PORT) unless MLOOP_<SERVICE>_PORT moves it.
 HEALTHCHECK --interval=15s --timeout=5s --start-period=60s --retries=3 \
-    CMD ["python", "-c", "import os, urllib.request; from mloop_common.settings import SERVICE_PORTS; s = os.environ['MLOOP_SERVICE']; p = os.environ.get(f'MLOOP_{s.upper()}_PORT') or SERVICE_PORTS[s]; urllib.request.urlopen(f'http://127.0.0.1:{p}/healthz', timeout=4)"]
+    CMD ["python", "-c", "import os, urllib.request; from mloop_common.settings import SERVICE_PORTS, UI_PORT; s = os.environ['MLOOP_SERVICE']; p = os.environ.get(f'MLOOP_{s.upper()}_PORT') or {**SERVICE_PORTS, 'ui': UI_PORT}[s]; urllib.request.urlopen(f'http://127.0.0.1:{p}/healthz', timeout=4)"]
 # exec: the service is PID 1's replacement and gets SIGTERM directly (it drains its consumers and outbox).
 ENTRYPOINT ["/bin/sh", "-c", "exec python -m \"mloop_${MLOOP_SERVICE}\"", "mloop"]

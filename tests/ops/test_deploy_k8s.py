@@ -1,11 +1,12 @@
 """deploy/k8s, checked without a cluster or a kustomize binary: the kustomizations list only files that exist,
 every manifest (base, overlay resources, and base + overlay patches merged the way kustomize's strategic merge
-does for these files) validates against the Kubernetes schemas of a pinned version, and every Deployment has
-probes, resources, a non-root security context, a Service and a PodDisruptionBudget."""
+does for these files) validates against the Kubernetes schemas of a pinned version, and every Deployment (the six
+services and the web UI) has probes, resources, a non-root security context, a Service and a PodDisruptionBudget."""
 
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 from typing import Any
 
@@ -13,8 +14,10 @@ import kubernetes_validate  # type: ignore[import-untyped]
 import pytest
 import yaml
 
-from mloop_common.settings import SERVICE_PORTS
+from mloop_common.settings import SERVICE_PORTS, UI_PORT
 
+# What runs from the images: the six pipeline services and the web UI.
+DEPLOYED = {**SERVICE_PORTS, "ui": UI_PORT}
 REPO = Path(__file__).resolve().parents[2]
 K8S = REPO / "deploy" / "k8s"
 BASE = K8S / "base"
@@ -125,7 +128,7 @@ def test_the_check_rejects_an_invalid_manifest() -> None:
 def test_every_deployment_has_probes_resources_and_runs_as_non_root(folder: Path) -> None:
     resources = build(folder)
     found = deployments(resources)
-    assert {doc["metadata"]["name"] for doc in found} == {f"mloop-{service}" for service in SERVICE_PORTS}
+    assert {doc["metadata"]["name"] for doc in found} == {f"mloop-{service}" for service in DEPLOYED}
     for doc in found:
         pod = doc["spec"]["template"]["spec"]
         assert pod["securityContext"]["runAsNonRoot"] is True
@@ -136,8 +139,9 @@ def test_every_deployment_has_probes_resources_and_runs_as_non_root(folder: Path
             assert container["resources"]["requests"]["cpu"] and container["resources"]["requests"]["memory"], where
             assert container["resources"]["limits"]["memory"], where
             assert container["securityContext"]["allowPrivilegeEscalation"] is False, where
-            port = SERVICE_PORTS[container["name"]]
+            port = DEPLOYED[container["name"]]
             assert [p["containerPort"] for p in container["ports"]] == [port], where
+            assert container["image"] == f"mloop-{container['name']}", where
 
 
 @pytest.mark.parametrize("folder", [BASE, *OVERLAYS], ids=lambda p: p.name)
@@ -150,7 +154,7 @@ def test_services_budgets_and_autoscalers_select_the_deployments(folder: Path) -
         # the in-cluster name the other services use (MLOOP_REGISTRY_URL, Prometheus)
         svc = resources[("Service", service)]
         assert svc["spec"]["selector"].items() <= labels.items()
-        assert svc["spec"]["ports"][0]["port"] == SERVICE_PORTS[service]
+        assert svc["spec"]["ports"][0]["port"] == DEPLOYED[service]
         budget = resources[("PodDisruptionBudget", doc["metadata"]["name"])]
         assert budget["spec"]["selector"]["matchLabels"].items() <= labels.items()
         assert ("minAvailable" in budget["spec"]) != ("maxUnavailable" in budget["spec"])
@@ -188,6 +192,9 @@ def test_services_keep_artifacts_in_a_bucket_and_mount_no_shared_volume(folder: 
         for container in pod["containers"]:
             where = f"{folder.name}: {doc['metadata']['name']}"
             variables = environment(container, resources)
+            if container["name"] == "ui":  # reads no artifacts: gets no keys to the bucket
+                assert not {"MLOOP_S3__ACCESS_KEY_ID", "MLOOP_S3__SECRET_ACCESS_KEY"} & set(variables), where
+                continue
             assert variables["MLOOP_ARTIFACTS_ROOT"].startswith("s3://"), where
             assert variables["MLOOP_S3__ENDPOINT_URL"].startswith(("http://", "https://")), where
             if variables["MLOOP_S3__ENDPOINT_URL"].startswith("http://"):
@@ -197,6 +204,23 @@ def test_services_keep_artifacts_in_a_bucket_and_mount_no_shared_volume(folder: 
                 ("MLOOP_S3__SECRET_ACCESS_KEY", "secret-access-key"),
             ):
                 assert variables[name] == {"secretKeyRef": {"name": "mloop-s3", "key": key, "optional": True}}, where
+
+
+@pytest.mark.parametrize("folder", [BASE, *OVERLAYS], ids=lambda p: p.name)
+def test_the_ui_and_retention_reach_the_services_by_their_service_names(folder: Path) -> None:
+    resources = build(folder)
+
+    def variables(service: str) -> dict[str, Any]:
+        [container] = resources[("Deployment", f"mloop-{service}")]["spec"]["template"]["spec"]["containers"]
+        return environment(container, resources)
+
+    ui = variables("ui")
+    for service, port in SERVICE_PORTS.items():
+        name = "MLOOP_REGISTRY_URL" if service == "registry" else f"MLOOP_UI_{service.upper()}_URL"
+        assert ui[name] == f"http://{service}:{port}", f"{folder.name}: {name}"
+        assert ("Service", service) in resources
+    sources = json.loads(variables("registry")["MLOOP_REGISTRY_RETENTION__SOURCES"])
+    assert sources == {service: f"http://{service}:{SERVICE_PORTS[service]}" for service in ("ingest", "trainer")}
 
 
 def test_migration_job_migrates_every_service_with_a_database() -> None:

@@ -1,5 +1,5 @@
-"""Every environment variable the deployment files give a service (docker-compose.yml, deploy/k8s) is one that
-service reads: a field of its pydantic settings (services/*/config.py, libs/common settings.py), the log level,
+"""Every environment variable the deployment files give a service or the web UI (docker-compose.yml, deploy/k8s)
+is one that it reads: a field of its pydantic settings (services/*/config.py, libs/common settings.py), the log level,
 or a standard OpenTelemetry variable. A misspelt setting would otherwise be ignored without a word."""
 
 from __future__ import annotations
@@ -14,11 +14,13 @@ import yaml
 from pydantic import BaseModel
 from pydantic_settings import BaseSettings
 
-from mloop_common.settings import SERVICE_PORTS, CommonSettings, ServiceSettings
+from mloop_common.settings import SERVICE_PORTS, UI_PORT, CommonSettings, ServiceSettings
 
 REPO = Path(__file__).resolve().parents[2]
 K8S = REPO / "deploy" / "k8s"
 # Read with os.environ outside the settings classes: the log level (mloop_common.runtime) and OpenTelemetry's own.
+# What the deployment files run: the six pipeline services and the web UI.
+DEPLOYED = {**SERVICE_PORTS, "ui": UI_PORT}
 OTHER = {"MLOOP_LOG_LEVEL"} | {value for name, value in vars(otel_variables).items() if name.startswith("OTEL_")}
 
 
@@ -59,6 +61,12 @@ def unknown(service: str, variables: set[str]) -> set[str]:
 def test_the_check_knows_real_settings_and_catches_misspelt_ones() -> None:
     assert not unknown("trainer", {"MLOOP_TRAINER_WORKERS", "MLOOP_KAFKA__BOOTSTRAP_SERVERS", "MLOOP_TRAINER_LIMITS"})
     assert not unknown("serving", {"MLOOP_SERVING_LOG_SPILL_DIR", "OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_SERVICE_NAME"})
+    assert not unknown("ui", {"MLOOP_UI_DRIFT_URL", "MLOOP_REGISTRY_URL", "OTEL_EXPORTER_OTLP_PROTOCOL"})
+    assert not unknown("registry", {"MLOOP_REGISTRY_RETENTION__SOURCES"})
+    assert unknown("ui", {"MLOOP_UI_DRIFTURL", "MLOOP_UI_DATABASE__URL"}) == {
+        "MLOOP_UI_DRIFTURL",
+        "MLOOP_UI_DATABASE__URL",
+    }
     assert unknown(
         "trainer", {"MLOOP_TRAINER_WORKER", "MLOOP_SERVING_LOG_SPILL_DIR", "MLOOP_KAFKA_BOOTSTRAP_SERVERS"}
     ) == {
@@ -68,7 +76,7 @@ def test_the_check_knows_real_settings_and_catches_misspelt_ones() -> None:
     }
 
 
-@pytest.mark.parametrize("service", sorted(SERVICE_PORTS))
+@pytest.mark.parametrize("service", sorted(DEPLOYED))
 def test_compose_environment_names_only_settings_the_service_reads(service: str) -> None:
     environment = yaml.safe_load((REPO / "docker-compose.yml").read_text())["services"][service]["environment"]
     assert not unknown(service, set(environment)), f"{service}: {sorted(unknown(service, set(environment)))}"
@@ -86,7 +94,7 @@ def test_kubernetes_settings_name_only_settings_the_services_read() -> None:
     documents = k8s_documents()
     shared = {key for doc in documents if doc["kind"] == "ConfigMap" for key in doc.get("data", {})}
     assert shared, "no ConfigMap with settings"
-    every_service = set.intersection(*(known(service) for service in SERVICE_PORTS))
+    every_service = set.intersection(*(known(service) for service in DEPLOYED))
     assert shared <= every_service, f"ConfigMap keys no service reads: {sorted(shared - every_service)}"
     checked = 0
     for doc in documents:
@@ -100,4 +108,4 @@ def test_kubernetes_settings_name_only_settings_the_services_read() -> None:
                 f"{doc['metadata']['name']}/{service}: {unknown(service, variables)}"
             )
             checked += 1
-    assert checked >= len(SERVICE_PORTS)
+    assert checked >= len(DEPLOYED)

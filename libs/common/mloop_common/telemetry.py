@@ -13,7 +13,7 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 
@@ -23,7 +23,7 @@ from opentelemetry.context import Context
 from opentelemetry.propagate import extract, inject
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
 from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode
 from opentelemetry.trace import SpanContext as SpanContext  # re-exported: serving keeps contexts to link later
 
@@ -36,23 +36,11 @@ TRACEPARENT_PLACEHOLDER = "00-" + "0" * 32 + "-" + "0" * 16 + "-01"
 
 
 def setup_tracing(service: str) -> TracerProvider:
-    """Install the process-wide tracer provider once, and instrument httpx.
-
-    The SDK honours ``OTEL_SDK_DISABLED``, ``OTEL_TRACES_SAMPLER(_ARG)``, ``OTEL_BSP_*`` and span limits;
-    spans are exported over OTLP/HTTP when ``OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT`` is set (or
-    ``OTEL_TRACES_EXPORTER`` names ``otlp``), to stdout with ``console``, nowhere with ``none``.
-    """
+    """Install the process-wide tracer provider (``tracer_provider``) once, and instrument httpx."""
     current = trace.get_tracer_provider()
     if isinstance(current, TracerProvider):
         return current
-    provider = TracerProvider(resource=service_resource(service))
-    for name in trace_exporters(os.environ):
-        if name == "otlp":
-            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-
-            provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
-        elif name == "console":
-            provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter(out=sys.stderr)))
+    provider = tracer_provider(service)
     trace.set_tracer_provider(provider)
     from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
 
@@ -62,7 +50,54 @@ def setup_tracing(service: str) -> TracerProvider:
     return provider
 
 
-def trace_exporters(environ: dict[str, str] | os._Environ[str]) -> list[str]:
+def tracer_provider(service: str) -> TracerProvider:
+    """A tracer provider for ``service`` with the exporters the environment asks for (not installed globally).
+
+    The SDK honours ``OTEL_SDK_DISABLED``, ``OTEL_TRACES_SAMPLER(_ARG)``, ``OTEL_BSP_*`` and span limits;
+    spans are exported over OTLP when ``OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT`` is set (or
+    ``OTEL_TRACES_EXPORTER`` names ``otlp``), over HTTP or gRPC as ``otlp_protocol`` says, to stdout with
+    ``console``, nowhere with ``none``. A protocol it cannot speak is a ValueError, so the service does not start.
+    """
+    protocol = otlp_protocol(os.environ)  # checked even when not exporting: a typo should not wait for the endpoint
+    provider = TracerProvider(resource=service_resource(service))
+    for name in trace_exporters(os.environ):
+        if name == "otlp":
+            provider.add_span_processor(BatchSpanProcessor(otlp_span_exporter(protocol)))
+        elif name == "console":
+            provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter(out=sys.stderr)))
+    return provider
+
+
+# The OTLP transports the services can use; the specification's third, http/json, has no Python exporter.
+OTLP_PROTOCOLS = ("http/protobuf", "grpc")
+
+
+def otlp_protocol(environ: Mapping[str, str]) -> str:
+    """``OTEL_EXPORTER_OTLP_TRACES_PROTOCOL``, else ``OTEL_EXPORTER_OTLP_PROTOCOL``, else ``http/protobuf``."""
+    chosen = "http/protobuf"
+    for name in ("OTEL_EXPORTER_OTLP_PROTOCOL", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"):  # the later one wins
+        value = environ.get(name, "").strip()
+        if not value:
+            continue
+        if value.lower() not in OTLP_PROTOCOLS:
+            raise ValueError(f"{name}={value!r}: traces are exported over OTLP with one of {', '.join(OTLP_PROTOCOLS)}")
+        chosen = value.lower()
+    return chosen
+
+
+def otlp_span_exporter(protocol: str) -> SpanExporter:
+    """The OTLP exporter for ``protocol``; it reads its endpoint, headers, timeout and TLS from the environment."""
+    if protocol == "grpc":
+        # Imported only when chosen: grpcio is a heavy import most deployments (OTLP/HTTP) never need.
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcSpanExporter
+
+        return GrpcSpanExporter()
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpSpanExporter
+
+    return HttpSpanExporter()
+
+
+def trace_exporters(environ: Mapping[str, str]) -> list[str]:
     """Exporters to install: ``OTEL_TRACES_EXPORTER`` if set, else ``otlp`` only when an endpoint is configured."""
     named = environ.get("OTEL_TRACES_EXPORTER", "").strip().lower()
     if named:

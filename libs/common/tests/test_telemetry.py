@@ -1,13 +1,22 @@
 import contextlib
+import gzip
 import json
 import logging
+import os
+import subprocess
+import sys
+import threading
 from collections.abc import AsyncIterator, Iterator
-from typing import ClassVar
+from concurrent.futures import ThreadPoolExecutor
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, ClassVar
 
+import grpc  # type: ignore[import-untyped]
 import httpx
 import pytest
 from fastapi import APIRouter, FastAPI
 from opentelemetry import trace
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -27,6 +36,7 @@ from mloop_common.telemetry import (
     start_send_span,
     trace_exporters,
     tracer,
+    tracer_provider,
 )
 
 
@@ -289,3 +299,126 @@ def test_log_format_is_json_by_default_text_on_request_and_nothing_else() -> Non
 )
 def test_exporters_follow_the_otel_variables(environ: dict[str, str], expected: list[str]) -> None:
     assert trace_exporters(environ) == expected
+
+
+# --- OTLP export over HTTP or gRPC --------------------------------------------------------------
+
+Received = list[trace_service_pb2.ExportTraceServiceRequest]
+
+
+@contextlib.contextmanager
+def grpc_receiver() -> Iterator[tuple[int, Received]]:
+    """An OTLP/gRPC trace receiver (a collector's port 4317) in this process: its port and what it received."""
+    received: Received = []
+
+    class Receiver(trace_service_pb2_grpc.TraceServiceServicer):
+        def Export(self, request: Any, context: Any) -> Any:  # noqa: N802 - the service's method name
+            received.append(request)
+            return trace_service_pb2.ExportTraceServiceResponse()
+
+    server = grpc.server(ThreadPoolExecutor(max_workers=2))
+    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(Receiver(), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        yield port, received
+    finally:
+        server.stop(grace=None)
+
+
+@contextlib.contextmanager
+def http_receiver() -> Iterator[tuple[int, Received]]:
+    """An OTLP/HTTP (protobuf) trace receiver (a collector's port 4318) in this process."""
+    received: Received = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 - http.server's name
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            if self.headers.get("Content-Encoding") == "gzip":
+                body = gzip.decompress(body)
+            if self.path == "/v1/traces":
+                received.append(trace_service_pb2.ExportTraceServiceRequest.FromString(body))
+            answer = trace_service_pb2.ExportTraceServiceResponse().SerializeToString()
+            self.send_response(200 if self.path == "/v1/traces" else 404)
+            self.send_header("Content-Type", "application/x-protobuf")
+            self.send_header("Content-Length", str(len(answer)))
+            self.end_headers()
+            self.wfile.write(answer)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server.server_address[1], received
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture
+def no_otel_environment(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    for name in list(os.environ):
+        if name.startswith("OTEL_"):
+            monkeypatch.delenv(name)
+    return monkeypatch
+
+
+@pytest.mark.parametrize(
+    ("environ", "transport"),
+    [
+        ({}, "http"),
+        ({"OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf"}, "http"),
+        ({"OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"}, "grpc"),
+        ({"OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "grpc"}, "grpc"),
+        ({"OTEL_EXPORTER_OTLP_PROTOCOL": "grpc", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "http/protobuf"}, "http"),
+    ],
+)
+def test_spans_reach_a_collector_over_the_protocol_the_environment_names(
+    no_otel_environment: pytest.MonkeyPatch, environ: dict[str, str], transport: str
+) -> None:
+    receiver = grpc_receiver if transport == "grpc" else http_receiver
+    with receiver() as (port, received):
+        no_otel_environment.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{port}")
+        for name, value in environ.items():
+            no_otel_environment.setenv(name, value)
+        provider = tracer_provider("drift")
+        with provider.get_tracer("test").start_as_current_span("train churn"):
+            pass
+        assert provider.force_flush(30_000)
+        provider.shutdown()
+    exported = [
+        ({a.key: a.value.string_value for a in spans.resource.attributes}, span.name)
+        for request in received
+        for spans in request.resource_spans
+        for scope in spans.scope_spans
+        for span in scope.spans
+    ]
+    assert [(resource["service.name"], name) for resource, name in exported] == [("mloop-drift", "train churn")]
+
+
+@pytest.mark.parametrize("variable", ["OTEL_EXPORTER_OTLP_PROTOCOL", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"])
+def test_a_protocol_the_services_cannot_speak_stops_the_start_and_names_the_variable(
+    no_otel_environment: pytest.MonkeyPatch, variable: str
+) -> None:
+    no_otel_environment.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318")
+    no_otel_environment.setenv(variable, "http/json")
+    with pytest.raises(ValueError, match=f"{variable}='http/json'"):
+        tracer_provider("drift")
+
+
+def test_grpc_is_imported_only_when_chosen() -> None:
+    script = (
+        "import sys; from mloop_common.telemetry import tracer_provider; tracer_provider('drift'); "
+        "print(any(m == 'grpc' or m.startswith('grpc.') for m in sys.modules))"
+    )
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    found = {}
+    for protocol in ("http/protobuf", "grpc"):
+        environ |= {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9", "OTEL_EXPORTER_OTLP_PROTOCOL": protocol}
+        done = subprocess.run([sys.executable, "-c", script], env=environ, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        found[protocol] = done.stdout.strip()
+    assert found == {"http/protobuf": "False", "grpc": "True"}

@@ -8,7 +8,6 @@ from typing import Any, TypeVar
 from urllib.parse import quote
 
 import httpx
-from opentelemetry.propagate import inject
 
 T = TypeVar("T")
 SERVICES = ("ingest", "trainer", "validator", "registry", "serving", "drift")
@@ -66,7 +65,6 @@ class Backend:
         json: Any = None,
     ) -> Any:
         headers = {"Authorization": f"Bearer {key}", "Accept": "application/json"}
-        inject(headers)
         try:
             response = await self._clients[service].request(method, path, params=params, json=json, headers=headers)
         except httpx.HTTPError as error:

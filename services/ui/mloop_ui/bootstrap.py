@@ -14,6 +14,7 @@ from fastapi import FastAPI
 from mloop_common.events import ALL_TOPICS, Topic
 from mloop_common.http import Degraded
 from mloop_common.runtime import bus_config, detect_code_version
+from mloop_common.telemetry import setup_tracing
 from mloop_ui.backend import Backend
 from mloop_ui.config import UiSettings
 from mloop_ui.feed import Feed, follow
@@ -39,6 +40,7 @@ class UiService:
 @asynccontextmanager
 async def bootstrap(settings: UiSettings, app: FastAPI) -> AsyncIterator[UiService]:
     logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per API call a page makes is noise
+    setup_tracing(settings.service)  # a page's calls to the services join their traces
     backend = Backend(
         {
             "ingest": settings.ingest_url,
