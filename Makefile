@@ -62,6 +62,7 @@ bench: up
 	$(PY) -m tests.perf.drift_throughput
 	$(PY) -m tests.perf.ingest_speed
 	$(PY) -m tests.perf.serving_speed
+	$(PY) -m tests.perf.training_overhead
 
 # Formatting, lint and types of libs/ and services/ (config in pyproject.toml); part of `make test`.
 lint: setup
