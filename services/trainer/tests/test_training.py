@@ -166,6 +166,25 @@ def test_pipeline_handles_missing_values_and_unseen_categories():
     assert model.predict(unseen)[0] in {"no", "yes"}
 
 
+def test_gradient_boosting_takes_numbers_as_they_are_and_its_model_loads_with_the_trusted_types():
+    frame = churn_frame()
+    features = ["usage", "age", "plan", "promo"]
+    boosted = build_pipeline(estimator_class("HistGradientBoostingClassifier")(random_state=0), frame, features)
+    linear = build_pipeline(estimator_class("LogisticRegression")(), frame, features)
+
+    boosted.fit(frame[features], frame["churned"])
+    loaded = load_model(dump_model(boosted))
+    with_gap = pd.DataFrame({"usage": [np.nan, 1.5], "age": [0.1, -0.3], "plan": ["pro", None], "promo": [True, None]})
+
+    def numbers(model):
+        return {name: step for name, step, _ in model.named_steps["preprocess"].transformers}["numeric"]
+
+    assert numbers(boosted) == "passthrough"  # no imputing or scaling in each fold: the booster does without
+    assert numbers(linear) != "passthrough"
+    assert list(loaded.predict(with_gap)) == list(boosted.predict(with_gap))
+    np.testing.assert_allclose(loaded.predict_proba(with_gap), boosted.predict_proba(with_gap))
+
+
 def test_training_picks_the_best_candidate_and_reports_every_one():
     frame = churn_frame()
     spec = make_spec()
