@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import signal
@@ -12,12 +13,12 @@ import uuid
 from pathlib import Path
 
 import httpx
-from mloop_ui.config import UI_PORT
 
 from mloop_common.artifacts import ArtifactStore, S3ArtifactStore, open_artifact_store
 from mloop_common.contracts import Lineage, RegisterVersion
 from mloop_common.events import ArtifactPointer
 from mloop_common.settings import SERVICE_PORTS, S3Settings
+from mloop_ui.config import UI_PORT
 
 # 18001..18006 by default: clear of a `make up` stack on 8001..8006.
 PORT_OFFSET = int(os.environ.get("MLOOP_TEST_PORT_OFFSET", "10000"))
@@ -63,6 +64,8 @@ class ServiceStack:
             "MLOOP_AUTH__ADMIN_KEY": self.admin_key,
             "MLOOP_API_KEY": self.admin_key,  # for the CLI run against this stack
             "MLOOP_SERVING_INSTANCE_ID": f"e2e-{self.run_id}",
+            # Artifact retention asks these services which artifacts they still need.
+            "MLOOP_REGISTRY_RETENTION__SOURCES": json.dumps({s: self.urls[s] for s in ("ingest", "trainer")}),
             # One thread per process for the numeric libraries: on a small shared machine, OpenMP's default of
             # a thread per core makes every gradient-boosting fit fight the other processes (measured: a
             # 400-row fit took 59 s instead of 9 s). It is what an operator would set on such a machine.

@@ -29,9 +29,11 @@ from tests.stack import ServiceStack
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 TIMEOUT = 120
-# The CLI's whole address space, libraries and thread stacks included (it idles at about 400 MiB of it).
-MEMORY_LIMIT = 640 * 1024 * 1024
-FILE_BYTES = 700 * 1024 * 1024
+# The CLI's whole address space, libraries and thread stacks included (it idles at about 400 MiB of it; its
+# resident peak while scoring this file was 443 MiB). 640 MiB stopped being enough when the workspace gained
+# packages (the web UI's, gRPC), though the CLI imports none of them: the limit follows the address space.
+MEMORY_LIMIT = 700 * 1024 * 1024
+FILE_BYTES = 760 * 1024 * 1024
 NOTE_CHARS = 8_000  # a wide column the model does not use: many bytes per row, so few rows to score
 SAMPLE = 300
 

@@ -65,10 +65,16 @@ class Backend:
         json: Any = None,
     ) -> Any:
         headers = {"Authorization": f"Bearer {key}", "Accept": "application/json"}
-        try:
-            response = await self._clients[service].request(method, path, params=params, json=json, headers=headers)
-        except httpx.HTTPError as error:
-            raise BackendError(service, 503, f"{service} is unreachable ({type(error).__name__})") from error
+        # A read is tried once more after a transport error: a service closes idle keep-alive connections, and
+        # a request sent on one just as it closes fails without having reached the service.
+        attempts = 2 if method == "GET" else 1
+        for attempt in range(1, attempts + 1):
+            try:
+                response = await self._clients[service].request(method, path, params=params, json=json, headers=headers)
+                break
+            except httpx.TransportError as error:
+                if attempt == attempts:
+                    raise BackendError(service, 503, f"{service} is unreachable ({type(error).__name__})") from error
         if response.status_code >= 400:
             status = response.status_code if response.status_code < 500 else 502
             if response.status_code == 503:

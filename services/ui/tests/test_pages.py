@@ -11,6 +11,10 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
+
+from mloop_common.auth import DEVELOPMENT_ADMIN_KEY, DEVELOPMENT_SECRET, Authenticator, Principal, StaticKeys, new_key
+from mloop_common.errors import ServiceUnavailable
+from mloop_common.http import PUBLIC_ROUTES, Access, create_app
 from mloop_ui import access, pages
 from mloop_ui.app import install
 from mloop_ui.backend import Backend
@@ -18,10 +22,6 @@ from mloop_ui.bootstrap import UiService
 from mloop_ui.config import UiSettings
 from mloop_ui.feed import Feed
 from mloop_ui.sessions import COOKIE, Sessions
-
-from mloop_common.auth import DEVELOPMENT_ADMIN_KEY, DEVELOPMENT_SECRET, Authenticator, Principal, StaticKeys, new_key
-from mloop_common.errors import ServiceUnavailable
-from mloop_common.http import PUBLIC_ROUTES, Access, create_app
 
 VIEWER, APPROVER, APP, UNCHECKABLE = (new_key().key for _ in range(4))
 NASTY = "<script>alert(1)</script>"

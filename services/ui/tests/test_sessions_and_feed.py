@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from mloop_common.auth import Permission, Principal
+from mloop_common.events import ALL_TOPICS, Envelope
 from mloop_ui.bootstrap import start_backlog
 from mloop_ui.feed import Feed
 from mloop_ui.sessions import Sessions
-
-from mloop_common.auth import Permission, Principal
-from mloop_common.events import ALL_TOPICS, Envelope
 
 VIEWER = Principal("vera", "viewer", key_id="1")
 
