@@ -455,13 +455,9 @@ def wasserstein_sorted(reference: NDArray[np.float64], window: NDArray[np.float6
     window's prefix sums give for any x. No merged sort of the two samples is needed.
     """
     m = window.size
-    prefix = np.concatenate([[0.0], np.cumsum(window)])
-
-    def integral_of_window_cdf(x: NDArray[np.float64]) -> NDArray[np.float64]:
-        count = np.searchsorted(window, x, side="right")
-        return (count * x - prefix[count]) / m
-
-    values, counts = np.unique(reference, return_counts=True)
+    first = _first_of_runs(reference)
+    values = reference[first]
+    counts = np.diff(np.append(np.flatnonzero(first), reference.size))
     low, high = min(values[0], window[0]), max(values[-1], window[-1])
     starts = np.concatenate([[low], values])
     ends = np.concatenate([values, [high]])
@@ -470,10 +466,32 @@ def wasserstein_sorted(reference: NDArray[np.float64], window: NDArray[np.float6
     k = np.ceil(level * m - 1e-9).astype(np.int64)
     crossing = np.where(k >= 1, window[np.clip(k - 1, 0, m - 1)], -np.inf)
     cross = np.clip(crossing, starts, ends)
-    g_start, g_cross, g_end = (integral_of_window_cdf(x) for x in (starts, cross, ends))
+    points = np.concatenate([starts, cross, ends])
+    count = np.searchsorted(window, points, side="right")
+    # G(x) = (count * x - sum of the window values <= x) / m, the sums taken only where they are needed.
+    g_start, g_cross, g_end = np.split((count * points - _prefix_sums_at(window, count)) / m, 3)
     below = level * (cross - starts) - (g_cross - g_start)
     above = (g_end - g_cross) - level * (ends - cross)
     return float(np.sum(below + above))
+
+
+def _first_of_runs(ordered: NDArray[Any]) -> NDArray[np.bool_]:
+    """Where each run of equal values in a sorted array starts (np.unique without its hashing or re-sorting)."""
+    return np.concatenate([[True], ordered[1:] != ordered[:-1]]) if ordered.size else np.zeros(0, dtype=bool)
+
+
+def _prefix_sums_at(ordered: NDArray[np.float64], counts: NDArray[np.int64]) -> NDArray[np.float64]:
+    """sum(ordered[:c]) for each c in counts: one pass of segment sums instead of a cumulative sum of every value."""
+    cuts = np.sort(counts[counts > 0])
+    cuts = cuts[_first_of_runs(cuts)]
+    if cuts.size == 0:
+        return np.zeros(counts.size)
+    segment_starts = np.concatenate([[0], cuts[:-1]])
+    segments = np.add.reduceat(ordered, segment_starts)
+    # reduceat's last segment runs to the end of the array; it must stop at the last cut.
+    segments[-1] = ordered[segment_starts[-1] : cuts[-1]].sum()
+    sums_at_cuts = np.concatenate([[0.0], np.cumsum(segments)])
+    return sums_at_cuts[np.where(counts > 0, np.searchsorted(cuts, counts) + 1, 0)]
 
 
 def _finite_or_none(value: float | None) -> float | None:

@@ -61,6 +61,8 @@ def numeric_column(values: Sequence[Any] | NDArray[Any], absent: int = 0) -> Num
     if pd.api.types.is_numeric_dtype(series.dtype) and not pd.api.types.is_bool_dtype(series.dtype):
         array = series.to_numpy(dtype=np.float64, na_value=np.nan)
         finite = np.isfinite(array)
+        if finite.all():  # the usual case: no masks to count, no copy to make
+            return NumericColumn(array, total, 0, 0, absent)
         nan = np.isnan(array)
         return NumericColumn(array[finite], total, int(nan.sum()), int((~finite & ~nan).sum()), absent)
     # Mixed or non-numeric column: the slow path, per value, only for columns that need it.

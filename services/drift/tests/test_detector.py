@@ -9,6 +9,7 @@ from pydantic import ValidationError
 from mloop_common.datacontract import ColumnContract, DatasetContract, Declared, ValueRange
 from mloop_common.profile import CategoricalProfile, EvaluationSet, NumericProfile, ReferenceProfile
 from mloop_common.spec import DRIFT_METHODS, DriftPolicy, FeatureConstraint
+from mloop_drift import detector
 from mloop_drift.detector import DriftConfig, Verdict, evaluate_window, triage
 from mloop_drift.performance import PerformanceRules
 from mloop_drift.stats import METHODS, Significance, UpperBound
@@ -137,6 +138,17 @@ def test_window_like_the_training_data_reports_no_drift() -> None:
     assert report.data_quality_issues == ()
     assert report.prediction is not None and report.prediction.drifted is False
     assert report.summary.startswith("No drift: 0 of 3 features drifted")
+
+
+def test_a_large_window_judged_on_several_cores_gets_the_same_report(monkeypatch: pytest.MonkeyPatch) -> None:
+    rows = churn_rows(age_mean=50.0, usage_mean=120.0)
+    one_core = evaluate_window(churn_profile(), rows, class_predictions(), task="classification")
+
+    monkeypatch.setattr(detector, "PARALLEL_MIN_VALUES", 1)
+    several = evaluate_window(churn_profile(), rows, class_predictions(), task="classification")
+
+    assert several.to_dict() == one_core.to_dict()
+    assert several.drifted_features == ("age", "usage")
 
 
 def test_shifted_features_with_performance_unknown_are_a_covariate_shift_to_investigate() -> None:

@@ -343,6 +343,15 @@ def test_wasserstein_on_sorted_samples_matches_scipy(n: int, m: int) -> None:
     assert wasserstein_sorted(reference, window) == pytest.approx(sps.wasserstein_distance(reference, window))
 
 
+@pytest.mark.parametrize("seed", range(40))
+def test_wasserstein_matches_scipy_on_small_samples_full_of_ties(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    reference = np.sort(rng.integers(0, 6, rng.integers(1, 30)).astype(float))
+    window = np.sort(rng.integers(0, 6, rng.integers(1, 40)).astype(float) + seed % 3)
+
+    assert wasserstein_sorted(reference, window) == pytest.approx(sps.wasserstein_distance(reference, window))
+
+
 def test_ks_on_a_large_window_matches_scipys_asymptotic_test() -> None:
     entry = numeric_entry(np.random.default_rng(1).normal(0.0, 1.0, 5000))
     window = np.random.default_rng(2).normal(0.05, 1.0, 20_000)
