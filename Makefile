@@ -13,7 +13,7 @@ UV := .cache/uv-tool/bin/uv
 export UV_PYTHON_DOWNLOADS := never
 MEMBERS := $(wildcard libs/*/pyproject.toml services/*/pyproject.toml cli/pyproject.toml)
 
-.PHONY: setup infra up down status demo test test-unit efficacy bench lint format clean
+.PHONY: setup infra up down status demo test test-unit efficacy bench lint audit format clean
 
 setup: $(STAMP)
 
@@ -44,7 +44,7 @@ demo: up
 	$(VENV)/bin/mloop demo
 
 # Integration and e2e tests start their own Kafka broker (ports 19092/19093) and use their own schemas.
-test: lint
+test: lint audit
 	$(LOCAL)/postgres.sh start
 	$(PY) -m pytest -q
 
@@ -69,6 +69,25 @@ lint: setup
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
+
+# Known vulnerabilities in uv.lock's packages (tools/audit.py says what fails); part of `make test`. pip-audit runs
+# from its own venv, not uv.lock; an unreachable vulnerability service skips the audit with one line.
+PIP_AUDIT_VERSION := 2.9.0
+PIP_AUDIT := .cache/pip-audit-$(PIP_AUDIT_VERSION)
+AUDIT_SERVICE ?= pypi
+EXPORT := $(UV) export --frozen --all-packages --no-emit-workspace --no-hashes --no-header --format requirements-txt -q
+
+$(PIP_AUDIT)/.installed:
+	$(PYTHON) -m venv --clear $(PIP_AUDIT)
+	timeout 300 $(PIP_AUDIT)/bin/python -m pip install -q "pip-audit==$(PIP_AUDIT_VERSION)"
+	@touch $@
+
+audit: $(UV) $(PIP_AUDIT)/.installed
+	@mkdir -p .run/audit
+	@$(EXPORT) --no-dev -o .run/audit/runtime.txt
+	@$(EXPORT) --all-groups -o .run/audit/all.txt
+	timeout 360 $(PIP_AUDIT)/bin/python tools/audit.py --pip-audit $(PIP_AUDIT)/bin/pip-audit \
+		--runtime .run/audit/runtime.txt --all .run/audit/all.txt --service $(AUDIT_SERVICE) --timeout 300
 
 format: setup
 	$(VENV)/bin/ruff format .
