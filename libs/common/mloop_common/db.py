@@ -23,6 +23,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 from mloop_common.events import MAX_MESSAGE_BYTES, Envelope, Header, ensure_fits, record_size, to_record
+from mloop_common.jsoncodec import json_dumps, json_loads
 from mloop_common.settings import ServiceSettings
 from mloop_common.telemetry import current_trace_headers
 
@@ -77,7 +78,13 @@ class Database:
             connect_args["server_settings"] = {"search_path": schema}
         self.schema = schema
         self.engine: AsyncEngine = create_async_engine(
-            url, pool_size=pool_size, pool_timeout=pool_timeout, pool_pre_ping=True, connect_args=connect_args
+            url,
+            pool_size=pool_size,
+            pool_timeout=pool_timeout,
+            pool_pre_ping=True,
+            connect_args=connect_args,
+            json_serializer=json_dumps,
+            json_deserializer=json_loads,
         )
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
 

@@ -8,7 +8,6 @@ and the official CloudEvents SDKs can read every message.
 from __future__ import annotations
 
 import builtins
-import json
 import uuid
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -18,6 +17,7 @@ from typing import Any, Final, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from mloop_common.errors import PayloadTooLarge, PermanentError
+from mloop_common.jsoncodec import json_loads, json_record
 
 
 class Topic(StrEnum):
@@ -385,7 +385,7 @@ def to_record(event: Envelope) -> tuple[bytes, bytes, list[Header]]:
         "tracestate": event.tracestate,
     }
     headers = [(k, v.encode()) for k, v in attrs.items() if v]
-    value = json.dumps(event.data, separators=(",", ":"), default=str).encode()
+    value = json_record(event.data)
     return event.key.encode(), value, headers
 
 
@@ -423,7 +423,7 @@ def from_record(value: bytes | None, headers: list[Header] | tuple[Header, ...])
     if attrs["ce_specversion"] != SPEC_VERSION:
         raise InvalidEvent(f"unsupported ce_specversion {attrs['ce_specversion']!r}")
     try:
-        data = json.loads(value or b"")
+        data = json_loads(value or b"")
     except ValueError as exc:
         raise InvalidEvent(f"record value is not JSON: {exc}") from exc
     if not isinstance(data, dict):

@@ -177,8 +177,9 @@ class DriftMonitor:
                 return
             monitored = await unit.lock_monitored(logged.model, logged.version)
             time_column = monitored.time_column if monitored is not None else None
+            # The records were validated with the event; building each again through pydantic would cost as much.
             predictions = [
-                Prediction(
+                Prediction.model_construct(
                     request_id=r.request_id,
                     logged_at=r.timestamp,
                     inputs=r.inputs,

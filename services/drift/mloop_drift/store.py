@@ -267,14 +267,21 @@ class SqlDriftUnit(SqlUnit):
         return await self._monitored(model, version, lock=False)
 
     async def _monitored(self, model: str, version: int, *, lock: bool) -> MonitoredVersion | None:
-        query = sa.select(monitored).where(monitored.c.model == model, monitored.c.version == version)
+        which = (monitored.c.model == model, monitored.c.version == version)
+        # The profile (hundreds of kB of JSON) is read only when its parsed form is not kept already.
+        query = sa.select(*(c for c in monitored.c if c.name != "profile")).where(*which)
         row = (await self.session.execute(query.with_for_update() if lock else query)).first()
         if row is None:
             return None
+        key = (row.model, row.version, row.promoted_at)
+        profile = _PROFILES.get(key)
+        if profile is None:
+            stored = (await self.session.execute(sa.select(monitored.c.profile).where(*which))).scalar_one()
+            profile = _parsed_profile(*key, stored)
         return MonitoredVersion.model_validate(
             {
                 **row._mapping,
-                "profile": _parsed_profile(row.model, row.version, row.promoted_at, row.profile),
+                "profile": profile,
                 "cooldown": CooldownState.from_dict(row.cooldown),
                 "policy": known_policy(row.policy),
             }
@@ -369,7 +376,7 @@ class SqlDriftUnit(SqlUnit):
             .values(window_index=index)
             .returning(*observations.c)
         )
-        rows = [Observation.model_validate(row) for row in await self.session.execute(taken)]
+        rows = [_observation(row) for row in await self.session.execute(taken)]
         return sorted(rows, key=lambda row: (row.logged_at, row.request_id))
 
     async def place_in_windows(self, model: str, version: int, windows: Mapping[str, int]) -> None:
@@ -408,7 +415,7 @@ class SqlDriftUnit(SqlUnit):
             .order_by(observations.c.logged_at.desc(), observations.c.request_id.desc())
             .limit(limit)
         )
-        newest_first = [Observation.model_validate(row) for row in await self.session.execute(query)]
+        newest_first = [_observation(row) for row in await self.session.execute(query)]
         return newest_first[::-1]
 
     async def windows_of(self, model: str, request_ids: Sequence[str]) -> list[tuple[int, int]]:
@@ -463,7 +470,7 @@ class SqlDriftUnit(SqlUnit):
             .order_by(observations.c.logged_at.desc())
             .limit(limit)
         )
-        newest_first = [Observation.model_validate(row) for row in await self.session.execute(query)]
+        newest_first = [_observation(row) for row in await self.session.execute(query)]
         return newest_first[::-1]
 
     async def add_report(self, report: Report) -> None:
@@ -597,3 +604,9 @@ def known_policy(stored: Mapping[str, Any] | None) -> DriftPolicy:
     """A stored or received drift policy, reading only the options this version of drift knows."""
     known = {k: v for k, v in (stored or {}).items() if k in DriftPolicy.model_fields}
     return DriftPolicy.model_validate(known)
+
+
+def _observation(row: sa.Row[Any]) -> Observation:
+    """A row of the observations table as read back in bulk (windows of thousands): its columns already have the
+    model's types, so pydantic's validation of each one is skipped."""
+    return Observation.model_construct(**row._mapping)

@@ -7,6 +7,7 @@ Everything the detector measures is then computed on these arrays.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -192,14 +193,21 @@ def probability_matrix(rows: Sequence[Sequence[float] | None]) -> FloatArray:
         return np.full((len(rows), 0), np.nan)
     width = int(np.bincount(lengths).argmax())
     matrix = np.full((len(rows), width), np.nan)
-    for i, vector in enumerate(rows):
-        if isinstance(vector, list | tuple | np.ndarray) and len(vector) == width:
-            try:
-                parsed = np.asarray(vector, dtype=np.float64)
-            except (TypeError, ValueError):
-                continue
-            if np.all(np.isfinite(parsed)) and np.all((parsed >= 0) & (parsed <= 1)):
-                matrix[i] = parsed
+    shaped = [
+        i for i, vector in enumerate(rows) if isinstance(vector, list | tuple | np.ndarray) and len(vector) == width
+    ]
+    if not shaped:
+        return matrix
+    try:  # one conversion for the whole window; vector by vector only when some entry is not a number
+        block = np.array([rows[i] for i in shaped], dtype=np.float64).reshape(len(shaped), width)
+    except (TypeError, ValueError):
+        block = np.full((len(shaped), width), np.nan)
+        for j, i in enumerate(shaped):
+            with contextlib.suppress(TypeError, ValueError):
+                block[j] = np.asarray(rows[i], dtype=np.float64)
+    valid = np.isfinite(block).all(axis=1) & ((block >= 0) & (block <= 1)).all(axis=1)
+    block[~valid] = np.nan
+    matrix[shaped] = block
     return matrix
 
 

@@ -45,6 +45,13 @@ def test_malformed_probability_vectors_become_nan_rows() -> None:
     assert np.isnan(matrix[1:5]).all() and matrix[5].tolist() == [0.3, 0.7]
 
 
+def test_numeric_vectors_out_of_range_or_not_finite_become_nan_rows_and_the_rest_stay() -> None:
+    matrix = probability_matrix([[0.2, 0.8], [1.5, -0.5], [float("nan"), 1.0], (0.3, 0.7), np.array([0.6, 0.4])])
+
+    assert np.isnan(matrix[1:3]).all()
+    assert matrix[[0, 3, 4]].tolist() == [[0.2, 0.8], [0.3, 0.7], [0.6, 0.4]]
+
+
 def test_columns_must_match_the_rows() -> None:
     with pytest.raises(ValueError, match="labels has 1 entries for 2 rows"):
         Window.from_rows({"x": "numeric"}, [{"x": 1}, {"x": 2}], [0, 1], labels=[0])

@@ -1,0 +1,51 @@
+"""Events and JSON columns go through orjson for speed, and read back exactly what the json module would give."""
+
+import json
+from datetime import UTC, datetime
+from pathlib import PurePosixPath
+from typing import Any
+
+import pytest
+
+from mloop_common.jsoncodec import json_dumps, json_loads, json_record
+
+VALUES: list[Any] = [
+    {"age": 41, "income": 52_000.5, "city": "Zürich", "tags": ["a", None, True]},
+    [0.1, 0.2, 0.7],
+    {"big": 12_345_678_901_234_567_890_123, "small": -(2**63)},
+    10**30,
+    {"nested": {"deep": [{"x": 1e-300}, {"y": -0.0}]}},
+    "line\u2028separator and \u00e9",
+]
+
+
+@pytest.mark.parametrize("value", VALUES)
+def test_a_value_reads_back_as_the_json_module_would_give_it(value: Any) -> None:
+    assert json_loads(json_dumps(value)) == json.loads(json.dumps(value))
+
+
+def test_integers_beyond_64_bits_stay_exact_both_ways() -> None:
+    text = json_dumps({"id": 2**70 + 1})
+
+    assert json_loads(text)["id"] == 2**70 + 1
+    assert json_loads('{"id": 1180591620717411303425}')["id"] == 1180591620717411303425
+
+
+def test_text_only_the_json_module_accepts_is_still_read() -> None:
+    assert json_loads('"\\ud800"') == "\ud800"  # a lone surrogate, escaped
+
+
+def test_keys_that_are_not_text_become_text_as_with_the_json_module() -> None:
+    assert json_loads(json_dumps({1: "one"})) == {"1": "one"}
+
+
+@pytest.mark.parametrize("value", VALUES)
+def test_an_event_record_reads_back_as_its_data(value: Any) -> None:
+    assert json_loads(json_record(value)) == json.loads(json.dumps(value))
+
+
+def test_an_event_record_writes_what_json_has_no_type_for_as_text() -> None:
+    data = json_loads(json_record({"at": datetime(2026, 12, 1, 10, 30, tzinfo=UTC), "path": PurePosixPath("a/b")}))
+
+    assert datetime.fromisoformat(data["at"]) == datetime(2026, 12, 1, 10, 30, tzinfo=UTC)
+    assert data["path"] == "a/b"
