@@ -223,6 +223,21 @@ def test_the_ui_and_retention_reach_the_services_by_their_service_names(folder: 
     assert sources == {service: f"http://{service}:{SERVICE_PORTS[service]}" for service in ("ingest", "trainer")}
 
 
+@pytest.mark.parametrize("folder", [BASE, *OVERLAYS], ids=lambda p: p.name)
+def test_every_deployment_sends_traces_to_the_collector_port_of_its_otlp_protocol(folder: Path) -> None:
+    receiver = yaml.safe_load((REPO / "deploy" / "otel" / "collector.yml").read_text())["receivers"]["otlp"]
+    ports = {
+        "grpc": receiver["protocols"]["grpc"]["endpoint"].rsplit(":", 1)[1],
+        "http/protobuf": receiver["protocols"]["http"]["endpoint"].rsplit(":", 1)[1],
+    }
+    for deployment in deployments(build(folder)):
+        [container] = deployment["spec"]["template"]["spec"]["containers"]
+        variables = environment(container, build(folder))
+        protocol = variables.get("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
+        endpoint = variables["OTEL_EXPORTER_OTLP_ENDPOINT"]
+        assert endpoint.rsplit(":", 1)[1] == ports[protocol], f"{folder.name} {deployment['metadata']['name']}"
+
+
 def test_migration_job_migrates_every_service_with_a_database() -> None:
     job = build(BASE)[("Job", "mloop-migrate")]
     containers = job["spec"]["template"]["spec"]["containers"]
