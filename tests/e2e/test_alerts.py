@@ -1,5 +1,6 @@
 """Alerts to people on the real stack: a model rejected by the release gate reaches a webhook (retried after a
-500, signed) and an SMTP server, and an alert waiting for a receiver survives a SIGKILL of the registry."""
+500, signed) and an SMTP server, drift in a served model's traffic does too (linking drift's report), and an
+alert waiting for a receiver survives a SIGKILL of the registry."""
 
 from __future__ import annotations
 
@@ -15,12 +16,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 from aiosmtpd.controller import Controller
 
-from mloop_registry.alerts import verify
+from mloop_registry.alerts import drift_severity, verify
 from tests.conftest import REPO, eventually, running
-from tests.e2e.test_release_gate import declare, publish, spec
+from tests.e2e.test_release_gate import declare, publish, served_version, spec
 from tests.stack import ServiceStack
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -190,6 +192,54 @@ async def test_a_rejected_model_alerts_the_webhook_after_a_failed_attempt_and_by
 
     assert await alerts_counted(clients["registry"], "ops-hook", "delivered") >= 1
     assert await alerts_counted(clients["registry"], "ops-mail", "delivered") >= 1
+
+
+async def test_drift_in_served_traffic_alerts_the_webhook_and_the_mailbox_with_a_link_to_the_drift_report(
+    stack: ServiceStack, clients: dict[str, httpx.AsyncClient], webhook: Webhook, mailbox: Mailbox
+) -> None:
+    name = f"alert-drift-{uuid.uuid4().hex[:6]}"
+    window = 50  # the smallest window a spec may ask for: one request fills it
+    declared = spec(name)
+    declared["drift"] = {"window": window}
+    await declare(clients["registry"], declared)
+    await publish(clients["ingest"], name, seed=4)
+    # Trained, validated, registered, promoted and loaded (this probe is the window's first prediction).
+    assert await eventually(lambda: served_version(clients["serving"], name), timeout=TIMEOUT, interval=0.5) == 1
+
+    # Production traffic where x3 moved four standard deviations; the label does not depend on x3, so the
+    # model's confidence holds: a covariate shift for a person to look at, not a retrain.
+    rng = np.random.default_rng(44)
+    x = rng.normal(size=(window, 3)) + [0.0, 0.0, 4.0]
+    instances = [{"x1": a, "x2": b, "x3": c} for a, b, c in x.tolist()]
+    response = await clients["serving"].post(f"/v1/models/{name}:predict", json={"instances": instances})
+    assert response.status_code == 200, response.text
+
+    [(_, headers, body)] = await eventually(lambda: delivered(webhook, name), timeout=TIMEOUT, interval=0.5)
+    assert verify(body, SECRET, headers["X-Mloop-Signature"])
+    assert not verify(body, "another-secret", headers["X-Mloop-Signature"])
+    alert = json.loads(body)
+    assert alert["id"] == headers["X-Mloop-Alert-Id"]
+    assert (alert["type"], alert["model"], alert["version"]) == ("drift.detected", name, 1)
+    details = alert["details"]
+    assert details["window_size"] == window and "x3" in details["drifted_features"]
+
+    # The alert says what drift's own report on that window says, and links to it.
+    report_path = f"/v1/drift/{name}/reports/{details['report_id']}"
+    assert alert["link"] == stack.urls["drift"] + report_path
+    report = (await clients["drift"].get(report_path)).json()
+    assert (report["model"], report["version"], report["emitted"]) == (name, 1, True)
+    assert (details["cause"], details["action"]) == (report["cause"], report["action"])
+    assert (report["cause"], report["action"]) == ("covariate_shift", "investigate")
+    assert alert["severity"] == drift_severity(report["cause"], report["action"]) == "warning"
+    assert details["drifted_features"] == report["report"]["drifted_features"]
+
+    [message] = await eventually(lambda: mailbox.for_model(name), timeout=TIMEOUT, interval=0.5)
+    assert message["To"] == "oncall@example.org" and message["From"] == "mloop@example.org"
+    assert message["Subject"].startswith(f"[mloop warning] {name} v1: covariate_shift (investigate)")
+    assert message["Message-ID"] == f"<{alert['id']}@mloop.alerts>"
+    assert alert["link"] in message.get_content()
+    # One window, one alarm: the webhook got this alert once (no failed attempt was asked for).
+    assert [status for status, _, _ in webhook.for_model(name)] == [200]
 
 
 async def test_an_alert_waiting_for_its_receiver_survives_a_kill_of_the_registry(
