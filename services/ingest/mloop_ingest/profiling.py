@@ -249,9 +249,10 @@ def _numeric(
         held = values[split.holdout & ~missing_mask] if missing else values[split.holdout]
         if len(train) > 1 and len(held) > 1:
             pooled = math.sqrt((float(train.var(ddof=1)) + float(held.var(ddof=1))) / 2)
-            gap = float(held.mean() - train.mean())
+            train_mean, held_mean = float(train.mean()), float(held.mean())
+            gap = held_mean - train_mean
             facts.split_difference = abs(gap) / pooled if pooled > 0 else (0.0 if gap == 0 else math.inf)
-            facts.split_detail = f"mean {train.mean():.4g} in training, {held.mean():.4g} held out"
+            facts.split_detail = f"mean {train_mean:.4g} in training, {held_mean:.4g} held out"
     # Missing values are NumPy's one NaN already (numeric_values), so equal rows hash equally.
     return facts, values.view("uint64")
 
@@ -286,6 +287,10 @@ def _categorical(
     return facts, codes.astype("uint64")
 
 
+# Columns shorter than this are profiled one after another (each costs well under a millisecond of Python).
+PARALLEL_MIN_ROWS = 20_000
+
+
 def profile(
     frame: pd.DataFrame,
     *,
@@ -316,11 +321,15 @@ def profile(
 
     row_hash = pd.Series(0, index=range(len(frame)), dtype="uint64").to_numpy(copy=True)
     columns: dict[str, ColumnFacts] = {}
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        # Column hashes are summed (wrapping), which does not depend on the order in which columns finish.
-        for facts, keys in pool.map(visit, range(len(names))):
-            row_hash += keys
-            columns[facts.name] = facts
+    # Column hashes are summed (wrapping), which does not depend on the order in which columns finish.
+    if workers > 1 and len(frame) >= PARALLEL_MIN_ROWS:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            visited = list(pool.map(visit, range(len(names))))
+    else:  # short columns are mostly Python work: threads would only pass the GIL back and forth
+        visited = [visit(index) for index in range(len(names))]
+    for facts, keys in visited:
+        row_hash += keys
+        columns[facts.name] = facts
     table = TableFacts(rows=len(frame), columns=columns, target=target, time=time_facts, split_how=split.how)
     table.declared_columns = set(declared)
     table.non_nullable = {n for n, d in declared.items() if d.nullable is False}

@@ -82,17 +82,17 @@ def _refuse_bad_names(names: list[str], limits: Limits) -> None:
         raise InvalidInput("a column has an empty name", field="file")
 
 
-def arrow_type(series: pd.Series) -> str:
-    """The Arrow type of a column, e.g. ``double``, ``string``, ``timestamp[s]``, ``list<item: int64>``."""
-    dtype = series.dtype
+def arrow_type(column: pd.Series | Any) -> str:
+    """The Arrow type of a column or of its dtype, e.g. ``double``, ``string``, ``timestamp[s]``, ``list<...>``."""
+    dtype = column.dtype if isinstance(column, pd.Series) else column
     if isinstance(dtype, pd.ArrowDtype):
         return str(dtype.pyarrow_dtype)
     return str(dtype)
 
 
-def column_type(series: pd.Series) -> ColumnType | None:
-    """The coarse type a version's schema records (None: a type a dataset may not hold)."""
-    name = arrow_type(series)
+def column_type(column: pd.Series | Any) -> ColumnType | None:
+    """The coarse type a version's schema records for a column (or its dtype); None: a type a dataset may not hold."""
+    name = arrow_type(column)
     if name == "bool":
         return "boolean"
     if name.startswith(("int", "uint", "float", "double", "halffloat", "decimal")):
@@ -105,16 +105,16 @@ def column_type(series: pd.Series) -> ColumnType | None:
 
 
 def _refuse_bad_types(frame: pd.DataFrame) -> None:
-    for name in frame.columns:
-        series = frame[name]
-        kind = arrow_type(series)
+    # From the dtypes alone: taking each column out of a 50,000-column frame costs far more than the checks.
+    for name, dtype in frame.dtypes.items():
+        kind = arrow_type(dtype)
         if kind in ("binary", "large_binary"):
             raise InvalidInput(f"column {name!r} is not UTF-8 text", field="file")
         if kind.startswith(("list", "large_list", "struct", "map", "fixed_size_list")):
             raise InvalidInput(
                 f"column {name!r} has the nested type {kind}: only flat columns are allowed", field="file"
             )
-        if column_type(series) is None:
+        if column_type(dtype) is None:
             raise InvalidInput(f"column {name!r} has the unsupported type {kind}", field="file")
 
 
@@ -161,8 +161,8 @@ def read_table(path: Path, filename: str = "", limits: Limits | None = None) -> 
     if frame.empty:
         raise InvalidInput("the file has a header but no rows", field="file")
     _refuse_bad_types(frame)
-    for name in names:
-        if column_type(frame[name]) == "string":
+    for name, dtype in frame.dtypes.items():
+        if column_type(dtype) == "string":
             examples = mixed_values(frame[name])
             if examples:
                 raise InvalidInput(
@@ -180,10 +180,18 @@ def _has_tz(series: pd.Series) -> bool:
 
 
 def numeric_values(series: pd.Series) -> Any:
-    """A numeric or datetime column as a float64 NumPy array, NaN for missing (datetimes: seconds since 1970)."""
+    """A numeric or datetime column as a float64 NumPy array, NaN for missing (datetimes: seconds since 1970).
+
+    The array may be a read-only view of Arrow's buffer: copy it before changing it.
+    """
     if column_type(series) == "datetime":
         # Through Arrow: pandas cannot fill the gaps of an Arrow timestamp[s] column while converting it.
         stamps = pa.array(series).cast(pa.timestamp("ns", tz="UTC") if _has_tz(series) else pa.timestamp("ns"))
         nanoseconds = pc.cast(stamps, pa.int64()).to_numpy(zero_copy_only=False)
         return nanoseconds.astype("float64") / 1e9
+    if isinstance(series.dtype, pd.ArrowDtype):
+        # Straight from Arrow: several times less overhead per column than pandas' conversion (wide files).
+        # Unsafe cast: integers beyond 2**53 become the nearest float, as pandas would make them.
+        floats = pc.cast(series.array.__arrow_array__(), pa.float64(), safe=False)
+        return floats.to_numpy(zero_copy_only=False)
     return series.to_numpy(dtype="float64", na_value=math.nan)
