@@ -71,7 +71,7 @@ class DeliveryError(Exception):
 
 
 class AlertWriter:
-    """Consumes model.rejected, drift.detected and model.served; writes the deliveries their alerts need."""
+    """Consumes model.rejected, drift.detected, model.served and training.failed; writes the deliveries of alerts."""
 
     def __init__(
         self, *, store: Store[RegistryUnit], settings: AlertSettings, registry_url: str, on_written: Callable[[], None]
