@@ -89,7 +89,11 @@ async def bootstrap(settings: ServingSettings, app: FastAPI) -> AsyncIterator[Se
         max_instances=settings.max_instances,
         max_shadow_pending=settings.max_shadow_pending,
         batcher=(
-            MicroBatcher(max_wait=settings.batch_max_wait_us / 1e6, max_rows=settings.batch_max_rows)
+            MicroBatcher(
+                max_wait=settings.batch_max_wait_us / 1e6,
+                quiet=settings.batch_quiet_us / 1e6,
+                max_rows=settings.batch_max_rows,
+            )
             if settings.batching
             else None
         ),

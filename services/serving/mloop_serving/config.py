@@ -41,8 +41,10 @@ class ServingSettings(ServiceSettings):
     native_threads: int = Field(1, ge=0)
     # Adaptive micro-batching of concurrent small requests (see batching.py); off: each request scored alone.
     batching: bool = True
-    # How long a request may wait for others to join its batch (only while requests come concurrently).
-    batch_max_wait_us: int = Field(200, ge=0, le=100_000)
+    # How long a request may wait for others to join its batch (only while requests come concurrently): in
+    # slices of batch_quiet_us, as long as each slice brings more requests, at most batch_max_wait_us in all.
+    batch_max_wait_us: int = Field(3000, ge=0, le=100_000)
+    batch_quiet_us: int = Field(700, ge=1, le=100_000)
     batch_max_rows: int = Field(256, ge=1)
 
     @property

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 from collections import defaultdict
 from collections.abc import Callable, Sequence
@@ -131,6 +132,7 @@ class Loader:
         # next model.rollout event (or a restart); it never holds up readiness.
         rolled_out = [m.name for m in models if PRODUCTION in m.aliases and set(m.aliases) & set(ROLLOUT_ALIASES)]
         await asyncio.gather(*(self.ensure_rollouts(name) for name in rolled_out), return_exceptions=True)
+        freeze_heap()
         self.synced = True
         self.host.starting = False
 
@@ -286,6 +288,28 @@ class Loader:
         )
         model.predict(model.frame([warmup_instance(profile, features)]))
         return model
+
+
+YOUNG_COLLECTION_THRESHOLD = 20_000  # net new container objects between young collections (Python's default: 700)
+
+
+def freeze_heap() -> None:
+    """Take what is alive now (the libraries, the models just loaded) out of the cyclic garbage collector's sight,
+    and collect the young generation less often.
+
+    A full collection walks every tracked object: with scikit-learn, pandas and a model in memory some 200,000,
+    about 90 ms of a core, on the event loop, every few seconds under load; each stalled every request in flight
+    (most of serving's p99). Frozen objects are still freed by reference counting; only cycles among them are
+    never collected, which for modules and the models serving starts with is what happens anyway.
+
+    Python's young collection runs every 700 new objects: under load that caught each request in flight, moved
+    its objects to the middle generation and walked them there again (some 6% of a request's CPU). At 20,000
+    most of a request's objects are already freed when it runs; cyclic garbage waits a little longer for it.
+    """
+    gc.collect()
+    gc.freeze()
+    _, middle, old = gc.get_threshold()
+    gc.set_threshold(YOUNG_COLLECTION_THRESHOLD, max(middle, 20), max(old, 20))
 
 
 @dataclass(frozen=True)

@@ -66,12 +66,18 @@ class LoadedModel:
         width = len(self.features)
         if all(self._numeric):
             block = np.array(rows, dtype=np.float64).reshape(len(rows), width)
-            return pd.DataFrame(block, columns=self.features, copy=False)
+            return pd.DataFrame(block, columns=self._columns, copy=False)
         columns: dict[str, Any] = {}
         for position, (feature, numeric) in enumerate(zip(self.features, self._numeric, strict=True)):
             values = [row[position] for row in rows]
             columns[feature] = np.array(values, dtype=np.float64) if numeric else values
-        return pd.DataFrame(columns, columns=self.features)
+        return pd.DataFrame(columns, columns=self._columns)
+
+    @cached_property
+    def _columns(self) -> pd.Index:
+        """The features as a column index, made once: building it from the list of names was most of the cost
+        of a one-row frame (an Index is immutable, so every frame can share it)."""
+        return pd.Index(self.features)
 
     @cached_property
     def _numeric(self) -> list[bool]:

@@ -124,11 +124,13 @@ def parse_infer_request(body: bytes, json_length: str | None = None) -> InferCal
     if not isinstance(inputs, list) or not inputs:
         raise InvalidInput("inputs: must be a non-empty list of tensors", field="inputs")
     tensors: list[Tensor] = []
+    names: set[str] = set()
     offset = 0
     for index, item in enumerate(inputs):
         tensor, offset = _input(item, f"inputs[{index}]", binary, offset)
-        if any(t.name == tensor.name for t in tensors):
+        if tensor.name in names:
             raise InvalidInput(f"inputs[{index}].name: {tensor.name!r} is given twice", field=f"inputs[{index}].name")
+        names.add(tensor.name)
         tensors.append(tensor)
     if binary is not None and offset != len(binary):
         raise InvalidInput(
@@ -189,7 +191,7 @@ def _input(item: Any, where: str, binary: bytes | None, offset: int) -> tuple[Te
     if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
         raise InvalidInput(f"{where}.shape: must be a list of non-negative integers", field=f"{where}.shape")
     count = math.prod(shape)
-    parameters = _parameters(item, f"{where}.parameters")
+    parameters = _parameters(item, f"{where}.parameters") if "parameters" in item else {}
     if "shared_memory_region" in parameters:
         raise InvalidInput(f"{where}: shared memory is not supported; send the data", field=f"{where}.parameters")
     size = parameters.get("binary_data_size")
@@ -248,6 +250,8 @@ def _json_values(data: Any, datatype: Datatype, count: int, where: str) -> list[
     values = _flatten(data)
     if len(values) != count:
         raise InvalidInput(f"{where}.data: {len(values)} values for a shape of {count} elements", field=f"{where}.data")
+    if datatype.kind == "float" and all(type(v) is float or type(v) is int for v in values):
+        return values  # the common case, checked in one pass; otherwise find the offending value below
     for position, value in enumerate(values):
         if not _fits(value, datatype):
             raise InvalidInput(

@@ -1,4 +1,5 @@
 import asyncio
+import threading
 
 import numpy as np
 import pandas as pd
@@ -69,6 +70,50 @@ async def test_a_lone_request_is_answered_without_waiting_for_company():
     predictions, _ = await asyncio.wait_for(batcher.predict(served, [[3.0, -3.0]]), 5)
 
     assert predictions == ["yes"]
+
+
+class Held(Counting):
+    """Scores only once released, so a test decides what arrives while a batch is being scored."""
+
+    def __init__(self, inner):
+        super().__init__(inner)
+        self.release = threading.Event()
+
+    def predict_proba(self, frame):
+        self.release.wait(10)
+        return super().predict_proba(frame)
+
+
+async def test_requests_arriving_while_a_batch_gathers_join_it_until_arrivals_stop():
+    estimator = Held(fitted())
+    served = model(estimator)
+    batcher = MicroBatcher(max_wait=30.0, quiet=1.0)  # arrivals 0.05 s apart keep it gathering; 30 s never ends it
+    first = [asyncio.create_task(batcher.predict(served, rows(1, seed=i))) for i in range(2)]
+    await asyncio.sleep(0.05)  # the first two are being scored together: there is concurrency
+    later = [asyncio.create_task(batcher.predict(served, rows(1, seed=2)))]
+    estimator.release.set()
+    for seed in range(3, 6):
+        await asyncio.sleep(0.05)
+        later.append(asyncio.create_task(batcher.predict(served, rows(1, seed=seed))))
+
+    answers = await asyncio.wait_for(asyncio.gather(*first, *later), 20)
+
+    assert estimator.calls == 2  # the first two, then the four that came while the second batch gathered
+    assert all(len(predictions) == 1 for predictions, _ in answers)
+
+
+async def test_a_gathering_batch_goes_once_a_quiet_slice_brings_no_one():
+    estimator = Held(fitted())
+    served = model(estimator)
+    batcher = MicroBatcher(max_wait=30.0, quiet=0.01)  # waiting 30 s would time the test out
+    first = [asyncio.create_task(batcher.predict(served, rows(1, seed=i))) for i in range(2)]
+    await asyncio.sleep(0.05)
+    second = asyncio.create_task(batcher.predict(served, rows(1, seed=2)))
+    estimator.release.set()
+
+    await asyncio.wait_for(asyncio.gather(*first, second), 5)
+
+    assert estimator.calls == 2
 
 
 async def test_a_request_that_fails_the_model_fails_alone():
