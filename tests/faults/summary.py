@@ -2,7 +2,8 @@
 
 Several test modules contribute rows; each writes only its own and keeps the others' (a row is replaced by
 the next run of the same scenario, matched by its number, the first word of ``scenario``), so the table
-holds every scenario whichever module ran first or last.
+holds every scenario whichever module ran first or last. Within a module, several tests may each observe
+a part of one scenario: their rows of the same number become one row (``combined``).
 """
 
 from __future__ import annotations
@@ -35,6 +36,28 @@ def merged(existing: list[Row], new: list[Row]) -> list[Row]:
     return sorted(by_key.values(), key=lambda row: _order(row.key))
 
 
+def combined(rows: list[Row]) -> list[Row]:
+    """Rows of the same scenario number as one: the first's scenario, the parts' texts joined in order,
+    passed only if every part did."""
+    parts: dict[str, list[Row]] = {}
+    for row in rows:
+        parts.setdefault(row.key, []).append(row)
+
+    def joined(texts: list[str]) -> str:
+        return "; ".join(dict.fromkeys(texts))  # a text several parts share (the same expectation) once
+
+    return [
+        Row(
+            same[0].scenario,
+            joined([r.injected for r in same]),
+            joined([r.expected for r in same]),
+            joined([r.observed for r in same]),
+            all(r.passed for r in same),
+        )
+        for same in parts.values()
+    ]
+
+
 def _order(key: str) -> tuple[int, str]:
     match = re.match(r"(\d+)(.*)", key)
     return (int(match.group(1)), match.group(2)) if match else (1_000_000, key)
@@ -53,7 +76,7 @@ def read(results: Path = RESULTS) -> list[Row]:
 def write(rows: list[Row], results: Path = RESULTS) -> str:
     """Merge ``rows`` into summary.json and summary.md; returns the whole table (Markdown)."""
     results.mkdir(exist_ok=True)
-    table_rows = merged(read(results), rows)
+    table_rows = merged(read(results), combined(rows))
     table = markdown(table_rows)
     (results / "summary.md").write_text(table)
     (results / "summary.json").write_text(json.dumps([asdict(r) for r in table_rows], indent=2) + "\n")

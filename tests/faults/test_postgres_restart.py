@@ -1,5 +1,8 @@
 """PostgreSQL stops and starts while requests flow: answers are 503 with ``Retry-After`` during the outage,
-never a 500 or a hang, and the service recovers by itself (no restart of its process)."""
+never a 500 or a hang, and the service recovers by itself (no restart of its process).
+
+Scenario 5 of issue 10 (the restart; pool exhaustion is libs/common/tests/test_unavailable.py): row 5 of
+tests/faults/results/summary.md."""
 
 from __future__ import annotations
 
@@ -12,6 +15,8 @@ import httpx
 import pytest
 
 from tests.conftest import LOCAL, REPO, eventually, running
+from tests.faults import summary
+from tests.faults.summary import Row
 from tests.stack import ServiceStack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
@@ -29,13 +34,19 @@ def stack(kafka_bootstrap: str, postgres: str, tmp_path_factory: pytest.TempPath
         database("start")  # whatever a failed test left behind, the session's database runs again
 
 
+@pytest.fixture(scope="module")
+def rows() -> list[Row]:
+    """This module's rows of the fault suite's summary table."""
+    return []
+
+
 def database(action: str) -> None:
     subprocess.run([str(LOCAL / "postgres.sh"), action], check=True, stdout=subprocess.DEVNULL)
 
 
 async def test_requests_during_a_database_restart_get_503_with_retry_after_and_the_service_recovers(
-    stack: ServiceStack,
-):
+    stack: ServiceStack, rows: list[Row]
+) -> None:
     answers: list[tuple[float, int, str | None]] = []  # (when, status, Retry-After)
     stop = asyncio.Event()
 
@@ -58,6 +69,37 @@ async def test_requests_during_a_database_restart_get_503_with_retry_after_and_t
         await running_load
 
     during = [(status, retry) for at, status, retry in answers if at > down_at]
-    assert {status for _, status, _ in answers} <= {200, 503}, sorted({s for _, s, _ in answers})  # never a 500
-    assert all(retry == "5" for status, retry in during if status == 503)
-    assert stack.processes["registry"].poll() is None  # recovered in place, not restarted
+    statuses = sorted({s for _, s, _ in answers})
+    refused = [retry for status, retry in during if status == 503]
+    unavailable = [retry for _, s, retry in answers if s == 503]
+    unavailable_for = max(t for t, s, _ in answers if s == 503) - min(t for t, s, _ in answers if s == 503)
+    recovered_after = min(t for t, s, _ in answers if s == 200 and t > up_at) - up_at
+    exit_code = stack.processes["registry"].poll()  # None: recovered in place, not restarted
+    rows.append(
+        Row(
+            "5 PostgreSQL restart under load",
+            "deploy/local/postgres.sh stop (fast shutdown), then start, under a client reading the registry "
+            "(GET /v1/models every 50 ms)",
+            "503 with Retry-After during the outage, never a 500 or a hang; answers 200 again once the "
+            "database is back, the same process",
+            f"{len(answers)} answers: "
+            f"{', '.join(f'{s} x{sum(1 for _, a, _ in answers if a == s)}' for s in statuses)}; "
+            f"503s over {unavailable_for:.1f} s, Retry-After 5 on {unavailable.count('5')}/{len(unavailable)} "
+            f"({sum(1 for r in refused if r == '5')}/{len(refused)} after the stop returned); first 200 "
+            f"{recovered_after:.1f} s after the start returned; "
+            f"{'same process' if exit_code is None else f'process exited ({exit_code})'}",
+            set(statuses) <= {200, 503} and all(r == "5" for r in refused) and exit_code is None,
+        )
+    )
+    assert set(statuses) <= {200, 503}, statuses  # never a 500
+    assert all(retry == "5" for retry in refused)
+    assert exit_code is None  # recovered in place, not restarted
+
+
+async def test_summary_rows(rows: list[Row], capsys: pytest.CaptureFixture[str]) -> None:
+    """Merges this module's row into tests/faults/results/summary.md and .json and prints the table."""
+    assert rows, "no scenario ran"
+    table = summary.write(rows)
+    with capsys.disabled():
+        print("\n" + table)
+    assert all(r.passed for r in rows)

@@ -5,7 +5,8 @@ The real broker is stopped and started under load; serving keeps answering, spil
 take to its local file, and replays it when the broker is back. The test counts request ids end to end:
 every id serving answered must appear in ``predictions.logged``. A SIGTERM during the outage spills
 what is buffered, and the next serving process replays it. Ten promotions under load (production moved
-between two versions) fail no request, and serving's memory stays flat across them.
+between two versions) fail no request, and serving's memory stays flat across them: scenario 11 of
+issue 10, row 11 of tests/faults/results/summary.md.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import asyncio
 import re
 import signal
 import subprocess
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
@@ -29,6 +31,8 @@ from mloop_common.bus import BusConfig, tail
 from mloop_common.modelio import dump_model
 from mloop_common.profile import build_reference_profile
 from tests.conftest import LOCAL, REPO, _kafka_env, eventually, running
+from tests.faults import summary
+from tests.faults.summary import Row
 from tests.stack import ServiceStack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
@@ -46,6 +50,12 @@ def stack(kafka_bootstrap: str, postgres: str, tmp_path_factory: pytest.TempPath
             yield services
         finally:
             broker("start")  # whatever a failed test left behind, the session's broker runs again
+
+
+@pytest.fixture(scope="module")
+def rows() -> list[Row]:
+    """This module's rows of the fault suite's summary table."""
+    return []
 
 
 def broker(action: str) -> None:
@@ -208,8 +218,9 @@ async def test_sigterm_while_the_broker_is_away_spills_and_the_next_process_repl
 
 
 async def test_ten_promotions_under_load_fail_no_request_lose_no_record_and_keep_memory_flat(
-    stack: ServiceStack, model: str, load: Load
+    stack: ServiceStack, model: str, load: Load, rows: list[Row]
 ):
+    started = time.monotonic()
     await asyncio.to_thread(register, stack, model, c=0.01)  # version 2, production at once
     await eventually(lambda: 2 in load.versions[-20:], timeout=60, interval=0.1)
     rss = [_rss_kib(stack.processes["serving"].pid)]
@@ -224,15 +235,40 @@ async def test_ten_promotions_under_load_fail_no_request_lose_no_record_and_keep
         await grows(load, 100)  # answers from the new version for a while before the next swap
         rss.append(_rss_kib(stack.processes["serving"].pid))
     await load.stop()
+    lasted = time.monotonic() - started
 
     answered = set(load.answered)
     logged = await logged_request_ids(stack, model, answered)
+    switches = sum(1 for a, b in zip(load.versions, load.versions[1:], strict=False) if a != b)
+    # Flat: after the first swaps have loaded both versions once, ten more cost no lasting memory.
+    grown = rss[-1] - rss[2]
+    rows.append(
+        Row(
+            "11 serving under sustained load with 10 swaps",
+            "4 clients predicting one row at a time without pause; a second version registered, then "
+            f"production moved 10 times between the two, 100 answers or more apart ({lasted:.0f} s in all)",
+            "0 failed requests; 100 % of the predictions answered logged; serving's answers follow each swap; "
+            "memory flat (RSS after the 10th swap within 64 MiB of that after the 2nd)",
+            f"{len(load.failures)} failed of {len(load.answered) + len(load.failures)} requests; "
+            f"{len(answered & logged)}/{len(answered)} logged; {switches} version switches in the answers; "
+            f"RSS {rss[2] / 1024:.0f} MiB after the 2nd swap, {rss[-1] / 1024:.0f} MiB after the 10th "
+            f"({grown / 1024:+.1f} MiB)",
+            not load.failures and answered <= logged and switches >= 10 and grown < 64 * 1024,
+        )
+    )
     assert load.failures == [], load.failures[:5]
     assert answered - logged == set(), f"{len(answered - logged)} of {len(answered)} answered predictions not logged"
-    switches = sum(1 for a, b in zip(load.versions, load.versions[1:], strict=False) if a != b)
     assert switches >= 10  # serving really moved each time (answers in flight may interleave at a swap)
-    # Flat: after the first swaps have loaded both versions once, ten more cost no lasting memory.
-    assert rss[-1] - rss[2] < 64 * 1024, f"serving's RSS in KiB across the swaps: {rss}"
+    assert grown < 64 * 1024, f"serving's RSS in KiB across the swaps: {rss}"
+
+
+async def test_summary_rows(rows: list[Row], capsys: pytest.CaptureFixture[str]) -> None:
+    """Merges this module's row into tests/faults/results/summary.md and .json and prints the table."""
+    assert rows, "no scenario ran"
+    table = summary.write(rows)
+    with capsys.disabled():
+        print("\n" + table)
+    assert all(r.passed for r in rows)
 
 
 def _rss_kib(pid: int) -> int:

@@ -34,3 +34,20 @@ def test_an_unreadable_json_file_starts_the_table_afresh(tmp_path: Path) -> None
     summary.write([row("4a kafka")], tmp_path)
 
     assert [r.key for r in summary.read(tmp_path)] == ["4a"]
+
+
+def test_parts_of_one_scenario_observed_by_several_tests_are_one_row(tmp_path: Path) -> None:
+    parts = [
+        Row("7a poison messages", "invalid JSON", "dead-lettered", "1 dead letter", True),
+        Row("7a", "a failing handler", "dead-lettered", "3 attempts", False),
+        Row("6 rebalance", "a member joins", "nothing lost", "120/120", True),
+    ]
+
+    summary.write(parts, tmp_path)
+
+    assert summary.read(tmp_path) == [
+        Row("6 rebalance", "a member joins", "nothing lost", "120/120", True),
+        Row(
+            "7a poison messages", "invalid JSON; a failing handler", "dead-lettered", "1 dead letter; 3 attempts", False
+        ),
+    ]

@@ -2,7 +2,8 @@
 broken DLQs and loop errors survived, and an idle relay wakes on commits instead of polling.
 
 All on the real broker and database: the database restart a handler sees is a real
-``pg_terminate_backend`` of its connection.
+``pg_terminate_backend`` of its connection. Two of the poison messages of issue 10's scenario 7 (a data
+error, JSON nested too deep) are row 7b of tests/faults/results/summary.md, written by the last test.
 """
 
 from __future__ import annotations
@@ -35,7 +36,9 @@ from mloop_common.retry import Backoff
 from mloop_common.runtime import Runtime
 from mloop_common.settings import CommonSettings, KafkaSettings, ServiceSettings
 from tests.conftest import ADMIN_DSN, eventually
-from tests.integration.test_bus import Value, event, read_all
+from tests.faults import summary
+from tests.faults.summary import Row
+from tests.integration.test_bus import Value, event, gist, read_all
 
 effects = sa.Table(
     "effects",
@@ -44,6 +47,15 @@ effects = sa.Table(
     sa.Column("event_id", sa.String(100)),
     sa.Column("value", sa.Integer),  # int4: a value over 2**31 is a data error
 )
+
+
+POISON = "7b poison messages the handler or the decoder cannot take: dead-lettered at once, the consumer goes on"
+
+
+@pytest.fixture(scope="module")
+def rows() -> list[Row]:
+    """This module's rows of the fault suite's summary table."""
+    return []
 
 
 @pytest.fixture
@@ -166,7 +178,9 @@ async def _values_are(db: Database, expected: list[int]) -> bool:
     return sorted(await effect_values(db)) == sorted(expected)
 
 
-async def test_a_data_error_is_dead_lettered_at_once_and_the_next_event_is_handled(db: Database, bus) -> None:  # type: ignore[no-untyped-def]
+async def test_a_data_error_is_dead_lettered_at_once_and_the_next_event_is_handled(
+    db: Database, bus, rows: list[Row]
+) -> None:  # type: ignore[no-untyped-def]
     config, topic, producer = bus
     calls: list[int] = []
 
@@ -188,9 +202,27 @@ async def test_a_data_error_is_dead_lettered_at_once_and_the_next_event_is_handl
         await eventually(lambda: _values_are(db, [1]), timeout=30)
     finally:
         await subscriber.stop()
+    dead = await read_all(config, dlq_topic(topic), expected=1)
+    headers = dict(dead[0].headers) if dead else {}
+    reason = headers.get("x-mloop-error", b"").decode(errors="replace")
+    # From the driver's class, which names the SQLSTATE: SQLAlchemy's wrapping before it would fill the cell.
+    shown = reason[max(reason.find("NumericValueOutOfRangeError"), 0) :].replace("'>", "", 1)
+    rows.append(
+        Row(
+            POISON,
+            "an event whose value PostgreSQL refuses (2**40 into an int4 column, SQLSTATE 22003), then a good one",
+            "no retry of a data error: one attempt, the DLQ with the reason; the next event handled",
+            f"data error: {calls.count(2**40)} attempt, {len(dead)} dead letter, reason {gist(shown)!r}; next "
+            f"event handled (stored values: {', '.join(map(str, await effect_values(db)))})",
+            calls.count(2**40) == 1
+            and len(dead) == 1
+            and headers["ce_id"].decode() == too_big.id
+            and headers["x-mloop-attempts"] == b"1"
+            and "NumericValueOutOfRangeError" in reason,
+        )
+    )
     assert calls.count(2**40) == 1
-    [dead] = await read_all(config, dlq_topic(topic), expected=1)
-    headers = dict(dead.headers)
+    assert len(dead) == 1
     assert headers["ce_id"].decode() == too_big.id
     assert headers["x-mloop-attempts"] == b"1"
     assert b"NumericValueOutOfRangeError" in headers["x-mloop-error"]
@@ -200,7 +232,7 @@ async def test_a_data_error_is_dead_lettered_at_once_and_the_next_event_is_handl
 
 
 async def test_json_nested_100000_levels_deep_is_dead_lettered_and_the_next_record_is_handled(  # type: ignore[no-untyped-def]
-    db: Database, bus
+    db: Database, bus, rows: list[Row]
 ) -> None:
     config, topic, producer = bus
     nested = b'{"value": 1, "deep": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
@@ -210,12 +242,26 @@ async def test_json_nested_100000_levels_deep_is_dead_lettered_and_the_next_reco
     subscriber = await subscribe(config, topic, record_effect(db), producer)
     try:
         await eventually(lambda: _values_are(db, [2]), timeout=30)
-        assert subscriber.running
+        went_on = subscriber.running
     finally:
         await subscriber.stop()
-    [dead] = await read_all(config, dlq_topic(topic), expected=1)
-    assert dead.value == nested
-    assert dict(dead.headers)["x-mloop-error"].startswith(b"RecursionError")
+    dead = await read_all(config, dlq_topic(topic), expected=1)
+    reason = dict(dead[0].headers)["x-mloop-error"].decode(errors="replace") if dead else ""
+    as_sent = bool(dead) and dead[0].value == nested
+    rows.append(
+        Row(
+            POISON,
+            "a record of JSON nested 100,000 levels deep, then a good event",
+            "no retry of a data error: one attempt, the DLQ with the reason; the next event handled",
+            f"nested JSON: {len(dead)} dead letter, the record as it came: {'yes' if as_sent else 'no'}, "
+            f"reason {gist(reason)!r}; consumer {'running' if went_on else 'stopped'}, next record handled",
+            went_on and len(dead) == 1 and as_sent and reason.startswith("RecursionError"),
+        )
+    )
+    assert went_on
+    [dead_letter] = dead
+    assert dead_letter.value == nested
+    assert dict(dead_letter.headers)["x-mloop-error"].startswith(b"RecursionError")
 
 
 async def test_a_missing_dlq_topic_is_created_and_the_consumer_goes_on(db: Database, kafka_bootstrap: str) -> None:
@@ -549,3 +595,10 @@ async def test_an_idle_relay_backs_off_its_safety_polls(db: Database, bus) -> No
     # 0.1 s doubling to 2 s: about 8 polls in 8 s where a fixed 100 ms poll made 80.
     assert 4 <= len(idle_polls) <= 12
     assert idle_polls[-1] - idle_polls[-2] >= 1.5
+
+
+async def test_summary_rows(rows: list[Row]) -> None:
+    """Merges this module's row (scenario 7b of issue 10) into tests/faults/results/summary.md and .json."""
+    assert rows, "no scenario ran"
+    summary.write(rows)
+    assert all(r.passed for r in rows)

@@ -2,6 +2,7 @@
 registry that cannot be asked."""
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import ClassVar
@@ -14,6 +15,8 @@ from mloop_common.auth import DEVELOPMENT_ADMIN_KEY, Permission, Principal, new_
 from mloop_common.errors import ServiceUnavailable
 from mloop_common.http import Actor, service_app
 from mloop_common.settings import ServiceSettings
+from tests.faults import summary
+from tests.faults.summary import Row
 
 router = APIRouter()
 
@@ -39,6 +42,12 @@ class Settings(ServiceSettings):
 @asynccontextmanager
 async def nothing(settings: Settings, app: FastAPI) -> AsyncIterator[None]:
     yield None
+
+
+@pytest.fixture(scope="module")
+def rows() -> list[Row]:
+    """This module's row of the fault suite's summary table (scenario 10 of issue 10, overload)."""
+    return []
 
 
 class Registry:
@@ -141,7 +150,7 @@ async def test_a_chunked_body_over_the_limit_is_refused_while_it_streams():
     assert declared.status_code == 413 and "over 1000 bytes" in declared.json()["error"]["message"]
 
 
-async def test_past_its_in_flight_limit_a_service_answers_429_at_once_and_probes_still_answer():
+async def test_past_its_in_flight_limit_a_service_answers_429_at_once_and_probes_still_answer(rows: list[Row]):
     release = asyncio.Event()
     slow = APIRouter()
 
@@ -158,12 +167,39 @@ async def test_past_its_in_flight_limit_a_service_answers_429_at_once_and_probes
     async with client(app, DEVELOPMENT_ADMIN_KEY) as http:
         held = [asyncio.create_task(http.get("/slow")) for _ in range(2)]
         await asyncio.sleep(0.2)  # both are in the route now
+        asked = time.perf_counter()
         refused = await http.get("/slow")
+        refused_in = time.perf_counter() - asked  # recorded, not asserted: timing belongs to benchmarks
         probe = await http.get("/readyz")
         release.set()
         answered = await asyncio.gather(*held)
 
-    assert refused.status_code == 429 and refused.headers["Retry-After"] == "1"
-    assert refused.json()["error"]["code"] == "overloaded"
+    statuses = [r.status_code for r in answered]
+    code = refused.json().get("error", {}).get("code")
+    retry_after = refused.headers.get("Retry-After")
+    rows.append(
+        Row(
+            "10 overload: more concurrent requests than the limit",
+            "a service with max_in_flight 2 holding 2 requests that do not finish; a third request, then /readyz",
+            "the third refused at once with 429, Retry-After and code overloaded (not queued); probes still "
+            "answer; the held requests answered once released",
+            f"{refused.status_code} (Retry-After {retry_after}, code {code}) after {refused_in * 1000:.1f} ms; "
+            f"/readyz {probe.status_code}; held requests: {', '.join(map(str, statuses))}",
+            refused.status_code == 429
+            and retry_after == "1"
+            and code == "overloaded"
+            and probe.status_code == 200
+            and statuses == [200, 200],
+        )
+    )
+    assert refused.status_code == 429 and retry_after == "1"
+    assert code == "overloaded"
     assert probe.status_code == 200
-    assert [r.status_code for r in answered] == [200, 200]
+    assert statuses == [200, 200]
+
+
+def test_summary_rows(rows: list[Row]) -> None:
+    """Merges this module's row into tests/faults/results/summary.md and .json."""
+    assert rows, "no scenario ran"
+    summary.write(rows)
+    assert all(r.passed for r in rows)

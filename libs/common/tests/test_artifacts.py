@@ -10,6 +10,14 @@ import pytest
 from mloop_common.artifacts import ArtifactStore, sha256_hex
 from mloop_common.bus import classify
 from mloop_common.errors import DigestMismatch, InvalidInput, NotFound
+from tests.faults import summary
+from tests.faults.summary import Row
+
+
+@pytest.fixture(scope="module")
+def rows():
+    """This module's row of the fault suite's summary table (scenario 9 of issue 10, disk full)."""
+    return []
 
 
 def some_bytes():
@@ -177,7 +185,7 @@ def test_store_reached_through_a_symlinked_root_still_reads(tmp_path):
     assert store.get(ref.uri, ref.sha256) == data
 
 
-def test_a_full_disk_leaves_no_artifact_and_fails_with_an_error_the_consumer_waits_out(tmp_path, monkeypatch):
+def test_a_full_disk_leaves_no_artifact_and_fails_with_an_error_the_consumer_waits_out(tmp_path, monkeypatch, rows):
     store = ArtifactStore(tmp_path)
     real_mkstemp = tempfile.mkstemp
     temporary: list[str] = []
@@ -192,13 +200,29 @@ def test_a_full_disk_leaves_no_artifact_and_fails_with_an_error_the_consumer_wai
     with pytest.raises(OSError) as full:
         store.put(b"model bytes" * 1000, kind="models", suffix=".skops")
     monkeypatch.undo()
+    left = [p for p in tmp_path.rglob("*") if p.is_file()]
+    temporary_removed = bool(temporary) and not os.path.exists(temporary[0])
+    kind = classify(full.value)
+    stored = store.put(b"model bytes" * 1000, kind="models", suffix=".skops")  # space back: it works
+    read_back = store.get(stored.uri, stored.sha256) == b"model bytes" * 1000
+    rows.append(
+        Row(
+            "9 disk full during an artifact write",
+            "every write of the artifact's temporary file fails with ENOSPC (it is /dev/full); then space comes back",
+            "the write fails with a clear error, classed transient (retried in place, never dead-lettered); no "
+            "partial artifact or temporary left; the same write works later",
+            f"{errno.errorcode.get(full.value.errno, full.value.errno)}: {full.value.strerror}; classed {kind}; "
+            f"{len(left)} files left, temporary removed: {'yes' if temporary_removed else 'no'}; "
+            f"the write afterwards stored and read back: {'yes' if read_back else 'no'}",
+            full.value.errno == errno.ENOSPC and kind == "transient" and left == [] and temporary_removed and read_back,
+        )
+    )
 
     assert full.value.errno == errno.ENOSPC
-    assert classify(full.value) == "transient"  # retried in place until space comes back, never dead-lettered
-    assert [p for p in tmp_path.rglob("*") if p.is_file()] == []  # no partial artifact, no temporary left
-    assert temporary and not os.path.exists(temporary[0])
-    stored = store.put(b"model bytes" * 1000, kind="models", suffix=".skops")  # space back: it works
-    assert store.get(stored.uri, stored.sha256) == b"model bytes" * 1000
+    assert kind == "transient"  # retried in place until space comes back, never dead-lettered
+    assert left == []  # no partial artifact, no temporary left
+    assert temporary_removed
+    assert read_back
 
 
 def test_stored_lists_every_artifact_with_its_size_and_age_and_nothing_else(tmp_path):
@@ -242,3 +266,10 @@ def test_a_deleted_artifact_stored_again_is_back(tmp_path):
 
     assert store.put(b"bytes", kind="models") == ref
     assert store.get(ref.uri, ref.sha256) == b"bytes"
+
+
+def test_summary_rows(rows):
+    """Merges this module's row into tests/faults/results/summary.md and .json."""
+    assert rows, "no scenario ran"
+    summary.write(rows)
+    assert all(r.passed for r in rows)
