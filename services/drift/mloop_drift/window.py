@@ -57,15 +57,23 @@ Column = NumericColumn | CategoricalColumn
 
 def numeric_column(values: Sequence[Any] | NDArray[Any], absent: int = 0) -> NumericColumn:
     """Split raw values into finite numbers and the counts of what is missing, mistyped or unusable."""
-    series = values if isinstance(values, pd.Series) else pd.Series(values, dtype=_dtype_hint(values))
-    total = len(series)
-    if pd.api.types.is_numeric_dtype(series.dtype) and not pd.api.types.is_bool_dtype(series.dtype):
-        array = series.to_numpy(dtype=np.float64, na_value=np.nan)
+    total = len(values)
+    series: pd.Series | None = None
+    if isinstance(values, np.ndarray) and values.dtype.kind in "fiu":
+        array: FloatArray | None = values.astype(
+            np.float64, copy=False
+        )  # numbers already: no pandas round trip (large windows)
+    else:
+        series = values if isinstance(values, pd.Series) else pd.Series(values, dtype=_dtype_hint(values))
+        numeric = pd.api.types.is_numeric_dtype(series.dtype) and not pd.api.types.is_bool_dtype(series.dtype)
+        array = series.to_numpy(dtype=np.float64, na_value=np.nan) if numeric else None
+    if array is not None:
         finite = np.isfinite(array)
         if finite.all():  # the usual case: no masks to count, no copy to make
             return NumericColumn(array, total, 0, 0, absent)
         nan = np.isnan(array)
         return NumericColumn(array[finite], total, int(nan.sum()), int((~finite & ~nan).sum()), absent)
+    assert series is not None
     # Mixed or non-numeric column: the slow path, per value, only for columns that need it.
     numbers: list[float] = []
     missing = wrong_type = 0

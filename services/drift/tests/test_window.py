@@ -55,3 +55,14 @@ def test_numeric_vectors_out_of_range_or_not_finite_become_nan_rows_and_the_rest
 def test_columns_must_match_the_rows() -> None:
     with pytest.raises(ValueError, match="labels has 1 entries for 2 rows"):
         Window.from_rows({"x": "numeric"}, [{"x": 1}, {"x": 2}], [0, 1], labels=[0])
+
+
+def test_numpy_numbers_are_counted_as_the_same_values_in_a_list_would_be() -> None:
+    floats = np.array([1.5, np.nan, np.inf, -2.0])
+    from_array, from_list = numeric_column(floats), numeric_column([1.5, None, float("inf"), -2.0])
+
+    assert from_array.values.tolist() == from_list.values.tolist() == [1.5, -2.0]
+    assert (from_array.total, from_array.missing, from_array.wrong_type) == (4, 1, 1)
+    assert (from_list.total, from_list.missing, from_list.wrong_type) == (4, 1, 1)
+    assert numeric_column(np.array([3, 4], dtype=np.int32)).values.tolist() == [3.0, 4.0]
+    assert numeric_column(np.array([True, False])).wrong_type == 2  # booleans are not numbers here
