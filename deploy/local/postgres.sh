@@ -2,7 +2,7 @@
 # mloop's own PostgreSQL cluster (Debian packages, no systemd, no Docker).
 # It never touches the Debian "main" cluster; it runs from $RUN/pg on 127.0.0.1.
 #
-#   deploy/local/postgres.sh install|start|stop|status|reset
+#   deploy/local/postgres.sh install|start|stop [--immediate]|status|reset
 set -euo pipefail
 
 REPO=$(cd "$(dirname "$0")/../.." && pwd)
@@ -26,13 +26,14 @@ die() { printf 'postgres: error: %s\n' "$*" >&2; exit 1; }
 
 usage() {
     cat >&2 <<EOF
-usage: $(basename "$0") {install|start|stop|status|reset}
+usage: $(basename "$0") {install|start|stop [--immediate]|status|reset}
 
   install  apt-get install postgresql when no server binaries are present (root)
   start    install if needed, init and start our cluster in $DATA on $PG_HOST:$PG_PORT,
            then make sure database '$DB', role '$ADMIN_ROLE' and one role+schema per
            service (${SERVICES[*]}) exist
-  stop     fast shutdown
+  stop     fast shutdown (sessions ended, then a checkpoint)
+           --immediate: what a crash leaves (no checkpoint); the next start runs crash recovery
   status   exit 0 when running, 3 when stopped
   reset    stop and delete $PGROOT
 
@@ -200,20 +201,28 @@ cmd_start() {
 }
 
 cmd_stop() {
-    local bindir pid=""
+    local mode=${1:-fast} bindir pid="" state
     if ! bindir=$(find_bindir) || ! pg_running "$bindir"; then
         log "not running"
         return 0
     fi
     [[ -f $DATA/postmaster.pid ]] && pid=$(head -n 1 "$DATA/postmaster.pid")
-    log "stopping${pid:+ (pid $pid)}..."
-    if ! as_owner "$bindir/pg_ctl" stop -D "$DATA" -m fast -w -t 30 -s; then
+    log "stopping${pid:+ (pid $pid)}, $mode shutdown..."
+    if [[ $mode == immediate ]]; then
+        as_owner "$bindir/pg_ctl" stop -D "$DATA" -m immediate -w -t 30 -s
+    elif ! as_owner "$bindir/pg_ctl" stop -D "$DATA" -m fast -w -t 30 -s; then
         log "fast shutdown did not finish in 30s; using immediate mode"
         as_owner "$bindir/pg_ctl" stop -D "$DATA" -m immediate -w -t 30 -s || true
     fi
     # The postmaster waits for its children, so none outlive it; double-check anyway.
     if [[ -n $pid ]] && alive "$pid"; then
         die "postmaster $pid is still alive"
+    fi
+    if [[ $mode == immediate ]]; then
+        # The control file still says "in production": proof the next start replays WAL (crash recovery).
+        state=$(as_owner "$bindir/pg_controldata" -D "$DATA" 2>/dev/null | sed -n 's/^Database cluster state: *//p') || true
+        log "stopped without a checkpoint (cluster state: ${state:-unknown}; the next start runs crash recovery)"
+        return 0
     fi
     log "stopped"
 }
@@ -234,8 +243,13 @@ cmd_reset() {
     log "deleted $PGROOT (a fresh cluster is created on the next start)"
 }
 
-(($# == 1)) || usage
+case $# in
+    1) ;;
+    2) [[ $1 == stop && $2 == --immediate ]] || usage ;;
+    *) usage ;;
+esac
 case $1 in
-    install | start | stop | status | reset) "cmd_$1" ;;
+    install | start | status | reset) "cmd_$1" ;;
+    stop) cmd_stop "$([[ ${2:-} == --immediate ]] && echo immediate || echo fast)" ;;
     *) usage ;;
 esac

@@ -1,5 +1,6 @@
-"""PostgreSQL stops and starts while requests flow: answers are 503 with ``Retry-After`` during the outage,
-never a 500 or a hang, and the service recovers by itself (no restart of its process).
+"""PostgreSQL stops as a crash leaves it (an immediate shutdown: no checkpoint) and starts again with crash
+recovery while requests flow: answers are 503 with ``Retry-After`` during the outage, never a 500 or a hang,
+and the service recovers by itself (no restart of its process).
 
 Scenario 5 of issue 10 (the restart; pool exhaustion is libs/common/tests/test_unavailable.py): row 5 of
 tests/faults/results/summary.md."""
@@ -40,8 +41,9 @@ def rows() -> list[Row]:
     return []
 
 
-def database(action: str) -> None:
-    subprocess.run([str(LOCAL / "postgres.sh"), action], check=True, stdout=subprocess.DEVNULL)
+def database(*args: str) -> str:
+    """Runs deploy/local/postgres.sh with ``args``; returns what it printed."""
+    return subprocess.run([str(LOCAL / "postgres.sh"), *args], check=True, capture_output=True, text=True).stdout
 
 
 async def test_requests_during_a_database_restart_get_503_with_retry_after_and_the_service_recovers(
@@ -59,7 +61,7 @@ async def test_requests_during_a_database_restart_get_503_with_retry_after_and_t
     async with httpx.AsyncClient(base_url=stack.urls["registry"], timeout=30, headers=stack.headers) as http:
         running_load = asyncio.create_task(load(http))
         await eventually(lambda: len(answers) > 10, timeout=30, interval=0.1)
-        await asyncio.to_thread(database, "stop")
+        stopped = await asyncio.to_thread(database, "stop", "--immediate")
         down_at = time.monotonic()
         await eventually(lambda: any(s == 503 for _, s, _ in answers), timeout=30, interval=0.1)
         await asyncio.to_thread(database, "start")
@@ -75,11 +77,13 @@ async def test_requests_during_a_database_restart_get_503_with_retry_after_and_t
     unavailable_for = max(t for t, s, _ in answers if s == 503) - min(t for t, s, _ in answers if s == 503)
     recovered_after = min(t for t, s, _ in answers if s == 200 and t > up_at) - up_at
     exit_code = stack.processes["registry"].poll()  # None: recovered in place, not restarted
+    # The control file as the immediate stop left it: "in production", so the start had to replay the WAL.
+    crashed = "cluster state: in production" in stopped
     rows.append(
         Row(
-            "5 PostgreSQL restart under load",
-            "deploy/local/postgres.sh stop (fast shutdown), then start, under a client reading the registry "
-            "(GET /v1/models every 50 ms)",
+            "5 PostgreSQL immediate restart under load",
+            "deploy/local/postgres.sh stop --immediate (pg_ctl -m immediate: no checkpoint, as a crash leaves "
+            "it), then start (crash recovery), under a client reading the registry (GET /v1/models every 50 ms)",
             "503 with Retry-After during the outage, never a 500 or a hang; answers 200 again once the "
             "database is back, the same process",
             f"{len(answers)} answers: "
@@ -87,13 +91,15 @@ async def test_requests_during_a_database_restart_get_503_with_retry_after_and_t
             f"503s over {unavailable_for:.1f} s, Retry-After 5 on {unavailable.count('5')}/{len(unavailable)} "
             f"({sum(1 for r in refused if r == '5')}/{len(refused)} after the stop returned); first 200 "
             f"{recovered_after:.1f} s after the start returned; "
-            f"{'same process' if exit_code is None else f'process exited ({exit_code})'}",
-            set(statuses) <= {200, 503} and all(r == "5" for r in refused) and exit_code is None,
+            f"{'same process' if exit_code is None else f'process exited ({exit_code})'}; cluster state after the "
+            f"stop: {'in production (not shut down: crash recovery at start)' if crashed else repr(stopped.strip())}",
+            set(statuses) <= {200, 503} and all(r == "5" for r in refused) and exit_code is None and crashed,
         )
     )
     assert set(statuses) <= {200, 503}, statuses  # never a 500
     assert all(retry == "5" for retry in refused)
     assert exit_code is None  # recovered in place, not restarted
+    assert crashed, stopped
 
 
 async def test_summary_rows(rows: list[Row], capsys: pytest.CaptureFixture[str]) -> None:

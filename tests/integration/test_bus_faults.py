@@ -2,8 +2,9 @@
 broken DLQs and loop errors survived, and an idle relay wakes on commits instead of polling.
 
 All on the real broker and database: the database restart a handler sees is a real
-``pg_terminate_backend`` of its connection. Two of the poison messages of issue 10's scenario 7 (a data
-error, JSON nested too deep) are row 7b of tests/faults/results/summary.md, written by the last test.
+``pg_terminate_backend`` of its connection. Poison messages of issue 10's scenario 7 (a data error, JSON
+nested too deep, a newer schema, an empty value, records near the size limits) are row 7b of
+tests/faults/results/summary.md, written by the last test.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from prometheus_client import REGISTRY
 from mloop_common.bus import BusConfig, OutboxRelay, Producer, Subscriber, classify, ensure_topics, route
 from mloop_common.db import MAX_MESSAGE_BYTES_INFO, Database, claim_event, enqueue, messaging_metadata, outbox_table
 from mloop_common.errors import PayloadTooLarge
-from mloop_common.events import Envelope, dlq_topic, to_record
+from mloop_common.events import MAX_MESSAGE_BYTES, Envelope, dlq_topic, record_size, to_record
 from mloop_common.http import create_app
 from mloop_common.retry import Backoff
 from mloop_common.runtime import Runtime
@@ -262,6 +263,170 @@ async def test_json_nested_100000_levels_deep_is_dead_lettered_and_the_next_reco
     [dead_letter] = dead
     assert dead_letter.value == nested
     assert dict(dead_letter.headers)["x-mloop-error"].startswith(b"RecursionError")
+
+
+def raw_event(topic: str, value: bytes, **headers: str) -> tuple[bytes, bytes, list[tuple[str, bytes]]]:
+    """A record with the CloudEvent headers of a good event, ``value`` as its value and ``headers`` replacing
+    (or adding) some of them."""
+    key, _, original = to_record(event(topic, 1))
+    replaced = dict(original) | {name: text.encode() for name, text in headers.items()}
+    return key, value, list(replaced.items())
+
+
+async def _dead_by_id(config: BusConfig, topic: str, expected: int) -> dict[str, Any]:
+    return {dict(r.headers)["ce_id"].decode(): r for r in await read_all(config, dlq_topic(topic), expected=expected)}
+
+
+def _reason(record: Any) -> str:
+    return dict(record.headers).get("x-mloop-error", b"").decode(errors="replace") if record else ""
+
+
+async def test_events_of_a_newer_schema_are_read_if_compatible_and_dead_lettered_if_not(  # type: ignore[no-untyped-def]
+    db: Database, bus, rows: list[Row]
+) -> None:
+    config, topic, producer = bus
+    newer = f"urn:mloop:schema:{topic}:v2"  # what a producer of the next contract version stamps (events.dataschema)
+    # The CloudEvents spec moved on: a version of the envelope this code does not know.
+    next_spec = raw_event(topic, b'{"value": 5}', ce_specversion="2.0")
+    # A breaking v2 payload: ``value`` became an object.
+    breaking = raw_event(topic, b'{"schema_version": 2, "value": {"amount": 6, "unit": "kg"}}', ce_dataschema=newer)
+    # A compatible v2 payload: one field added, which the tolerant reader ignores.
+    compatible = raw_event(topic, b'{"schema_version": 2, "value": 7, "unit": "kg"}', ce_dataschema=newer)
+    for key, value, headers in (next_spec, breaking, compatible):
+        await producer.send_raw(topic, key, value, headers)
+    await producer.publish(event(topic, 8))
+    subscriber = await subscribe(config, topic, record_effect(db), producer)
+    try:
+        await eventually(lambda: _values_are(db, [7, 8]), timeout=30)
+        went_on = subscriber.running
+    finally:
+        await subscriber.stop()
+    dead = await _dead_by_id(config, topic, expected=2)
+    ids = {
+        name: dict(headers)["ce_id"].decode() for name, (_, _, headers) in (("spec", next_spec), ("breaking", breaking))
+    }
+    spec_reason, breaking_reason = _reason(dead.get(ids["spec"])), _reason(dead.get(ids["breaking"]))
+    values = await effect_values(db)
+    passed = (
+        went_on
+        and set(dead) == set(ids.values())
+        and spec_reason == "InvalidEvent: unsupported ce_specversion '2.0'"
+        and "valid integer" in breaking_reason
+        and values == [7, 8]
+    )
+    rows.append(
+        Row(
+            POISON,
+            "events of a newer contract: ce_specversion 2.0; a v2 payload (ce_dataschema ...:v2) whose field "
+            "changed type; a v2 payload with an added field; then a good event",
+            "what this code cannot read dead-lettered with the reason; a compatible newer payload handled "
+            "(tolerant reader); the next event handled",
+            f"newer schema: {len(dead)} dead letters, reasons {gist(spec_reason)!r} and {gist(breaking_reason)!r}; "
+            f"the compatible v2 event and the next handled (stored values: {', '.join(map(str, values))}); "
+            f"consumer {'running' if went_on else 'stopped'}",
+            passed,
+        )
+    )
+    assert went_on
+    assert set(dead) == set(ids.values())
+    assert spec_reason == "InvalidEvent: unsupported ce_specversion '2.0'"
+    assert breaking_reason.startswith(f"InvalidEvent: invalid {topic} payload") and "valid integer" in breaking_reason
+    assert values == [7, 8]
+
+
+async def test_an_empty_value_is_dead_lettered_and_the_next_event_is_handled(  # type: ignore[no-untyped-def]
+    db: Database, bus, rows: list[Row]
+) -> None:
+    config, topic, producer = bus
+    key, _, headers = empty = raw_event(topic, b"")
+    await producer.send_raw(topic, key, b"", headers)
+    await producer.publish(event(topic, 9))
+    subscriber = await subscribe(config, topic, record_effect(db), producer)
+    try:
+        await eventually(lambda: _values_are(db, [9]), timeout=30)
+        went_on = subscriber.running
+    finally:
+        await subscriber.stop()
+    dead = await read_all(config, dlq_topic(topic), expected=1)
+    reason = _reason(dead[0]) if dead else ""
+    same_id = bool(dead) and dict(dead[0].headers)["ce_id"] == dict(empty[2])["ce_id"]
+    rows.append(
+        Row(
+            POISON,
+            "a record with an empty value (b'') and valid CloudEvent headers, then a good event",
+            "what this code cannot read dead-lettered with the reason; the next event handled",
+            f"empty value: {len(dead)} dead letter, its value {dead[0].value if dead else None!r}, reason "
+            f"{gist(reason)!r}; consumer {'running' if went_on else 'stopped'}, next event handled",
+            went_on
+            and len(dead) == 1
+            and same_id
+            and dead[0].value == b""
+            and reason.startswith("InvalidEvent: record value is not JSON"),
+        )
+    )
+    assert went_on
+    [dead_letter] = dead
+    assert same_id
+    assert dead_letter.value == b""
+    assert reason.startswith("InvalidEvent: record value is not JSON")
+
+
+async def test_near_limit_records_are_dead_lettered_within_the_brokers_limit_and_the_consumer_goes_on(  # type: ignore[no-untyped-def]
+    db: Database, bus, rows: list[Row]
+) -> None:
+    config, topic, producer = bus
+
+    def sized(total: int) -> tuple[bytes, bytes, list[tuple[str, bytes]]]:
+        """An event of ``total`` bytes (record_size) that the handler cannot take: its value is a string."""
+        key, _, headers = raw_event(topic, b"")
+        padding = total - record_size(key, b'{"value": ""}', headers)
+        return key, b'{"value": "' + b"x" * padding + b'"}', headers
+
+    # At mloop's own limit, minus a little: the largest event a service of ours can have sent.
+    ours = sized(MAX_MESSAGE_BYTES - 1_000)
+    # Just under the 1 MiB a producer sends and the broker takes by default, from another producer: with the
+    # dead-letter headers (the reason, the origin) its copy cannot fit.
+    foreign = sized(1_048_576 - 300)
+    for key, value, headers in (ours, foreign):
+        await producer.send_raw(topic, key, value, headers)
+    await producer.publish(event(topic, 10))
+    subscriber = await subscribe(config, topic, record_effect(db), producer)
+    try:
+        await eventually(lambda: _values_are(db, [10]), timeout=60)
+        went_on = subscriber.running
+    finally:
+        await subscriber.stop()
+    dead = await _dead_by_id(config, topic, expected=2)
+    ours_dead, foreign_dead = (dead.get(dict(r[2])["ce_id"].decode()) for r in (ours, foreign))
+    ours_kept = ours_dead is not None and ours_dead.value == ours[1]
+    omitted = dict(foreign_dead.headers).get("x-mloop-value-omitted") if foreign_dead else None
+    foreign_sane = foreign_dead is not None and foreign_dead.value == b"" and omitted == str(len(foreign[1])).encode()
+    reasons = {_reason(ours_dead), _reason(foreign_dead)}
+    foreign_copy = (
+        f"without its value (x-mloop-value-omitted: {omitted.decode()})"
+        if foreign_sane and omitted
+        else "NOT marked as without its value"
+    )
+    rows.append(
+        Row(
+            POISON,
+            f"records the handler cannot take, near the size limits: {record_size(*ours):,} bytes (mloop's "
+            f"{MAX_MESSAGE_BYTES:,}-byte limit minus 1,000) and {record_size(*foreign):,} bytes (the 1 MiB "
+            "request and broker limit minus 300, from another producer); then a good event",
+            "the DLQ with the reason, the record as it came while the copy fits; a copy that cannot fit dead-"
+            "lettered without its value, saying so; the next event handled",
+            f"near-limit: {len(dead)} dead letters; the {len(ours[1]):,}-byte value copied as it came: "
+            f"{'yes' if ours_kept else 'no'}; the {len(foreign[1]):,}-byte one "
+            f"{foreign_copy}; "
+            f"reasons {sorted(gist(r) for r in reasons)!r}; consumer {'running' if went_on else 'stopped'}, next "
+            "event handled",
+            went_on and ours_kept and foreign_sane and all("valid integer" in r for r in reasons),
+        )
+    )
+    assert went_on
+    assert ours_kept
+    assert foreign_sane
+    assert all("valid integer" in r for r in reasons), reasons
 
 
 async def test_a_missing_dlq_topic_is_created_and_the_consumer_goes_on(db: Database, kafka_bootstrap: str) -> None:
