@@ -321,15 +321,14 @@ def profile(
 
     row_hash = pd.Series(0, index=range(len(frame)), dtype="uint64").to_numpy(copy=True)
     columns: dict[str, ColumnFacts] = {}
-    # Column hashes are summed (wrapping), which does not depend on the order in which columns finish.
-    if workers > 1 and len(frame) >= PARALLEL_MIN_ROWS:
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            visited = list(pool.map(visit, range(len(names))))
-    else:  # short columns are mostly Python work: threads would only pass the GIL back and forth
-        visited = [visit(index) for index in range(len(names))]
-    for facts, keys in visited:
-        row_hash += keys
-        columns[facts.name] = facts
+    # Column hashes are summed (wrapping), which does not depend on the order in which columns finish; each
+    # column's keys (8 bytes a row) are added and dropped as it comes, never all held at once.
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        # Short columns are mostly Python work: threads would only pass the GIL back and forth.
+        threaded = workers > 1 and len(frame) >= PARALLEL_MIN_ROWS
+        for facts, keys in (pool.map if threaded else map)(visit, range(len(names))):
+            row_hash += keys
+            columns[facts.name] = facts
     table = TableFacts(rows=len(frame), columns=columns, target=target, time=time_facts, split_how=split.how)
     table.declared_columns = set(declared)
     table.non_nullable = {n for n, d in declared.items() if d.nullable is False}
