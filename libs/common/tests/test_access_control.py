@@ -46,7 +46,8 @@ async def nothing(settings: Settings, app: FastAPI) -> AsyncIterator[None]:
 
 @pytest.fixture(scope="module")
 def rows() -> list[Row]:
-    """This module's row of the fault suite's summary table (scenario 10 of issue 10, overload)."""
+    """This module's row of the fault suite's summary table: scenario 10a of issue 10, overload of the gate
+    alone (10b overloads a real serving process, in tests/faults/test_serving_log_outage.py)."""
     return []
 
 
@@ -179,7 +180,7 @@ async def test_past_its_in_flight_limit_a_service_answers_429_at_once_and_probes
     retry_after = refused.headers.get("Retry-After")
     rows.append(
         Row(
-            "10 overload: more concurrent requests than the limit",
+            "10a overload: more concurrent requests than the limit (the gate alone)",
             "a service with max_in_flight 2 holding 2 requests that do not finish; a third request, then /readyz",
             "the third refused at once with 429, Retry-After and code overloaded (not queued); probes still "
             "answer; the held requests answered once released",
