@@ -73,6 +73,9 @@ async def test_1_consumer_killed_between_database_commit_and_offset_commit(
 ) -> None:
     ledger.start = await groups.end_offsets(stack.bootstrap, ALL_TOPICS)
     name = await declare(clients["registry"], ledger)
+    # The unarmed trainer handles the spec's event first: armed, it would die on it while it starts.
+    await eventually(lambda: announced(stack, ledger, "spec.changed"), timeout=60)
+    await eventually(lambda: caught_up(stack, "trainer"), timeout=60)
     await asyncio.to_thread(_restart, stack, CONSUMERS, {ENV: CONSUMER_BEFORE_OFFSET_COMMIT})
 
     await publish(clients["ingest"], name, ledger)
@@ -302,6 +305,12 @@ async def observe_settled(
     return await observe(
         stack.bootstrap, clients, ledger.models, acknowledged_datasets=ledger.datasets, served=ledger.served
     )
+
+
+async def announced(stack: ServiceStack, ledger: Ledger, topic: str) -> bool:
+    """``topic`` has a record this test made (its end moved past where the test started)."""
+    ends = await groups.end_offsets(stack.bootstrap, {topic})
+    return sum(ends.values()) > sum(offset for tp, offset in ledger.start.items() if tp.topic == topic)
 
 
 async def caught_up(stack: ServiceStack, service: str) -> bool:
