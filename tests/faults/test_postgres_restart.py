@@ -2,7 +2,7 @@
 recovery while requests flow: answers are 503 with ``Retry-After`` during the outage, never a 500 or a hang,
 and the service recovers by itself (no restart of its process).
 
-Scenario 5 of issue 10 (the restart; pool exhaustion is libs/common/tests/test_unavailable.py): row 5 of
+Scenario 5 of issue 10 (the restart; pool exhaustion: tests/integration/test_pool_exhaustion.py): row 5 of
 tests/faults/results/summary.md."""
 
 from __future__ import annotations

@@ -71,7 +71,15 @@ inbox_table, outbox_table = add_messaging_tables(messaging_metadata)
 class Database:
     """An async engine bound to one schema, handing out transactional sessions."""
 
-    def __init__(self, url: str, *, schema: str | None = None, pool_size: int = 5, pool_timeout: float = 5.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        schema: str | None = None,
+        pool_size: int = 5,
+        pool_timeout: float = 5.0,
+        max_overflow: int = 10,
+    ) -> None:
         # connect timeout: a database that does not answer fails a request within seconds (503), not a minute.
         connect_args: dict[str, Any] = {"timeout": 10}
         if schema:
@@ -81,6 +89,7 @@ class Database:
             url,
             pool_size=pool_size,
             pool_timeout=pool_timeout,
+            max_overflow=max_overflow,
             pool_pre_ping=True,
             connect_args=connect_args,
             json_serializer=json_dumps,
