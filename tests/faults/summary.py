@@ -12,6 +12,7 @@ import json
 import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -81,6 +82,15 @@ def write(rows: list[Row], results: Path = RESULTS) -> str:
     (results / "summary.md").write_text(table)
     (results / "summary.json").write_text(json.dumps([asdict(r) for r in table_rows], indent=2) + "\n")
     return table
+
+
+def record_and_print(rows: list[Row], capsys: Any) -> None:
+    """A fault module's last test: merge its rows into the table, print the whole table, fail on a failed row."""
+    assert rows, "no scenario ran"
+    table = write(rows)
+    with capsys.disabled():
+        print("\n" + table)
+    assert all(r.passed for r in rows)
 
 
 def markdown(rows: list[Row]) -> str:
