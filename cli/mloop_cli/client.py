@@ -36,11 +36,12 @@ def auth_headers() -> dict[str, str]:
     return {"Authorization": f"Bearer {api_key()}"}
 
 
-def call(method: str, service: str, path: str, **kwargs: Any) -> Any:
-    """One HTTP call; errors become a one-line message and exit code 1."""
+def call(method: str, service: str, path: str, *, session: httpx.Client | None = None, **kwargs: Any) -> Any:
+    """One HTTP call; errors become a one-line message and exit code 1. ``session`` reuses one client's
+    connections and TLS context across many calls (a client per call loads the CA bundle each time)."""
     headers = {**auth_headers(), **kwargs.pop("headers", {})}
     try:
-        response = httpx.request(
+        response = (session or httpx).request(
             method, url(service) + path, timeout=kwargs.pop("timeout", 30), headers=headers, **kwargs
         )
     except httpx.TransportError as exc:

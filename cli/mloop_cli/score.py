@@ -276,7 +276,7 @@ def _run(
         TimeElapsedColumn(),
     )
     try:
-        with Progress(*columns, console=err, transient=True) as progress:
+        with httpx.Client() as session, Progress(*columns, console=err, transient=True) as progress:
             task = progress.add_task(f"scoring with {name}", total=source.size, rows=0)
             for batch in rechunk(source.batches, chunk_rows):
                 if writer is None and inputs and (clash := clashes(batch.schema.names)):
@@ -287,7 +287,16 @@ def _run(
                 rows = instances(batch, features)
                 for _, body in request_bodies(rows):
                     answers.append(
-                        call("POST", "serving", path, content=body, headers=headers, timeout=timeout, params=params)
+                        call(
+                            "POST",
+                            "serving",
+                            path,
+                            session=session,
+                            content=body,
+                            headers=headers,
+                            timeout=timeout,
+                            params=params,
+                        )
                     )
                 table = output_table(batch, done, answers, inputs)
                 if writer is None:
