@@ -23,6 +23,8 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import threading
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -40,6 +42,7 @@ from mloop_drift.stats import (
     METHODS,
     CategoryIndex,
     ChiSquare,
+    DriftMethod,
     JensenShannon,
     KolmogorovSmirnov,
     PopulationStabilityIndex,
@@ -413,6 +416,28 @@ def _map_columns(work: Callable[[str], ColumnReport], names: list[str], rows: in
     return list(_column_pool.map(work, names))
 
 
+_FITTED_MAX = 4096
+_fitted_methods: OrderedDict[tuple[int, str, Threshold | None], tuple[ProfileEntry, DriftMethod]] = OrderedDict()
+_fitted_lock = threading.Lock()
+
+
+def _fitted(name: str, entry: ProfileEntry, threshold: Threshold | None) -> DriftMethod:
+    """The method fitted on this profile entry, fitted once: every window of a model version is measured
+    against the same entry, and fitting (parsing and sorting the reference sample) is a share of the work."""
+    key = (id(entry), name, threshold)
+    with _fitted_lock:
+        hit = _fitted_methods.get(key)
+        if hit is not None and hit[0] is entry:  # the id of an entry since freed may have been reused
+            _fitted_methods.move_to_end(key)
+            return hit[1]
+    method = fit_method(name, entry, threshold)
+    with _fitted_lock:
+        _fitted_methods[key] = (entry, method)  # holding the entry keeps its id from being reused
+        if len(_fitted_methods) > _FITTED_MAX:
+            _fitted_methods.popitem(last=False)
+    return method
+
+
 def _absent_column(kind: FeatureKind, n: int) -> Column:
     if kind == "numeric":
         return NumericColumn(np.zeros(0), n, n, 0, absent=n)
@@ -447,7 +472,7 @@ def _column(
         names = config.methods_for(entry.kind, tally.present, len(index.categories))
         tests = []
         for name in names:
-            method = fit_method(name, entry, config.thresholds.get(name))
+            method = _fitted(name, entry, config.thresholds.get(name))
             # Both categorical tests score the tally counted once above.
             assert isinstance(method, ChiSquare | JensenShannon)
             tests.append(method.score_tally(tally))
@@ -459,7 +484,7 @@ def _column(
         ordered = np.sort(column.values)  # once per column; every numeric test works on it
         tests = []
         for name in names:
-            method = fit_method(name, entry, config.thresholds.get(name))
+            method = _fitted(name, entry, config.thresholds.get(name))
             assert isinstance(method, KolmogorovSmirnov | PopulationStabilityIndex | Wasserstein)
             tests.append(method.score_sorted(ordered))
         if with_quality:

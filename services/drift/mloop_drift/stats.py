@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from numbers import Integral, Real
 from types import MappingProxyType
 from typing import Any, ClassVar, Protocol
@@ -436,6 +437,10 @@ class Wasserstein:
             std = abs(mean) if mean != 0 else 1.0
         return cls(sample, std, threshold or cls.default_threshold)
 
+    @cached_property
+    def _steps(self) -> ReferenceSteps:
+        return ReferenceSteps.of(self.sample)
+
     def score(self, values: Iterable[Any]) -> TestResult:
         """Normalised Wasserstein-1 distance."""
         return self.score_sorted(np.sort(parse_numeric(values).values))
@@ -444,54 +449,54 @@ class Wasserstein:
         """The test on a window's finite values, sorted."""
         if window.size == 0 or self.sample.size == 0:
             return _no_result(self.name, self.threshold)
-        return _result(self.name, self.threshold, wasserstein_sorted(self.sample, window) / self.scale)
+        return _result(self.name, self.threshold, self._steps.wasserstein(window) / self.scale)
+
+
+@dataclass(frozen=True)
+class ReferenceSteps:
+    """A sorted sample's quantile function as steps: its distinct values and how many sample values are at
+    most each one (``cumulative[-1]`` is the sample's size)."""
+
+    values: NDArray[np.float64]
+    cumulative: NDArray[np.int64]
+
+    @classmethod
+    def of(cls, ordered: NDArray[np.float64]) -> ReferenceSteps:
+        first = _first_of_runs(ordered)
+        return cls(ordered[first], np.append(np.flatnonzero(first)[1:], ordered.size).astype(np.int64))
+
+    def wasserstein(self, window: NDArray[np.float64]) -> float:
+        """W1 = integral over u in (0, 1) of |Q_ref(u) - Q_win(u)| against a sorted window, in O(m + r).
+
+        The window's quantile function is w_j on [j/m, (j+1)/m); the reference's steps from one value to
+        the next at u = cumulative[i] / n. Each window slot is first paired with the reference value where
+        the slot starts (one vectorised pass, no prefix sums or merged sort); a slot that a reference step
+        falls inside is then corrected for the part of it after the step. Step positions are compared as
+        integers (cumulative * m against slot * n), so ties and exact boundaries are exact.
+        """
+        values, cumulative = self.values, self.cumulative
+        n, m = int(cumulative[-1]), window.size
+        inner = cumulative[:-1]
+        # The first slot that lies wholly after each inner step: ceil(inner * m / n).
+        after_step = -(-(inner * m) // n)
+        paired = np.repeat(values, np.diff(np.concatenate([[0], after_step, [m]])))
+        distance = float(np.abs(window - paired).sum())
+        if inner.size:
+            # A step inside slot s (s < inner * m / n < s + 1) changes the value for the rest of that slot.
+            rest = (after_step * n - inner * m) / n
+            straddled = window[np.clip(after_step - 1, 0, m - 1)]
+            distance += float(np.sum(rest * (np.abs(straddled - values[1:]) - np.abs(straddled - values[:-1]))))
+        return distance / m
 
 
 def wasserstein_sorted(reference: NDArray[np.float64], window: NDArray[np.float64]) -> float:
-    """W1 = integral of |F_ref - F_win| for two sorted samples, in O(n log m) for a reference of n values.
-
-    Between consecutive reference values F_ref is a constant c; there the integral of |c - F_win| splits
-    where F_win crosses c, and each part is a difference of G(x) = integral of F_win up to x, which the
-    window's prefix sums give for any x. No merged sort of the two samples is needed.
-    """
-    m = window.size
-    first = _first_of_runs(reference)
-    values = reference[first]
-    counts = np.diff(np.append(np.flatnonzero(first), reference.size))
-    low, high = min(values[0], window[0]), max(values[-1], window[-1])
-    starts = np.concatenate([[low], values])
-    ends = np.concatenate([values, [high]])
-    level = np.concatenate([[0.0], np.cumsum(counts) / reference.size])
-    # F_win reaches `level` from the k-th smallest window value on (k = ceil(level * m)).
-    k = np.ceil(level * m - 1e-9).astype(np.int64)
-    crossing = np.where(k >= 1, window[np.clip(k - 1, 0, m - 1)], -np.inf)
-    cross = np.clip(crossing, starts, ends)
-    points = np.concatenate([starts, cross, ends])
-    count = np.searchsorted(window, points, side="right")
-    # G(x) = (count * x - sum of the window values <= x) / m, the sums taken only where they are needed.
-    g_start, g_cross, g_end = np.split((count * points - _prefix_sums_at(window, count)) / m, 3)
-    below = level * (cross - starts) - (g_cross - g_start)
-    above = (g_end - g_cross) - level * (ends - cross)
-    return float(np.sum(below + above))
+    """W1 between two sorted samples (see ReferenceSteps.wasserstein)."""
+    return ReferenceSteps.of(reference).wasserstein(window)
 
 
 def _first_of_runs(ordered: NDArray[Any]) -> NDArray[np.bool_]:
     """Where each run of equal values in a sorted array starts (np.unique without its hashing or re-sorting)."""
     return np.concatenate([[True], ordered[1:] != ordered[:-1]]) if ordered.size else np.zeros(0, dtype=bool)
-
-
-def _prefix_sums_at(ordered: NDArray[np.float64], counts: NDArray[np.int64]) -> NDArray[np.float64]:
-    """sum(ordered[:c]) for each c in counts: one pass of segment sums instead of a cumulative sum of every value."""
-    cuts = np.sort(counts[counts > 0])
-    cuts = cuts[_first_of_runs(cuts)]
-    if cuts.size == 0:
-        return np.zeros(counts.size)
-    segment_starts = np.concatenate([[0], cuts[:-1]])
-    segments = np.add.reduceat(ordered, segment_starts)
-    # reduceat's last segment runs to the end of the array; it must stop at the last cut.
-    segments[-1] = ordered[segment_starts[-1] : cuts[-1]].sum()
-    sums_at_cuts = np.concatenate([[0.0], np.cumsum(segments)])
-    return sums_at_cuts[np.where(counts > 0, np.searchsorted(cuts, counts) + 1, 0)]
 
 
 def _finite_or_none(value: float | None) -> float | None:

@@ -151,6 +151,21 @@ def test_a_large_window_judged_on_several_cores_gets_the_same_report(monkeypatch
     assert several.drifted_features == ("age", "usage")
 
 
+def test_each_profile_is_measured_against_its_own_reference_though_fits_are_reused() -> None:
+    rows = churn_rows(age_mean=50.0)
+    old = churn_profile()
+    first = evaluate_window(old, rows, class_predictions(), task="classification")
+    # A newer version trained on older customers: the same window is no shift for it.
+    newer = old.model_copy(
+        update={"features": {**old.features, "age": numeric_entry(np.random.default_rng(5).normal(50.0, 10.0, 20_000))}}
+    )
+    second = evaluate_window(newer, rows, class_predictions(), task="classification")
+    again = evaluate_window(old, rows, class_predictions(), task="classification")
+
+    assert first.drifted_features == ("age",) and second.drifted_features == ()
+    assert again.to_dict() == first.to_dict()
+
+
 def test_shifted_features_with_performance_unknown_are_a_covariate_shift_to_investigate() -> None:
     rows = churn_rows(age_mean=50.0, usage_mean=120.0)
 
