@@ -480,7 +480,9 @@ class ReferenceSteps:
         # The first slot that lies wholly after each inner step: ceil(inner * m / n).
         after_step = -(-(inner * m) // n)
         paired = np.repeat(values, np.diff(np.concatenate([[0], after_step, [m]])))
-        distance = float(np.abs(window - paired).sum())
+        # In place: on a large window each new array costs page faults, not just arithmetic.
+        np.subtract(window, paired, out=paired)
+        distance = float(np.abs(paired, out=paired).sum())
         if inner.size:
             # A step inside slot s (s < inner * m / n < s + 1) changes the value for the rest of that slot.
             rest = (after_step * n - inner * m) / n
