@@ -446,6 +446,11 @@ class Subscriber:
         poll_timeout_ms: how long one idle poll waits for records (stop() waits up to this long).
         fetch_max_wait_ms: how long the broker holds a fetch while it has nothing new; records that
             arrive are returned at once, so a long wait only saves idle round trips.
+        max_partition_fetch_bytes: how much one fetch brings of each partition. Events come close to the
+            1 MiB message limit (a prediction log batch is split at 900 kB), so the client's 1 MiB default
+            brought one event per round trip, and the consumer waited on the broker as long as it worked
+            (drift drained a backlog at 1,790 records/s; 3,230 with 8 MiB). At most this much per
+            assigned partition is held in memory.
         lag_report_seconds: how often consumer lag is reported while no records arrive.
         on_failure: called with the subscriber and the error if its loop ever dies.
         stop_timeout: how long stop() lets the record in hand finish before cancelling its handler.
@@ -469,6 +474,7 @@ class Subscriber:
         poll_while_busy_seconds: float = 5.0,
         poll_timeout_ms: int = 1000,
         fetch_max_wait_ms: int = 2000,
+        max_partition_fetch_bytes: int = 8 * 1024 * 1024,
         lag_report_seconds: float = 5.0,
         on_failure: Callable[[Subscriber, BaseException], None] | None = None,
         stop_timeout: float = 30.0,
@@ -498,6 +504,7 @@ class Subscriber:
             "heartbeat_interval_ms": 3_000,
             "metadata_max_age_ms": 30_000,
             "fetch_max_wait_ms": fetch_max_wait_ms,
+            "max_partition_fetch_bytes": max_partition_fetch_bytes,
             # The fetcher's safety-net wake-up; it reacts to polls, seeks, pauses and rebalances at once.
             "consumer_timeout_ms": 1000,
         }
