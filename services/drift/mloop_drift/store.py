@@ -315,9 +315,21 @@ class SqlDriftUnit(SqlUnit):
         )
         # Rows as parameters of one prepared statement (executemany), not one statement with every value in it:
         # building that statement's hundreds of thousands of parameters cost more than PostgreSQL's work.
-        await self.session.execute(
-            upsert, [{**p.model_dump(), "model": model, "version": version} for p in predictions]
-        )
+        # Plain attribute reads: pydantic's model_dump costs as much again as the rest of building a row.
+        rows = [
+            {
+                "request_id": p.request_id,
+                "model": model,
+                "version": version,
+                "logged_at": p.logged_at,
+                "inputs": p.inputs,
+                "prediction": p.prediction,
+                "probabilities": p.probabilities,
+                "event_time": p.event_time,
+            }
+            for p in predictions
+        ]
+        await self.session.execute(upsert, rows)
 
     async def record_labels(self, model: str, labels: Sequence[Label]) -> None:
         if not labels:
