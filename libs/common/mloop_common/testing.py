@@ -21,6 +21,10 @@ from typing import Any, Generic, TypeVar
 import httpx
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from mloop_common.auth import DEVELOPMENT_ADMIN_KEY, ROLES, Permission, Principal, StaticKeys, new_key
 from mloop_common.contracts import (
@@ -273,6 +277,22 @@ async def access_problems(app: FastAPI) -> list[str]:
                 if wrong.status_code != 403:
                     problems.append(f"{method} {route.path} as {role} (lacks {permission}): {wrong.status_code}")
     return problems
+
+
+@contextmanager
+def recorded_spans() -> Iterator[InMemorySpanExporter]:
+    """Spans finished in this process while the block runs; the global provider is set once per process, so
+    another test may have set it already."""
+    provider = trace.get_tracer_provider()
+    if not isinstance(provider, TracerProvider):
+        provider = TracerProvider()
+        trace.set_tracer_provider(provider)
+    memory = InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    try:
+        yield memory
+    finally:
+        memory.shutdown()
 
 
 @contextmanager

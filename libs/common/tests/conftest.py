@@ -5,13 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from opentelemetry import trace
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from mloop_common.settings import S3Settings
-from mloop_common.testing import local_s3, new_bucket
+from mloop_common.testing import local_s3, new_bucket, recorded_spans
 
 
 @pytest.fixture(scope="session")
@@ -29,15 +26,9 @@ def s3_bucket(s3_endpoint: S3Settings) -> str:
 
 @pytest.fixture(scope="session")
 def exporter() -> Iterator[InMemorySpanExporter]:
-    """Spans finished in this process; the global provider is set once per process, so it may already exist."""
-    provider = trace.get_tracer_provider()
-    if not isinstance(provider, TracerProvider):
-        provider = TracerProvider()
-        trace.set_tracer_provider(provider)
-    memory = InMemorySpanExporter()
-    provider.add_span_processor(SimpleSpanProcessor(memory))
-    yield memory
-    memory.shutdown()
+    """Spans finished in this process."""
+    with recorded_spans() as memory:
+        yield memory
 
 
 @pytest.fixture

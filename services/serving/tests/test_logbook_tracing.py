@@ -5,26 +5,18 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
-from opentelemetry import trace
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from mloop_common.events import Envelope, FeedbackRecord, PredictionRecord
 from mloop_common.telemetry import tracer
+from mloop_common.testing import recorded_spans
 from mloop_serving.logbook import Logbook
 
 
 @pytest.fixture(scope="module")
 def spans() -> Iterator[InMemorySpanExporter]:
-    provider = trace.get_tracer_provider()
-    if not isinstance(provider, TracerProvider):  # set once per process: another test may have done it
-        provider = TracerProvider()
-        trace.set_tracer_provider(provider)
-    memory = InMemorySpanExporter()
-    provider.add_span_processor(SimpleSpanProcessor(memory))
-    yield memory
-    memory.shutdown()
+    with recorded_spans() as memory:
+        yield memory
 
 
 class Publisher:
