@@ -186,6 +186,21 @@ def _lag(group: str, topic: str) -> float | None:
     return sum(known) if known else None
 
 
+async def dead_letters_after_one_effect(  # type: ignore[no-untyped-def]
+    db: Database, config: BusConfig, topic: str, handler, producer: Producer, **options
+) -> tuple[list, dict[str, bytes], str]:  # type: ignore[type-arg]
+    """Consume ``topic`` until the handler has had one effect; then the DLQ's records (one expected), the first
+    one's headers and the reason it gives."""
+    subscriber = await start_subscriber(config, topic, handler, producer, **options)
+    try:
+        await eventually(lambda: _count_is(db, 1), timeout=30)
+    finally:
+        await subscriber.stop()
+    dead = await read_all(config, dlq_topic(topic), expected=1)
+    headers = dict(dead[0].headers) if dead else {}
+    return dead, headers, headers.get("x-mloop-error", b"").decode(errors="replace")
+
+
 async def _count_is(db: Database, n: int) -> bool:
     return await effect_count(db) == n
 
@@ -207,14 +222,9 @@ async def test_poison_message_goes_to_dlq_and_consumer_moves_on(db: Database, bu
     await producer.send_raw(topic, b"model-a", b"not json at all", [("ce_specversion", b"1.0")])
     good = event(topic, 1)
     await producer.publish(good)
-    subscriber = await start_subscriber(config, topic, recording_handler(db, "svc"), producer)
-    try:
-        await eventually(lambda: _count_is(db, 1), timeout=30)
-    finally:
-        await subscriber.stop()
-    dead = await read_all(config, dlq_topic(topic), expected=1)
-    headers = dict(dead[0].headers) if dead else {}
-    reason = headers.get("x-mloop-error", b"").decode(errors="replace")
+    dead, headers, reason = await dead_letters_after_one_effect(
+        db, config, topic, recording_handler(db, "svc"), producer
+    )
     rows.append(
         Row(
             POISON,
@@ -248,14 +258,9 @@ async def test_handler_that_keeps_failing_is_retried_then_dead_lettered(db: Data
 
     await producer.publish(event(topic, 13))
     await producer.publish(event(topic, 14))
-    subscriber = await start_subscriber(config, topic, flaky, producer, max_attempts=3, backoff_seconds=0.05)
-    try:
-        await eventually(lambda: _count_is(db, 1), timeout=30)
-    finally:
-        await subscriber.stop()
-    dead = await read_all(config, dlq_topic(topic), expected=1)
-    headers = dict(dead[0].headers) if dead else {}
-    reason = headers.get("x-mloop-error", b"").decode(errors="replace")
+    dead, headers, reason = await dead_letters_after_one_effect(
+        db, config, topic, flaky, producer, max_attempts=3, backoff_seconds=0.05
+    )
     rows.append(
         Row(
             POISON,
