@@ -91,10 +91,11 @@ class Drift:
         )
         await self.monitor.on_model_promoted(promoted, new_event(promoted, source="tests", subject=MODEL))
 
-    async def log(self, traffic: list[dict[str, Any]]) -> list[str]:
+    async def log(self, traffic: list[dict[str, Any]], request_ids: list[str] | None = None) -> list[str]:
+        ids = request_ids or [uuid.uuid4().hex for _ in traffic]
         records = [
             PredictionRecord(
-                request_id=uuid.uuid4().hex,
+                request_id=ids[i],
                 timestamp=START + timedelta(seconds=i),
                 inputs=row,
                 prediction=truth(row),
@@ -128,7 +129,9 @@ async def test_late_labels_revise_a_judged_window_and_keep_its_history(db: Datab
     async with drift.store.transaction() as unit:
         [first] = await unit.reports(MODEL, 10)
         assert (first.window_index, first.revision, first.cause) == (1, 1, "covariate_shift")
-        assert await unit.count_open(MODEL, 1) == WINDOW // 2
+        watched = await unit.monitored(MODEL, 1)
+        assert watched is not None and (watched.next_window, watched.window_fill) == (2, WINDOW // 2)
+        assert len(await unit.window_rows(MODEL, 1, 2, WINDOW)) == WINDOW // 2
 
     flipped = ["no" if truth(r) == "yes" else "yes" for r in traffic]
     await drift.label(request_ids[:WINDOW], [*flipped[:40], *[truth(r) for r in traffic[40:]]])
@@ -146,6 +149,24 @@ async def test_late_labels_revise_a_judged_window_and_keep_its_history(db: Datab
         [again] = await unit.reports(MODEL, 10)
     assert again.id == latest.id and again.updated_at is not None
     assert len(await drift.alarms()) == 2
+
+
+async def test_count_windows_place_earlier_predictions_first_and_count_a_redelivered_one_once(
+    db: Database, tmp_path: Path
+) -> None:
+    drift = Drift(db, tmp_path)
+    early = await drift.log(rows(60, 0.0, seed=6))  # before the version is watched: kept unplaced
+    await drift.promote()
+    again = early[:10]  # a replayed batch brings ten of them back
+    await drift.log(rows(60, 0.0, seed=7), request_ids=[*again, *(uuid.uuid4().hex for _ in range(50))])
+
+    async with drift.store.transaction() as unit:
+        [report] = await unit.reports(MODEL, 10)
+        first = await unit.window_rows(MODEL, 1, 1, WINDOW)
+        watched = await unit.monitored(MODEL, 1)
+    assert report.window_index == 1
+    assert len(first) == WINDOW and set(early) <= {r.request_id for r in first}
+    assert watched is not None and (watched.next_window, watched.window_fill) == (2, 10)
 
 
 async def test_event_time_windows_on_postgres(db: Database, tmp_path: Path) -> None:

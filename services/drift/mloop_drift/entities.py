@@ -30,6 +30,8 @@ class MonitoredVersion(BaseModel):
     metric: str | None = None
     time_column: str | None = None
     next_window: int = 1
+    # Count windows: predictions already in window next_window (placed on arrival, judged once it is full).
+    window_fill: int = 0
     cooldown: CooldownState = CooldownState()
     retired: bool = False
     promoted_at: datetime | None = None
@@ -46,6 +48,7 @@ class Prediction(BaseModel):
     probabilities: list[float] | None = None
     # When the predicted event happened: the spec's time column in the request, else logged_at.
     event_time: datetime | None = None
+    window_index: int | None = None  # placed on arrival in a count window of a watched version
 
 
 class Label(BaseModel):

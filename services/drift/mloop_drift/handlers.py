@@ -45,7 +45,7 @@ from mloop_drift.hysteresis import Hysteresis, alarm_signals, readings, retrain_
 from mloop_drift.performance import Calibration
 from mloop_drift.retention import window_closed
 from mloop_drift.store import DriftUnit, known_policy
-from mloop_drift.window import Window, event_time, time_window
+from mloop_drift.window import Window, event_time, place_by_count, time_window
 
 SOURCE = "mloop/drift"
 log = logging.getLogger(__name__)
@@ -190,15 +190,16 @@ class DriftMonitor:
                 for r in logged.records
                 if r.route != "shadow"
             ]
-            await unit.record_predictions(logged.model, logged.version, predictions)
             if monitored is None or monitored.retired:
+                await unit.record_predictions(logged.model, logged.version, predictions)
                 return  # kept; judged once (if ever) the version is promoted
-            late: set[int] = set()
-            if monitored.policy.window_time is not None:
-                late = await self._place_open(unit, monitored)
-            # Placing by event time moved the version's window counter: read its row again then.
-            fresh = monitored if monitored.policy.window_time is None else None
-            await self._judge_complete_windows(unit, logged.model, logged.version, event, fresh)
+            if monitored.policy.window_time is None:
+                await self._fill_count_windows(unit, monitored, event, predictions)
+                return
+            await unit.record_predictions(logged.model, logged.version, predictions)
+            late = await self._place_open(unit, monitored)
+            # Placing by event time moved the version's window counter: its row is read again.
+            await self._judge_complete_windows(unit, logged.model, logged.version, event)
             for index in sorted(late):
                 await self._rejudge(unit, logged.model, logged.version, index, event)
 
@@ -239,17 +240,47 @@ class DriftMonitor:
             await unit.advance(monitored.model, monitored.version, next_window=newest + 1, cooldown=monitored.cooldown)
         return {index for index in placed.values() if index < monitored.next_window}
 
-    async def _judge_complete_windows(
-        self,
-        unit: DriftUnit,
-        model: str,
-        version: int,
-        cause: Envelope,
-        locked: MonitoredVersion | None = None,
+    async def _fill_count_windows(
+        self, unit: DriftUnit, monitored: MonitoredVersion, cause: Envelope, arriving: list[Prediction] | None = None
     ) -> None:
-        """Judge every complete window of (model, version) not judged yet; ``locked``: the version's row, when
-        this transaction holds it already."""
-        monitored = locked or await unit.lock_monitored(model, version)
+        """Place a watched version's predictions in its count windows as they are recorded, and judge each window
+        they complete. Predictions kept unplaced (before the version was watched, or while it was retired) go
+        first, oldest first; then ``arriving``, in their order, each request id once."""
+        model, version = monitored.model, monitored.version
+        backlog = await unit.open_rows(model, version)
+        fresh: list[Prediction] = []
+        if arriving:
+            seen = await unit.already_logged([p.request_id for p in arriving])
+            for p in arriving:
+                if p.request_id not in seen:
+                    seen.add(p.request_id)
+                    fresh.append(p)
+        placement = place_by_count(
+            monitored.next_window, monitored.window_fill, monitored.window_size, len(backlog) + len(fresh)
+        )
+        if backlog:
+            await unit.place_in_windows(
+                model, version, {row.request_id: index for row, index in zip(backlog, placement.indexes, strict=False)}
+            )
+        if arriving:
+            placed = placement.indexes[len(backlog) :]
+            for p, index in zip(fresh, placed, strict=True):
+                p.window_index = index
+            await unit.record_predictions(model, version, fresh)
+        for index in placement.complete:
+            monitored = await self._judge_window(unit, monitored, index, cause)
+        if placement.indexes:
+            await unit.advance(
+                model,
+                version,
+                next_window=placement.next_window,
+                cooldown=monitored.cooldown,
+                window_fill=placement.filled,
+            )
+
+    async def _judge_complete_windows(self, unit: DriftUnit, model: str, version: int, cause: Envelope) -> None:
+        """Judge every complete window of (model, version) not judged yet."""
+        monitored = await unit.lock_monitored(model, version)
         if monitored is None:
             return  # predictions raced ahead of the promotion; judged once it arrives
         if monitored.retired:
@@ -260,13 +291,7 @@ class DriftMonitor:
             for index in await unit.unjudged_windows(model, version, before=newest):
                 monitored = await self._judge_window(unit, monitored, index, cause)
             return
-        size = monitored.window_size
-        index = monitored.next_window
-        while await unit.count_open(model, version) >= size:
-            taken = await unit.take_window(model, version, size, index)
-            monitored = await self._judge_window(unit, monitored, index, cause, taken)
-            index += 1
-            await unit.advance(model, version, next_window=index, cooldown=monitored.cooldown)
+        await self._fill_count_windows(unit, monitored, cause)
 
     async def _rejudge(self, unit: DriftUnit, model: str, version: int, index: int, cause: Envelope) -> None:
         """Re-decide a judged window of a watched version after new labels or late rows arrived."""
@@ -288,17 +313,10 @@ class DriftMonitor:
         monitored: MonitoredVersion,
         index: int,
         cause: Envelope,
-        taken: list[Observation] | None = None,
     ) -> MonitoredVersion:
-        """Decide one window (again), keep the verdict as a report revision, and raise the alarm it calls for.
-
-        ``taken``: the window's rows, oldest first, when the caller has just read them (not read again).
-        """
+        """Decide one window (again), keep the verdict as a report revision, and raise the alarm it calls for."""
         model, version = monitored.model, monitored.version
-        if taken is None:
-            rows = await unit.window_rows(model, version, index, self.rules.max_window_rows)
-        else:
-            rows = taken[-self.rules.max_window_rows :]
+        rows = await unit.window_rows(model, version, index, self.rules.max_window_rows)
         if not rows:
             return monitored
         verdict = await self._evaluate(monitored, index, rows)

@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.dialects.postgresql import ARRAY, insert
 
 from mloop_common.db import NAMING_CONVENTION, add_messaging_tables
 from mloop_common.errors import NotFound
@@ -33,6 +33,7 @@ monitored = sa.Table(
     sa.Column("window_size", sa.Integer, nullable=False),
     sa.Column("cooldown_windows", sa.Integer, nullable=False),
     sa.Column("next_window", sa.Integer, nullable=False, server_default="1"),
+    sa.Column("window_fill", sa.Integer, nullable=False, server_default="0"),
     sa.Column("cooldown", sa.JSON, nullable=False),
     sa.Column("retired", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Column("promoted_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
@@ -125,8 +126,11 @@ class DriftUnit(Messaging, Protocol):
         """Judge ``version``'s windows and retire the model's others; False (nothing changed) if it is not known."""
         ...
 
-    async def advance(self, model: str, version: int, *, next_window: int, cooldown: CooldownState) -> None:
-        """Record that the windows before ``next_window`` are judged, and the cooldown after them."""
+    async def advance(
+        self, model: str, version: int, *, next_window: int, cooldown: CooldownState, window_fill: int | None = None
+    ) -> None:
+        """Record that the windows before ``next_window`` are judged, and the cooldown after them (and, for count
+        windows, how many predictions window ``next_window`` holds so far; None leaves that as it is)."""
         ...
 
     async def mark_retrain(self, model: str, version: int, at: datetime | None) -> None:
@@ -134,7 +138,12 @@ class DriftUnit(Messaging, Protocol):
         ...
 
     async def record_predictions(self, model: str, version: int, predictions: Sequence[Prediction]) -> None:
-        """Keep predictions (a label that arrived first stays; a prediction already kept is left as it is)."""
+        """Keep predictions, each in its window if it has one (a label that arrived first stays; a prediction
+        already kept is left as it is)."""
+        ...
+
+    async def already_logged(self, request_ids: Sequence[str]) -> set[str]:
+        """Those of ``request_ids`` whose prediction is kept already (a redelivered record is not counted twice)."""
         ...
 
     async def record_labels(self, model: str, labels: Sequence[Label]) -> None:
@@ -145,20 +154,13 @@ class DriftUnit(Messaging, Protocol):
         """Versions of ``model`` with predictions not yet in a window."""
         ...
 
-    async def count_open(self, model: str, version: int) -> int:
-        """Predictions of a version not yet in a window."""
-        ...
-
     async def open_rows(self, model: str, version: int) -> list[Observation]:
         """Predictions of a version not yet in a window (request id and times only), oldest first."""
         ...
 
-    async def take_window(self, model: str, version: int, size: int, index: int) -> list[Observation]:
-        """Assign the oldest ``size`` open predictions to window ``index`` and return them, oldest first."""
-        ...
-
     async def place_in_windows(self, model: str, version: int, windows: Mapping[str, int]) -> None:
-        """Put open predictions (by request id) into the given windows: event-time windows place on arrival."""
+        """Put open predictions (by request id) into the given windows: those kept before their version was
+        watched, and event-time windows' arrivals."""
         ...
 
     async def window_rows(self, model: str, version: int, index: int, limit: int) -> list[Observation]:
@@ -287,11 +289,14 @@ class SqlDriftUnit(SqlUnit):
             }
         )
 
-    async def advance(self, model: str, version: int, *, next_window: int, cooldown: CooldownState) -> None:
+    async def advance(
+        self, model: str, version: int, *, next_window: int, cooldown: CooldownState, window_fill: int | None = None
+    ) -> None:
+        values: dict[str, Any] = {"next_window": next_window, "cooldown": cooldown.to_dict()}
+        if window_fill is not None:
+            values["window_fill"] = window_fill
         await self.session.execute(
-            sa.update(monitored)
-            .where(monitored.c.model == model, monitored.c.version == version)
-            .values(next_window=next_window, cooldown=cooldown.to_dict())
+            sa.update(monitored).where(monitored.c.model == model, monitored.c.version == version).values(**values)
         )
 
     async def mark_retrain(self, model: str, version: int, at: datetime | None) -> None:
@@ -309,7 +314,7 @@ class SqlDriftUnit(SqlUnit):
             index_elements=["request_id"],
             set_={
                 k: statement.excluded[k]
-                for k in ("version", "logged_at", "inputs", "prediction", "probabilities", "event_time")
+                for k in ("version", "logged_at", "inputs", "prediction", "probabilities", "event_time", "window_index")
             },
             where=observations.c.logged_at.is_(None),
         )
@@ -326,10 +331,20 @@ class SqlDriftUnit(SqlUnit):
                 "prediction": p.prediction,
                 "probabilities": p.probabilities,
                 "event_time": p.event_time,
+                "window_index": p.window_index,
             }
             for p in predictions
         ]
         await self.session.execute(upsert, rows)
+
+    async def already_logged(self, request_ids: Sequence[str]) -> set[str]:
+        if not request_ids:
+            return set()
+        query = sa.select(observations.c.request_id).where(
+            observations.c.request_id == sa.any_(sa.literal(list(request_ids), type_=ARRAY(sa.String))),
+            observations.c.logged_at.is_not(None),
+        )
+        return set((await self.session.execute(query)).scalars())
 
     async def record_labels(self, model: str, labels: Sequence[Label]) -> None:
         if not labels:
@@ -362,34 +377,14 @@ class SqlDriftUnit(SqlUnit):
             observations.c.logged_at.is_not(None),
         )
 
-    async def count_open(self, model: str, version: int) -> int:
-        base = self._open(model, version).with_only_columns(observations.c.request_id)
-        return int((await self.session.execute(sa.select(sa.func.count()).select_from(base.subquery()))).scalar_one())
-
     async def open_rows(self, model: str, version: int) -> list[Observation]:
         columns = [observations.c[name] for name in ("request_id", "model", "logged_at", "event_time")]
-        query = self._open(model, version).with_only_columns(*columns).order_by(observations.c.logged_at)
-        return [Observation.model_validate(row) for row in await self.session.execute(query)]
-
-    async def take_window(self, model: str, version: int, size: int, index: int) -> list[Observation]:
-        oldest = (
+        query = (
             self._open(model, version)
-            .with_only_columns(observations.c.request_id)
+            .with_only_columns(*columns)
             .order_by(observations.c.logged_at, observations.c.request_id)
-            .limit(size)
-            .with_for_update()
-            .scalar_subquery()
         )
-        # One statement: the rows are chosen, moved into the window and returned without their ids travelling
-        # back and forth as thousands of parameters.
-        taken = (
-            sa.update(observations)
-            .where(observations.c.request_id.in_(oldest))
-            .values(window_index=index)
-            .returning(*observations.c)
-        )
-        rows = [_observation(row) for row in await self.session.execute(taken)]
-        return sorted(rows, key=lambda row: (row.logged_at, row.request_id))
+        return [Observation.model_validate(row) for row in await self.session.execute(query)]
 
     async def place_in_windows(self, model: str, version: int, windows: Mapping[str, int]) -> None:
         by_window: dict[int, list[str]] = {}

@@ -235,3 +235,32 @@ def event_time(inputs: Mapping[str, Any], time_column: str | None, logged_at: da
 def time_window(at: datetime, seconds: int) -> int:
     """The index of the event-time window holding ``at``: windows of ``seconds`` counted from the Unix epoch."""
     return int(at.timestamp() // seconds)
+
+
+@dataclass(frozen=True)
+class CountPlacement:
+    """Where arriving predictions go in count windows: one window index per prediction, in arrival order."""
+
+    indexes: list[int]
+    complete: list[int]  # windows these predictions filled, oldest first
+    next_window: int  # the window still filling after them
+    filled: int  # predictions already in it
+
+
+def place_by_count(next_window: int, filled: int, size: int, arriving: int) -> CountPlacement:
+    """Fill window ``next_window`` (holding ``filled`` predictions) and those after it, ``size`` each, with
+    ``arriving`` predictions: a window is complete the moment its last prediction is placed."""
+    if not 0 <= filled < size:
+        raise ValueError(f"a window of {size} predictions cannot already hold {filled}")
+    indexes: list[int] = []
+    complete: list[int] = []
+    index = next_window
+    while arriving:
+        take = min(size - filled, arriving)
+        indexes.extend([index] * take)
+        filled += take
+        arriving -= take
+        if filled == size:
+            complete.append(index)
+            index, filled = index + 1, 0
+    return CountPlacement(indexes, complete, index, filled)

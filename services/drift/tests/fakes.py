@@ -54,11 +54,14 @@ class MemoryDriftUnit(MemoryUnit):
     async def monitored(self, model: str, version: int) -> MonitoredVersion | None:
         return self._monitored.get((model, version))
 
-    async def advance(self, model: str, version: int, *, next_window: int, cooldown: CooldownState) -> None:
+    async def advance(
+        self, model: str, version: int, *, next_window: int, cooldown: CooldownState, window_fill: int | None = None
+    ) -> None:
         current = self._monitored[(model, version)]
-        self._monitored[(model, version)] = current.model_copy(
-            update={"next_window": next_window, "cooldown": cooldown}
-        )
+        update = {"next_window": next_window, "cooldown": cooldown}
+        if window_fill is not None:
+            update["window_fill"] = window_fill
+        self._monitored[(model, version)] = current.model_copy(update=update)
 
     async def record_predictions(self, model: str, version: int, predictions: Sequence[Prediction]) -> None:
         for p in predictions:
@@ -67,6 +70,9 @@ class MemoryDriftUnit(MemoryUnit):
                 self._observations[p.request_id] = Observation(model=model, version=version, **p.model_dump())
             elif existing.logged_at is None:
                 self._observations[p.request_id] = existing.model_copy(update={"version": version, **p.model_dump()})
+
+    async def already_logged(self, request_ids: Sequence[str]) -> set[str]:
+        return {r for r in request_ids if (o := self._observations.get(r)) is not None and o.logged_at is not None}
 
     async def record_labels(self, model: str, labels: Sequence[Label]) -> None:
         for label in labels:
@@ -99,16 +105,8 @@ class MemoryDriftUnit(MemoryUnit):
             }
         )
 
-    async def count_open(self, model: str, version: int) -> int:
-        return len(self._open(model, version))
-
     async def open_rows(self, model: str, version: int) -> list[Observation]:
         return self._open(model, version)
-
-    async def take_window(self, model: str, version: int, size: int, index: int) -> list[Observation]:
-        taken = [o.model_copy(update={"window_index": index}) for o in self._open(model, version)[:size]]
-        self._observations.update({o.request_id: o for o in taken})
-        return taken
 
     async def place_in_windows(self, model: str, version: int, windows: Mapping[str, int]) -> None:
         for request_id, index in windows.items():

@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from mloop_drift.window import Window, categorical_column, numeric_column, probability_matrix
+from mloop_drift.window import Window, categorical_column, numeric_column, place_by_count, probability_matrix
 
 
 def test_a_clean_numeric_column_keeps_its_finite_values_and_counts_the_gaps() -> None:
@@ -66,3 +66,21 @@ def test_numpy_numbers_are_counted_as_the_same_values_in_a_list_would_be() -> No
     assert (from_list.total, from_list.missing, from_list.wrong_type) == (4, 1, 1)
     assert numeric_column(np.array([3, 4], dtype=np.int32)).values.tolist() == [3.0, 4.0]
     assert numeric_column(np.array([True, False])).wrong_type == 2  # booleans are not numbers here
+
+
+def test_arrivals_fill_the_open_count_window_first_and_complete_windows_in_order() -> None:
+    placement = place_by_count(next_window=3, filled=7, size=10, arriving=25)
+    assert placement.indexes == [3] * 3 + [4] * 10 + [5] * 10 + [6] * 2
+    assert placement.complete == [3, 4, 5]
+    assert (placement.next_window, placement.filled) == (6, 2)
+
+
+def test_arrivals_that_exactly_fill_a_window_leave_the_next_one_empty() -> None:
+    placement = place_by_count(next_window=1, filled=0, size=5, arriving=5)
+    assert (placement.complete, placement.next_window, placement.filled) == ([1], 2, 0)
+    assert place_by_count(next_window=2, filled=4, size=5, arriving=0).indexes == []
+
+
+def test_a_count_window_already_over_its_size_is_refused() -> None:
+    with pytest.raises(ValueError, match="cannot already hold 5"):
+        place_by_count(next_window=1, filled=5, size=5, arriving=1)
