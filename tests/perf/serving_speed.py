@@ -20,8 +20,9 @@ setting from outside (it limits its own native threads).
 
 Concurrency 8 and 64, WARMUP seconds then DURATION seconds each; req/s, p50, p99 and failures (connect,
 read, write and timeout errors and non-2xx answers), and the CPU time the server's processes spent per
-answered request (steadier than req/s on a machine shared with other work). Results, with the issue's ratios, go to
-bench/results/serving_speed.json (``--out`` elsewhere).
+answered request (steadier than req/s on a machine shared with other work), the cores the server used and the
+cores everything else on the machine used meanwhile (wrk included; see ``machine_busy_seconds``). Results, with
+the issue's ratios, go to bench/results/serving_speed.json (``--out`` elsewhere).
 
 Environment: MLOOP_KAFKA__BOOTSTRAP_SERVERS (default 127.0.0.1:9092), MLOOP_TEST_PORT_OFFSET (ports: see
 tests/stack.py; the others take 8101..8107 plus the offset), MLOOP_DATABASE_PORT (default 55432),
@@ -54,7 +55,7 @@ REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:  # also runnable as a plain script
     sys.path.insert(0, str(REPO))
 
-from tests.perf.idle_cpu import drop_schemas, group_cpu_seconds  # noqa: E402
+from tests.perf.idle_cpu import TICKS, drop_schemas, group_cpu_seconds  # noqa: E402
 from tests.stack import PORT_OFFSET, ServiceStack  # noqa: E402
 
 CACHE = REPO / ".cache" / "serving-bench"
@@ -103,6 +104,7 @@ def wrk() -> list[str]:
                     )
             partial = root.with_name("wrk.partial")
             subprocess.run(["rm", "-rf", str(partial)], check=True)
+            partial.mkdir(parents=True)  # dpkg-deb makes the folder, not its parents (a fresh cache has none)
             for deb in Path(work).glob("*.deb"):
                 subprocess.run(["dpkg-deb", "-x", str(deb), str(partial)], check=True)
             subprocess.run(["rm", "-rf", str(root)], check=True)
@@ -269,8 +271,21 @@ def run_wrk(command: list[str], target: Target, connections: int, seconds: float
     }
 
 
+def machine_busy_seconds() -> float:
+    """CPU seconds every core of the machine has spent busy since boot (/proc/stat: all but idle and iowait).
+
+    With the server's own CPU time, a run tells how much of the machine the rest took meanwhile (``others_cores``:
+    wrk, the broker, and anything else running): a collapse with the server's CPU per request unchanged and
+    ``others_cores`` high is the machine being shared, not the server stalling; with ``others_cores`` at wrk's
+    usual share and the server's cores low, the server waited on something.
+    """
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle, iowait
+    return (sum(fields[:8]) - idle) / TICKS  # user nice system idle iowait irq softirq steal (guest is in user)
+
+
 def median_of(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    keys = ("requests_per_second", "p50_ms", "p99_ms", "server_cpu_ms_per_request")
+    keys = ("requests_per_second", "p50_ms", "p99_ms", "server_cpu_ms_per_request", "server_cores", "others_cores")
     summary: dict[str, Any] = {}
     for key in keys:
         values = [r[key] for r in runs if r[key] is not None]
@@ -510,12 +525,15 @@ def main() -> int:
                 for c in CONCURRENCY:
                     for target in targets:  # interleaved, so a busy moment of the machine hits every target alike
                         run_wrk(command, target, c, WARMUP, work)
-                        cpu = group_cpu_seconds(target.process_group)
+                        cpu, machine = group_cpu_seconds(target.process_group), machine_busy_seconds()
                         run = run_wrk(command, target, c, DURATION, work)
                         cpu = group_cpu_seconds(target.process_group) - cpu
+                        machine = machine_busy_seconds() - machine
                         run["server_cpu_ms_per_request"] = (
                             round(1000 * cpu / run["requests"], 2) if run["requests"] else None
                         )
+                        run["server_cores"] = round(cpu / DURATION, 2)
+                        run["others_cores"] = round((machine - cpu) / DURATION, 2)
                         runs[target.name][f"c{c}"].append(run)
                         print(target.name, c, runs[target.name][f"c{c}"][-1], flush=True)
         finally:

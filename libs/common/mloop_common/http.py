@@ -86,13 +86,23 @@ async def authorize(request: Request) -> None:
     access: Access | None = getattr(request.app.state, "access", None)
     if access is None:  # an app made by create_app alone (tests of the common endpoints)
         return
-    route = request.scope.get("route")
-    permission = access.rules.get((request.method, getattr(route, "path", "")))
+    route = getattr(request.scope.get("route"), "path", None)
+    if route is None:
+        raise Forbidden(f"{request.method} {request.url.path} is open to nobody")
+    principal = await admitted(access, request.method, route, request.headers.get("authorization"))
+    if principal is not None:
+        request.state.principal = principal
+
+
+async def admitted(access: Access, method: str, route: str, authorization: str | None) -> Principal | None:
+    """Who may call ``method route`` with this ``Authorization`` header (None: a route that needs no key);
+    raises the refusal otherwise. ``authorize``'s check, also for a service's own fast path to a route."""
+    permission = access.rules.get((method, route))
     if permission is None:
-        raise Forbidden(f"{request.method} {getattr(route, 'path', request.url.path)} is open to nobody")
+        raise Forbidden(f"{method} {route} is open to nobody")
     if not access.needs_key(permission):
-        return
-    key = bearer_key(request.headers.get("authorization"))
+        return None
+    key = bearer_key(authorization)
     if key is None:
         raise Unauthorized("an API key is required: send the header 'Authorization: Bearer <key>'")
     principal = await access.authenticator.authenticate(key)
@@ -100,7 +110,7 @@ async def authorize(request: Request) -> None:
         raise Unauthorized("the API key is not valid (unknown, malformed or revoked)")
     if not principal.allows(permission):
         raise Forbidden(f"role {principal.role!r} does not allow {permission.value!r}, which this route needs")
-    request.state.principal = principal
+    return principal
 
 
 def caller(request: Request) -> Principal:
@@ -124,6 +134,7 @@ def service_app(
     rules: Rules,
     description: str,
     max_body_bytes: int = 10 * 1024 * 1024,
+    inner: Sequence[type[Any]] = (),
 ) -> FastAPI:
     """A service's app: ``bootstrap`` builds its components in the lifespan (``app.state.service``).
 
@@ -186,6 +197,7 @@ def service_app(
         max_body_bytes=max_body_bytes,
         allowed_hosts=settings.common.allowed_hosts,
         max_in_flight=settings.common.max_in_flight,
+        inner=inner,
     )
     app.include_router(router)
     app.state.access = Access({**PUBLIC_ROUTES, **rules}, authenticator, open_predict=auth.open_predict)
@@ -264,8 +276,13 @@ def create_app(
     max_body_bytes: int = 10 * 1024 * 1024,
     allowed_hosts: Sequence[str] | None = None,
     max_in_flight: int | None = None,
+    inner: Sequence[type[Any]] = (),
 ) -> FastAPI:
-    """A FastAPI app with mloop's common endpoints; routes and ``app.state.checks`` come from the service."""
+    """A FastAPI app with mloop's common endpoints; routes and ``app.state.checks`` come from the service.
+
+    ``inner``: ASGI middleware classes (outermost first) run inside the Gate, so after its refusals, with its
+    server span current and its metrics counting what they answer (serving's fast path to its predict routes).
+    """
     app = FastAPI(
         title=f"mloop {service}",
         description=description,
@@ -356,6 +373,8 @@ def create_app(
         return app.openapi_schema  # type: ignore[return-value]
 
     app.openapi = openapi  # type: ignore[method-assign]
+    for middleware in reversed(inner):  # each added one becomes the outermost so far: the Gate, added last, wraps them
+        app.add_middleware(middleware)
     # Outermost: a request from an unknown host or with too large a body goes no further.
     app.add_middleware(
         Gate,

@@ -19,6 +19,7 @@ from mloop_serving.oip import (
     EXTENSIONS,
     INFERENCE_HEADER,
     ErrorBody,
+    InferCall,
     InferRequestDoc,
     InferResponseDoc,
     ModelMetadata,
@@ -49,7 +50,8 @@ VersionNumber = Annotated[int, Path(ge=1, le=2**31 - 1)]
 
 # Requests with the same routing key take the same route (canary or production); without one, the first
 # request id is the key, which spreads anonymous traffic by the canary's share.
-RoutingKey = Annotated[str | None, Header(alias="X-Mloop-Routing-Key", max_length=200)]
+ROUTING_KEY_MAX = 200
+RoutingKey = Annotated[str | None, Header(alias="X-Mloop-Routing-Key", max_length=ROUTING_KEY_MAX)]
 Log = Annotated[
     bool,
     Query(description="false: answer without logging the predictions (batch scoring); needs predict-unlogged"),
@@ -114,8 +116,17 @@ def may_skip_logging(http: Request) -> bool:
 
 
 def _answer(scored: Scored, response: Response) -> PredictResponse:
-    response.headers[VERSION_HEADER] = str(scored.model.version)
-    response.headers[ROUTE_HEADER] = scored.route
+    for header, value in answer_headers(scored.model.version, scored.route):
+        response.headers[header] = value
+    return prediction(scored)
+
+
+def answer_headers(version: int, route: str) -> tuple[tuple[str, str], ...]:
+    """The headers naming the version that answered and how it was chosen (both APIs)."""
+    return (VERSION_HEADER, str(version)), (ROUTE_HEADER, route)
+
+
+def prediction(scored: Scored) -> PredictResponse:
     classifier = scored.probabilities is not None
     return PredictResponse(
         predictions=scored.predictions,
@@ -253,10 +264,17 @@ async def infer_version(service: Service, name: str, version: str, request: Requ
 async def _infer(service: ServingService, name: str, request: Request, version: int | None) -> Response:
     # The body is read as bytes: Triton's client sends no Content-Type, and binary tensors follow the JSON.
     call = parse_infer_request(await request.body(), request.headers.get(INFERENCE_HEADER))
-    key = request.headers.get("X-Mloop-Routing-Key")
+    return await infer_answer(service, name, call, version, request.headers.get("X-Mloop-Routing-Key"))
+
+
+async def infer_answer(
+    service: ServingService, name: str, call: InferCall, version: int | None, key: str | None
+) -> Response:
+    """A checked inference request scored and answered (the route's and the fast path's answer)."""
     encoded, routed = await service.scorer.infer(name, call, version, key=key)
-    headers = {**encoded.headers, VERSION_HEADER: str(routed.model.version), ROUTE_HEADER: routed.route}
-    return Response(encoded.body, headers=headers)
+    return Response(
+        encoded.body, headers={**encoded.headers, **dict(answer_headers(routed.model.version, routed.route))}
+    )
 
 
 router.include_router(oip_router)

@@ -29,6 +29,7 @@ from mloop_common.testing import ADMIN_HEADERS
 from mloop_serving import api
 from mloop_serving.access import RULES
 from mloop_serving.bootstrap import ServingService, models_check
+from mloop_serving.fastpath import FastPath
 from mloop_serving.host import LoadedModel
 
 from .fakes import FEATURES, Serving, classifier_file, serving
@@ -46,9 +47,10 @@ def svc(tmp_path: Path) -> Serving:
     return serving(ArtifactStore(tmp_path))
 
 
-@pytest.fixture
-async def client(svc: Serving) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(service="serving", lifespan=no_lifespan)
+@pytest.fixture(params=["fast-path", "routes-only"])
+async def client(svc: Serving, request: pytest.FixtureRequest) -> AsyncIterator[httpx.AsyncClient]:
+    """Every test here holds with serving's fast path to the predict routes, and without it."""
+    app = create_app(service="serving", lifespan=no_lifespan, inner=[FastPath] if request.param == "fast-path" else [])
     app.include_router(api.router)
     api.configure_oip(app)
     app.state.checks["models"] = models_check(svc.loader)

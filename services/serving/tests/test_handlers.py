@@ -7,6 +7,7 @@ import errno
 import gc
 import json
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -15,11 +16,11 @@ from prometheus_client import REGISTRY
 from mloop_common.artifacts import ArtifactStore
 from mloop_common.contracts import PRODUCTION
 from mloop_common.errors import DigestMismatch, InvalidInput, NotFound, ServiceUnavailable
-from mloop_common.events import FeedbackReceived, PredictionsLogged
+from mloop_common.events import FeedbackReceived, PredictionRecord, PredictionsLogged
 from mloop_common.modelio import UntrustedModelError
 from mloop_common.retry import Backoff
 from mloop_serving.batching import MicroBatcher
-from mloop_serving.handlers import Loader
+from mloop_serving.handlers import RECORD_FIELDS, Loader, prediction_record
 from mloop_serving.oip import parse_infer_request
 from mloop_serving.schemas import Feedback
 
@@ -371,3 +372,17 @@ async def test_once_started_the_libraries_and_models_are_out_of_the_collectors_s
     assert svc.host.get("churn").version == 1
     assert gc.get_freeze_count() > 0
     assert gc.get_threshold()[0] >= 20_000  # a young collection per 700 objects caught every request in flight
+
+
+@pytest.mark.parametrize("probabilities", [[0.25, 0.75], None])
+def test_a_prediction_record_is_made_exactly_as_model_construct_makes_it(probabilities):
+    now = datetime(2026, 1, 2, 3, 4, 5, 6, tzinfo=UTC)
+    values = {"request_id": "r-1", "timestamp": now, "inputs": {"usage": 1.5}, "prediction": "yes"}
+    made = prediction_record(*values.values(), probabilities, "canary")
+    constructed = PredictionRecord.model_construct(**values, probabilities=probabilities, route="canary")
+
+    # A field added to PredictionRecord must be added to prediction_record too.
+    assert tuple(PredictionRecord.model_fields) == RECORD_FIELDS
+    assert made == constructed and made.model_fields_set == constructed.model_fields_set
+    assert made.model_dump_json() == constructed.model_dump_json()
+    assert made.model_copy(update={"truncated": True}).truncated and not made.truncated
