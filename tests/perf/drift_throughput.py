@@ -8,7 +8,7 @@ straight to Kafka, shaped as serving's logbook sends them (events of 500 records
 numeric inputs, a label and two probabilities each; unshifted data, so no alarm), in two runs:
 
 - paced: 2,000 records/s (one 500-record event every 0.25 s, as the logbook flushes at that rate) for
-  MLOOP_BENCH_DRIFT_SECONDS (default 30 s);
+  MLOOP_BENCH_DRIFT_SECONDS (default 90 s: a backlog that builds slowly shows, as one did after 55 s);
 - flood: MLOOP_BENCH_DRIFT_FLOOD records (default 60,000) published as fast as the producer goes, to see
   how fast drift drains a backlog.
 
@@ -78,7 +78,7 @@ ADMIN_DSN = f"postgresql://mloop:mloop@127.0.0.1:{PG_PORT}/mloop"
 ADMIN_URL = f"postgresql+asyncpg://mloop:mloop@127.0.0.1:{PG_PORT}/mloop"
 RATE = 2_000  # records/s: the serving rate
 BATCH = 500  # records per event: serving's logbook default (batch_size)
-SECONDS = float(os.environ.get("MLOOP_BENCH_DRIFT_SECONDS", "30"))
+SECONDS = float(os.environ.get("MLOOP_BENCH_DRIFT_SECONDS", "90"))
 FLOOD = int(os.environ.get("MLOOP_BENCH_DRIFT_FLOOD", "60000"))
 PROFILED = int(os.environ.get("MLOOP_BENCH_DRIFT_PROFILE", "20000"))
 WINDOW = 1_000  # the default drift window (predictions)

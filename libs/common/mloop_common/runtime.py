@@ -50,6 +50,7 @@ class ConsumerSpec:
     group_suffix: str = ""
     stop_timeout: float = 30.0
     broadcast: bool = False
+    fetch_max_wait_ms: int = 2000
 
 
 def bus_config(settings: ServiceSettings) -> BusConfig:
@@ -111,14 +112,20 @@ class Runtime:
         return f"mloop-{self.service}"
 
     def consume(
-        self, *routes: Route[Any], group_suffix: str = "", stop_timeout: float = 30.0, broadcast: bool = False
+        self,
+        *routes: Route[Any],
+        group_suffix: str = "",
+        stop_timeout: float = 30.0,
+        broadcast: bool = False,
+        fetch_max_wait_ms: int = 2000,
     ) -> None:
         """Register one consumer (group) for these routes; it starts with the runtime.
 
         At stop, a handler still running after ``stop_timeout`` seconds is cancelled (its record is redelivered).
         ``broadcast``: every process sees every record, with no consumer group (see ``Subscriber``).
+        ``fetch_max_wait_ms``: the longest a busy partition's next records may wait (see ``Subscriber``).
         """
-        self._consumers.append(ConsumerSpec(list(routes), group_suffix, stop_timeout, broadcast))
+        self._consumers.append(ConsumerSpec(list(routes), group_suffix, stop_timeout, broadcast, fetch_max_wait_ms))
 
     def store(self, unit: type[S]) -> SqlStore[S]:
         """Units of work of type ``unit`` on this service's schema; staged events leave right after commit."""
@@ -165,6 +172,7 @@ class Runtime:
                 on_failure=self._consumer_died,
                 stop_timeout=spec.stop_timeout,
                 broadcast=spec.broadcast,
+                fetch_max_wait_ms=spec.fetch_max_wait_ms,
             )
             await subscriber.start()
             self.subscribers.append(subscriber)

@@ -20,6 +20,9 @@ from mloop_drift.handlers import DriftMonitor, WindowRules
 from mloop_drift.retention import Purger, Retention
 from mloop_drift.store import DriftUnit, SqlDriftUnit
 
+# How long predictions may wait behind the long poll of drift's idle topics (see Subscriber's fetch_max_wait_ms).
+FETCH_MAX_WAIT_MS = 200
+
 
 @dataclass(frozen=True)
 class DriftService:
@@ -55,13 +58,16 @@ async def bootstrap(settings: DriftSettings, app: FastAPI) -> AsyncIterator[Drif
         ),
         clock=utc_now,
     )
-    # One consumer (group) for every topic: a model's windows are judged by one task at a time.
+    # One consumer (group) for every topic: a model's windows are judged by one task at a time. Predictions
+    # arrive several times a second: a short fetch wait keeps them from queueing behind the idle topics' long poll
+    # (an idle drift polls five times a second for it: about 0.5% of a core).
     runtime.consume(
         route(ModelPromoted, monitor.on_model_promoted),
         route(ModelServed, monitor.on_model_served),
         route(ModelRejected, monitor.on_model_rejected),
         route(PredictionsLogged, monitor.on_predictions_logged),
         route(FeedbackReceived, monitor.on_feedback_received),
+        fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
     )
     await runtime.start(app)
     purger = Purger(store=store, retention=retention, batch=settings.purge_batch, clock=utc_now)
