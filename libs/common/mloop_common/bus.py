@@ -449,7 +449,7 @@ class Subscriber:
             out of it; once they are handled, that partition's next records wait for the fetch in flight (held
             for the idle partitions) to come back: up to this long. A long wait saves idle round trips (each
             costs a little CPU); a consumer of a busy topic takes a short one (drift: at 2000 ms it handled
-            2,000 predictions/s in bursts, 4,500 records behind at times; at 200 ms, 1,000).
+            2,000 predictions/s in bursts, 4,500 records behind at times; at 500 ms, never over 1,000).
         max_partition_fetch_bytes: how much one fetch brings of each partition. Events come close to the
             1 MiB message limit (a prediction log batch is split at 900 kB), so the client's 1 MiB default
             brought one event per round trip, and the consumer waited on the broker as long as it worked
