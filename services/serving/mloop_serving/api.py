@@ -14,7 +14,7 @@ from mloop_common.auth import Permission
 from mloop_common.errors import Forbidden, InvalidInput, MloopError, NotFound
 from mloop_common.http import caller
 from mloop_serving.bootstrap import ServingService
-from mloop_serving.handlers import Scored
+from mloop_serving.handlers import Scored, ScoredCall, encode_answer
 from mloop_serving.oip import (
     EXTENSIONS,
     INFERENCE_HEADER,
@@ -170,10 +170,15 @@ class OipRoute(APIRoute):
                     log.error("%s: %s", type(exc).__name__, exc.message)
                 return JSONResponse({"error": exc.message}, exc.status_code)
             except Exception as exc:
-                log.exception("unhandled error")
-                return JSONResponse({"error": f"internal error: {type(exc).__name__}"}, 500)
+                return unexpected_oip_error(exc)
 
         return answer
+
+
+def unexpected_oip_error(exc: Exception) -> JSONResponse:
+    """A protocol route's answer to an error nobody expected (logged with its traceback): 500, its type named."""
+    log.error("unhandled error", exc_info=exc)
+    return JSONResponse({"error": f"internal error: {type(exc).__name__}"}, 500)
 
 
 oip_router = APIRouter(
@@ -270,8 +275,14 @@ async def _infer(service: ServingService, name: str, request: Request, version: 
 async def infer_answer(
     service: ServingService, name: str, call: InferCall, version: int | None, key: str | None
 ) -> Response:
-    """A checked inference request scored and answered (the route's and the fast path's answer)."""
-    encoded, routed = await service.scorer.infer(name, call, version, key=key)
+    """A checked inference request scored and answered."""
+    return infer_response(call, await service.scorer.score_call(name, call, version, key=key))
+
+
+def infer_response(call: InferCall, scored: ScoredCall) -> Response:
+    """The answer to a scored inference request (the route's and the fast path's)."""
+    encoded = encode_answer(call, scored)
+    routed = scored.routed
     return Response(
         encoded.body, headers={**encoded.headers, **dict(answer_headers(routed.model.version, routed.route))}
     )

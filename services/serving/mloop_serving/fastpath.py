@@ -9,9 +9,11 @@ scorer, the same response bytes and headers.
 
 Anything else goes to the app's routes as before: an unknown path variant, a query string, a content type
 other than JSON (v1), the protocol's binary tensor extension, a body that is not the expected shape, and any
-error whatever before the answer starts (bad JSON, a missing key, an unknown model or feature, a model that
-fails). The body read here is handed on as it came, so the route answers exactly as it always did: its own
-status, error body and headers. Errors are rare; such a request costs a second attempt at most.
+error whatever before the model has answered (bad JSON, a missing key, an unknown model or feature, a model
+that fails). The body read here is handed on as it came, so the route answers exactly as it always did: its
+own status, error body and headers. Errors are rare; such a request costs a second attempt at most. An error
+once the model has answered (building the answer: a bug) is raised as it is, answered 500 as the route's would
+be: the route would score, and log, the request a second time.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from prometheus_client import Counter
 from pydantic import TypeAdapter
 
 from mloop_common.http import Access, admitted
-from mloop_serving.api import ROUTING_KEY_MAX, answer_headers, infer_answer, prediction
+from mloop_serving.api import ROUTING_KEY_MAX, answer_headers, infer_response, prediction, unexpected_oip_error
 from mloop_serving.bootstrap import ServingService
 from mloop_serving.oip import INFERENCE_HEADER, parse_infer_request
 from mloop_serving.schemas import PredictResponse
@@ -41,10 +43,11 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 FAST_PATH = Counter(
     "mloop_serving_fast_path_total",
-    "Predict and infer requests by who answered: the fast path, or the routes (anything unusual, every error)",
+    "Predict and infer requests by who answered: the fast path, the routes (anything unusual, errors before "
+    "scoring), or none (failed: an error once the model had answered)",
     ["outcome"],
 )
-_ANSWERED, _PASSED = FAST_PATH.labels("answered"), FAST_PATH.labels("routed")
+_ANSWERED, _PASSED, _FAILED = (FAST_PATH.labels(outcome) for outcome in ("answered", "routed", "failed"))
 
 V1 = "/v1/models/{name}:predict"
 V1_VERSION = "/v1/models/{name}/versions/{version}:predict"
@@ -61,6 +64,16 @@ _WANTED = {
 _JSON = re.compile(r"application/json\s*(;.*)?", re.IGNORECASE | re.DOTALL)
 _V1_VERSION = re.compile(r"[1-9][0-9]{0,9}")  # what ``VersionNumber`` surely reads as the same int
 _PREDICT_JSON = TypeAdapter(PredictResponse)  # what FastAPI serializes the route's answer with
+
+
+class AfterScoring(Exception):
+    """``error`` was raised once the model had answered: not for the route, which would score (and log) again.
+
+    ``answer``: the route's own answer to it, where the route answers such errors itself (the protocol's)."""
+
+    def __init__(self, error: Exception, answer: Response | None = None) -> None:
+        super().__init__(str(error))
+        self.error, self.answer = error, answer
 
 
 @dataclass(frozen=True)
@@ -87,17 +100,23 @@ class FastPath:
             await self.app(scope, receive, send)
             return
         messages, failure = await _read(receive)
-        response = None
+        response, outcome = None, _ANSWERED
         if failure is None and messages[-1]["type"] == "http.request":
             try:
                 response = await self._answer(scope, route, messages)
+            except AfterScoring as failed:
+                _FAILED.inc()
+                if failed.answer is None:
+                    raise failed.error from None
+                response, outcome = failed.answer, _FAILED
             except Exception:  # the route answers it, in its own words (it meets the same error)
                 response = None
         if response is None:
             _PASSED.inc()
             await self.app(scope, _replay(messages, failure, receive), send)
             return
-        _ANSWERED.inc()
+        if outcome is _ANSWERED:
+            _ANSWERED.inc()
         await response(scope, receive, send)
 
     def _route(self, scope: Scope) -> tuple[APIRoute, dict[str, str]] | None:
@@ -159,9 +178,13 @@ async def predict(service: ServingService, call: Call) -> Response | None:
     if type(instances) is not list or not instances or any(type(i) is not dict for i in instances):
         return None  # PredictRequest's checks, which answer it
     scored = await service.scorer.score(call.name, instances, version, key=key)
-    response = Response(_PREDICT_JSON.dump_json(prediction(scored), exclude_none=True), media_type="application/json")
-    for header, value in answer_headers(scored.model.version, scored.route):
-        response.headers.raw.append((header.lower().encode("latin-1"), value.encode("latin-1")))
+    try:
+        body = _PREDICT_JSON.dump_json(prediction(scored), exclude_none=True)
+        response = Response(body, media_type="application/json")
+        for header, value in answer_headers(scored.model.version, scored.route):
+            response.headers.raw.append((header.lower().encode("latin-1"), value.encode("latin-1")))
+    except Exception as exc:
+        raise AfterScoring(exc) from exc
     return response
 
 
@@ -174,7 +197,12 @@ async def infer(service: ServingService, call: Call) -> Response | None:
         if not call.version.isascii() or not call.version.isdigit():
             return None
         version = int(call.version)
-    return await infer_answer(service, call.name, parse_infer_request(call.body), version, call.headers.get("key"))
+    request = parse_infer_request(call.body)
+    scored = await service.scorer.score_call(call.name, request, version, key=call.headers.get("key"))
+    try:
+        return infer_response(request, scored)
+    except Exception as exc:
+        raise AfterScoring(exc, unexpected_oip_error(exc)) from exc
 
 
 def _api_routes(routes: Sequence[Any]) -> Iterator[APIRoute]:

@@ -354,6 +354,22 @@ class Scored:
     route: str
 
 
+@dataclass(frozen=True)
+class ScoredCall:
+    """An inference request scored: the answer and the route that chose its model."""
+
+    scored: Scored
+    routed: Routed
+
+
+def encode_answer(call: InferCall, scored: ScoredCall) -> Encoded:
+    """The protocol's answer to ``call``, as it asked for it (JSON or binary outputs)."""
+    answer, model = scored.scored, scored.routed.model
+    return oip.encode_response(
+        call, model, answer.predictions, answer.probabilities, answer.request_ids, route=scored.routed.route
+    )
+
+
 class Scorer:
     """Scores instances with a loaded model, logs every prediction, and routes labels to their model.
 
@@ -414,6 +430,13 @@ class Scorer:
 
         Routed by ``key``, else by the request's ``id``, so a client that reuses its ids is sticky too.
         """
+        scored = await self.score_call(name, call, version, key=key)
+        return encode_answer(call, scored), scored.routed
+
+    async def score_call(
+        self, name: str, call: InferCall, version: int | None = None, *, key: str | None = None
+    ) -> ScoredCall:
+        """``infer`` up to the answer's encoding: scored, logged, and the shadow's copy sent."""
         routed = self._pick(name, version, None, key or call.id or self.new_id())
         check_outputs(call, routed.model)
         instances = oip.instances(call, routed.model)
@@ -421,10 +444,7 @@ class Scorer:
         scored = await self._score(routed, instances, request_ids)
         if version is None:
             self._shadow(name, instances, request_ids)
-        encoded = oip.encode_response(
-            call, routed.model, scored.predictions, scored.probabilities, scored.request_ids, route=routed.route
-        )
-        return encoded, routed
+        return ScoredCall(scored, routed)
 
     async def close(self) -> None:
         """Let pending shadow scorings finish (their records are logged before the log stops)."""

@@ -23,7 +23,7 @@ from mloop_common.auth import DEVELOPMENT_ADMIN_KEY, DEVELOPMENT_SECRET, Authent
 from mloop_common.events import CANARY, PredictionsLogged
 from mloop_common.http import PUBLIC_ROUTES, Access, create_app
 from mloop_common.testing import ADMIN_HEADERS, recorded_spans
-from mloop_serving import api
+from mloop_serving import api, fastpath, oip
 from mloop_serving.access import RULES
 from mloop_serving.bootstrap import ServingService, models_check
 from mloop_serving.fastpath import FastPath
@@ -212,6 +212,33 @@ async def test_anything_unusual_reaches_the_routes_and_gets_their_exact_answer(t
 
     considered = "?" not in path  # a query string (log=false) never looks like the common case
     assert answered() == (before[0], before[1] + considered)
+
+
+@pytest.mark.parametrize(
+    ("path", "request_"),
+    [
+        ("/v1/models/churn:predict", {"json": {"instances": [ROW]}, "headers": APP}),
+        ("/v2/models/churn/infer", {"json": TENSORS, "headers": APP}),
+    ],
+)
+async def test_an_error_once_the_model_has_answered_is_a_500_and_the_request_is_scored_and_logged_once(
+    twins, monkeypatch, path, request_
+):
+    def broken_encoder(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("the answer cannot be encoded")
+
+    for module in (api, fastpath, oip):  # every binding the routes and the fast path reach it by
+        name = "encode_response" if module is oip else "prediction"
+        monkeypatch.setattr(module, name, broken_encoder)
+    failed = REGISTRY.get_sample_value("mloop_serving_fast_path_total", {"outcome": "failed"}) or 0.0
+
+    response = await twins.post(path, **request_)
+
+    assert response.status_code == 500
+    assert REGISTRY.get_sample_value("mloop_serving_fast_path_total", {"outcome": "failed"}) == failed + 1
+    for svc in (twins.fast, twins.plain):
+        await svc.logbook.flush()
+        assert sum(len(p.records) for p in svc.publisher.payloads(PredictionsLogged)) == 1
 
 
 async def test_the_binary_tensor_extension_is_left_to_the_route(twins):
