@@ -21,8 +21,9 @@ setting from outside (it limits its own native threads).
 Concurrency 8 and 64, WARMUP seconds then DURATION seconds each; req/s, p50, p99 and failures (connect,
 read, write and timeout errors and non-2xx answers), and the CPU time the server's processes spent per
 answered request (steadier than req/s on a machine shared with other work), the cores the server used and the
-cores everything else on the machine used meanwhile (wrk included; see ``machine_busy_seconds``). Results, with
-the issue's ratios, go to bench/results/serving_speed.json (``--out`` elsewhere).
+cores everything else on the machine used meanwhile (wrk included; see ``machine_busy_seconds``), and for mloop
+the mean requests per call of the model (micro-batching). Results, with the issue's ratios, go to
+bench/results/serving_speed.json (``--out`` elsewhere); ``--only`` and ``--concurrency`` measure a part.
 
 Environment: MLOOP_KAFKA__BOOTSTRAP_SERVERS (default 127.0.0.1:9092), MLOOP_TEST_PORT_OFFSET (ports: see
 tests/stack.py; the others take 8101..8107 plus the offset), MLOOP_DATABASE_PORT (default 55432),
@@ -227,6 +228,7 @@ class Target:
     def __init__(self, name: str, url: str, body: dict[str, Any], check: Callable[[Any], bool], answers: str) -> None:
         self.name, self.url, self.body, self.check, self.answers = name, url, body, check, answers
         self.process_group = 0  # of the server answering: its CPU time is read around each run
+        self.metrics_url: str | None = None  # mloop's: where its batch sizes are read around each run
 
     def verify(self) -> None:
         response = httpx.post(self.url, json=self.body, timeout=30)
@@ -271,6 +273,18 @@ def run_wrk(command: list[str], target: Target, connections: int, seconds: float
     }
 
 
+def model_calls(target: Target) -> tuple[float, float]:
+    """mloop's requests scored and calls of the model so far (``mloop_serving_batch_requests``'s sum and count)."""
+    if target.metrics_url is None:
+        return 0.0, 0.0
+    text = httpx.get(target.metrics_url, timeout=10).text
+    found = {}
+    for part in ("sum", "count"):
+        match = re.search(rf'^mloop_serving_batch_requests_{part}{{model="{MODEL}"}} (\S+)$', text, re.MULTILINE)
+        found[part] = float(match.group(1)) if match else 0.0
+    return found["sum"], found["count"]
+
+
 def machine_busy_seconds() -> float:
     """CPU seconds every core of the machine has spent busy since boot (/proc/stat: all but idle and iowait).
 
@@ -285,10 +299,18 @@ def machine_busy_seconds() -> float:
 
 
 def median_of(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    keys = ("requests_per_second", "p50_ms", "p99_ms", "server_cpu_ms_per_request", "server_cores", "others_cores")
+    keys = (
+        "requests_per_second",
+        "p50_ms",
+        "p99_ms",
+        "server_cpu_ms_per_request",
+        "server_cores",
+        "others_cores",
+        "requests_per_model_call",
+    )
     summary: dict[str, Any] = {}
     for key in keys:
-        values = [r[key] for r in runs if r[key] is not None]
+        values = [r[key] for r in runs if r.get(key) is not None]
         summary[key] = round(statistics.median(values), 2) if values else None
     summary["failures"] = sum(r["failures"] for r in runs)
     summary["runs"] = runs
@@ -299,9 +321,12 @@ def median_of(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def start_all(
-    processes: Processes, stack: ServiceStack, files: Path, row: dict[str, float]
+    processes: Processes, stack: ServiceStack, files: Path, row: dict[str, float], only: set[str] | None = None
 ) -> tuple[list[Target], dict[str, str]]:
-    """Every server ready, each target checked once; also why any anchor could not be measured."""
+    """Every server ready, each target checked once; also why any anchor could not be measured.
+
+    ``only``: the targets to measure (None: all); the anchors' servers start only when one of them is asked for.
+    """
     skipped: dict[str, str] = {}
     base = 8100 + PORT_OFFSET
     anchor_env = {**os.environ, **ONE_THREAD}
@@ -378,14 +403,15 @@ def start_all(
 
     unbatched = f"{stack.urls['serving-unbatched']}/v1/models/{MODEL}:predict"
     targets.append(Target("mloop-v1-unbatched", unbatched, {"instances": [row]}, mloop_v1, "label + probabilities"))
-    try:
-        targets.append(start_mlserver(processes, files, row, base, anchor_env))
-    except Exception as exc:
-        skipped["mlserver"] = f"{type(exc).__name__}: {exc}"[:1500]
-    try:
-        targets.append(start_mlflow(processes, files, row, base, anchor_env))
-    except Exception as exc:
-        skipped["mlflow"] = f"{type(exc).__name__}: {exc}"[:1500]
+    for anchor, start in (("mlserver", start_mlserver), ("mlflow", start_mlflow)):
+        if only is not None and anchor not in only:
+            continue
+        try:
+            targets.append(start(processes, files, row, base, anchor_env))
+        except Exception as exc:
+            skipped[anchor] = f"{type(exc).__name__}: {exc}"[:1500]
+    if only is not None:
+        targets = [t for t in targets if t.name in only]
     groups = {
         "echo": processes.running["echo"].pid,
         "mloop-v1-log-on": stack.processes["serving"].pid,
@@ -397,6 +423,8 @@ def start_all(
     }
     for target in targets:
         target.process_group = groups[target.name]
+        if target.name.startswith("mloop-"):
+            target.metrics_url = target.url.split("/v", 1)[0] + "/metrics"
         target.verify()
     return targets, skipped
 
@@ -474,26 +502,26 @@ def start_mlflow(processes: Processes, files: Path, row: dict[str, float], base:
 
 
 def ratios(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """The issue's targets, as ratios of this run's medians (None where a denominator is missing or zero)."""
+    """The issue's targets, as ratios of this run's medians (None where a target was not measured, or a
+    denominator is zero)."""
 
     def ratio(ours: float | None, theirs: float | None, digits: int = 3) -> float | None:
         return round(ours / theirs, digits) if ours is not None and theirs else None
 
     out: dict[str, Any] = {}
-    for c in CONCURRENCY:
-        key = f"c{c}"
-        rate = {name: by_c[key]["requests_per_second"] for name, by_c in results.items()}
-        cpu = {name: by_c[key]["server_cpu_ms_per_request"] for name, by_c in results.items()}
+    for key in sorted({c for by_c in results.values() for c in by_c}, key=lambda c: int(c[1:])):
+        rate = {name: by_c[key]["requests_per_second"] for name, by_c in results.items() if key in by_c}
+        cpu = {name: by_c[key]["server_cpu_ms_per_request"] for name, by_c in results.items() if key in by_c}
         anchors = {n: rate[n] for n in ("mlserver", "mlflow") if n in rate}
         faster = max(anchors, key=anchors.__getitem__) if anchors else None
         entry: dict[str, Any] = {"faster_anchor": faster}
         for path in ("v1", "oip"):
             on, off = f"mloop-{path}-log-on", f"mloop-{path}-log-off"
-            entry[f"mloop_{path}_vs_echo"] = ratio(rate[on], rate["echo"])
-            cost = ratio(rate[on], rate[off])
+            entry[f"mloop_{path}_vs_echo"] = ratio(rate.get(on), rate.get("echo"))
+            cost = ratio(rate.get(on), rate.get(off))
             entry[f"mloop_{path}_logging_cost"] = round(1 - cost, 3) if cost is not None else None
-            entry[f"mloop_{path}_logging_cpu_per_request"] = ratio(cpu[on], cpu[off])
-            if faster:
+            entry[f"mloop_{path}_logging_cpu_per_request"] = ratio(cpu.get(on), cpu.get(off))
+            if faster and on in rate:
                 entry[f"mloop_{path}_vs_faster_anchor"] = ratio(rate[on], anchors[faster], 2)
                 entry[f"mloop_{path}_p99_vs_faster_anchor"] = ratio(
                     results[on][key]["p99_ms"], results[faster][key]["p99_ms"]
@@ -507,7 +535,15 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=OUT)
     parser.add_argument("--label", default="", help="what this run measures (kept in the results)")
+    parser.add_argument(
+        "--only", help="comma-separated targets to measure (e.g. echo,mloop-oip-log-on); default: every one"
+    )
+    parser.add_argument(
+        "--concurrency", help=f"comma-separated connection counts (default {','.join(map(str, CONCURRENCY))})"
+    )
     args = parser.parse_args()
+    only = set(args.only.split(",")) if args.only else None
+    concurrency = tuple(int(c) for c in args.concurrency.split(",")) if args.concurrency else CONCURRENCY
     started = time.monotonic()
     command = wrk()
     files, row = model_files()
@@ -517,18 +553,22 @@ def main() -> int:
         stack = ServiceStack(bootstrap=bootstrap, database_url=ADMIN_URL, root=work, repo=REPO)
         processes = Processes(stack.logs)
         try:
-            targets, skipped = start_all(processes, stack, files, row)
+            targets, skipped = start_all(processes, stack, files, row, only)
             runs: dict[str, dict[str, list[dict[str, Any]]]] = {
-                t.name: {f"c{c}": [] for c in CONCURRENCY} for t in targets
+                t.name: {f"c{c}": [] for c in concurrency} for t in targets
             }
             for _ in range(REPEATS):
-                for c in CONCURRENCY:
+                for c in concurrency:
                     for target in targets:  # interleaved, so a busy moment of the machine hits every target alike
                         run_wrk(command, target, c, WARMUP, work)
+                        scored, calls = model_calls(target)
                         cpu, machine = group_cpu_seconds(target.process_group), machine_busy_seconds()
                         run = run_wrk(command, target, c, DURATION, work)
                         cpu = group_cpu_seconds(target.process_group) - cpu
                         machine = machine_busy_seconds() - machine
+                        scored_after, calls_after = model_calls(target)
+                        if calls_after > calls:
+                            run["requests_per_model_call"] = round((scored_after - scored) / (calls_after - calls), 1)
                         run["server_cpu_ms_per_request"] = (
                             round(1000 * cpu / run["requests"], 2) if run["requests"] else None
                         )
@@ -548,7 +588,7 @@ def main() -> int:
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
         "method": {
             "load_generator": "wrk 4.1.0 (Debian), 1 thread, one single-row body repeated",
-            "concurrency": list(CONCURRENCY),
+            "concurrency": list(concurrency),
             "warmup_seconds": WARMUP,
             "seconds": DURATION,
             "repeats": REPEATS,

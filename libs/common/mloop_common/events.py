@@ -348,16 +348,36 @@ def new_event(
     causation_id: str | None = None,
 ) -> Envelope:
     """Wrap ``payload`` in an envelope; ``cause`` (or the explicit ids) links it into its chain."""
-    topic = TOPIC_OF[type(payload)]
-    event_id = str(uuid.uuid4())
     if cause is not None:
         correlation_id, causation_id = cause.correlationid, cause.id
+    return event_of_data(
+        TOPIC_OF[type(payload)],
+        payload.model_dump(mode="json"),
+        source=source,
+        subject=subject,
+        correlation_id=correlation_id,
+        causation_id=causation_id,
+    )
+
+
+def event_of_data(
+    topic: str,
+    data: dict[str, Any],
+    *,
+    source: str,
+    subject: str,
+    correlation_id: str | None = None,
+    causation_id: str | None = None,
+) -> Envelope:
+    """An envelope around ``data``, already the JSON form of ``topic``'s payload (``new_event`` for a producer that
+    builds that form itself, faster than pydantic would)."""
+    event_id = str(uuid.uuid4())
     return Envelope(
         id=event_id,
         type=topic,
         source=source,
         subject=subject,
-        data=payload.model_dump(mode="json"),
+        data=data,
         correlationid=correlation_id or event_id,
         causationid=causation_id,
         dataschema=dataschema(topic),

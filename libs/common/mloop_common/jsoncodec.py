@@ -7,6 +7,7 @@ json module. Where the two differ (integers beyond 64 bits, lone surrogates) the
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 import orjson
@@ -32,10 +33,15 @@ def json_loads(text: str | bytes) -> Any:
         value = orjson.loads(text)
     except orjson.JSONDecodeError:  # e.g. lone surrogates escaped in the text, which the json module accepts
         return json.loads(text)
+    if isinstance(text, bytes) and _LONG_DIGITS not in text.translate(_DIGIT_MARKS):
+        return value  # no integer long enough to leave 64 bits, so nothing orjson made a float of
     return json.loads(text) if _has_huge_float(value) else value
 
 
 _HUGE = float(2**63)
+# Every integer of up to 18 digits fits in 64 bits; the translation marks digits "9" and all else " ".
+_LONG_DIGITS = b"9" * 19
+_DIGIT_MARKS = bytes(ord("9") if chr(byte).isdigit() and byte < 128 else ord(" ") for byte in range(256))
 
 
 def _has_huge_float(value: Any) -> bool:
@@ -54,8 +60,20 @@ def _has_huge_float(value: Any) -> bool:
 
 
 def json_record(value: Any) -> bytes:
-    """Compact JSON bytes of an event's data; what JSON has no type for (a date, a path) is written as its text."""
+    """Compact JSON bytes of an event's data; what JSON has no type for (a date, a path) is written as its text,
+    a NaN or an infinity as null (JSON has none of them)."""
     try:
         return orjson.dumps(value, default=str, option=orjson.OPT_NON_STR_KEYS)
-    except TypeError:
-        return json.dumps(value, separators=(",", ":"), default=str).encode()
+    except TypeError:  # integers beyond 64 bits: the json module, writing non-finite numbers as orjson does
+        return json.dumps(_finite(value), separators=(",", ":"), default=str).encode()
+
+
+def _finite(value: Any) -> Any:
+    kind = type(value)
+    if kind is float:
+        return value if math.isfinite(value) else None
+    if kind is dict:
+        return {key: _finite(item) for key, item in value.items()}
+    if kind is list or kind is tuple:
+        return [_finite(item) for item in value]
+    return value

@@ -31,6 +31,16 @@ def test_integers_beyond_64_bits_stay_exact_both_ways() -> None:
     assert json_loads('{"id": 1180591620717411303425}')["id"] == 1180591620717411303425
 
 
+@pytest.mark.parametrize(
+    "number", [2**63 - 1, -(2**63), 2**64 - 1, 2**64, -(2**63) - 1, 2**70 + 1, 10**18, 123_456_789_012_345_678]
+)
+def test_integers_read_from_bytes_are_exact_at_and_beyond_64_bits(number: int) -> None:
+    document = json_loads(f'{{"inputs": [{{"data": [{number}, 0.5]}}]}}'.encode())
+
+    value = document["inputs"][0]["data"][0]
+    assert (type(value), value) == (int, number)
+
+
 def test_text_only_the_json_module_accepts_is_still_read() -> None:
     assert json_loads('"\\ud800"') == "\ud800"  # a lone surrogate, escaped
 
@@ -42,6 +52,13 @@ def test_keys_that_are_not_text_become_text_as_with_the_json_module() -> None:
 @pytest.mark.parametrize("value", VALUES)
 def test_an_event_record_reads_back_as_its_data(value: Any) -> None:
     assert json_loads(json_record(value)) == json.loads(json.dumps(value))
+
+
+@pytest.mark.parametrize("huge", [None, 2**70])  # beyond 64 bits, the json module writes the record
+def test_an_event_record_writes_non_finite_numbers_as_null(huge: int | None) -> None:
+    data = {"values": [float("nan"), float("inf"), -float("inf"), 1.5], "nested": {"x": (float("nan"),)}, "n": huge}
+
+    assert json.loads(json_record(data)) == {"values": [None, None, None, 1.5], "nested": {"x": [None]}, "n": huge}
 
 
 def test_an_event_record_writes_what_json_has_no_type_for_as_text() -> None:

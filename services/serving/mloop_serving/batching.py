@@ -22,8 +22,16 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
+from prometheus_client import Histogram
+
 from mloop_serving.host import LoadedModel
 
+BATCH_REQUESTS = Histogram(
+    "mloop_serving_batch_requests",
+    "Requests scored by one call of the model (micro-batching): under load the fixed cost of a call is shared",
+    ["model"],
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+)
 Answer = tuple[list[Any], list[list[float]] | None]
 
 
@@ -106,6 +114,7 @@ class MicroBatcher:
         if not live:
             return
         rows = [row for waiting in live for row in waiting.rows]
+        BATCH_REQUESTS.labels(model.name).observe(len(live))
         try:
             predictions, probabilities = await asyncio.to_thread(_predict, model, rows)
         except Exception as exc:

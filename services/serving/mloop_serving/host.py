@@ -80,6 +80,16 @@ class LoadedModel:
         return pd.Index(self.features)
 
     @cached_property
+    def feature_set(self) -> frozenset[str]:
+        """The features, for membership tests (a request names up to every one)."""
+        return frozenset(self.features)
+
+    @cached_property
+    def numeric_features(self) -> frozenset[str]:
+        """The features the reference profile says are numeric."""
+        return frozenset(f for f in self.features if self.kinds.get(f) == "numeric")
+
+    @cached_property
     def _numeric(self) -> list[bool]:
         """Per feature, in order: whether the reference profile says it is numeric."""
         return [self.kinds.get(feature) == "numeric" for feature in self.features]

@@ -1,13 +1,14 @@
 import asyncio
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from prometheus_client import REGISTRY
 
 from mloop_common.events import FeedbackReceived, FeedbackRecord, PredictionRecord, PredictionsLogged, to_record
+from mloop_common.jsoncodec import json_loads, json_record
 from mloop_common.testing import through_the_wire
-from mloop_serving.logbook import Logbook, RequestIndex
+from mloop_serving.logbook import Logbook, RequestIndex, records_data
 from mloop_serving.spill import SpillFile
 
 
@@ -473,3 +474,40 @@ async def test_a_publish_the_broker_never_answers_is_given_up_after_the_timeout_
     await logbook.flush()
 
     assert publish.request_ids() == ids(records) and spill.empty
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        PredictionRecord(
+            request_id="r1",
+            timestamp=datetime(2026, 12, 1, 19, 29, 1, 123456, tzinfo=UTC),
+            inputs={"usage": 1.5, "plan": "gold", "missing": None, "nan": float("nan"), "huge": 2**70},
+            prediction="yes",
+            probabilities=[0.25, 0.75],
+            route="canary",
+        ),
+        PredictionRecord(
+            request_id="r2",
+            timestamp=datetime(2026, 12, 1, 19, 29, 1, tzinfo=UTC),  # no microseconds
+            inputs={"nested": {"a": [1, "é", True]}, "tiny": 1e-300},
+            prediction=3.5,
+            truncated=True,
+        ),
+        PredictionRecord(
+            request_id="r3",
+            timestamp=datetime(2026, 12, 1, 19, 29, 1, 5, tzinfo=timezone(timedelta(hours=2))),
+            inputs={},
+            prediction=None,
+            route="shadow",
+        ),
+        FeedbackRecord(request_id="r4", label="churned", timestamp=datetime(2026, 12, 1, tzinfo=UTC)),
+    ],
+)
+def test_records_built_from_their_fields_encode_as_pydantic_would_dump_them(record):
+    """The log builds its events' records itself (pydantic's dump cost most of a request's logging): on the wire
+    they must be what pydantic's JSON dump of the same records would be."""
+    ours = json_record({"records": records_data([record, record])})
+    pydantics = json_record({"records": [record.model_dump(mode="json")] * 2})
+
+    assert json_loads(ours) == json_loads(pydantics)

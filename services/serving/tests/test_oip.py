@@ -535,3 +535,51 @@ def test_a_json_request_made_by_triton_client_with_binary_outputs_asked_parses()
 
     assert call.id == "t-1" and call.inputs[0].values == [1.5, 2.5]
     assert call.outputs == [RequestedOutput("predict", True), RequestedOutput("predict_proba", False)]
+
+
+GOOD = {"name": "usage", "shape": [2, 1], "datatype": "FP32", "data": [1.5, 2]}
+# (tensor, whether the one-pass check takes it)
+TENSOR_VARIANTS: list[tuple[Any, bool]] = [
+    (GOOD, True),
+    ({**GOOD, "shape": [2]}, True),
+    ({**GOOD, "shape": [1, 2]}, True),
+    ({**GOOD, "datatype": "FP64", "data": [1.5, float("nan")]}, True),
+    ({**GOOD, "datatype": "FP16"}, True),
+    ({**GOOD, "data": [[1.5], [2.0]]}, False),  # nested
+    ({**GOOD, "data": [1.5]}, False),  # too few values
+    ({**GOOD, "data": [1.5, True]}, False),  # a bool is no number here
+    ({**GOOD, "data": [1.5, "2"]}, False),
+    ({**GOOD, "data": [1.5, None]}, False),
+    ({**GOOD, "data": 1.5}, False),
+    ({**GOOD, "shape": [2, -1]}, False),
+    ({**GOOD, "shape": [2, True]}, False),
+    ({**GOOD, "shape": "2"}, False),
+    ({**GOOD, "datatype": "INT64", "data": [1, 2]}, False),
+    ({**GOOD, "datatype": "BYTES", "data": ["a", "b"]}, False),
+    ({**GOOD, "datatype": "fp32"}, False),
+    ({**GOOD, "datatype": ["FP32"]}, False),
+    ({**GOOD, "name": ""}, False),
+    ({**GOOD, "name": 7}, False),
+    ({**GOOD, "parameters": {}}, False),
+    ({**GOOD, "extra": 1}, False),
+    ({key: value for key, value in GOOD.items() if key != "data"}, False),
+    ({key: value for key, value in GOOD.items() if key != "shape"}, False),
+    ([GOOD], False),
+]
+
+
+@pytest.mark.parametrize(("item", "common"), TENSOR_VARIANTS)
+def test_the_one_pass_check_of_common_tensors_agrees_with_the_full_check(item: Any, common: bool) -> None:
+    """Common tensors take a one-pass check; whatever it takes must read as the full check reads it, and whatever
+    it passes over must still be read (or refused, naming the field) by the full check."""
+    quick = oip._plain_input(item)
+    try:
+        full: Tensor | InvalidInput = oip._input(item, "inputs[0]", None, 0)[0]
+    except InvalidInput as exc:
+        full = exc
+
+    assert (quick is not None) == common
+    if quick is not None:
+        assert quick == full
+    elif isinstance(full, InvalidInput):
+        assert "inputs[0]" in str(full)
