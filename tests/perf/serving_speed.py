@@ -518,6 +518,8 @@ def ratios(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
         for path in ("v1", "oip"):
             on, off = f"mloop-{path}-log-on", f"mloop-{path}-log-off"
             entry[f"mloop_{path}_vs_echo"] = ratio(rate.get(on), rate.get("echo"))
+            # The same from the server's CPU per request: steadier when something else shares the machine
+            entry[f"mloop_{path}_vs_echo_by_cpu"] = ratio(cpu.get("echo"), cpu.get(on))
             cost = ratio(rate.get(on), rate.get(off))
             entry[f"mloop_{path}_logging_cost"] = round(1 - cost, 3) if cost is not None else None
             entry[f"mloop_{path}_logging_cpu_per_request"] = ratio(cpu.get(on), cpu.get(off))

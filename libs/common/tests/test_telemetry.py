@@ -281,6 +281,41 @@ def test_exporters_follow_the_otel_variables(environ: dict[str, str], expected: 
     assert trace_exporters(environ) == expected
 
 
+@pytest.mark.parametrize(
+    ("environ", "records_a_new_trace"),
+    [
+        ({}, False),  # nobody would see a span: none recorded
+        ({"OTEL_TRACES_EXPORTER": "none"}, False),
+        ({"OTEL_TRACES_EXPORTER": "console"}, True),
+        ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318"}, True),
+        ({"OTEL_TRACES_SAMPLER": "parentbased_always_on"}, True),  # asked for: honoured
+    ],
+)
+def test_spans_are_recorded_only_where_an_exporter_can_send_them(
+    monkeypatch: pytest.MonkeyPatch, environ: dict[str, str], records_a_new_trace: bool
+) -> None:
+    for name in ("OTEL_TRACES_EXPORTER", "OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.delenv("OTEL_TRACES_SAMPLER", raising=False)
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value)
+    provider = tracer_provider("serving")
+    tracer = provider.get_tracer("test")
+    sampled_parent = trace.set_span_in_context(
+        trace.NonRecordingSpan(
+            trace.SpanContext(0x1234, 0x5678, is_remote=True, trace_flags=trace.TraceFlags(trace.TraceFlags.SAMPLED))
+        )
+    )
+
+    root = tracer.start_span("request")
+    child = tracer.start_span("traced request", context=sampled_parent)
+
+    assert root.is_recording() == records_a_new_trace
+    assert root.get_span_context().is_valid  # its ids still reach logs and trace headers
+    assert child.is_recording()  # a caller that traces gets its spans whatever the default
+    provider.shutdown()  # the spans are left open: nothing is sent to the (absent) collector
+
+
 # --- OTLP export over HTTP or gRPC --------------------------------------------------------------
 
 Received = list[trace_service_pb2.ExportTraceServiceRequest]
