@@ -451,8 +451,6 @@ def _rows(call: InferCall, model: LoadedModel) -> list[dict[str, Any]]:
     if len(columns) != len(features):
         missing = [f for f in features if f not in columns]
         raise InvalidInput(f"inputs: no tensor for feature(s) {missing} of model {model.name!r}", field="inputs")
-    if rows == 1:
-        return [{name: values[0] for name, values in columns.items()}]
     return [{name: values[row] for name, values in columns.items()} for row in range(rows)]
 
 
