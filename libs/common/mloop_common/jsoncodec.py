@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -60,12 +61,22 @@ def _has_huge_float(value: Any) -> bool:
 
 
 def json_record(value: Any) -> bytes:
-    """Compact JSON bytes of an event's data; what JSON has no type for (a date, a path) is written as its text,
-    a NaN or an infinity as null (JSON has none of them)."""
+    """Compact JSON bytes of an event's data; a timestamp is written as pydantic writes one (ISO 8601, UTC as
+    ``Z``), what else JSON has no type for (a path) as its text, a NaN or an infinity as null (JSON has none of
+    them). An ``orjson.Fragment`` (JSON already encoded) is written as it is."""
     try:
-        return orjson.dumps(value, default=str, option=orjson.OPT_NON_STR_KEYS)
+        return orjson.dumps(value, default=str, option=orjson.OPT_NON_STR_KEYS | orjson.OPT_UTC_Z)
     except TypeError:  # integers beyond 64 bits: the json module, writing non-finite numbers as orjson does
-        return json.dumps(_finite(value), separators=(",", ":"), default=str).encode()
+        return json.dumps(_finite(value), separators=(",", ":"), default=_text).encode()
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, datetime):
+        text = value.isoformat()
+        return text[:-6] + "Z" if text.endswith("+00:00") else text
+    if isinstance(value, orjson.Fragment):  # its text cannot be read back: never write its repr instead
+        raise TypeError("an orjson.Fragment cannot be written by the json module")
+    return str(value)
 
 
 def _finite(value: Any) -> Any:

@@ -5,6 +5,7 @@ from datetime import UTC, datetime
 from pathlib import PurePosixPath
 from typing import Any
 
+import orjson
 import pytest
 
 from mloop_common.jsoncodec import json_dumps, json_loads, json_record
@@ -61,8 +62,20 @@ def test_an_event_record_writes_non_finite_numbers_as_null(huge: int | None) -> 
     assert json.loads(json_record(data)) == {"values": [None, None, None, 1.5], "nested": {"x": [None]}, "n": huge}
 
 
-def test_an_event_record_writes_what_json_has_no_type_for_as_text() -> None:
-    data = json_loads(json_record({"at": datetime(2026, 12, 1, 10, 30, tzinfo=UTC), "path": PurePosixPath("a/b")}))
+@pytest.mark.parametrize("huge", [None, 2**70])
+def test_an_event_record_writes_timestamps_as_pydantic_does_and_other_types_as_text(huge: int | None) -> None:
+    moments = [datetime(2026, 12, 1, 10, 30, tzinfo=UTC), datetime(2026, 12, 1, 10, 30, 0, 5, tzinfo=UTC)]
+    data = json_loads(json_record({"at": moments, "path": PurePosixPath("a/b"), "n": huge}))
 
-    assert datetime.fromisoformat(data["at"]) == datetime(2026, 12, 1, 10, 30, tzinfo=UTC)
-    assert data["path"] == "a/b"
+    assert data == {"at": ["2026-12-01T10:30:00Z", "2026-12-01T10:30:00.000005Z"], "path": "a/b", "n": huge}
+
+
+@pytest.mark.parametrize("huge", [None, 2**70])
+def test_an_event_record_writes_json_already_encoded_as_it_is_or_refuses_it(huge: int | None) -> None:
+    data = {"records": orjson.Fragment(b'[{"a":1}]'), "n": huge}
+
+    if huge is None:
+        assert json_record(data) == b'{"records":[{"a":1}],"n":null}'
+    else:  # the json module cannot read a fragment's text: an error, not a record with its repr in it
+        with pytest.raises(TypeError, match="Fragment"):
+            json_record(data)

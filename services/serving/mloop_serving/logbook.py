@@ -5,13 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 from collections import OrderedDict, defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import orjson
 from prometheus_client import Counter, Gauge
 
 from mloop_common.events import (
@@ -25,6 +24,7 @@ from mloop_common.events import (
     record_size,
     to_record,
 )
+from mloop_common.jsoncodec import json_loads, json_record
 from mloop_common.retry import Backoff
 from mloop_common.telemetry import TRACEPARENT_PLACEHOLDER, SpanContext, create_span_headers, current_span_context
 from mloop_serving.spill import MemorySpill, Spill
@@ -55,29 +55,6 @@ class Publisher(Protocol):
     async def publish(self, event: Envelope) -> None: ...
 
 
-def records_data(records: Sequence[PredictionRecord | FeedbackRecord]) -> list[dict[str, Any]]:
-    """The records' JSON form, as ``model_dump(mode="json")`` gives it, built from their fields (a tenth of the cost;
-    pydantic's dump was most of what logging cost a request). Their values are JSON values already (they come
-    from requests and from the model's answers as Python lists), but for the timestamp."""
-    texts: dict[datetime, str] = {}  # a request's records share one timestamp
-    data = []
-    for record in records:
-        values = dict(record.__dict__)
-        moment = values["timestamp"]
-        text = texts.get(moment)
-        if text is None:
-            text = texts[moment] = _iso(moment)
-        values["timestamp"] = text
-        data.append(values)
-    return data
-
-
-def _iso(moment: datetime) -> str:
-    """A timestamp as pydantic writes one in JSON: ISO 8601, UTC as ``Z``."""
-    text = moment.isoformat()
-    return text[:-6] + "Z" if text.endswith("+00:00") else text
-
-
 def encoded_size(event: Envelope) -> int:
     """Bytes of ``event`` as a Kafka record: key, value and headers, as the CloudEvents codec writes them."""
     return record_size(*to_record(event))
@@ -105,6 +82,15 @@ class _Batch:
 
     event: Envelope
     records: int
+
+
+@dataclass
+class _Pending:
+    """Records waiting for their event, each as its JSON (encoded once, when logged: its size is then known, and
+    the request's objects are not kept), and the recorded request spans the event will link to."""
+
+    records: list[bytes] = field(default_factory=list)
+    links: list[tuple[int, SpanContext]] = field(default_factory=list)  # (index in records, the request's span)
 
 
 class Logbook:
@@ -141,35 +127,35 @@ class Logbook:
         self._backoff = retry_backoff
         self._publish_timeout = publish_timeout
         self._stop_grace = stop_grace
-        self._predictions: dict[tuple[str, int], list[PredictionRecord]] = defaultdict(list)
-        self._feedback: dict[str, list[FeedbackRecord]] = defaultdict(list)
-        # The span of the request that logged each record, by (topic, request id): a batch's event links to them.
-        self._contexts: dict[tuple[str, str], SpanContext] = {}
+        self._predictions: dict[tuple[str, int], _Pending] = defaultdict(_Pending)
+        self._feedback: dict[str, _Pending] = defaultdict(_Pending)
         self._size = 0
+        PENDING.set_function(lambda: self._size)
         self._full = asyncio.Event()
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         SPILL_BYTES.set(self._spill.size)
 
     def log_predictions(self, model: str, version: int, records: Sequence[PredictionRecord]) -> None:
-        self._add(self._predictions[(model, version)], records, TOPIC_OF[PredictionsLogged])
+        self._add(self._predictions[(model, version)], records)
 
     def log_feedback(self, model: str, records: Sequence[FeedbackRecord]) -> None:
-        self._add(self._feedback[model], records, TOPIC_OF[FeedbackReceived])
+        self._add(self._feedback[model], records)
 
-    def _add(self, bucket: list[Any], records: Sequence[Any], topic: str) -> None:
+    def _add(self, pending: _Pending, records: Sequence[PredictionRecord | FeedbackRecord]) -> None:
         room = max(self._capacity - self._size, 0)
         if room < len(records):
             DROPPED.inc(len(records) - room)
             log.error("log buffer full: dropping %d records (Kafka unreachable?)", len(records) - room)
             records = records[:room]
-        bucket.extend(records)
         context = current_span_context()
-        if context.is_valid:
-            for record in records:
-                self._contexts[(topic, record.request_id)] = context
+        if context.trace_flags.sampled:  # a link to a span nobody recorded would lead nowhere
+            first = len(pending.records)
+            pending.links += [(first + offset, context) for offset in range(len(records))]
+        # A record's fields are its JSON form as pydantic dumps it (the timestamp aside, which the encoder writes
+        # as pydantic does): dumping each record through pydantic was most of what logging cost a request.
+        pending.records += [json_record(record.__dict__) for record in records]
         self._size += len(records)
-        PENDING.set(self._size)
         if self._size >= self._batch_size:
             self._full.set()
 
@@ -195,18 +181,14 @@ class Logbook:
 
     async def flush(self) -> None:
         """Publish the spill's backlog, then everything buffered; what Kafka does not take is spilled."""
-        predictions, self._predictions = self._predictions, defaultdict(list)
-        feedback, self._feedback = self._feedback, defaultdict(list)
-        contexts, self._contexts = self._contexts, {}
+        predictions, self._predictions = self._predictions, defaultdict(_Pending)
+        feedback, self._feedback = self._feedback, defaultdict(_Pending)
         self._size = 0
-        PENDING.set(0)
         batches: list[_Batch] = []
-        for (model, version), records in predictions.items():
-            logged = PredictionsLogged(model=model, version=version, records=[])
-            batches += self._batches(logged, model, records, contexts)
-        for model, labels in feedback.items():
-            received = FeedbackReceived(model=model, records=[])
-            batches += self._batches(received, model, labels, contexts)
+        for (model, version), pending in predictions.items():
+            batches += self._batches(PredictionsLogged(model=model, version=version, records=[]), model, pending)
+        for model, pending in feedback.items():
+            batches += self._batches(FeedbackReceived(model=model, records=[]), model, pending)
         if not self._spill.empty:
             self._to_spill(batches)  # behind the backlog, so the order holds
             await self._replay()
@@ -245,78 +227,87 @@ class Logbook:
             DROPPED.inc(lost)
             log.error("prediction log spill full (%d bytes): dropping %d records", self._spill.size, lost)
 
-    def _batches(
-        self,
-        empty: PredictionsLogged | FeedbackReceived,
-        subject: str,
-        records: Sequence[Any],
-        contexts: dict[tuple[str, str], SpanContext],
-    ) -> list[_Batch]:
-        """``records`` as events of at most ``batch_size`` records and ``max_event_bytes`` bytes."""
-        batches: list[_Batch] = []
-        for start in range(0, len(records), self._batch_size):
-            batches += self._fitting(empty, subject, records[start : start + self._batch_size])
+    def _batches(self, empty: PredictionsLogged | FeedbackReceived, subject: str, pending: _Pending) -> list[_Batch]:
+        """``pending``'s records as events of at most ``batch_size`` records and ``max_event_bytes`` bytes, in order.
+
+        An event's size is known before it is made: its size without records, plus theirs and a comma between
+        two. A record too large for an event of its own is truncated (see ``_truncated``), or dropped.
+        """
         topic = TOPIC_OF[type(empty)]
-        return [self._traced(batch, topic, contexts) for batch in batches]
+        head = empty.model_dump(mode="json")
+        # Measured with a trace header as large as the one it gets, so what fits here fits on the wire.
+        bare = encoded_size(
+            event_of_data(topic, head, source=SOURCE, subject=subject).with_trace(TRACEPARENT_PLACEHOLDER)
+        )
+        groups: list[tuple[range, list[bytes]]] = []  # the records, and where they were in ``pending``
+        records: list[bytes] = []
+        first = 0
+        size = bare
+        for index, record in enumerate(pending.records):
+            grown = size + len(record) + (1 if records else 0)
+            if records and (grown > self._max_event_bytes or len(records) >= self._batch_size):
+                groups.append((range(first, index), records))
+                records, grown = [], bare + len(record)
+            if grown > self._max_event_bytes:
+                cut = self._truncated(topic, subject, record, grown)
+                if cut is None:
+                    continue
+                record, grown = cut, bare + len(cut)
+            if not records:
+                first = index
+            records.append(record)
+            size = grown
+        if records:
+            groups.append((range(first, len(pending.records)), records))
+        return [self._event(topic, head, subject, records, span, pending.links) for span, records in groups]
 
     @staticmethod
-    def _traced(batch: _Batch, topic: str, contexts: dict[tuple[str, str], SpanContext]) -> _Batch:
-        """The batch's event with the context of its ``create`` span, linked to each of its records' requests."""
-        records = batch.event.data.get("records", [])
-        links = [contexts[key] for key in ((topic, r.get("request_id", "")) for r in records) if key in contexts]
-        event = batch.event.with_trace(*create_span_headers(topic, links, records=batch.records))
-        return _Batch(event, batch.records)
+    def _event(
+        topic: str,
+        head: dict[str, Any],
+        subject: str,
+        records: list[bytes],
+        span: range,
+        links: list[tuple[int, SpanContext]],
+    ) -> _Batch:
+        """One event of ``records`` (logged at ``span`` in their buffer), its trace that of a ``create`` span
+        linked to each of its records' requests."""
+        data = {**head, "records": orjson.Fragment(b"[" + b",".join(records) + b"]")}
+        event = event_of_data(topic, data, source=SOURCE, subject=subject)
+        linked = [context for index, context in links if index in span]
+        return _Batch(event.with_trace(*create_span_headers(topic, linked, records=len(records))), len(records))
 
-    def _fitting(
-        self, empty: PredictionsLogged | FeedbackReceived, subject: str, records: Sequence[Any]
-    ) -> list[_Batch]:
-        data = {**empty.model_dump(mode="json"), "records": records_data(records)}
-        event = event_of_data(TOPIC_OF[type(empty)], data, source=SOURCE, subject=subject)
-        # Measured with a trace header as large as the one it gets, so what fits here fits on the wire.
-        size = encoded_size(event.with_trace(TRACEPARENT_PLACEHOLDER))
-        if size <= self._max_event_bytes:
-            return [_Batch(event, len(records))]
-        if len(records) == 1:
-            return self._truncated(empty, subject, records[0], size)
-        # Records of one model are usually alike, so splitting in proportion to the size makes parts that fit
-        # at the first try; a part that still does not (one outsized record) is split again.
-        parts = min(len(records), max(2, math.ceil(size / self._max_event_bytes)))
-        step = math.ceil(len(records) / parts)
-        batches: list[_Batch] = []
-        for start in range(0, len(records), step):
-            batches += self._fitting(empty, subject, records[start : start + step])
-        return batches
-
-    def _truncated(
-        self, empty: PredictionsLogged | FeedbackReceived, subject: str, record: Any, size: int
-    ) -> list[_Batch]:
+    def _truncated(self, topic: str, subject: str, record: bytes, size: int) -> bytes | None:
         """A record too large for one event on its own: its inputs give way to a marker, once, never retried.
 
         The prediction, its id and its route are kept, so the answer stays traceable and feedback still joins it;
         a record that does not fit even so (a label or prediction that large) is dropped and counted.
         """
         OVERSIZED.inc()
-        if isinstance(record, PredictionRecord) and not record.truncated:
+        fields = json_loads(record)
+        if topic == TOPIC_OF[PredictionsLogged]:
             log.warning(
                 "truncating the inputs of a prediction record of %s (request %s): %d bytes encoded, over "
                 "log_max_event_bytes=%d",
                 subject,
-                record.request_id,
+                fields["request_id"],
                 size,
                 self._max_event_bytes,
             )
-            marker = record.model_copy(update={"inputs": {TRUNCATED: size}, "truncated": True})
-            return self._fitting(empty, subject, [marker])
+            marker = json_record({**fields, "inputs": {TRUNCATED: size}, "truncated": True})
+            if size - len(record) + len(marker) <= self._max_event_bytes:
+                return marker
         DROPPED.inc()
         log.error(
-            "dropping a %s record of %s (request %s): %d bytes encoded even truncated, over log_max_event_bytes=%d",
-            TOPIC_OF[type(empty)],
+            "dropping a %s record of %s (request %s): %d bytes encoded%s, over log_max_event_bytes=%d",
+            topic,
             subject,
-            record.request_id,
+            fields["request_id"],
             size,
+            " even truncated" if topic == TOPIC_OF[PredictionsLogged] else "",
             self._max_event_bytes,
         )
-        return []
+        return None
 
     async def _run(self) -> None:
         failures = 0

@@ -7,8 +7,9 @@ from prometheus_client import REGISTRY
 
 from mloop_common.events import FeedbackReceived, FeedbackRecord, PredictionRecord, PredictionsLogged, to_record
 from mloop_common.jsoncodec import json_loads, json_record
+from mloop_common.telemetry import TRACEPARENT_PLACEHOLDER
 from mloop_common.testing import through_the_wire
-from mloop_serving.logbook import Logbook, RequestIndex, records_data
+from mloop_serving.logbook import Logbook, RequestIndex
 from mloop_serving.spill import SpillFile
 
 
@@ -275,6 +276,31 @@ async def test_a_full_batch_over_the_event_size_limit_is_split_into_events_that_
     assert publish.request_ids() == ids(records)
 
 
+async def test_events_are_filled_up_to_the_size_limit_and_never_past_it():
+    """The log adds up an event's size from its records' own before it makes it: the sum must be exact."""
+    now = datetime.now(UTC)
+    # records of one size: an event of k of them is an event of one, and k - 1 more with a comma each
+    records = [
+        PredictionRecord(request_id=uuid.uuid4().hex, timestamp=now, inputs={"usage": 1.5}, prediction="no")
+        for _ in range(50)
+    ]
+    alone = FakePublisher()
+    single = Logbook(alone)
+    single.log_predictions("churn", 1, records[:1])
+    await single.flush()
+    [event] = alone.events
+    one = record_bytes(event.with_trace(TRACEPARENT_PLACEHOLDER))  # tracing is off here: sized as the log sizes it
+    record = len(event.payload().records[0].model_dump_json())
+    publish = FakePublisher()
+    logbook = Logbook(publish, max_event_bytes=one + 9 * (record + 1) - 1)  # one byte short of 10 records
+    logbook.log_predictions("churn", 1, records)
+
+    await logbook.flush()
+
+    assert [len(payload.records) for payload, _ in publish.sent] == [9, 9, 9, 9, 9, 5]
+    assert publish.request_ids() == ids(records)
+
+
 async def test_feedback_batches_are_split_by_size_too():
     publish = FakePublisher()
     logbook = Logbook(publish, max_event_bytes=8_000)
@@ -504,10 +530,10 @@ async def test_a_publish_the_broker_never_answers_is_given_up_after_the_timeout_
         FeedbackRecord(request_id="r4", label="churned", timestamp=datetime(2026, 12, 1, tzinfo=UTC)),
     ],
 )
-def test_records_built_from_their_fields_encode_as_pydantic_would_dump_them(record):
-    """The log builds its events' records itself (pydantic's dump cost most of a request's logging): on the wire
-    they must be what pydantic's JSON dump of the same records would be."""
-    ours = json_record({"records": records_data([record, record])})
-    pydantics = json_record({"records": [record.model_dump(mode="json")] * 2})
+def test_records_encoded_from_their_fields_are_what_pydantic_would_dump(record):
+    """The log encodes its records' fields itself (pydantic's dump cost most of a request's logging): the bytes
+    must be those of pydantic's JSON dump of the same record."""
+    ours = json_record(record.__dict__)
+    pydantics = json_record(record.model_dump(mode="json"))
 
-    assert json_loads(ours) == json_loads(pydantics)
+    assert ours == pydantics and json_loads(ours) == json_loads(pydantics)

@@ -5,7 +5,9 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
+from opentelemetry import trace
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 
 from mloop_common.events import Envelope, FeedbackRecord, PredictionRecord
 from mloop_common.telemetry import tracer
@@ -59,3 +61,19 @@ async def test_a_batch_of_many_requests_links_to_each_and_its_event_carries_the_
     feedback = created["create feedback.received"]
     assert [link.context for link in feedback.links] == [labelled.get_span_context()]
     assert feedback.context.trace_id != logged.context.trace_id
+
+
+async def test_a_request_whose_span_is_not_recorded_is_not_linked(spans: InMemorySpanExporter) -> None:
+    spans.clear()
+    publisher = Publisher()
+    logbook = Logbook(publisher)
+    unrecorded = SpanContext(trace_id=0x1F, span_id=0x2F, is_remote=True, trace_flags=TraceFlags(0))
+    with trace.use_span(NonRecordingSpan(unrecorded)):
+        logbook.log_predictions("churn", 1, [prediction()])
+    with tracer().start_as_current_span("POST /v1/models/churn:predict") as request:
+        logbook.log_predictions("churn", 1, [prediction()])
+    await logbook.flush()
+
+    [created] = [span for span in spans.get_finished_spans() if span.name == "create predictions.logged"]
+    assert [link.context for link in created.links] == [request.get_span_context()]
+    assert dict(created.attributes or {})["mloop.records"] == 2
