@@ -540,7 +540,7 @@ class Gate:
                     raise BodyRefused(PayloadTooLarge(f"request body over {limit} bytes"))
                 if nul is not None:
                     window = tail + chunk  # the tail: a NUL's escape split between two chunks is still seen
-                    if nul.search(window):
+                    if _NUL_TEXT[nul] in window and nul.search(window):
                         raise BodyRefused(InvalidInput(NUL_MESSAGE.format(where="the body")))
                     tail = window[-_NUL_TAIL:]
             return message
@@ -642,6 +642,8 @@ NUL_MESSAGE = "{where} holds a NUL character (\\u0000, %00), which no value may 
 # urlencoded as %00. Bodies of other types are not scanned.
 _JSON_NUL = re.compile(rb"(?:^|[^\\])(?:\\\\)*\\u0000")
 _FORM_NUL = re.compile(rb"%00")
+# What each pattern cannot match without: a substring test costs 0.4 µs on a small body, the JSON pattern 20.
+_NUL_TEXT = {_JSON_NUL: rb"\u0000", _FORM_NUL: b"%00"}
 _NUL_TAIL = 64  # bytes kept from the previous chunk (a run of backslashes longer than this is misjudged)
 
 
