@@ -13,6 +13,7 @@ from fastapi.routing import APIRoute
 from mloop_common.auth import Permission
 from mloop_common.errors import Forbidden, InvalidInput, MloopError, NotFound
 from mloop_common.http import caller
+from mloop_common.jsoncodec import json_record
 from mloop_serving.bootstrap import ServingService
 from mloop_serving.handlers import Scored, ScoredCall, encode_answer
 from mloop_serving.oip import (
@@ -60,46 +61,46 @@ VERSION_HEADER = "X-Mloop-Model-Version"
 ROUTE_HEADER = "X-Mloop-Route"
 
 
-@router.post("/v1/models/{name}:predict", tags=["predict"], response_model_exclude_none=True)
+@router.post(
+    "/v1/models/{name}:predict", tags=["predict"], response_model=PredictResponse, response_model_exclude_none=True
+)
 async def predict(
-    service: Service,
-    name: str,
-    request: PredictRequest,
-    response: Response,
-    http: Request,
-    key: RoutingKey = None,
-    log: Log = True,
-) -> PredictResponse:
+    service: Service, name: str, request: PredictRequest, http: Request, key: RoutingKey = None, log: Log = True
+) -> Response:
     """Predict for a list of instances (objects of feature values) with production, or its canary for its share.
 
     ``X-Mloop-Routing-Key`` makes a client sticky: the same key always takes the same route.
     """
     scored = await service.scorer.score(name, request.instances, key=key, log=log or may_skip_logging(http))
-    return _answer(scored, response)
+    return prediction_response(scored)
 
 
-@router.post("/v1/models/{name}/versions/{version}:predict", tags=["predict"], response_model_exclude_none=True)
+@router.post(
+    "/v1/models/{name}/versions/{version}:predict",
+    tags=["predict"],
+    response_model=PredictResponse,
+    response_model_exclude_none=True,
+)
 async def predict_version(
-    service: Service,
-    name: str,
-    version: VersionNumber,
-    request: PredictRequest,
-    response: Response,
-    http: Request,
-    log: Log = True,
-) -> PredictResponse:
+    service: Service, name: str, version: VersionNumber, request: PredictRequest, http: Request, log: Log = True
+) -> Response:
     """Predict with a loaded version named by number (production or a challenger, canary or shadow beside it)."""
     scored = await service.scorer.score(name, request.instances, version, log=log or may_skip_logging(http))
-    return _answer(scored, response)
+    return prediction_response(scored)
 
 
-@router.post("/v1/models/{name}/aliases/{alias}:predict", tags=["predict"], response_model_exclude_none=True)
+@router.post(
+    "/v1/models/{name}/aliases/{alias}:predict",
+    tags=["predict"],
+    response_model=PredictResponse,
+    response_model_exclude_none=True,
+)
 async def predict_alias(
-    service: Service, name: str, alias: str, request: PredictRequest, response: Response, http: Request, log: Log = True
-) -> PredictResponse:
+    service: Service, name: str, alias: str, request: PredictRequest, http: Request, log: Log = True
+) -> Response:
     """Predict with the version an alias names here (``production``, ``canary``, ``shadow``, ``challenger``)."""
     scored = await service.scorer.score(name, request.instances, alias=alias, log=log or may_skip_logging(http))
-    return _answer(scored, response)
+    return prediction_response(scored)
 
 
 def may_skip_logging(http: Request) -> bool:
@@ -115,27 +116,27 @@ def may_skip_logging(http: Request) -> bool:
     return False
 
 
-def _answer(scored: Scored, response: Response) -> PredictResponse:
-    for header, value in answer_headers(scored.model.version, scored.route):
-        response.headers[header] = value
-    return prediction(scored)
-
-
 def answer_headers(version: int, route: str) -> tuple[tuple[str, str], ...]:
     """The headers naming the version that answered and how it was chosen (both APIs)."""
     return (VERSION_HEADER, str(version)), (ROUTE_HEADER, route)
 
 
-def prediction(scored: Scored) -> PredictResponse:
-    classifier = scored.probabilities is not None
-    return PredictResponse(
-        predictions=scored.predictions,
-        model_version=scored.model.version,
-        route=scored.route,
-        request_ids=scored.request_ids,
-        probabilities=scored.probabilities,
-        classes=scored.model.classes if classifier else None,
-    )
+def prediction_response(scored: Scored) -> Response:
+    """The answer to a predict request: ``PredictResponse``'s JSON without its None fields, encoded from the
+    fields (building and dumping the model cost 5 µs a request), and the headers naming who answered."""
+    answer: dict[str, Any] = {
+        "predictions": scored.predictions,
+        "model_version": scored.model.version,
+        "route": scored.route,
+        "request_ids": scored.request_ids,
+    }
+    if scored.probabilities is not None:
+        answer["probabilities"] = scored.probabilities
+        answer["classes"] = scored.model.classes
+    response = Response(json_record(answer), media_type="application/json")
+    for header, value in answer_headers(scored.model.version, scored.route):
+        response.headers.raw.append((header.lower().encode("latin-1"), value.encode("latin-1")))
+    return response
 
 
 @router.post("/v1/feedback", status_code=202, tags=["feedback"])

@@ -18,7 +18,6 @@ be: the route would score, and log, the request a second time.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Awaitable, Callable, Iterator, MutableMapping, Sequence
 from dataclasses import dataclass
@@ -27,13 +26,12 @@ from typing import Any
 from fastapi import Response
 from fastapi.routing import APIRoute
 from prometheus_client import Counter
-from pydantic import TypeAdapter
 
 from mloop_common.http import Access, admitted
-from mloop_serving.api import ROUTING_KEY_MAX, answer_headers, infer_response, prediction, unexpected_oip_error
+from mloop_common.jsoncodec import json_loads
+from mloop_serving.api import ROUTING_KEY_MAX, infer_response, prediction_response, unexpected_oip_error
 from mloop_serving.bootstrap import ServingService
 from mloop_serving.oip import INFERENCE_HEADER, parse_infer_request
-from mloop_serving.schemas import PredictResponse
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -63,7 +61,6 @@ _WANTED = {
 # What FastAPI parses as JSON without doubt (it also takes other application/*+json types: those go to it).
 _JSON = re.compile(r"application/json\s*(;.*)?", re.IGNORECASE | re.DOTALL)
 _V1_VERSION = re.compile(r"[1-9][0-9]{0,9}")  # what ``VersionNumber`` surely reads as the same int
-_PREDICT_JSON = TypeAdapter(PredictResponse)  # what FastAPI serializes the route's answer with
 
 
 class AfterScoring(Exception):
@@ -173,19 +170,15 @@ async def predict(service: ServingService, call: Call) -> Response | None:
         if not _V1_VERSION.fullmatch(call.version) or int(call.version) > 2**31 - 1:
             return None
         version = int(call.version)
-    document = json.loads(call.body)  # as Starlette's Request.json
+    document = json_loads(call.body)  # what Starlette's Request.json (the json module) reads, faster
     instances = document.get("instances") if type(document) is dict and len(document) == 1 else None
     if type(instances) is not list or not instances or any(type(i) is not dict for i in instances):
         return None  # PredictRequest's checks, which answer it
     scored = await service.scorer.score(call.name, instances, version, key=key)
     try:
-        body = _PREDICT_JSON.dump_json(prediction(scored), exclude_none=True)
-        response = Response(body, media_type="application/json")
-        for header, value in answer_headers(scored.model.version, scored.route):
-            response.headers.raw.append((header.lower().encode("latin-1"), value.encode("latin-1")))
+        return prediction_response(scored)
     except Exception as exc:
         raise AfterScoring(exc) from exc
-    return response
 
 
 async def infer(service: ServingService, call: Call) -> Response | None:

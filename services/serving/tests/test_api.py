@@ -30,7 +30,9 @@ from mloop_serving import api
 from mloop_serving.access import RULES
 from mloop_serving.bootstrap import ServingService, models_check
 from mloop_serving.fastpath import FastPath
+from mloop_serving.handlers import Scored
 from mloop_serving.host import LoadedModel
+from mloop_serving.schemas import PredictResponse
 
 from .fakes import FEATURES, Serving, classifier_file, serving
 
@@ -480,3 +482,31 @@ async def test_log_false_answers_the_same_logs_nothing_and_is_refused_to_an_app_
     assert refused.status_code == 403 and refused.json()["error"]["field"] == "log"
     records = [r.request_id for p in svc.publisher.payloads(PredictionsLogged) for r in p.records]
     assert records == logged.json()["request_ids"]  # only the logged answer
+
+
+@pytest.mark.parametrize(
+    ("predictions", "probabilities", "classes"),
+    [
+        (["yes", "no"], [[0.25, 0.75], [0.9, 0.1]], ["no", "yes"]),
+        ([1.5, float("nan"), None, 1e-7, 1e16, 2**70], None, []),  # a regressor: no probabilities, no classes
+        ([True], [[0.0, 1.0]], [False, True]),
+    ],
+)
+def test_a_predict_answer_is_the_json_pydantic_would_write_for_it(predictions, probabilities, classes):
+    """The answer is encoded from its fields, not through PredictResponse: the bytes must be the model's."""
+    count = len(predictions)
+    model = LoadedModel("churn", 3, "classification", FEATURES, {}, None, classes)  # type: ignore[arg-type]
+    scored = Scored(model, predictions, probabilities, [f"r{i}" for i in range(count)], "canary")
+    expected = PredictResponse(
+        predictions=predictions,
+        model_version=3,
+        route="canary",
+        request_ids=scored.request_ids,
+        probabilities=probabilities,
+        classes=classes if probabilities is not None else None,
+    )
+
+    response = api.prediction_response(scored)
+
+    assert json.loads(response.body) == json.loads(expected.model_dump_json(exclude_none=True))  # same values
+    assert response.headers["x-mloop-model-version"] == "3" and response.headers["x-mloop-route"] == "canary"

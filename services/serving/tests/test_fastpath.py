@@ -228,7 +228,7 @@ async def test_an_error_once_the_model_has_answered_is_a_500_and_the_request_is_
         raise RuntimeError("the answer cannot be encoded")
 
     for module in (api, fastpath, oip):  # every binding the routes and the fast path reach it by
-        name = "encode_response" if module is oip else "prediction"
+        name = "encode_response" if module is oip else "prediction_response"
         monkeypatch.setattr(module, name, broken_encoder)
     failed = REGISTRY.get_sample_value("mloop_serving_fast_path_total", {"outcome": "failed"}) or 0.0
 
