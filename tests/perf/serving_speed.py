@@ -27,7 +27,8 @@ bench/results/serving_speed.json (``--out`` elsewhere); ``--only`` and ``--concu
 
 Environment: MLOOP_KAFKA__BOOTSTRAP_SERVERS (default 127.0.0.1:9092), MLOOP_TEST_PORT_OFFSET (ports: see
 tests/stack.py; the others take 8101..8107 plus the offset), MLOOP_DATABASE_PORT (default 55432),
-MLOOP_BENCH_SERVING_SECONDS (default 10), MLOOP_BENCH_SERVING_REPEATS (default 1, medians taken).
+MLOOP_BENCH_SERVING_SECONDS (default 10), MLOOP_BENCH_SERVING_REPEATS (default 3: medians taken, and the
+median of each repeat's ratios; see ``ratios``).
 """
 
 from __future__ import annotations
@@ -66,7 +67,7 @@ ADMIN_DSN = f"postgresql://mloop:mloop@127.0.0.1:{PG_PORT}/mloop"
 ADMIN_URL = f"postgresql+asyncpg://mloop:mloop@127.0.0.1:{PG_PORT}/mloop"
 DURATION = float(os.environ.get("MLOOP_BENCH_SERVING_SECONDS", "10"))
 WARMUP = 2.0
-REPEATS = int(os.environ.get("MLOOP_BENCH_SERVING_REPEATS", "1"))
+REPEATS = int(os.environ.get("MLOOP_BENCH_SERVING_REPEATS", "3"))
 CONCURRENCY = (8, 64)
 TIMEOUT = "10s"  # wrk's own default (2 s) would count slow answers as failures instead of measuring them
 
@@ -382,24 +383,26 @@ def start_all(
         return {o["name"] for o in answer["outputs"]} == {"predict", "predict_proba"}
 
     targets = [Target("echo", f"http://127.0.0.1:{base + 1}/echo", {"instances": [row]}, lambda a: bool(a), "echo")]
-    for label, serving in (("log-on", "serving"), ("log-off", "serving-nolog")):
-        url = stack.urls[serving]
-        targets += [
-            Target(
-                f"mloop-v1-{label}",
-                f"{url}/v1/models/{MODEL}:predict",
-                {"instances": [row]},
-                mloop_v1,
-                "label + probabilities",
-            ),
-            Target(
-                f"mloop-oip-{label}",
-                f"{url}/v2/models/{MODEL}/infer",
-                oip_body(row),
-                mloop_oip,
-                "predict + predict_proba",
-            ),
-        ]
+    for path in ("v1", "oip"):  # logging on and off back to back: their ratio is the one that matters most
+        for label, serving in (("log-on", "serving"), ("log-off", "serving-nolog")):
+            url = stack.urls[serving]
+            if path == "v1":
+                target = Target(
+                    f"mloop-v1-{label}",
+                    f"{url}/v1/models/{MODEL}:predict",
+                    {"instances": [row]},
+                    mloop_v1,
+                    "label + probabilities",
+                )
+            else:
+                target = Target(
+                    f"mloop-oip-{label}",
+                    f"{url}/v2/models/{MODEL}/infer",
+                    oip_body(row),
+                    mloop_oip,
+                    "predict + predict_proba",
+                )
+            targets.append(target)
 
     unbatched = f"{stack.urls['serving-unbatched']}/v1/models/{MODEL}:predict"
     targets.append(Target("mloop-v1-unbatched", unbatched, {"instances": [row]}, mloop_v1, "label + probabilities"))
@@ -502,11 +505,21 @@ def start_mlflow(processes: Processes, files: Path, row: dict[str, float], base:
 
 
 def ratios(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """The issue's targets, as ratios of this run's medians (None where a target was not measured, or a
-    denominator is zero)."""
+    """The issue's targets as ratios: of mloop against echo and of logging on against off, the median over repeats
+    of each repeat's own ratio (the two ran back to back there, so what the machine's neighbours did in between
+    weighs less than in a ratio of medians); of mloop against the anchors, the ratio of medians. None where a
+    target was not measured, or a denominator is zero."""
 
     def ratio(ours: float | None, theirs: float | None, digits: int = 3) -> float | None:
         return round(ours / theirs, digits) if ours is not None and theirs else None
+
+    def paired(ours: str, theirs: str, key: str, metric: str) -> float | None:
+        if ours not in results or theirs not in results or key not in results[ours] or key not in results[theirs]:
+            return None
+        pairs = zip(results[ours][key]["runs"], results[theirs][key]["runs"], strict=False)
+        each = [ratio(a.get(metric), b.get(metric), 6) for a, b in pairs]
+        found = [r for r in each if r is not None]
+        return round(statistics.median(found), 3) if found else None
 
     out: dict[str, Any] = {}
     for key in sorted({c for by_c in results.values() for c in by_c}, key=lambda c: int(c[1:])):
@@ -517,12 +530,12 @@ def ratios(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
         entry: dict[str, Any] = {"faster_anchor": faster}
         for path in ("v1", "oip"):
             on, off = f"mloop-{path}-log-on", f"mloop-{path}-log-off"
-            entry[f"mloop_{path}_vs_echo"] = ratio(rate.get(on), rate.get("echo"))
+            entry[f"mloop_{path}_vs_echo"] = paired(on, "echo", key, "requests_per_second")
             # The same from the server's CPU per request: steadier when something else shares the machine
-            entry[f"mloop_{path}_vs_echo_by_cpu"] = ratio(cpu.get("echo"), cpu.get(on))
-            cost = ratio(rate.get(on), rate.get(off))
+            entry[f"mloop_{path}_vs_echo_by_cpu"] = paired("echo", on, key, "server_cpu_ms_per_request")
+            cost = paired(on, off, key, "requests_per_second")
             entry[f"mloop_{path}_logging_cost"] = round(1 - cost, 3) if cost is not None else None
-            entry[f"mloop_{path}_logging_cpu_per_request"] = ratio(cpu.get(on), cpu.get(off))
+            entry[f"mloop_{path}_logging_cpu_per_request"] = paired(on, off, key, "server_cpu_ms_per_request")
             if faster and on in rate:
                 entry[f"mloop_{path}_vs_faster_anchor"] = ratio(rate[on], anchors[faster], 2)
                 entry[f"mloop_{path}_p99_vs_faster_anchor"] = ratio(
@@ -559,9 +572,11 @@ def main() -> int:
             runs: dict[str, dict[str, list[dict[str, Any]]]] = {
                 t.name: {f"c{c}": [] for c in concurrency} for t in targets
             }
-            for _ in range(REPEATS):
+            for repeat in range(REPEATS):
                 for c in concurrency:
-                    for target in targets:  # interleaved, so a busy moment of the machine hits every target alike
+                    # Interleaved, so a busy moment of the machine hits every target alike; every other repeat in
+                    # reverse order, so a machine slowly getting busier or quieter favours no target.
+                    for target in targets if repeat % 2 == 0 else targets[::-1]:
                         run_wrk(command, target, c, WARMUP, work)
                         scored, calls = model_calls(target)
                         cpu, machine = group_cpu_seconds(target.process_group), machine_busy_seconds()
@@ -594,6 +609,8 @@ def main() -> int:
             "warmup_seconds": WARMUP,
             "seconds": DURATION,
             "repeats": REPEATS,
+            "order": "targets interleaved, every other repeat in reverse; logging on and off back to back",
+            "ratios": "vs echo and logging cost: median of each repeat's ratio; vs the anchors: ratio of medians",
             "timeout": TIMEOUT,
             "model": f"Pipeline(ColumnTransformer(impute+scale), HistGradientBoostingClassifier), {ROWS}x{WIDTH}, "
             f"seed {SEED}",

@@ -28,7 +28,6 @@ from mloop_common.events import (
     ModelPromoted,
     ModelRollout,
     ModelServed,
-    PredictionRecord,
     new_event,
 )
 from mloop_common.modelio import load_model
@@ -37,7 +36,7 @@ from mloop_common.retry import Backoff
 from mloop_serving import oip
 from mloop_serving.batching import MicroBatcher
 from mloop_serving.host import LoadedModel, ModelHost, Rollout, Routed, warmup_instance
-from mloop_serving.logbook import SOURCE, Logbook, Publisher, RequestIndex
+from mloop_serving.logbook import SOURCE, Logbook, Publisher, RequestIndex, prediction_fields
 from mloop_serving.oip import Encoded, InferCall, check_outputs
 from mloop_serving.schemas import Feedback, FeedbackReceipt
 
@@ -312,37 +311,6 @@ def freeze_heap() -> None:
     gc.set_threshold(YOUNG_COLLECTION_THRESHOLD, max(middle, 20), max(old, 20))
 
 
-RECORD_FIELDS = ("request_id", "timestamp", "inputs", "prediction", "probabilities", "route", "truncated")
-
-
-def prediction_record(
-    request_id: str,
-    timestamp: datetime,
-    inputs: dict[str, Any],
-    prediction: Any,
-    probabilities: list[float] | None,
-    route: str,
-) -> PredictionRecord:
-    """``PredictionRecord.model_construct`` of these values (no validation: every one comes from this process,
-    already checked), made as it makes it but without its walk over every field's aliases and defaults, which
-    took 7 µs of a record's 8: a record per prediction was most of what logging cost a request."""
-    record = PredictionRecord.__new__(PredictionRecord)
-    values = {
-        "request_id": request_id,
-        "timestamp": timestamp,
-        "inputs": inputs,
-        "prediction": prediction,
-        "probabilities": probabilities,
-        "route": route,
-        "truncated": False,
-    }
-    object.__setattr__(record, "__dict__", values)
-    object.__setattr__(record, "__pydantic_fields_set__", set(RECORD_FIELDS[:6]))
-    object.__setattr__(record, "__pydantic_extra__", None)
-    object.__setattr__(record, "__pydantic_private__", None)
-    return record
-
-
 @dataclass(frozen=True)
 class Scored:
     """A model's answer to some instances, one request id per instance, and the route that chose the model."""
@@ -496,12 +464,12 @@ class Scorer:
             return
         now = self.clock()
         records = [
-            prediction_record(
+            prediction_fields(
                 request_id, now, instances[i], predictions[i], probabilities[i] if probabilities else None, route
             )
             for i, request_id in enumerate(request_ids)
         ]
-        self.logbook.log_predictions(model.name, model.version, records)
+        self.logbook.log_prediction_fields(model.name, model.version, records)
 
     def _shadow(self, name: str, instances: list[dict[str, Any]], request_ids: list[str]) -> None:
         """Score a copy of a production request with the shadow version, off the response path.

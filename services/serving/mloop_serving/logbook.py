@@ -8,6 +8,7 @@ import logging
 from collections import OrderedDict, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Protocol
 
 import orjson
@@ -24,7 +25,7 @@ from mloop_common.events import (
     record_size,
     to_record,
 )
-from mloop_common.jsoncodec import json_loads, json_record
+from mloop_common.jsoncodec import json_record
 from mloop_common.retry import Backoff
 from mloop_common.telemetry import TRACEPARENT_PLACEHOLDER, SpanContext, create_span_headers, current_span_context
 from mloop_serving.spill import MemorySpill, Spill
@@ -53,6 +54,29 @@ class Publisher(Protocol):
     """Where serving's events go: the bus producer (serving has no database, hence no outbox)."""
 
     async def publish(self, event: Envelope) -> None: ...
+
+
+def prediction_fields(
+    request_id: str,
+    timestamp: datetime,
+    inputs: dict[str, Any],
+    prediction: Any,
+    probabilities: list[float] | None,
+    route: str,
+) -> dict[str, Any]:
+    """The fields of the ``PredictionRecord`` of these values, as its JSON has them (the timestamp aside, which the
+    log's encoder writes as pydantic does), without making the record: making and dumping one per prediction was
+    most of what logging cost a request. The values come from this process (the request's checked inputs, the
+    model's answer), so there is nothing to validate."""
+    return {
+        "request_id": request_id,
+        "timestamp": timestamp,
+        "inputs": inputs,
+        "prediction": prediction,
+        "probabilities": probabilities,
+        "route": route,
+        "truncated": False,
+    }
 
 
 def encoded_size(event: Envelope) -> int:
@@ -84,12 +108,20 @@ class _Batch:
     records: int
 
 
+@dataclass(frozen=True)
+class _Group:
+    """Records encoded for one event: their JSON array, how many, and where in their buffer they were logged."""
+
+    array: bytes
+    records: int
+    logged_at: range
+
+
 @dataclass
 class _Pending:
-    """Records waiting for their event, each as its JSON (encoded once, when logged: its size is then known, and
-    the request's objects are not kept), and the recorded request spans the event will link to."""
+    """Records waiting for their event, as their fields, and the recorded request spans the event will link to."""
 
-    records: list[bytes] = field(default_factory=list)
+    records: list[dict[str, Any]] = field(default_factory=list)
     links: list[tuple[int, SpanContext]] = field(default_factory=list)  # (index in records, the request's span)
 
 
@@ -137,12 +169,18 @@ class Logbook:
         SPILL_BYTES.set(self._spill.size)
 
     def log_predictions(self, model: str, version: int, records: Sequence[PredictionRecord]) -> None:
+        self.log_prediction_fields(model, version, [record.__dict__ for record in records])
+
+    def log_prediction_fields(self, model: str, version: int, records: list[dict[str, Any]]) -> None:
+        """Log predictions given as their records' fields (``prediction_fields``): serving's way, every request."""
         self._add(self._predictions[(model, version)], records)
 
     def log_feedback(self, model: str, records: Sequence[FeedbackRecord]) -> None:
-        self._add(self._feedback[model], records)
+        self._add(self._feedback[model], [record.__dict__ for record in records])
 
-    def _add(self, pending: _Pending, records: Sequence[PredictionRecord | FeedbackRecord]) -> None:
+    def _add(self, pending: _Pending, records: list[dict[str, Any]]) -> None:
+        """Keep records' fields until the next flush encodes them, many at once (a record's fields are its JSON
+        form as pydantic dumps it, the timestamp aside, which the log's encoder writes as pydantic does)."""
         room = max(self._capacity - self._size, 0)
         if room < len(records):
             DROPPED.inc(len(records) - room)
@@ -152,9 +190,7 @@ class Logbook:
         if context.trace_flags.sampled:  # a link to a span nobody recorded would lead nowhere
             first = len(pending.records)
             pending.links += [(first + offset, context) for offset in range(len(records))]
-        # A record's fields are its JSON form as pydantic dumps it (the timestamp aside, which the encoder writes
-        # as pydantic does): dumping each record through pydantic was most of what logging cost a request.
-        pending.records += [json_record(record.__dict__) for record in records]
+        pending.records += records
         self._size += len(records)
         if self._size >= self._batch_size:
             self._full.set()
@@ -230,8 +266,8 @@ class Logbook:
     def _batches(self, empty: PredictionsLogged | FeedbackReceived, subject: str, pending: _Pending) -> list[_Batch]:
         """``pending``'s records as events of at most ``batch_size`` records and ``max_event_bytes`` bytes, in order.
 
-        An event's size is known before it is made: its size without records, plus theirs and a comma between
-        two. A record too large for an event of its own is truncated (see ``_truncated``), or dropped.
+        A batch is encoded in one call (a third of the cost of a call per record); one over the size limit is
+        encoded record by record and split where the sizes say (``_fitting``).
         """
         topic = TOPIC_OF[type(empty)]
         head = empty.model_dump(mode="json")
@@ -239,17 +275,32 @@ class Logbook:
         bare = encoded_size(
             event_of_data(topic, head, source=SOURCE, subject=subject).with_trace(TRACEPARENT_PLACEHOLDER)
         )
-        groups: list[tuple[range, list[bytes]]] = []  # the records, and where they were in ``pending``
+        groups: list[_Group] = []
+        for start in range(0, len(pending.records), self._batch_size):
+            batch = pending.records[start : start + self._batch_size]
+            array = json_record(batch)
+            if bare - len(b"[]") + len(array) <= self._max_event_bytes:
+                groups.append(_Group(array, len(batch), range(start, start + len(batch))))
+            else:
+                groups += self._fitting(topic, subject, bare, batch, start)
+        return [self._event(topic, head, subject, group, pending.links) for group in groups]
+
+    def _fitting(self, topic: str, subject: str, bare: int, batch: list[dict[str, Any]], start: int) -> list[_Group]:
+        """``batch``'s records as JSON arrays that each fit an event: an event's size is its size without records
+        (``bare``), plus theirs and a comma between two. A record too large for an event of its own is truncated
+        (see ``_truncated``), or dropped."""
+        groups: list[_Group] = []
         records: list[bytes] = []
         first = 0
         size = bare
-        for index, record in enumerate(pending.records):
+        for index, fields in enumerate(batch, start):
+            record = json_record(fields)
             grown = size + len(record) + (1 if records else 0)
-            if records and (grown > self._max_event_bytes or len(records) >= self._batch_size):
-                groups.append((range(first, index), records))
+            if records and grown > self._max_event_bytes:
+                groups.append(_Group(b"[" + b",".join(records) + b"]", len(records), range(first, index)))
                 records, grown = [], bare + len(record)
             if grown > self._max_event_bytes:
-                cut = self._truncated(topic, subject, record, grown)
+                cut = self._truncated(topic, subject, fields, grown)
                 if cut is None:
                     continue
                 record, grown = cut, bare + len(cut)
@@ -258,33 +309,27 @@ class Logbook:
             records.append(record)
             size = grown
         if records:
-            groups.append((range(first, len(pending.records)), records))
-        return [self._event(topic, head, subject, records, span, pending.links) for span, records in groups]
+            groups.append(_Group(b"[" + b",".join(records) + b"]", len(records), range(first, start + len(batch))))
+        return groups
 
     @staticmethod
     def _event(
-        topic: str,
-        head: dict[str, Any],
-        subject: str,
-        records: list[bytes],
-        span: range,
-        links: list[tuple[int, SpanContext]],
+        topic: str, head: dict[str, Any], subject: str, group: _Group, links: list[tuple[int, SpanContext]]
     ) -> _Batch:
-        """One event of ``records`` (logged at ``span`` in their buffer), its trace that of a ``create`` span
-        linked to each of its records' requests."""
-        data = {**head, "records": orjson.Fragment(b"[" + b",".join(records) + b"]")}
+        """One event of ``group``'s records, its trace that of a ``create`` span linked to each of their requests."""
+        data = {**head, "records": orjson.Fragment(group.array)}
         event = event_of_data(topic, data, source=SOURCE, subject=subject)
-        linked = [context for index, context in links if index in span]
-        return _Batch(event.with_trace(*create_span_headers(topic, linked, records=len(records))), len(records))
+        linked = [context for index, context in links if index in group.logged_at]
+        traced = event.with_trace(*create_span_headers(topic, linked, records=group.records))
+        return _Batch(traced, group.records)
 
-    def _truncated(self, topic: str, subject: str, record: bytes, size: int) -> bytes | None:
+    def _truncated(self, topic: str, subject: str, fields: dict[str, Any], size: int) -> bytes | None:
         """A record too large for one event on its own: its inputs give way to a marker, once, never retried.
 
         The prediction, its id and its route are kept, so the answer stays traceable and feedback still joins it;
         a record that does not fit even so (a label or prediction that large) is dropped and counted.
         """
         OVERSIZED.inc()
-        fields = json_loads(record)
         if topic == TOPIC_OF[PredictionsLogged]:
             log.warning(
                 "truncating the inputs of a prediction record of %s (request %s): %d bytes encoded, over "
@@ -295,7 +340,7 @@ class Logbook:
                 self._max_event_bytes,
             )
             marker = json_record({**fields, "inputs": {TRUNCATED: size}, "truncated": True})
-            if size - len(record) + len(marker) <= self._max_event_bytes:
+            if size - len(json_record(fields)) + len(marker) <= self._max_event_bytes:
                 return marker
         DROPPED.inc()
         log.error(
