@@ -409,7 +409,8 @@ class Scorer:
         check_outputs(call, routed.model)
         instances = oip.instances(call, routed.model)
         request_ids = self._ids(instances)
-        scored = await self._score(routed, instances, request_ids)
+        # The tensors' datatypes have checked every value: the rows need no second check
+        scored = await self._score(routed, instances, request_ids, rows=routed.model.checked_rows(instances))
         if version is None:
             self._shadow(name, instances, request_ids)
         return ScoredCall(scored, routed)
@@ -431,11 +432,20 @@ class Scorer:
         return self.host.route(name, key)
 
     async def _score(
-        self, routed: Routed, instances: list[dict[str, Any]], request_ids: list[str], *, log: bool = True
+        self,
+        routed: Routed,
+        instances: list[dict[str, Any]],
+        request_ids: list[str],
+        *,
+        log: bool = True,
+        rows: list[list[Any]] | None = None,
     ) -> Scored:
-        """Predict, and log the predictions under the version that answered (published later, in batches)."""
+        """Predict, and log the predictions under the version that answered (published later, in batches).
+
+        ``rows``: the instances as the model's rows, when already checked (else checked here)."""
         model = routed.model
-        rows = model.rows(instances)
+        if rows is None:
+            rows = model.rows(instances)
         if self.batcher is not None and len(rows) <= INLINE_ROWS:
             predictions, probabilities = await self.batcher.predict(model, rows)
         elif len(rows) <= INLINE_ROWS:

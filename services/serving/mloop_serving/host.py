@@ -27,6 +27,8 @@ class LoadedModel:
     kinds: dict[str, FeatureKind]  # from the reference profile
     estimator: Any
     classes: list[Any] = field(default_factory=list)
+    # What other modules derive from the model once rather than per request (the protocol's output datatypes)
+    derived: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def frame(self, instances: list[dict[str, Any]]) -> pd.DataFrame:
         """Instances as the model's input frame; a missing feature or a wrong type is a 422 naming it."""
@@ -56,6 +58,12 @@ class LoadedModel:
                 row.append(value)
             rows.append(row)
         return rows
+
+    def checked_rows(self, instances: list[dict[str, Any]]) -> list[list[Any]]:
+        """Instances already known to hold every feature with a value of its kind (the protocol's tensors, checked
+        by their datatypes) as rows in the model's order: what ``rows`` gives, without checking each value again."""
+        features = self.features
+        return [[instance[feature] for feature in features] for instance in instances]
 
     def frame_of(self, rows: list[list[Any]]) -> pd.DataFrame:
         """Checked rows (``rows``) as the model's input frame: numeric features as float64 (null: NaN).

@@ -377,7 +377,14 @@ def input_datatype(model: LoadedModel, feature: str) -> str:
 
 
 def output_datatypes(model: LoadedModel) -> dict[str, str]:
-    """The outputs a model answers, with their datatypes."""
+    """The outputs a model answers, with their datatypes (worked out once per model: every request asks)."""
+    found: dict[str, str] | None = model.derived.get("oip_outputs")
+    if found is None:
+        found = model.derived["oip_outputs"] = _output_datatypes(model)
+    return found
+
+
+def _output_datatypes(model: LoadedModel) -> dict[str, str]:
     if model.task != "classification":
         return {PREDICT: "FP64"}
     outputs = {PREDICT: datatype_of(model.classes)}

@@ -332,6 +332,30 @@ def test_a_single_n_by_k_tensor_is_read_in_the_models_feature_order():
 
 
 @pytest.mark.parametrize(
+    ("call", "features"),
+    [
+        (
+            tensors(
+                ("plan", "BYTES", (2,), ["pro", "basic"]),
+                ("usage", "FP32", (2, 1), [1.5, 2]),
+                ("calls", "INT64", (2,), [3, -(2**40)]),
+            ),
+            ("usage", "calls", "plan"),
+        ),
+        (tensors(("input-0", "FP64", (2, 2), [1.5, 3, 2.5, 4])), ("usage", "calls")),
+        (tensors(("calls", "UINT64", (1,), [2**64 - 1]), ("usage", "FP16", (1,), [0.5])), ("usage", "calls")),
+    ],
+)
+def test_rows_of_accepted_tensors_need_no_second_check(call, features):
+    """Serving skips the simple API's per-value check for the protocol's tensors: whatever the protocol accepts, the
+    check would have passed and given the same rows."""
+    served = model(features)
+    instances = oip.instances(call, served)
+
+    assert served.checked_rows(instances) == served.rows(instances)
+
+
+@pytest.mark.parametrize(
     "call",
     [
         tensors(("input-0", "FP64", (0, 2), [])),
