@@ -63,7 +63,7 @@ DATATYPES: dict[str, Datatype] = {
     ]
 }
 NUMERIC_KINDS = ("int", "float")
-_FLOAT_DATATYPES = frozenset(name for name, datatype in DATATYPES.items() if datatype.kind == "float")
+_FLOAT_DATATYPES = {name: datatype for name, datatype in DATATYPES.items() if datatype.kind == "float"}
 
 
 class Tensor(NamedTuple):
@@ -126,18 +126,14 @@ def parse_infer_request(body: bytes, json_length: str | None = None) -> InferCal
     if not isinstance(inputs, list) or not inputs:
         raise InvalidInput("inputs: must be a non-empty list of tensors", field="inputs")
     tensors: list[Tensor] = []
-    names: set[str] = set()
     offset = 0
     for index, item in enumerate(inputs):
-        plain = _plain_input(item)
-        if plain is not None:
-            tensor = plain
-        else:
+        tensor = _plain_input(item)
+        if tensor is None:
             tensor, offset = _input(item, f"inputs[{index}]", binary, offset)
-        if tensor.name in names:
-            raise InvalidInput(f"inputs[{index}].name: {tensor.name!r} is given twice", field=f"inputs[{index}].name")
-        names.add(tensor.name)
         tensors.append(tensor)
+    if len({tensor.name for tensor in tensors}) != len(tensors):
+        _name_twice(tensors)
     if binary is not None and offset != len(binary):
         raise InvalidInput(
             f"{len(binary) - offset} bytes of binary data after the JSON belong to no input "
@@ -147,6 +143,14 @@ def parse_infer_request(body: bytes, json_length: str | None = None) -> InferCal
     return InferCall(
         id=request_id, inputs=tensors, outputs=_requested_outputs(document.get("outputs")), binary_output=binary_output
     )
+
+
+def _name_twice(tensors: list[Tensor]) -> None:
+    names: set[str] = set()
+    for index, tensor in enumerate(tensors):
+        if tensor.name in names:
+            raise InvalidInput(f"inputs[{index}].name: {tensor.name!r} is given twice", field=f"inputs[{index}].name")
+        names.add(tensor.name)
 
 
 def _header_length(value: str, body_length: int) -> int:
@@ -196,19 +200,24 @@ def _plain_input(item: Any) -> Tensor | None:
         return None
     if type(name) is not str or not name or type(shape) is not list or type(data) is not list:
         return None
-    if type(datatype) is not str or datatype not in _FLOAT_DATATYPES:
+    kind = _FLOAT_DATATYPES.get(datatype) if type(datatype) is str else None
+    if kind is None:
         return None
-    count = 1
-    for dimension in shape:
-        if type(dimension) is not int or dimension < 0:
+    if len(shape) == 1:  # the usual shape, [n]
+        if type(shape[0]) is not int or shape[0] != len(data):
             return None
-        count *= dimension
-    if len(data) != count:
-        return None
+    else:
+        count = 1
+        for dimension in shape:
+            if type(dimension) is not int or dimension < 0:
+                return None
+            count *= dimension
+        if len(data) != count:
+            return None
     for value in data:
         if type(value) is not float and type(value) is not int:
             return None  # nested, or not a number
-    return Tensor(name, DATATYPES[datatype], tuple(shape), data)
+    return Tensor(name, kind, tuple(shape), data)
 
 
 def _input(item: Any, where: str, binary: bytes | None, offset: int) -> tuple[Tensor, int]:
