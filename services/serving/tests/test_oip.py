@@ -607,3 +607,50 @@ def test_the_one_pass_check_of_common_tensors_agrees_with_the_full_check(item: A
         assert quick == full
     elif isinstance(full, InvalidInput):
         assert "inputs[0]" in str(full)
+
+
+TWO = [GOOD, {**GOOD, "name": "calls", "datatype": "FP64", "data": [3, 2**70]}]
+# (request body, whether the one-pass read takes it)
+REQUEST_VARIANTS: list[tuple[bytes, bool]] = [
+    *((json.dumps({"inputs": [item]}).encode(), common and "nan" not in str(item)) for item, common in TENSOR_VARIANTS),
+    (json.dumps({"inputs": TWO}).encode(), True),
+    (json.dumps({"id": "r-1", "inputs": TWO}).encode(), True),
+    (json.dumps({"inputs": TWO, "id": None}).encode(), True),
+    (b' {\n "inputs" : [ {"data": [1.5], "datatype": "FP64", "shape": [1], "name": "usage"} ] } ', True),
+    (json.dumps({"id": 7, "inputs": TWO}).encode(), False),
+    (json.dumps({"inputs": TWO, "parameters": {"binary_data_output": True}}).encode(), False),
+    (json.dumps({"inputs": TWO, "outputs": [{"name": "predict"}]}).encode(), False),
+    (json.dumps({"inputs": [GOOD, GOOD]}).encode(), False),  # a name twice
+    (json.dumps({"inputs": []}).encode(), False),
+    (json.dumps({"inputs": TWO, "extra": 1}).encode(), False),
+    (b'{"inputs": [{"name": "\\ud800", "shape": [1], "datatype": "FP64", "data": [1.5]}]}', False),
+    (b'{"inputs": [{"name": "usage", "shape": [1], "datatype": "FP64", "data": [1e400]}]}', False),
+    (b'{"inputs": [{"name": "usage", "name": "calls", "shape": [1], "datatype": "FP64", "data": [1]}]}', True),
+    (b'{"inputs": [', False),
+    (b"[]", False),
+    (b"", False),
+]
+
+
+@pytest.mark.parametrize(("body", "common"), REQUEST_VARIANTS)
+def test_the_one_pass_read_of_common_requests_agrees_with_the_full_read(body: bytes, common: bool) -> None:
+    """Common requests are read in one pass (msgspec); whatever it takes must read as the full, field-by-field read
+    does (the json module's values: integers past 64 bits exact, a repeated key's last value), and whatever it passes
+    over must still be read (or refused, naming the field) by the full read."""
+    quick = oip._plain_request(body)
+    try:
+        full: InferCall | InvalidInput = oip._checked_request(body, None)
+    except InvalidInput as exc:
+        full = exc
+
+    assert (quick is not None) == common
+    if quick is not None:
+        assert quick == full
+        assert [[type(v) for v in t.values] for t in quick.inputs] == [[type(v) for v in t.values] for t in full.inputs]
+        assert parse_infer_request(body) == quick
+    elif isinstance(full, InvalidInput):
+        with pytest.raises(InvalidInput) as refused:
+            parse_infer_request(body)
+        assert str(refused.value) == str(full)
+    else:
+        assert parse_infer_request(body) == full
