@@ -61,9 +61,15 @@ VERSION_HEADER = "X-Mloop-Model-Version"
 ROUTE_HEADER = "X-Mloop-Route"
 
 
-@router.post(
-    "/v1/models/{name}:predict", tags=["predict"], response_model=PredictResponse, response_model_exclude_none=True
-)
+Endpoint = Callable[..., Coroutine[Any, Any, Response]]
+
+
+def _predict_route(path: str) -> Callable[[Endpoint], Endpoint]:
+    """A predict route: it answers with ``prediction_response``, documented as ``PredictResponse``."""
+    return router.post(path, tags=["predict"], response_model=PredictResponse, response_model_exclude_none=True)
+
+
+@_predict_route("/v1/models/{name}:predict")
 async def predict(
     service: Service, name: str, request: PredictRequest, http: Request, key: RoutingKey = None, log: Log = True
 ) -> Response:
@@ -75,12 +81,7 @@ async def predict(
     return prediction_response(scored)
 
 
-@router.post(
-    "/v1/models/{name}/versions/{version}:predict",
-    tags=["predict"],
-    response_model=PredictResponse,
-    response_model_exclude_none=True,
-)
+@_predict_route("/v1/models/{name}/versions/{version}:predict")
 async def predict_version(
     service: Service, name: str, version: VersionNumber, request: PredictRequest, http: Request, log: Log = True
 ) -> Response:
@@ -89,12 +90,7 @@ async def predict_version(
     return prediction_response(scored)
 
 
-@router.post(
-    "/v1/models/{name}/aliases/{alias}:predict",
-    tags=["predict"],
-    response_model=PredictResponse,
-    response_model_exclude_none=True,
-)
+@_predict_route("/v1/models/{name}/aliases/{alias}:predict")
 async def predict_alias(
     service: Service, name: str, alias: str, request: PredictRequest, http: Request, log: Log = True
 ) -> Response:
