@@ -24,11 +24,13 @@ answered request (steadier than req/s on a machine shared with other work), the 
 cores everything else on the machine used meanwhile (wrk included; see ``machine_busy_seconds``), and for mloop
 the mean requests per call of the model (micro-batching). Results, with the issue's ratios, go to
 bench/results/serving_speed.json (``--out`` elsewhere); ``--only`` and ``--concurrency`` measure a part.
+Then logging's cost once more, with logging on and off loaded at the same time (``side_by_side``): runs one
+after the other on this shared machine vary too much for a 10 % threshold.
 
 Environment: MLOOP_KAFKA__BOOTSTRAP_SERVERS (default 127.0.0.1:9092), MLOOP_TEST_PORT_OFFSET (ports: see
 tests/stack.py; the others take 8101..8107 plus the offset), MLOOP_DATABASE_PORT (default 55432),
 MLOOP_BENCH_SERVING_SECONDS (default 10), MLOOP_BENCH_SERVING_REPEATS (default 3: medians taken, and the
-median of each repeat's ratios; see ``ratios``).
+median of each repeat's ratios; see ``ratios``), MLOOP_BENCH_SERVING_PAIRS (default 5; see ``side_by_side``).
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -68,6 +71,7 @@ ADMIN_URL = f"postgresql+asyncpg://mloop:mloop@127.0.0.1:{PG_PORT}/mloop"
 DURATION = float(os.environ.get("MLOOP_BENCH_SERVING_SECONDS", "10"))
 WARMUP = 2.0
 REPEATS = int(os.environ.get("MLOOP_BENCH_SERVING_REPEATS", "3"))
+PAIRS = int(os.environ.get("MLOOP_BENCH_SERVING_PAIRS", "5"))
 CONCURRENCY = (8, 64)
 TIMEOUT = "10s"  # wrk's own default (2 s) would count slow answers as failures instead of measuring them
 
@@ -272,6 +276,36 @@ def run_wrk(command: list[str], target: Target, connections: int, seconds: float
         "requests": requests,
         "failures": failures,
     }
+
+
+def side_by_side(
+    command: list[str], on: Target, off: Target, connections: int, seconds: float, work: Path
+) -> dict[str, Any]:
+    """Logging on and off loaded at the same time, each by its own wrk: what the machine's neighbours do then
+    slows both alike, where runs one after the other can each catch a different moment (on this machine the
+    same server's req/s varies by a third from one run to the next). The two servers share the cores, so each
+    one's req/s is set by its CPU per request: their ratio is logging's cost in throughput when CPU-bound."""
+    with ThreadPoolExecutor(2) as pool:
+        list(pool.map(lambda target: run_wrk(command, target, connections, WARMUP, work), (on, off)))
+        before = [group_cpu_seconds(target.process_group) for target in (on, off)]
+        runs = list(pool.map(lambda target: run_wrk(command, target, connections, seconds, work), (on, off)))
+        after = [group_cpu_seconds(target.process_group) for target in (on, off)]
+    cpu = [
+        1000 * (b - a) / run["requests"] if run["requests"] else None
+        for a, b, run in zip(before, after, runs, strict=True)
+    ]
+    pair: dict[str, Any] = {
+        "on_requests_per_second": runs[0]["requests_per_second"],
+        "off_requests_per_second": runs[1]["requests_per_second"],
+        "on_cpu_ms_per_request": round(cpu[0], 3) if cpu[0] is not None else None,
+        "off_cpu_ms_per_request": round(cpu[1], 3) if cpu[1] is not None else None,
+        "failures": runs[0]["failures"] + runs[1]["failures"],
+    }
+    if runs[1]["requests_per_second"]:
+        pair["throughput_ratio"] = round(runs[0]["requests_per_second"] / runs[1]["requests_per_second"], 4)
+    if cpu[0] is not None and cpu[1]:
+        pair["cpu_per_request_ratio"] = round(cpu[0] / cpu[1], 4)
+    return pair
 
 
 def model_calls(target: Target) -> tuple[float, float]:
@@ -504,11 +538,12 @@ def start_mlflow(processes: Processes, files: Path, row: dict[str, float], base:
     )
 
 
-def ratios(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
+def ratios(results: dict[str, dict[str, Any]], pairs: dict[str, dict[str, list[dict[str, Any]]]]) -> dict[str, Any]:
     """The issue's targets as ratios: of mloop against echo and of logging on against off, the median over repeats
     of each repeat's own ratio (the two ran back to back there, so what the machine's neighbours did in between
-    weighs less than in a ratio of medians); of mloop against the anchors, the ratio of medians. None where a
-    target was not measured, or a denominator is zero."""
+    weighs less than in a ratio of medians); of mloop against the anchors, the ratio of medians; logging's cost
+    also from ``pairs`` (``side_by_side``), the median of the pairs' ratios. None where a target was not
+    measured, or a denominator is zero."""
 
     def ratio(ours: float | None, theirs: float | None, digits: int = 3) -> float | None:
         return round(ours / theirs, digits) if ours is not None and theirs else None
@@ -536,6 +571,13 @@ def ratios(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
             cost = paired(on, off, key, "requests_per_second")
             entry[f"mloop_{path}_logging_cost"] = round(1 - cost, 3) if cost is not None else None
             entry[f"mloop_{path}_logging_cpu_per_request"] = paired(on, off, key, "server_cpu_ms_per_request")
+            together = pairs.get(path, {}).get(key, [])
+            throughput = [p["throughput_ratio"] for p in together if "throughput_ratio" in p]
+            cpu_ratios = [p["cpu_per_request_ratio"] for p in together if "cpu_per_request_ratio" in p]
+            if throughput:
+                entry[f"mloop_{path}_logging_cost_side_by_side"] = round(1 - statistics.median(throughput), 3)
+            if cpu_ratios:
+                entry[f"mloop_{path}_logging_cpu_per_request_side_by_side"] = round(statistics.median(cpu_ratios), 3)
             if faster and on in rate:
                 entry[f"mloop_{path}_vs_faster_anchor"] = ratio(rate[on], anchors[faster], 2)
                 entry[f"mloop_{path}_p99_vs_faster_anchor"] = ratio(
@@ -572,6 +614,7 @@ def main() -> int:
             runs: dict[str, dict[str, list[dict[str, Any]]]] = {
                 t.name: {f"c{c}": [] for c in concurrency} for t in targets
             }
+            pairs: dict[str, dict[str, list[dict[str, Any]]]] = {}  # path, concurrency: logging on and off at once
             for repeat in range(REPEATS):
                 for c in concurrency:
                     # Interleaved, so a busy moment of the machine hits every target alike; every other repeat in
@@ -593,6 +636,16 @@ def main() -> int:
                         run["others_cores"] = round((machine - cpu) / DURATION, 2)
                         runs[target.name][f"c{c}"].append(run)
                         print(target.name, c, runs[target.name][f"c{c}"][-1], flush=True)
+            by_name = {target.name: target for target in targets}
+            for path in ("v1", "oip"):
+                on, off = by_name.get(f"mloop-{path}-log-on"), by_name.get(f"mloop-{path}-log-off")
+                if on is None or off is None:
+                    continue
+                for c in concurrency:
+                    for _ in range(PAIRS):
+                        pair = side_by_side(command, on, off, c, DURATION, work)
+                        pairs.setdefault(path, {}).setdefault(f"c{c}", []).append(pair)
+                        print("side by side", path, c, pair, flush=True)
         finally:
             processes.stop()
             codes = stack.stop()
@@ -611,6 +664,8 @@ def main() -> int:
             "repeats": REPEATS,
             "order": "targets interleaved, every other repeat in reverse; logging on and off back to back",
             "ratios": "vs echo and logging cost: median of each repeat's ratio; vs the anchors: ratio of medians",
+            "side_by_side": f"logging on and off loaded at the same time, {PAIRS} times per path and concurrency; "
+            "*_side_by_side: median of the pairs' ratios",
             "timeout": TIMEOUT,
             "model": f"Pipeline(ColumnTransformer(impute+scale), HistGradientBoostingClassifier), {ROWS}x{WIDTH}, "
             f"seed {SEED}",
@@ -619,7 +674,8 @@ def main() -> int:
             "anchors": {"mlserver": MLSERVER, "mlflow": MLFLOW, "threads": "OMP_NUM_THREADS=1 for the anchors"},
         },
         "results": results,
-        "ratios": ratios(results),
+        "ratios": ratios(results, pairs),
+        "logging_side_by_side": pairs,
         "not_measured": skipped,
         "exit_codes": codes,
         "seconds_total": round(time.monotonic() - started),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import OrderedDict, defaultdict
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -84,6 +84,14 @@ def encoded_size(event: Envelope) -> int:
     return record_size(*to_record(event))
 
 
+def _bare_size(empty: PredictionsLogged | FeedbackReceived, subject: str) -> int:
+    """Bytes of ``empty`` (an event without records) as a Kafka record, measured with a trace header as large as
+    the one it gets, so what fits here fits on the wire."""
+    topic = TOPIC_OF[type(empty)]
+    data = empty.model_dump(mode="json")
+    return encoded_size(event_of_data(topic, data, source=SOURCE, subject=subject).with_trace(TRACEPARENT_PLACEHOLDER))
+
+
 class RequestIndex:
     """Which model and version answered a request id (bounded, oldest forgotten first)."""
 
@@ -119,18 +127,23 @@ class _Group:
 
 @dataclass
 class _Pending:
-    """Records waiting for their event, as their fields, and the recorded request spans the event will link to."""
+    """Records waiting for their event, as their JSON, and the recorded request spans the event will link to."""
 
-    records: list[dict[str, Any]] = field(default_factory=list)
+    empty: PredictionsLogged | FeedbackReceived  # the event they will go in, without them
+    subject: str
+    bare: int  # bytes of that event without records, as the log sizes it (``_bare_size``)
+    records: list[bytes] = field(default_factory=list)
     links: list[tuple[int, SpanContext]] = field(default_factory=list)  # (index in records, the request's span)
 
 
 class Logbook:
     """Buffers records and publishes them in batches every ``interval`` seconds or ``batch_size`` records.
 
-    A batch whose event would exceed ``max_event_bytes`` once encoded is split until every event
-    fits; a prediction record too large to fit even alone is published with its inputs replaced by a
-    marker (``truncated``), and one that does not fit even so is dropped and counted.
+    A record is encoded when logged, so what a request leaves behind is one bytes object, not its parsed inputs:
+    a buffer of hundreds of requests' objects, freed only at the flush, cost the serving process more (in its
+    memory's caches) than encoding each record at once. A batch whose event would exceed ``max_event_bytes``
+    is split until every event fits; a prediction record too large to fit even alone is kept with its inputs
+    replaced by a marker (``truncated``), and one that does not fit even so is dropped and counted.
 
     Events Kafka does not take go to the ``spill`` (a local file in production) and are replayed from
     there, oldest first, before anything newer is published; while the spill holds events, new ones
@@ -159,8 +172,9 @@ class Logbook:
         self._backoff = retry_backoff
         self._publish_timeout = publish_timeout
         self._stop_grace = stop_grace
-        self._predictions: dict[tuple[str, int], _Pending] = defaultdict(_Pending)
-        self._feedback: dict[str, _Pending] = defaultdict(_Pending)
+        self._predictions: dict[tuple[str, int], _Pending] = {}
+        self._feedback: dict[str, _Pending] = {}
+        self._bare_sizes: dict[tuple[str, str, int | None], int] = {}
         self._size = 0
         PENDING.set_function(lambda: self._size)
         self._full = asyncio.Event()
@@ -173,27 +187,60 @@ class Logbook:
 
     def log_prediction_fields(self, model: str, version: int, records: list[dict[str, Any]]) -> None:
         """Log predictions given as their records' fields (``prediction_fields``): serving's way, every request."""
-        self._add(self._predictions[(model, version)], records)
+        pending = self._predictions.get((model, version))
+        if pending is None:
+            empty = PredictionsLogged(model=model, version=version, records=[])
+            pending = self._predictions[(model, version)] = self._pending(empty, model, version)
+        self._add(pending, records)
 
     def log_feedback(self, model: str, records: Sequence[FeedbackRecord]) -> None:
-        self._add(self._feedback[model], [record.__dict__ for record in records])
+        pending = self._feedback.get(model)
+        if pending is None:
+            pending = self._feedback[model] = self._pending(FeedbackReceived(model=model, records=[]), model, None)
+        self._add(pending, [record.__dict__ for record in records])
+
+    def _pending(self, empty: PredictionsLogged | FeedbackReceived, subject: str, version: int | None) -> _Pending:
+        key = (TOPIC_OF[type(empty)], subject, version)
+        bare = self._bare_sizes.get(key)
+        if bare is None:
+            bare = self._bare_sizes[key] = _bare_size(empty, subject)
+        return _Pending(empty, subject, bare)
 
     def _add(self, pending: _Pending, records: list[dict[str, Any]]) -> None:
-        """Keep records' fields until the next flush encodes them, many at once (a record's fields are its JSON
-        form as pydantic dumps it, the timestamp aside, which the log's encoder writes as pydantic does)."""
-        room = max(self._capacity - self._size, 0)
+        """Encode records from their fields (their JSON as pydantic dumps it, the timestamp as pydantic writes one)
+        and keep them until the next flush; one too large for an event of its own is truncated or dropped."""
+        room = self._capacity - self._size
         if room < len(records):
+            room = max(room, 0)
             DROPPED.inc(len(records) - room)
             log.error("log buffer full: dropping %d records (Kafka unreachable?)", len(records) - room)
             records = records[:room]
+        encoded = [json_record(fields) for fields in records]
+        largest = self._max_event_bytes - pending.bare  # a record alone in its event ("[]" is in bare)
+        if any(len(record) > largest for record in encoded):
+            encoded = self._within(pending, records, encoded, largest)
         context = current_span_context()
         if context.trace_flags.sampled:  # a link to a span nobody recorded would lead nowhere
             first = len(pending.records)
-            pending.links += [(first + offset, context) for offset in range(len(records))]
-        pending.records += records
-        self._size += len(records)
+            pending.links += [(first + offset, context) for offset in range(len(encoded))]
+        pending.records += encoded
+        self._size += len(encoded)
         if self._size >= self._batch_size:
             self._full.set()
+
+    def _within(
+        self, pending: _Pending, records: list[dict[str, Any]], encoded: list[bytes], largest: int
+    ) -> list[bytes]:
+        """``encoded`` with each record over ``largest`` bytes truncated, or dropped if even that is too large."""
+        kept: list[bytes] = []
+        for fields, record in zip(records, encoded, strict=True):
+            if len(record) > largest:
+                cut = self._truncated(pending, fields, len(record), largest)
+                if cut is None:
+                    continue
+                record = cut
+            kept.append(record)
+        return kept
 
     async def start(self) -> None:
         """Start publishing in the background (first what a previous run left in the spill)."""
@@ -217,14 +264,9 @@ class Logbook:
 
     async def flush(self) -> None:
         """Publish the spill's backlog, then everything buffered; what Kafka does not take is spilled."""
-        predictions, self._predictions = self._predictions, defaultdict(_Pending)
-        feedback, self._feedback = self._feedback, defaultdict(_Pending)
-        self._size = 0
-        batches: list[_Batch] = []
-        for (model, version), pending in predictions.items():
-            batches += self._batches(PredictionsLogged(model=model, version=version, records=[]), model, pending)
-        for model, pending in feedback.items():
-            batches += self._batches(FeedbackReceived(model=model, records=[]), model, pending)
+        pendings = [*self._predictions.values(), *self._feedback.values()]
+        self._predictions, self._feedback, self._size = {}, {}, 0
+        batches = [batch for pending in pendings for batch in self._batches(pending)]
         if not self._spill.empty:
             self._to_spill(batches)  # behind the backlog, so the order holds
             await self._replay()
@@ -263,54 +305,26 @@ class Logbook:
             DROPPED.inc(lost)
             log.error("prediction log spill full (%d bytes): dropping %d records", self._spill.size, lost)
 
-    def _batches(self, empty: PredictionsLogged | FeedbackReceived, subject: str, pending: _Pending) -> list[_Batch]:
-        """``pending``'s records as events of at most ``batch_size`` records and ``max_event_bytes`` bytes, in order.
-
-        A batch is encoded in one call (a third of the cost of a call per record); one over the size limit is
-        encoded record by record and split where the sizes say (``_fitting``).
-        """
-        topic = TOPIC_OF[type(empty)]
-        head = empty.model_dump(mode="json")
-        # Measured with a trace header as large as the one it gets, so what fits here fits on the wire.
-        bare = encoded_size(
-            event_of_data(topic, head, source=SOURCE, subject=subject).with_trace(TRACEPARENT_PLACEHOLDER)
-        )
+    def _batches(self, pending: _Pending) -> list[_Batch]:
+        """``pending``'s records as events of at most ``batch_size`` records and ``max_event_bytes`` bytes, in order:
+        an event's size is its size without records (``bare``), plus theirs and a comma between two."""
         groups: list[_Group] = []
         for start in range(0, len(pending.records), self._batch_size):
             batch = pending.records[start : start + self._batch_size]
-            array = json_record(batch)
-            if bare - len(b"[]") + len(array) <= self._max_event_bytes:
-                groups.append(_Group(array, len(batch), range(start, start + len(batch))))
-            else:
-                groups += self._fitting(topic, subject, bare, batch, start)
-        return [self._event(topic, head, subject, group, pending.links) for group in groups]
-
-    def _fitting(self, topic: str, subject: str, bare: int, batch: list[dict[str, Any]], start: int) -> list[_Group]:
-        """``batch``'s records as JSON arrays that each fit an event: an event's size is its size without records
-        (``bare``), plus theirs and a comma between two. A record too large for an event of its own is truncated
-        (see ``_truncated``), or dropped."""
-        groups: list[_Group] = []
-        records: list[bytes] = []
-        first = 0
-        size = bare
-        for index, fields in enumerate(batch, start):
-            record = json_record(fields)
-            grown = size + len(record) + (1 if records else 0)
-            if records and grown > self._max_event_bytes:
-                groups.append(_Group(b"[" + b",".join(records) + b"]", len(records), range(first, index)))
-                records, grown = [], bare + len(record)
-            if grown > self._max_event_bytes:
-                cut = self._truncated(topic, subject, fields, grown)
-                if cut is None:
-                    continue
-                record, grown = cut, bare + len(cut)
-            if not records:
-                first = index
-            records.append(record)
-            size = grown
-        if records:
-            groups.append(_Group(b"[" + b",".join(records) + b"]", len(records), range(first, start + len(batch))))
-        return groups
+            chunk: list[bytes] = []
+            first, size = start, pending.bare
+            for index, record in enumerate(batch, start):
+                grown = size + len(record) + (1 if chunk else 0)
+                if chunk and grown > self._max_event_bytes:
+                    groups.append(_Group(b"[" + b",".join(chunk) + b"]", len(chunk), range(first, index)))
+                    chunk, first, grown = [], index, pending.bare + len(record)
+                chunk.append(record)
+                size = grown
+            if chunk:
+                groups.append(_Group(b"[" + b",".join(chunk) + b"]", len(chunk), range(first, start + len(batch))))
+        head = pending.empty.model_dump(mode="json")
+        topic = TOPIC_OF[type(pending.empty)]
+        return [self._event(topic, head, pending.subject, group, pending.links) for group in groups]
 
     @staticmethod
     def _event(
@@ -323,33 +337,39 @@ class Logbook:
         traced = event.with_trace(*create_span_headers(topic, linked, records=group.records))
         return _Batch(traced, group.records)
 
-    def _truncated(self, topic: str, subject: str, fields: dict[str, Any], size: int) -> bytes | None:
-        """A record too large for one event on its own: its inputs give way to a marker, once, never retried.
+    def _truncated(self, pending: _Pending, fields: dict[str, Any], size: int, largest: int) -> bytes | None:
+        """A record of ``size`` bytes, too large for one event on its own: its inputs give way to a marker.
 
         The prediction, its id and its route are kept, so the answer stays traceable and feedback still joins it;
         a record that does not fit even so (a label or prediction that large) is dropped and counted.
         """
         OVERSIZED.inc()
-        if topic == TOPIC_OF[PredictionsLogged]:
+        topic = TOPIC_OF[type(pending.empty)]
+        prediction = isinstance(pending.empty, PredictionsLogged)
+        if prediction:
             log.warning(
-                "truncating the inputs of a prediction record of %s (request %s): %d bytes encoded, over "
-                "log_max_event_bytes=%d",
-                subject,
+                "truncating the inputs of a prediction record of %s (request %s): %d bytes encoded, over the "
+                "%d an event of log_max_event_bytes=%d has room for",
+                pending.subject,
                 fields["request_id"],
                 size,
+                largest,
                 self._max_event_bytes,
             )
             marker = json_record({**fields, "inputs": {TRUNCATED: size}, "truncated": True})
-            if size - len(json_record(fields)) + len(marker) <= self._max_event_bytes:
+            if len(marker) <= largest:
                 return marker
+            size = len(marker)
         DROPPED.inc()
         log.error(
-            "dropping a %s record of %s (request %s): %d bytes encoded%s, over log_max_event_bytes=%d",
+            "dropping a %s record of %s (request %s): %d bytes encoded%s, over the %d an event of "
+            "log_max_event_bytes=%d has room for",
             topic,
-            subject,
+            pending.subject,
             fields["request_id"],
             size,
-            " even truncated" if topic == TOPIC_OF[PredictionsLogged] else "",
+            " even truncated" if prediction else "",
+            largest,
             self._max_event_bytes,
         )
         return None

@@ -337,6 +337,26 @@ async def test_a_record_too_large_to_publish_alone_is_sent_truncated_with_a_flag
     assert any(r.levelname == "WARNING" and huge[0].request_id in r.getMessage() for r in caplog.records)
 
 
+async def test_a_record_exactly_as_large_as_an_event_allows_is_kept_whole_and_one_byte_more_is_truncated():
+    [record] = predictions(1)
+    record = record.model_copy(update={"inputs": {"usage": 1.0, "notes": "x" * 5_000}})
+    alone = FakePublisher()
+    single = Logbook(alone)
+    single.log_predictions("churn", 1, [record])
+    await single.flush()
+    [event] = alone.events
+    exact = record_bytes(event.with_trace(TRACEPARENT_PLACEHOLDER))  # tracing is off here: sized as the log sizes it
+
+    for limit, truncated in ((exact, False), (exact - 1, True)):
+        publish = FakePublisher()
+        logbook = Logbook(publish, max_event_bytes=limit)
+        logbook.log_predictions("churn", 1, [record])
+        await logbook.flush()
+        [(payload, _)] = publish.sent
+        assert payload.records[0].truncated is truncated, limit
+        assert ("notes" in payload.records[0].inputs) is not truncated
+
+
 async def test_a_record_too_large_even_truncated_is_dropped_and_counted_not_retried(caplog):
     publish = FakePublisher()
     logbook = Logbook(publish, max_event_bytes=900_000)
