@@ -562,14 +562,15 @@ def encode_response(
     if PREDICT_PROBA in datatypes and probabilities is not None:
         width = len(probabilities[0]) if probabilities else len(model.classes)
         tensors[PREDICT_PROBA] = ([len(probabilities), width], [p for row in probabilities for p in row])
-    wanted = call.outputs if call.outputs is not None else [RequestedOutput(name, None) for name in tensors]
+    # (name, binary): binary None means as the request's binary_data_output says
+    wanted = [(o.name, o.binary) for o in call.outputs] if call.outputs is not None else [(n, None) for n in tensors]
     outputs: list[dict[str, Any]] = []
     chunks: list[bytes] = []
-    for requested in wanted:
-        shape, data = tensors[requested.name]
-        datatype = DATATYPES[datatypes[requested.name]]
-        output: dict[str, Any] = {"name": requested.name, "shape": shape, "datatype": datatype.name}
-        if requested.binary if requested.binary is not None else call.binary_output:
+    for name, binary in wanted:
+        shape, data = tensors[name]
+        datatype = DATATYPES[datatypes[name]]
+        output: dict[str, Any] = {"name": name, "shape": shape, "datatype": datatype.name}
+        if binary if binary is not None else call.binary_output:
             chunk = encode_binary(data, datatype)
             output["parameters"] = {"binary_data_size": len(chunk)}
             chunks.append(chunk)
