@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mloop_common.events import ModelRejected
+from mloop_common.events import Envelope, ModelRejected
 from tests.conftest import eventually, topic_events
 from tests.faults.groups import Offsets, committed, end_offsets
 from tests.stack import ServiceStack
@@ -160,6 +160,11 @@ async def _serves(serving: httpx.AsyncClient, name: str, version: int) -> bool:
     return await served_version(serving, name) == version
 
 
+async def publications(bootstrap: str, dataset: str, count: int) -> list[Envelope] | None:
+    found = await topic_events(bootstrap, "data.published", dataset)
+    return found if len(found) >= count else None
+
+
 async def trainer_caught_up(bootstrap: str, ends: Offsets) -> bool:
     done = await committed(bootstrap, "mloop-trainer-data")
     return all(done.get(tp, 0) >= end for tp, end in ends.items() if end > 0)
@@ -174,6 +179,8 @@ async def test_a_spec_declared_after_its_data_trains_on_the_newest_version_witho
     newest = await publish(clients["ingest"], name, seed=2)  # no spec yet: nothing to train
     # The trainer has handled both publications (and trained nothing) before the spec exists; otherwise a
     # publication handled late would train the new spec itself, which is right but not what is tested here.
+    # Ingest's outbox publishes after it answers: both events must be on the topic before its end is read.
+    await eventually(lambda: publications(stack.bootstrap, name, 2), timeout=TIMEOUT, interval=0.5)
     ends = await end_offsets(stack.bootstrap, ["data.published"])
     await eventually(lambda: trainer_caught_up(stack.bootstrap, ends), timeout=TIMEOUT, interval=0.5)
 
