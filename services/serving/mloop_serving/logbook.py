@@ -217,7 +217,7 @@ class Logbook:
             records = records[:room]
         encoded = [json_record(fields) for fields in records]
         largest = self._max_event_bytes - pending.bare  # a record alone in its event ("[]" is in bare)
-        if any(len(record) > largest for record in encoded):
+        if encoded and max(map(len, encoded)) > largest:
             encoded = self._within(pending, records, encoded, largest)
         context = current_span_context()
         if context.trace_flags.sampled:  # a link to a span nobody recorded would lead nowhere
@@ -309,19 +309,17 @@ class Logbook:
         """``pending``'s records as events of at most ``batch_size`` records and ``max_event_bytes`` bytes, in order:
         an event's size is its size without records (``bare``), plus theirs and a comma between two."""
         groups: list[_Group] = []
-        for start in range(0, len(pending.records), self._batch_size):
-            batch = pending.records[start : start + self._batch_size]
-            chunk: list[bytes] = []
-            first, size = start, pending.bare
-            for index, record in enumerate(batch, start):
-                grown = size + len(record) + (1 if chunk else 0)
-                if chunk and grown > self._max_event_bytes:
-                    groups.append(_Group(b"[" + b",".join(chunk) + b"]", len(chunk), range(first, index)))
-                    chunk, first, grown = [], index, pending.bare + len(record)
-                chunk.append(record)
-                size = grown
-            if chunk:
-                groups.append(_Group(b"[" + b",".join(chunk) + b"]", len(chunk), range(first, start + len(batch))))
+        chunk: list[bytes] = []
+        first, size = 0, pending.bare
+        for index, record in enumerate(pending.records):
+            grown = size + len(record) + (1 if chunk else 0)
+            if chunk and (grown > self._max_event_bytes or len(chunk) == self._batch_size):
+                groups.append(_Group(b"[" + b",".join(chunk) + b"]", len(chunk), range(first, index)))
+                chunk, first, grown = [], index, pending.bare + len(record)
+            chunk.append(record)
+            size = grown
+        if chunk:
+            groups.append(_Group(b"[" + b",".join(chunk) + b"]", len(chunk), range(first, len(pending.records))))
         head = pending.empty.model_dump(mode="json")
         topic = TOPIC_OF[type(pending.empty)]
         return [self._event(topic, head, pending.subject, group, pending.links) for group in groups]
