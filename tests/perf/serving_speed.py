@@ -30,7 +30,7 @@ after the other on this shared machine vary too much for a 10 % threshold.
 Environment: MLOOP_KAFKA__BOOTSTRAP_SERVERS (default 127.0.0.1:9092), MLOOP_TEST_PORT_OFFSET (ports: see
 tests/stack.py; the others take 8101..8107 plus the offset), MLOOP_DATABASE_PORT (default 55432),
 MLOOP_BENCH_SERVING_SECONDS (default 10), MLOOP_BENCH_SERVING_REPEATS (default 3: medians taken, and the
-median of each repeat's ratios; see ``ratios``), MLOOP_BENCH_SERVING_PAIRS (default 5; see ``side_by_side``).
+median of each repeat's ratios; see ``ratios``), MLOOP_BENCH_SERVING_PAIRS (default 8; see ``side_by_side``).
 """
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ ADMIN_URL = f"postgresql+asyncpg://mloop:mloop@127.0.0.1:{PG_PORT}/mloop"
 DURATION = float(os.environ.get("MLOOP_BENCH_SERVING_SECONDS", "10"))
 WARMUP = 2.0
 REPEATS = int(os.environ.get("MLOOP_BENCH_SERVING_REPEATS", "3"))
-PAIRS = int(os.environ.get("MLOOP_BENCH_SERVING_PAIRS", "5"))
+PAIRS = int(os.environ.get("MLOOP_BENCH_SERVING_PAIRS", "8"))  # single pairs vary by +-5 %: a median of 8
 CONCURRENCY = (8, 64)
 TIMEOUT = "10s"  # wrk's own default (2 s) would count slow answers as failures instead of measuring them
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
-import orjson
+import msgspec
 from prometheus_client import Counter, Gauge
 
 from mloop_common.events import (
@@ -25,7 +25,7 @@ from mloop_common.events import (
     record_size,
     to_record,
 )
-from mloop_common.jsoncodec import json_record
+from mloop_common.jsoncodec import json_record, json_record_into
 from mloop_common.retry import Backoff
 from mloop_common.telemetry import TRACEPARENT_PLACEHOLDER, SpanContext, create_span_headers, current_span_context
 from mloop_serving.spill import MemorySpill, Spill
@@ -132,16 +132,26 @@ class _Pending:
     empty: PredictionsLogged | FeedbackReceived  # the event they will go in, without them
     subject: str
     bare: int  # bytes of that event without records, as the log sizes it (``_bare_size``)
-    records: list[bytes] = field(default_factory=list)
+    records: bytearray = field(default_factory=bytearray)  # the records' JSON, each followed by a comma
+    ends: list[int] = field(default_factory=list)  # where each record ends in ``records`` (at its comma)
     links: list[tuple[int, SpanContext]] = field(default_factory=list)  # (index in records, the request's span)
+
+
+COMMA = ord(",")
+
+
+def _group(buffer: bytearray, start: int, end: int, logged_at: range) -> _Group:
+    """The records in ``buffer[start:end]`` (comma-separated) as one JSON array."""
+    with memoryview(buffer) as view:
+        return _Group(b"".join((b"[", view[start:end], b"]")), len(logged_at), logged_at)
 
 
 class Logbook:
     """Buffers records and publishes them in batches every ``interval`` seconds or ``batch_size`` records.
 
-    A record is encoded when logged, so what a request leaves behind is one bytes object, not its parsed inputs:
-    a buffer of hundreds of requests' objects, freed only at the flush, cost the serving process more (in its
-    memory's caches) than encoding each record at once. A batch whose event would exceed ``max_event_bytes``
+    A record is encoded when logged, into its model's one growing buffer: a request leaves no object behind,
+    neither its parsed inputs (holding hundreds of requests' dicts until the flush cost more than encoding each
+    at once) nor a bytes object of its own. A batch whose event would exceed ``max_event_bytes``
     is split until every event fits; a prediction record too large to fit even alone is kept with its inputs
     replaced by a marker (``truncated``), and one that does not fit even so is dropped and counted.
 
@@ -215,32 +225,28 @@ class Logbook:
             DROPPED.inc(len(records) - room)
             log.error("log buffer full: dropping %d records (Kafka unreachable?)", len(records) - room)
             records = records[:room]
-        encoded = [json_record(fields) for fields in records]
         largest = self._max_event_bytes - pending.bare  # a record alone in its event ("[]" is in bare)
-        if encoded and max(map(len, encoded)) > largest:
-            encoded = self._within(pending, records, encoded, largest)
-        context = current_span_context()
-        if context.trace_flags.sampled:  # a link to a span nobody recorded would lead nowhere
-            first = len(pending.records)
-            pending.links += [(first + offset, context) for offset in range(len(encoded))]
-        pending.records += encoded
-        self._size += len(encoded)
-        if self._size >= self._batch_size:
-            self._full.set()
-
-    def _within(
-        self, pending: _Pending, records: list[dict[str, Any]], encoded: list[bytes], largest: int
-    ) -> list[bytes]:
-        """``encoded`` with each record over ``largest`` bytes truncated, or dropped if even that is too large."""
-        kept: list[bytes] = []
-        for fields, record in zip(records, encoded, strict=True):
-            if len(record) > largest:
-                cut = self._truncated(pending, fields, len(record), largest)
+        buffer, ends = pending.records, pending.ends
+        first = len(ends)
+        for fields in records:
+            start = len(buffer)
+            json_record_into(fields, buffer)
+            if len(buffer) - start > largest:
+                size = len(buffer) - start
+                del buffer[start:]
+                cut = self._truncated(pending, fields, size, largest)
                 if cut is None:
                     continue
-                record = cut
-            kept.append(record)
-        return kept
+                buffer += cut
+            ends.append(len(buffer))
+            buffer.append(COMMA)
+        added = len(ends) - first
+        context = current_span_context()
+        if context.trace_flags.sampled:  # a link to a span nobody recorded would lead nowhere
+            pending.links += [(first + offset, context) for offset in range(added)]
+        self._size += added
+        if self._size >= self._batch_size:
+            self._full.set()
 
     async def start(self) -> None:
         """Start publishing in the background (first what a previous run left in the spill)."""
@@ -309,17 +315,17 @@ class Logbook:
         """``pending``'s records as events of at most ``batch_size`` records and ``max_event_bytes`` bytes, in order:
         an event's size is its size without records (``bare``), plus theirs and a comma between two."""
         groups: list[_Group] = []
-        chunk: list[bytes] = []
-        first, size = 0, pending.bare
-        for index, record in enumerate(pending.records):
-            grown = size + len(record) + (1 if chunk else 0)
-            if chunk and (grown > self._max_event_bytes or len(chunk) == self._batch_size):
-                groups.append(_Group(b"[" + b",".join(chunk) + b"]", len(chunk), range(first, index)))
-                chunk, first, grown = [], index, pending.bare + len(record)
-            chunk.append(record)
-            size = grown
-        if chunk:
-            groups.append(_Group(b"[" + b",".join(chunk) + b"]", len(chunk), range(first, len(pending.records))))
+        buffer, ends = pending.records, pending.ends
+        first, start, size = 0, 0, pending.bare  # the group's first record, where it starts, the event's size
+        begin = 0  # where the record at hand starts
+        for index, end in enumerate(ends):
+            grown = size + (end - begin) + (1 if index > first else 0)
+            if index > first and (grown > self._max_event_bytes or index - first == self._batch_size):
+                groups.append(_group(buffer, start, begin - 1, range(first, index)))
+                first, start, grown = index, begin, pending.bare + (end - begin)
+            size, begin = grown, end + 1
+        if ends:
+            groups.append(_group(buffer, start, ends[-1], range(first, len(ends))))
         head = pending.empty.model_dump(mode="json")
         topic = TOPIC_OF[type(pending.empty)]
         return [self._event(topic, head, pending.subject, group, pending.links) for group in groups]
@@ -329,7 +335,7 @@ class Logbook:
         topic: str, head: dict[str, Any], subject: str, group: _Group, links: list[tuple[int, SpanContext]]
     ) -> _Batch:
         """One event of ``group``'s records, its trace that of a ``create`` span linked to each of their requests."""
-        data = {**head, "records": orjson.Fragment(group.array)}
+        data = {**head, "records": msgspec.Raw(group.array)}
         event = event_of_data(topic, data, source=SOURCE, subject=subject)
         linked = [context for index, context in links if index in group.logged_at]
         traced = event.with_trace(*create_span_headers(topic, linked, records=group.records))
