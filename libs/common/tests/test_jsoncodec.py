@@ -97,3 +97,9 @@ def test_a_record_appended_to_a_buffer_is_the_record_written_alone(odd: str | No
     json_record_into(data, buffer)
 
     assert bytes(buffer) == b"[" + json_record(data)
+
+
+def test_an_event_records_keys_that_are_not_text_are_written_as_the_json_module_writes_them() -> None:
+    data = {True: 1, False: 2, None: 3, 4: 5, 1.5: 6}
+
+    assert json_record(data) == json.dumps(data, separators=(",", ":")).encode()
