@@ -74,8 +74,13 @@ def json_record(value: Any) -> bytes:
     """
     try:
         return _RECORD_ENCODER.encode(value)
-    except UnicodeEncodeError:  # a lone surrogate, which the json module escapes
-        return json.dumps(_finite(value), separators=(",", ":"), default=_text).encode()
+    except UnicodeEncodeError:
+        return _json_module_record(value)
+
+
+def _json_module_record(value: Any) -> bytes:
+    """What msgspec refuses (a lone surrogate, which the json module escapes), written as msgspec would."""
+    return json.dumps(_finite(value), separators=(",", ":"), default=_text).encode()
 
 
 def json_record_into(value: Any, buffer: bytearray) -> None:
@@ -85,7 +90,7 @@ def json_record_into(value: Any, buffer: bytearray) -> None:
         _RECORD_ENCODER.encode_into(value, buffer, -1)
     except UnicodeEncodeError:
         del buffer[start:]  # what msgspec wrote before it stopped
-        buffer += json_record(value)
+        buffer += _json_module_record(value)
 
 
 def _as_json_text(value: Any) -> str:

@@ -231,8 +231,8 @@ class Logbook:
         for fields in records:
             start = len(buffer)
             json_record_into(fields, buffer)
-            if len(buffer) - start > largest:
-                size = len(buffer) - start
+            size = len(buffer) - start
+            if size > largest:
                 del buffer[start:]
                 cut = self._truncated(pending, fields, size, largest)
                 if cut is None:
