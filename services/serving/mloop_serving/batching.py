@@ -14,11 +14,15 @@ call for a scikit-learn pipeline with a ColumnTransformer). Waiting until arriva
 
 Each request is checked on its own before it joins a batch; if the batch's scoring fails anyway, its
 requests are scored one by one, so one request's failure never becomes another's.
+
+A batch's answers are handed to ``on_scored`` in one call before its requests get them (serving logs them
+there): one pass over sixty requests' records costs a fraction of sixty passes made between other work.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,12 +37,15 @@ BATCH_REQUESTS = Histogram(
     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
 )
 Answer = tuple[list[Any], list[list[float]] | None]
+# Called with a batch's model and, for each request, its note (``predict``'s) and its answer
+OnScored = Callable[[LoadedModel, list[tuple[Any, Answer]]], None]
 
 
 @dataclass
 class _Waiting:
     rows: list[list[Any]]
     answer: asyncio.Future[Answer]
+    note: Any  # the caller's, handed back with the answer to ``on_scored``
 
 
 @dataclass
@@ -52,18 +59,27 @@ class _Queue:
 class MicroBatcher:
     """Scores checked rows of one request, together with whatever else is waiting for the same model version."""
 
-    def __init__(self, *, max_wait: float = 0.003, quiet: float = 0.0007, max_rows: int = 256) -> None:
+    def __init__(
+        self,
+        *,
+        max_wait: float = 0.003,
+        quiet: float = 0.0007,
+        max_rows: int = 256,
+        on_scored: OnScored | None = None,
+    ) -> None:
         self.max_wait = max_wait
         self.quiet = min(quiet, max_wait)
         self.max_rows = max_rows
+        self.on_scored = on_scored
         self._queues: dict[int, _Queue] = {}  # by id(model): a swapped-in version gets a queue of its own
 
-    async def predict(self, model: LoadedModel, rows: list[list[Any]]) -> Answer:
+    async def predict(self, model: LoadedModel, rows: list[list[Any]], note: Any = None) -> Answer:
+        """The answer for ``rows``; ``note`` goes with it to ``on_scored`` first."""
         queue = self._queues.get(id(model))
         if queue is None or queue.model is not model:
             queue = self._queues[id(model)] = _Queue(model)
         answer: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
-        queue.waiting.append(_Waiting(rows, answer))
+        queue.waiting.append(_Waiting(rows, answer, note))
         if queue.worker is None:
             queue.worker = asyncio.create_task(self._work(queue), name=f"batch-{model.name}-v{model.version}")
         return await answer
@@ -125,13 +141,23 @@ class MicroBatcher:
             for waiting in live:  # alone, so the failure stays with the request that causes it
                 await self._score(model, [waiting])
             return
+        answered: list[tuple[_Waiting, Answer]] = []
         start = 0
         for waiting in live:
             end = start + len(waiting.rows)
-            part = (predictions[start:end], probabilities[start:end] if probabilities is not None else None)
-            if not waiting.answer.done():
-                waiting.answer.set_result(part)
+            if not waiting.answer.done():  # a client gone while its batch was scored gets, and logs, nothing
+                part = (predictions[start:end], probabilities[start:end] if probabilities is not None else None)
+                answered.append((waiting, part))
             start = end
+        if self.on_scored is not None:
+            try:
+                self.on_scored(model, [(waiting.note, part) for waiting, part in answered])
+            except Exception as exc:  # as if each request had failed on its own
+                for waiting, _ in answered:
+                    waiting.answer.set_exception(exc)
+                return
+        for waiting, part in answered:
+            waiting.answer.set_result(part)
 
 
 def _predict(model: LoadedModel, rows: list[list[Any]]) -> Answer:

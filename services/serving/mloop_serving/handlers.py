@@ -33,8 +33,9 @@ from mloop_common.events import (
 from mloop_common.modelio import load_model
 from mloop_common.profile import ReferenceProfile
 from mloop_common.retry import Backoff
+from mloop_common.telemetry import SpanContext, current_span_context
 from mloop_serving import oip
-from mloop_serving.batching import MicroBatcher
+from mloop_serving.batching import Answer, MicroBatcher
 from mloop_serving.host import LoadedModel, ModelHost, Rollout, Routed, warmup_instance
 from mloop_serving.logbook import SOURCE, Logbook, Publisher, RequestIndex, prediction_fields
 from mloop_serving.oip import Encoded, InferCall, check_outputs
@@ -322,6 +323,16 @@ class Scored:
     route: str
 
 
+@dataclass(frozen=True, slots=True)
+class _Unlogged:
+    """What logging a request's predictions needs besides them: its micro-batch logs them all at once."""
+
+    instances: list[dict[str, Any]]
+    request_ids: list[str]
+    route: str
+    context: SpanContext  # the request's span, which the log's event links to
+
+
 @dataclass(frozen=True)
 class ScoredCall:
     """An inference request scored: the answer and the route that chose its model."""
@@ -365,10 +376,16 @@ class Scorer:
         self.new_id = new_id
         self.max_instances = max_instances
         self.max_shadow_pending = max_shadow_pending
-        # None: every request scored on its own (micro-batching switched off)
-        self.batcher = batcher
         self.log_predictions = log_predictions
         self._shadows: set[asyncio.Task[None]] = set()
+        self.batcher: MicroBatcher | None = None
+        self.batch_with(batcher)
+
+    def batch_with(self, batcher: MicroBatcher | None) -> None:
+        """Score small requests in ``batcher``'s micro-batches, logged a batch at a time; None: each on its own."""
+        if batcher is not None:
+            batcher.on_scored = self._log_batch
+        self.batcher = batcher
 
     async def score(
         self,
@@ -446,18 +463,23 @@ class Scorer:
         model = routed.model
         if rows is None:
             rows = model.rows(instances)
+        logged = False  # by the micro-batch
         if self.batcher is not None and len(rows) <= INLINE_ROWS:
-            predictions, probabilities = await self.batcher.predict(model, rows)
+            unlogged = None
+            if log and self.log_predictions:
+                unlogged = _Unlogged(instances, request_ids, routed.route, current_span_context())
+            predictions, probabilities = await self.batcher.predict(model, rows, unlogged)
+            logged = unlogged is not None
         elif len(rows) <= INLINE_ROWS:
             predictions, probabilities = model.predict(model.frame_of(rows))
         else:
             predictions, probabilities = await asyncio.to_thread(lambda: model.predict(model.frame_of(rows)))
         for request_id in request_ids:
             self.requests.add(request_id, model.name, model.version)
-        if log:
-            self._log(model, instances, request_ids, predictions, probabilities, routed.route)
-        else:
+        if not log:
             UNLOGGED.labels(model.name).inc(len(request_ids))
+        elif not logged:
+            self._log(model, instances, request_ids, predictions, probabilities, routed.route)
         ROUTED.labels(model.name, routed.route).inc()
         return Scored(model, predictions, probabilities, request_ids, routed.route)
 
@@ -480,6 +502,22 @@ class Scorer:
             for i, request_id in enumerate(request_ids)
         ]
         self.logbook.log_prediction_fields(model.name, model.version, records)
+
+    def _log_batch(self, model: LoadedModel, answered: list[tuple[_Unlogged | None, Answer]]) -> None:
+        """Log a micro-batch's predictions in one pass, each request's with its own span to link to."""
+        now = self.clock()
+        records: list[dict[str, Any]] = []
+        contexts: list[SpanContext] = []
+        for unlogged, (predictions, probabilities) in answered:
+            if unlogged is None:  # not to be logged (batch scoring, or logging off)
+                continue
+            instances, route = unlogged.instances, unlogged.route
+            for i, request_id in enumerate(unlogged.request_ids):
+                probability = probabilities[i] if probabilities else None
+                records.append(prediction_fields(request_id, now, instances[i], predictions[i], probability, route))
+            contexts += [unlogged.context] * len(unlogged.request_ids)
+        if records:
+            self.logbook.log_prediction_fields(model.name, model.version, records, contexts)
 
     def _shadow(self, name: str, instances: list[dict[str, Any]], request_ids: list[str]) -> None:
         """Score a copy of a production request with the shadow version, off the response path.

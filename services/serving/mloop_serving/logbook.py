@@ -195,13 +195,22 @@ class Logbook:
     def log_predictions(self, model: str, version: int, records: Sequence[PredictionRecord]) -> None:
         self.log_prediction_fields(model, version, [record.__dict__ for record in records])
 
-    def log_prediction_fields(self, model: str, version: int, records: list[dict[str, Any]]) -> None:
-        """Log predictions given as their records' fields (``prediction_fields``): serving's way, every request."""
+    def log_prediction_fields(
+        self,
+        model: str,
+        version: int,
+        records: list[dict[str, Any]],
+        contexts: Sequence[SpanContext] | None = None,
+    ) -> None:
+        """Log predictions given as their records' fields (``prediction_fields``): serving's way, every request.
+
+        ``contexts``: the span of each record's request (their event links to those recorded); by default the
+        current span, for all of them."""
         pending = self._predictions.get((model, version))
         if pending is None:
             empty = PredictionsLogged(model=model, version=version, records=[])
             pending = self._predictions[(model, version)] = self._pending(empty, model, version)
-        self._add(pending, records)
+        self._add(pending, records, contexts)
 
     def log_feedback(self, model: str, records: Sequence[FeedbackRecord]) -> None:
         pending = self._feedback.get(model)
@@ -216,19 +225,23 @@ class Logbook:
             bare = self._bare_sizes[key] = _bare_size(empty, subject)
         return _Pending(empty, subject, bare)
 
-    def _add(self, pending: _Pending, records: list[dict[str, Any]]) -> None:
+    def _add(
+        self, pending: _Pending, records: list[dict[str, Any]], contexts: Sequence[SpanContext] | None = None
+    ) -> None:
         """Encode records from their fields (their JSON as pydantic dumps it, the timestamp as pydantic writes one)
         and keep them until the next flush; one too large for an event of its own is truncated or dropped."""
+        if contexts is None:
+            contexts = [current_span_context()] * len(records)
         room = self._capacity - self._size
         if room < len(records):
             room = max(room, 0)
             DROPPED.inc(len(records) - room)
             log.error("log buffer full: dropping %d records (Kafka unreachable?)", len(records) - room)
-            records = records[:room]
+            records, contexts = records[:room], contexts[:room]
         largest = self._max_event_bytes - pending.bare  # a record alone in its event ("[]" is in bare)
-        buffer, ends = pending.records, pending.ends
+        buffer, ends, links = pending.records, pending.ends, pending.links
         first = len(ends)
-        for fields in records:
+        for fields, context in zip(records, contexts, strict=True):
             start = len(buffer)
             json_record_into(fields, buffer)
             size = len(buffer) - start
@@ -238,13 +251,11 @@ class Logbook:
                 if cut is None:
                     continue
                 buffer += cut
+            if context.trace_flags.sampled:  # a link to a span nobody recorded would lead nowhere
+                links.append((len(ends), context))
             ends.append(len(buffer))
             buffer.append(COMMA)
-        added = len(ends) - first
-        context = current_span_context()
-        if context.trace_flags.sampled:  # a link to a span nobody recorded would lead nowhere
-            pending.links += [(first + offset, context) for offset in range(added)]
-        self._size += added
+        self._size += len(ends) - first
         if self._size >= self._batch_size:
             self._full.set()
 

@@ -133,6 +133,63 @@ async def test_a_request_that_fails_the_model_fails_alone():
     assert all(isinstance(r, tuple) and r[0] in (["yes"], ["no"]) for i, r in enumerate(results) if i != 5)
 
 
+async def test_a_batchs_answers_are_handed_over_in_one_call_with_their_notes_before_any_request_gets_them():
+    handed: list[list[tuple[object, tuple[list, list | None]]]] = []
+    answered_before_handing: list[bool] = []
+    futures: list[asyncio.Task] = []
+
+    def on_scored(served: LoadedModel, answered: list) -> None:
+        answered_before_handing.append(any(f.done() for f in futures))
+        handed.append(answered)
+
+    served, batcher = model(Counting(fitted())), MicroBatcher(max_wait=0.001, on_scored=on_scored)
+    requests = [rows(1 + i % 2, seed=i) for i in range(12)]
+    futures += [asyncio.ensure_future(batcher.predict(served, r, note=f"request-{i}")) for i, r in enumerate(requests)]
+    answers = await asyncio.gather(*futures)
+
+    assert 1 <= len(handed) < len(requests) and answered_before_handing == [False] * len(handed)
+    notes = {note: answer for batch in handed for note, answer in batch}
+    assert notes == {f"request-{i}": answer for i, answer in enumerate(answers)}
+
+
+async def test_a_request_whose_client_left_is_neither_answered_nor_handed_over():
+    handed: list = []
+    started = threading.Event()
+    release = threading.Event()
+
+    class Slow(Counting):
+        def predict_proba(self, frame):
+            started.set()
+            release.wait(5)
+            return super().predict_proba(frame)
+
+    estimator = Slow(fitted())
+    served = model(estimator)
+    batcher = MicroBatcher(max_wait=0.001, on_scored=lambda _, answered: handed.extend(answered))
+    staying = asyncio.ensure_future(batcher.predict(served, rows(1), note="stays"))
+    leaving = asyncio.ensure_future(batcher.predict(served, rows(1, seed=2), note="leaves"))
+    await asyncio.to_thread(started.wait, 5)
+    leaving.cancel()
+    release.set()
+
+    await staying
+    assert estimator.calls == 1  # the two were scored together; one left while the model worked
+    assert [note for note, _ in handed] == ["stays"]
+
+
+async def test_when_handing_over_fails_each_request_of_the_batch_gets_that_error():
+    def broken(served: LoadedModel, answered: list) -> None:
+        raise RuntimeError("log unavailable")
+
+    served, batcher = model(Counting(fitted())), MicroBatcher(max_wait=0.001, on_scored=broken)
+
+    results = await asyncio.gather(
+        *(batcher.predict(served, rows(1, seed=i)) for i in range(6)), return_exceptions=True
+    )
+
+    assert [str(r) for r in results] == ["log unavailable"] * 6
+
+
 async def test_batches_hold_at_most_max_rows_but_a_larger_request_still_goes_through():
     estimator = Counting(fitted())
     served, batcher = model(estimator), MicroBatcher(max_wait=0.001, max_rows=4)

@@ -239,7 +239,7 @@ async def test_concurrent_requests_batched_together_get_the_answers_and_logs_the
     await serving_v1(svc)
     requests = [[ROWS[i % 2]] * (1 + i % 3) for i in range(12)]
     alone = [await svc.scorer.score("churn", request) for request in requests]
-    svc.scorer.batcher = MicroBatcher(max_wait=0.001)
+    svc.scorer.batch_with(MicroBatcher(max_wait=0.001))
 
     together = await asyncio.gather(*(svc.scorer.score("churn", request) for request in requests))
     await svc.logbook.flush()

@@ -1,5 +1,6 @@
 """The prediction log's events carry a trace linked to every request whose records they hold."""
 
+import asyncio
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -8,11 +9,16 @@ import pytest
 from opentelemetry import trace
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
+from prometheus_client import REGISTRY
 
-from mloop_common.events import Envelope, FeedbackRecord, PredictionRecord
+from mloop_common.artifacts import ArtifactStore
+from mloop_common.events import Envelope, FeedbackRecord, PredictionRecord, PredictionsLogged
 from mloop_common.telemetry import tracer
 from mloop_common.testing import recorded_spans
+from mloop_serving.batching import MicroBatcher
 from mloop_serving.logbook import Logbook
+
+from .fakes import classifier_file, serving
 
 
 @pytest.fixture(scope="module")
@@ -76,4 +82,53 @@ async def test_a_request_whose_span_is_not_recorded_is_not_linked(spans: InMemor
 
     [created] = [span for span in spans.get_finished_spans() if span.name == "create predictions.logged"]
     assert [link.context for link in created.links] == [request.get_span_context()]
+    assert dict(created.attributes or {})["mloop.records"] == 2
+
+
+async def test_requests_logged_by_one_micro_batch_are_each_linked_to_their_own_span(
+    spans: InMemorySpanExporter, tmp_path
+) -> None:
+    spans.clear()
+    svc = serving(ArtifactStore(tmp_path))
+    await svc.register(classifier_file(seed=1))
+    await svc.loader.sync_all()
+    svc.scorer.batch_with(MicroBatcher(max_wait=0.01))
+    unrecorded = SpanContext(trace_id=0x1F, span_id=0x2F, is_remote=True, trace_flags=TraceFlags(0))
+
+    async def request(index: int) -> SpanContext | None:
+        row = {"usage": float(index), "calls": 1.0}
+        if index == 3:  # a caller's trace that is not recorded: nothing to link to
+            with trace.use_span(NonRecordingSpan(unrecorded)):
+                await svc.scorer.score("churn", [row])
+            return None
+        with tracer().start_as_current_span(f"request {index}") as span:
+            await svc.scorer.score("churn", [row, row] if index % 2 else [row])
+            return span.get_span_context()
+
+    batches_before = REGISTRY.get_sample_value("mloop_serving_batch_requests_count", {"model": "churn"}) or 0
+    contexts = await asyncio.gather(*(request(i) for i in range(8)))
+    await svc.logbook.flush()
+
+    batches = REGISTRY.get_sample_value("mloop_serving_batch_requests_count", {"model": "churn"}) - batches_before
+    assert batches < 8  # some were logged together
+    [logged] = svc.publisher.payloads(PredictionsLogged)
+    assert len(logged.records) == 11
+    [created] = [span for span in spans.get_finished_spans() if span.name == "create predictions.logged"]
+    assert [link.context for link in created.links] == [c for c in contexts if c is not None]
+
+
+async def test_a_record_dropped_for_its_size_shifts_no_link_onto_its_neighbour(spans: InMemorySpanExporter) -> None:
+    spans.clear()
+    publisher = Publisher()
+    logbook = Logbook(publisher, max_event_bytes=2_000)
+    fields = [record.__dict__ for record in (prediction(), prediction(), prediction())]
+    fields[1] = {**fields[1], "prediction": "x" * 5_000}  # too large even with its inputs truncated: dropped
+    with tracer().start_as_current_span("first") as first, tracer().start_as_current_span("third") as third:
+        logbook.log_prediction_fields(
+            "churn", 1, fields, [first.get_span_context(), first.get_span_context(), third.get_span_context()]
+        )
+    await logbook.flush()
+
+    [created] = [span for span in spans.get_finished_spans() if span.name == "create predictions.logged"]
+    assert [link.context for link in created.links] == [first.get_span_context(), third.get_span_context()]
     assert dict(created.attributes or {})["mloop.records"] == 2
