@@ -279,22 +279,30 @@ def run_wrk(command: list[str], target: Target, connections: int, seconds: float
 
 
 def side_by_side(
-    command: list[str], on: Target, off: Target, connections: int, seconds: float, work: Path
+    command: list[str], on: Target, off: Target, connections: int, seconds: float, work: Path, *, on_first: bool
 ) -> dict[str, Any]:
     """Logging on and off loaded at the same time, each by its own wrk: what the machine's neighbours do then
     slows both alike, where runs one after the other can each catch a different moment (on this machine the
     same server's req/s varies by a third from one run to the next). The two servers share the cores, so each
-    one's req/s is set by its CPU per request: their ratio is logging's cost in throughput when CPU-bound."""
+    one's req/s is set by its CPU per request: their ratio is logging's cost in throughput when CPU-bound.
+
+    ``on_first``: whose wrk starts first. Pairs of two identical servers came out 2-3 % apart, one side favoured
+    by where it stood, so callers alternate it."""
+    order = (on, off) if on_first else (off, on)
     with ThreadPoolExecutor(2) as pool:
-        list(pool.map(lambda target: run_wrk(command, target, connections, WARMUP, work), (on, off)))
-        before = [group_cpu_seconds(target.process_group) for target in (on, off)]
-        runs = list(pool.map(lambda target: run_wrk(command, target, connections, seconds, work), (on, off)))
-        after = [group_cpu_seconds(target.process_group) for target in (on, off)]
+        list(pool.map(lambda target: run_wrk(command, target, connections, WARMUP, work), order))
+        before = {target.name: group_cpu_seconds(target.process_group) for target in order}
+        started = list(pool.map(lambda target: run_wrk(command, target, connections, seconds, work), order))
+        after = {target.name: group_cpu_seconds(target.process_group) for target in order}
+    by_name = {target.name: run for target, run in zip(order, started, strict=True)}
+    runs = [by_name[on.name], by_name[off.name]]
+    before_cpu, after_cpu = [before[on.name], before[off.name]], [after[on.name], after[off.name]]
     cpu = [
         1000 * (b - a) / run["requests"] if run["requests"] else None
-        for a, b, run in zip(before, after, runs, strict=True)
+        for a, b, run in zip(before_cpu, after_cpu, runs, strict=True)
     ]
     pair: dict[str, Any] = {
+        "on_first": on_first,
         "on_requests_per_second": runs[0]["requests_per_second"],
         "off_requests_per_second": runs[1]["requests_per_second"],
         "on_cpu_ms_per_request": round(cpu[0], 3) if cpu[0] is not None else None,
@@ -642,8 +650,8 @@ def main() -> int:
                 if on is None or off is None:
                     continue
                 for c in concurrency:
-                    for _ in range(PAIRS):
-                        pair = side_by_side(command, on, off, c, DURATION, work)
+                    for index in range(PAIRS):
+                        pair = side_by_side(command, on, off, c, DURATION, work, on_first=index % 2 == 0)
                         pairs.setdefault(path, {}).setdefault(f"c{c}", []).append(pair)
                         print("side by side", path, c, pair, flush=True)
         finally:
@@ -664,7 +672,8 @@ def main() -> int:
             "repeats": REPEATS,
             "order": "targets interleaved, every other repeat in reverse; logging on and off back to back",
             "ratios": "vs echo and logging cost: median of each repeat's ratio; vs the anchors: ratio of medians",
-            "side_by_side": f"logging on and off loaded at the same time, {PAIRS} times per path and concurrency; "
+            "side_by_side": f"logging on and off loaded at the same time, {PAIRS} times per path and concurrency, "
+            "every other time with logging off's wrk started first; "
             "*_side_by_side: median of the pairs' ratios",
             "timeout": TIMEOUT,
             "model": f"Pipeline(ColumnTransformer(impute+scale), HistGradientBoostingClassifier), {ROWS}x{WIDTH}, "
