@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 import sqlalchemy as sa
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from opentelemetry import trace
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -42,7 +42,7 @@ from mloop_common.db import (
     purge_handled,
 )
 from mloop_common.errors import TransientError
-from mloop_common.events import Envelope, Payload, dlq_topic
+from mloop_common.events import Envelope, Payload, dlq_topic, to_record
 from mloop_common.telemetry import setup_tracing, tracer
 from tests.conftest import eventually
 from tests.faults import summary
@@ -657,6 +657,34 @@ async def test_a_tail_with_a_backlog_starts_that_many_records_back_per_partition
         await asyncio.wait_for(read(4), timeout=30)
 
     assert seen == [7, 8, 9, 10]
+
+
+@pytest.mark.parametrize("codec", ["gzip", "snappy", "lz4", "zstd"])
+async def test_events_from_a_producer_that_compresses_its_batches_are_handled(bus, codec: str) -> None:  # type: ignore[no-untyped-def]
+    """Any Kafka client may compress (a data engineer's, Kafka Connect's): a consumer without the codec once
+    stopped at the first such batch for good, its lag growing and nothing dead-lettered."""
+    config, topic, producer = bus
+    compressing = AIOKafkaProducer(bootstrap_servers=config.bootstrap_servers, compression_type=codec, linger_ms=50)
+    await compressing.start()
+    try:
+        delivered = []
+        for value in range(20):  # queued before any is sent, so batches hold several records
+            key, payload, headers = to_record(event(topic, value, subject=f"model-{value % 3}"))
+            delivered.append(await compressing.send(topic, payload, key=key, headers=headers))
+        await asyncio.gather(*delivered)
+    finally:
+        await compressing.stop()
+    seen: list[int] = []
+
+    async def record(envelope: Envelope) -> None:
+        seen.append(envelope.data["value"])
+
+    subscriber = await start_subscriber(config, topic, record, producer)
+    try:
+        await eventually(lambda: len(seen) >= 20, timeout=30, interval=0.1)
+    finally:
+        await subscriber.stop()
+    assert sorted(seen) == list(range(20))
 
 
 async def test_summary_rows(rows: list[Row]) -> None:
