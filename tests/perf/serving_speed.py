@@ -645,12 +645,16 @@ def main() -> int:
                         runs[target.name][f"c{c}"].append(run)
                         print(target.name, c, runs[target.name][f"c{c}"][-1], flush=True)
             by_name = {target.name: target for target in targets}
-            for path in ("v1", "oip"):
-                on, off = by_name.get(f"mloop-{path}-log-on"), by_name.get(f"mloop-{path}-log-off")
-                if on is None or off is None:
-                    continue
+            compared = [
+                (path, by_name[f"mloop-{path}-log-on"], by_name[f"mloop-{path}-log-off"])
+                for path in ("v1", "oip")
+                if f"mloop-{path}-log-on" in by_name and f"mloop-{path}-log-off" in by_name
+            ]
+            # Round robin over paths and concurrencies: a pair varies with the moment (one minute's pairs all came
+            # out 10 % low, the next minute's not), so every comparison gets pairs from every moment.
+            for index in range(PAIRS):
                 for c in concurrency:
-                    for index in range(PAIRS):
+                    for path, on, off in compared:
                         pair = side_by_side(command, on, off, c, DURATION, work, on_first=index % 2 == 0)
                         pairs.setdefault(path, {}).setdefault(f"c{c}", []).append(pair)
                         print("side by side", path, c, pair, flush=True)
@@ -673,7 +677,7 @@ def main() -> int:
             "order": "targets interleaved, every other repeat in reverse; logging on and off back to back",
             "ratios": "vs echo and logging cost: median of each repeat's ratio; vs the anchors: ratio of medians",
             "side_by_side": f"logging on and off loaded at the same time, {PAIRS} times per path and concurrency, "
-            "every other time with logging off's wrk started first; "
+            "every other time with logging off's wrk started first, in turn with the other paths and concurrencies; "
             "*_side_by_side: median of the pairs' ratios",
             "timeout": TIMEOUT,
             "model": f"Pipeline(ColumnTransformer(impute+scale), HistGradientBoostingClassifier), {ROWS}x{WIDTH}, "
