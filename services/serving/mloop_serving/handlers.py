@@ -492,16 +492,11 @@ class Scorer:
         probabilities: list[list[float]] | None,
         route: Literal["champion", "canary", "shadow", "challenger"],
     ) -> None:
+        """Log one request's predictions (one scored outside a micro-batch, or a shadow's copy)."""
         if not self.log_predictions:
             return
-        now = self.clock()
-        records = [
-            prediction_fields(
-                request_id, now, instances[i], predictions[i], probabilities[i] if probabilities else None, route
-            )
-            for i, request_id in enumerate(request_ids)
-        ]
-        self.logbook.log_prediction_fields(model.name, model.version, records)
+        unlogged = _Unlogged(instances, request_ids, route, current_span_context())
+        self._log_batch(model, [(unlogged, (predictions, probabilities))])
 
     def _log_batch(self, model: LoadedModel, answered: list[tuple[_Unlogged | None, Answer]]) -> None:
         """Log a micro-batch's predictions in one pass, each request's with its own span to link to."""
